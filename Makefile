@@ -1,0 +1,41 @@
+# make run   - dev server: venv, embedded PostgreSQL, migrations, gunicorn on 127.0.0.1:8000, a cron tick a minute
+# make demo  - the same, with sample jobs enqueued
+# make test  - venv, embedded PostgreSQL, the whole pytest suite (CI runs this)
+# make chaos - the long fault-injection runs (see docs/RELIABILITY.md)
+# make bench - the benchmarks (see docs/BENCHMARKS.md)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv run demo test db-start db-stop bench clean
+
+$(STAMP): setup.cfg setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	bash scripts/run.sh
+
+demo: venv
+	DEMO=1 bash scripts/run.sh
+
+test: venv
+	bash scripts/test.sh $(PYTEST_ARGS)
+
+db-start: venv
+	$(PY) -m jobprocessor.devdb start jobprocessor
+
+db-stop: venv
+	$(PY) -m jobprocessor.devdb stop
+
+bench: venv
+	bash scripts/bench.sh
+
+clean:
+	-$(PY) -m jobprocessor.devdb stop
+	rm -rf $(VENV) .pgdata *.egg-info

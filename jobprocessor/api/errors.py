@@ -1,0 +1,86 @@
+"""Every error the API gives is JSON: {"error": "<code>", "message": "<one clear sentence>"}."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from ..enqueue import InvalidJob
+
+log = logging.getLogger("jobprocessor.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None):
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _is_unavailable(exc: SQLAlchemyError) -> bool:
+    """Connection-level failures (server down, restarted, connection killed, pool exhausted) -> 503."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        import psycopg2
+
+        orig = exc.orig
+        if isinstance(orig, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+            return True
+        # admin shutdown / crash / cannot connect now (class 57P, 08)
+        code = getattr(orig, "pgcode", None) or ""
+        return code.startswith(("57P", "08"))
+    return False
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(InvalidJob)
+    def _invalid_job(exc: InvalidJob):
+        code = "unknown_type" if exc.status == 422 else "invalid_field"
+        payload = {"error": code, "message": exc.message, "field": exc.field}
+        if exc.index is not None:
+            payload["index"] = exc.index
+        response = jsonify(payload)
+        response.status_code = exc.status
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        messages = {
+            404: "No such endpoint or resource.",
+            405: "This endpoint does not accept that method.",
+            413: f"The request body is larger than {app.config.get('MAX_CONTENT_LENGTH')} bytes.",
+        }
+        return error_response(exc.code or 500, code, messages.get(exc.code, exc.description or exc.name))
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database_error(exc: SQLAlchemyError):
+        if _is_unavailable(exc):
+            log.warning("database unavailable: %s", type(exc.orig if hasattr(exc, "orig") else exc).__name__)
+            return error_response(503, "database_unavailable",
+                                  "The database is unreachable right now; nothing was changed, try again shortly.",
+                                  {"Retry-After": "5"})
+        log.exception("database error")
+        return error_response(500, "database_error", "The database rejected the request.")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "An unexpected error occurred; it has been logged.")

@@ -1,0 +1,99 @@
+"""The job API: enqueue, list (keyset pages), read, retry, cancel, batch progress."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from .. import queries
+from ..enqueue import validate_job, validate_jobs
+from ..extensions import db
+from .auth import require_secret
+from .errors import ApiError
+from .params import choice_param, int_param, json_body, str_param
+
+bp = Blueprint("jobs", __name__)
+
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+MAX_JOB_ID = 2**63 - 1
+
+
+def _settings():
+    return current_app.extensions["jobprocessor"].settings
+
+
+@bp.post("/jobs")
+@require_secret
+def create_jobs():
+    body = json_body(required=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The body must be a job object or {\"jobs\": [...]}.")
+    if "jobs" in body:
+        if set(body) != {"jobs"}:
+            raise ApiError(400, "invalid_field", "A batch body holds only \"jobs\".")
+        rows = validate_jobs(body["jobs"], _settings())
+        with db.engine.begin() as conn:
+            results = queries.enqueue(conn, rows)
+        created = sum(1 for _, was_created in results if was_created)
+        payload = {"ids": [job_id for job_id, _ in results], "created": created,
+                   "duplicates": len(results) - created,
+                   "jobs": [{"id": job_id, "created": was_created} for job_id, was_created in results]}
+        return jsonify(payload), 201 if created else 200
+    row = validate_job(body, _settings())
+    with db.engine.begin() as conn:
+        (job_id, created), = queries.enqueue(conn, [row])
+        job = queries.get_job(conn, job_id)
+    return jsonify({"id": job_id, "ids": [job_id], "created": created, "job": queries.job_to_dict(job)}), \
+        201 if created else 200
+
+
+@bp.get("/jobs")
+@require_secret
+def list_jobs():
+    args = request.args
+    status = choice_param("status", args.get("status"), STATUSES)
+    limit = int_param("limit", args.get("limit"), 1, 500, 50)
+    after = int_param("after", args.get("after"), 1, MAX_JOB_ID)
+    with db.engine.connect() as conn:
+        page, next_after = queries.list_jobs(
+            conn, status=status, job_type=str_param("type", args.get("type")),
+            store_id=str_param("store_id", args.get("store_id")),
+            batch_id=str_param("batch_id", args.get("batch_id")), after=after, limit=limit)
+    return jsonify({"jobs": [queries.job_to_dict(row) for row in page], "next_after": next_after})
+
+
+def _job_id(raw: str) -> int:
+    return int_param("job id", raw, 1, MAX_JOB_ID)
+
+
+@bp.get("/jobs/<raw_id>")
+@require_secret
+def get_job(raw_id: str):
+    with db.engine.connect() as conn:
+        job = queries.get_job(conn, _job_id(raw_id))
+    if job is None:
+        raise ApiError(404, "not_found", f"No job {raw_id}.")
+    return jsonify(queries.job_to_dict(job))
+
+
+def _transition(raw_id: str, action, allowed: str):
+    job_id = _job_id(raw_id)
+    with db.engine.begin() as conn:
+        job = action(conn, job_id)
+        if job is None:
+            current = queries.get_job(conn, job_id)
+            if current is None:
+                raise ApiError(404, "not_found", f"No job {job_id}.")
+            raise ApiError(409, "invalid_state", f"Job {job_id} is {current['status']}; only {allowed} jobs can "
+                                                 "be changed this way.")
+    return jsonify(queries.job_to_dict(job))
+
+
+@bp.post("/jobs/<raw_id>/retry")
+@require_secret
+def retry_job(raw_id: str):
+    return _transition(raw_id, queries.retry_job, "failed or cancelled")
+
+
+@bp.post("/jobs/<raw_id>/cancel")
+@require_secret
+def cancel_job(raw_id: str):
+    return _transition(raw_id, queries.cancel_job, "pending")

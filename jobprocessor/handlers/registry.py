@@ -1,0 +1,87 @@
+"""Handler registration: `@handler("type", max_attempts=..., timeout_s=...)`, and what a handler may raise."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Optional
+
+
+class RetryLater(Exception):
+    """Run the job again after `seconds`, without spending an attempt (rate limits, a busy upstream)."""
+
+    def __init__(self, seconds: float, reason: str = ""):
+        super().__init__(reason or f"retry in {seconds:g}s")
+        self.seconds = max(0.0, float(seconds))
+        self.reason = reason
+
+
+class PermanentError(Exception):
+    """Fail the job now, with no retry: the error will not change by trying again."""
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    type: str
+    func: Callable[["Job"], Any]
+    max_attempts: Optional[int] = None  # None: the service default (JOBS_DEFAULT_MAX_ATTEMPTS)
+    timeout_s: Optional[float] = None  # None: the service default (JOBS_DEFAULT_TIMEOUT_S)
+
+
+@dataclass
+class Job:
+    """What a handler receives. `deadline` is when the handler must be done (UTC); `time_left()` in seconds."""
+
+    id: int
+    type: str
+    payload: Any
+    store_id: Optional[str]
+    user_id: Optional[str]
+    priority: int
+    attempts: int
+    max_attempts: int
+    batch_id: Optional[str]
+    deadline: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    _deadline_monotonic: float = field(default=0.0, repr=False)
+
+    def set_deadline(self, seconds_from_now: float) -> None:
+        self._deadline_monotonic = time.monotonic() + seconds_from_now
+        self.deadline = datetime.now(timezone.utc) + timedelta(seconds=seconds_from_now)
+
+    def time_left(self) -> float:
+        return max(0.0, self._deadline_monotonic - time.monotonic())
+
+
+_registry: dict[str, HandlerSpec] = {}
+
+
+def handler(job_type: str, *, max_attempts: Optional[int] = None, timeout_s: Optional[float] = None):
+    """Register the decorated function as the handler of `job_type`."""
+    if not isinstance(job_type, str) or not job_type or len(job_type) > 200:
+        raise ValueError("job type must be a non-empty string of at most 200 characters")
+    if max_attempts is not None and not 1 <= max_attempts <= 100:
+        raise ValueError("max_attempts must be between 1 and 100")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError("timeout_s must be positive")
+
+    def register(func: Callable[[Job], Any]) -> Callable[[Job], Any]:
+        existing = _registry.get(job_type)
+        if existing is not None and existing.func.__qualname__ != func.__qualname__:
+            raise ValueError(f"a handler for {job_type!r} is already registered ({existing.func.__qualname__})")
+        _registry[job_type] = HandlerSpec(job_type, func, max_attempts, timeout_s)
+        return func
+
+    return register
+
+
+def get_handler(job_type: str) -> Optional[HandlerSpec]:
+    return _registry.get(job_type)
+
+
+def registered_types() -> list[str]:
+    return sorted(_registry)
+
+
+def unregister(job_type: str) -> None:
+    """For tests that register throw-away handlers."""
+    _registry.pop(job_type, None)

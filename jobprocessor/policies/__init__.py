@@ -1,0 +1,1 @@
+"""Pure decision functions (no database, no clock of their own), tested in isolation."""

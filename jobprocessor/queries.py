@@ -1,0 +1,280 @@
+"""The only place job SQL lives. Each statement is named and says why it is shaped as it is.
+
+All values travel as bound parameters. Statements that take many jobs take them as arrays (or one JSON document)
+so a batch costs one round trip, whatever its size.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+JOB_COLUMNS = (
+    "id", "type", "payload", "status", "priority", "store_id", "user_id", "run_at", "created_at", "started_at",
+    "completed_at", "attempts", "max_attempts", "last_error", "result", "locked_by", "locked_until",
+    "idempotency_key", "batch_id",
+)
+_SELECT_JOB = ", ".join(f"jobs.{c}" for c in JOB_COLUMNS)
+
+# --- claim -------------------------------------------------------------------------------------------------------
+
+# Expired leases: a worker that died or hung past JOBS_LEASE_S. Back to pending (run again), or failed when the
+# attempt it was running was its last. Bounded (LIMIT) and SKIP LOCKED so concurrent callers split the work.
+_RESCUE_CTE = """
+expired AS (
+    SELECT id FROM jobs
+    WHERE status = 'running' AND locked_until < now()
+    ORDER BY locked_until
+    LIMIT :rescue_limit
+    FOR UPDATE SKIP LOCKED
+),
+rescued AS (
+    UPDATE jobs
+    SET status = CASE WHEN jobs.attempts >= jobs.max_attempts THEN 'failed' ELSE 'pending' END,
+        completed_at = CASE WHEN jobs.attempts >= jobs.max_attempts THEN now() END,
+        last_error = 'lease expired: ' || coalesce(jobs.locked_by, '?') || ' did not finish within its lease',
+        locked_by = NULL,
+        locked_until = NULL
+    FROM expired
+    WHERE jobs.id = expired.id
+    RETURNING jobs.status
+)"""
+
+# The due jobs, highest priority first, then oldest, then id (jobs_claim_idx is exactly this order and predicate,
+# so the scan stops after LIMIT rows). FOR UPDATE SKIP LOCKED lets any number of callers claim at once: each skips
+# rows another caller is locking instead of waiting for it. The CTE is an optimisation fence: LIMIT applies to the
+# locked selection, so the UPDATE can never touch more rows than asked for.
+_PLAIN_DUE_CTE = """
+due AS (
+    SELECT id FROM jobs
+    WHERE status = 'pending' AND run_at <= now()
+      AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
+    ORDER BY priority, run_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)"""
+
+# The claim itself; started_at/attempts/lease are set in the same statement that locks, so a job is never
+# "claimed but not running" as far as the table can tell. The rescue runs in the same statement (one round trip
+# and, with nothing due, one cheap indexed statement per call); its counts come back beside the claimed rows
+# (a LEFT JOIN, so there is always one row to read them from).
+_CLAIM_TAIL = f"""
+claimed AS (
+    UPDATE jobs
+    SET status = 'running',
+        attempts = jobs.attempts + 1,
+        started_at = now(),
+        locked_by = :worker,
+        locked_until = now() + make_interval(secs => :lease_s)
+    FROM due
+    WHERE jobs.id = due.id
+    RETURNING {_SELECT_JOB}
+)
+SELECT claimed.*,
+       r.rescued_pending, r.rescued_failed
+FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS rescued_pending,
+             count(*) FILTER (WHERE status = 'failed') AS rescued_failed
+      FROM rescued) AS r
+LEFT JOIN claimed ON true
+"""
+
+CLAIM = "WITH " + _RESCUE_CTE + "," + _PLAIN_DUE_CTE + "," + _CLAIM_TAIL
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    jobs: list  # rows with JOB_COLUMNS, in claim order (priority, run_at, id)
+    rescued_pending: int
+    rescued_failed: int
+
+    @property
+    def rescued(self) -> int:
+        return self.rescued_pending + self.rescued_failed
+
+
+def claim(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
+          rescue_limit: int = 1000) -> ClaimResult:
+    rows = conn.execute(text(CLAIM), {
+        "limit": limit, "worker": worker, "lease_s": lease_s, "job_type": job_type, "rescue_limit": rescue_limit,
+    }).mappings().all()
+    first = rows[0]
+    jobs = [row for row in rows if row["id"] is not None]
+    jobs.sort(key=lambda row: (row["priority"], row["run_at"], row["id"]))
+    return ClaimResult(jobs, int(first["rescued_pending"]), int(first["rescued_failed"]))
+
+
+# --- finish ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed job. status: completed | failed | pending (retry, or released unstarted)."""
+
+    job_id: int
+    status: str
+    result_json: Optional[str] = None  # already serialised (and checked) JSON
+    error: Optional[str] = None
+    delay_s: Optional[float] = 0.0  # pending: run again after this many seconds (None: keep run_at)
+    give_back_attempt: bool = False  # RetryLater and released jobs do not spend an attempt
+
+
+# One statement for the whole batch: the outcomes arrive as parallel arrays, unnest() turns them into rows.
+# `locked_by = :worker` is the fence against a stale writer: if our lease ran out and another caller rescued and
+# re-claimed the job, this call no longer owns it and its late outcome is dropped (the ids it did write come back).
+FINISH = """
+UPDATE jobs AS j
+SET status = o.status,
+    result = CASE WHEN o.status = 'completed' THEN CAST(o.result AS jsonb) ELSE j.result END,
+    last_error = coalesce(o.error, j.last_error),
+    attempts = j.attempts - o.give_back,
+    -- a retry waits delay_s; a released job (delay_s NULL) keeps its run_at, and so its place in line
+    run_at = CASE WHEN o.status = 'pending' AND o.delay_s IS NOT NULL
+                  THEN now() + make_interval(secs => o.delay_s) ELSE j.run_at END,
+    started_at = CASE WHEN o.give_back = 1 AND o.status = 'pending' THEN NULL ELSE j.started_at END,
+    completed_at = CASE WHEN o.status IN ('completed', 'failed') THEN now() END,
+    locked_by = NULL,
+    locked_until = NULL
+FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:results AS text[]),
+            CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:give_backs AS int[]))
+     AS o(id, status, result, error, delay_s, give_back)
+WHERE j.id = o.id AND j.status = 'running' AND j.locked_by = :worker
+RETURNING j.id
+"""
+
+
+def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[int]:
+    """Record a batch of outcomes; returns the ids written (a missing id had lost its lease to another caller)."""
+    if not outcomes:
+        return set()
+    params = {
+        "worker": worker,
+        "ids": [o.job_id for o in outcomes],
+        "statuses": [o.status for o in outcomes],
+        "results": [o.result_json for o in outcomes],
+        "errors": [o.error for o in outcomes],
+        "delays": [None if o.delay_s is None else float(o.delay_s) for o in outcomes],
+        "give_backs": [1 if o.give_back_attempt else 0 for o in outcomes],
+    }
+    return {row[0] for row in conn.execute(text(FINISH), params)}
+
+
+# --- enqueue -----------------------------------------------------------------------------------------------------
+
+# Up to 1000 jobs in one INSERT: the batch travels as one JSON array, jsonb_to_recordset() turns it into rows.
+# ON CONFLICT DO NOTHING on the idempotency key makes a repeat (even a concurrent one, which waits for the first
+# insert to commit) insert nothing; the existing ids are then read by key. ORDER BY ord makes the identity values
+# ascend in input order, which is how the ids of rows without a key are matched back to their input position.
+ENQUEUE = """
+INSERT INTO jobs (type, payload, priority, store_id, user_id, run_at, max_attempts, idempotency_key, batch_id)
+SELECT r.type, r.payload, r.priority, r.store_id, r.user_id, coalesce(r.run_at, now()), r.max_attempts,
+       r.idempotency_key, r.batch_id
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS r(ord int, type text, payload jsonb, priority smallint, store_id text, user_id text, run_at timestamptz,
+          max_attempts int, idempotency_key text, batch_id text)
+ORDER BY r.ord
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING id, idempotency_key
+"""
+
+EXISTING_BY_KEY = "SELECT id, idempotency_key FROM jobs WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
+
+
+def enqueue(conn: Connection, rows: Sequence[dict]) -> list[tuple[int, bool]]:
+    """Insert validated job rows (see jobprocessor.enqueue); returns (id, created) per input row, in order."""
+    if not rows:
+        return []
+    document = json.dumps([dict(row, ord=i) for i, row in enumerate(rows)], default=str)
+    inserted = conn.execute(text(ENQUEUE), {"rows": document}).all()
+    by_key = {key: job_id for job_id, key in inserted if key is not None}
+    unkeyed_ids = iter(sorted(job_id for job_id, key in inserted if key is None))
+    wanted = [row["idempotency_key"] for row in rows if row.get("idempotency_key") is not None]
+    existing = {}
+    if len(by_key) < len(set(wanted)):
+        existing = {key: job_id for job_id, key in conn.execute(text(EXISTING_BY_KEY), {"keys": wanted})}
+    out: list[tuple[int, bool]] = []
+    seen: set[str] = set()
+    for row in rows:
+        key = row.get("idempotency_key")
+        if key is None:
+            out.append((next(unkeyed_ids), True))
+        elif key in by_key and key not in seen:
+            out.append((by_key[key], True))
+        else:
+            out.append((by_key.get(key) or existing[key], False))
+        if key is not None:
+            seen.add(key)
+    return out
+
+
+# --- the job API ---------------------------------------------------------------------------------------------------
+
+GET_JOB = f"SELECT {_SELECT_JOB} FROM jobs WHERE id = :id"
+
+# Newest first, keyset-paginated on id: `after` is the last id of the previous page, so every page is one indexed
+# range scan however deep it is (no OFFSET). One row more than the page tells whether another page follows.
+LIST_JOBS = f"""
+SELECT {_SELECT_JOB} FROM jobs
+WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
+  AND (CAST(:store_id AS text) IS NULL OR store_id = CAST(:store_id AS text))
+  AND (CAST(:batch_id AS text) IS NULL OR batch_id = CAST(:batch_id AS text))
+  AND (CAST(:after AS bigint) IS NULL OR id < CAST(:after AS bigint))
+ORDER BY id DESC
+LIMIT :limit
+"""
+
+# Manual retry gives a failed or cancelled job a fresh set of attempts, due now.
+RETRY_JOB = f"""
+UPDATE jobs SET status = 'pending', attempts = 0, run_at = now(), started_at = NULL, completed_at = NULL,
+                result = NULL, locked_by = NULL, locked_until = NULL
+WHERE id = :id AND status IN ('failed', 'cancelled')
+RETURNING {_SELECT_JOB}
+"""
+
+# Only a pending job can be cancelled: a running one is in a handler's hands (its outcome will be recorded).
+CANCEL_JOB = f"""
+UPDATE jobs SET status = 'cancelled', completed_at = now()
+WHERE id = :id AND status = 'pending'
+RETURNING {_SELECT_JOB}
+"""
+
+# One batch's progress from jobs_batch_idx (batch_id, status): an index-only count per status.
+BATCH_COUNTS = "SELECT status, count(*) AS n FROM jobs WHERE batch_id = :batch_id GROUP BY status"
+
+
+def get_job(conn: Connection, job_id: int):
+    return conn.execute(text(GET_JOB), {"id": job_id}).mappings().first()
+
+
+def list_jobs(conn: Connection, *, status=None, job_type=None, store_id=None, batch_id=None, after=None,
+              limit: int = 50) -> tuple[list, Optional[int]]:
+    rows = conn.execute(text(LIST_JOBS), {
+        "status": status, "job_type": job_type, "store_id": store_id, "batch_id": batch_id, "after": after,
+        "limit": limit + 1,
+    }).mappings().all()
+    page = rows[:limit]
+    return page, (page[-1]["id"] if len(rows) > limit else None)
+
+
+def retry_job(conn: Connection, job_id: int):
+    return conn.execute(text(RETRY_JOB), {"id": job_id}).mappings().first()
+
+
+def cancel_job(conn: Connection, job_id: int):
+    return conn.execute(text(CANCEL_JOB), {"id": job_id}).mappings().first()
+
+
+def batch_counts(conn: Connection, batch_id: str) -> dict[str, int]:
+    return {row.status: int(row.n) for row in conn.execute(text(BATCH_COUNTS), {"batch_id": batch_id})}
+
+
+def job_to_dict(row: Any) -> dict:
+    """A job row as JSON-able data for the API."""
+    out = {}
+    for column in JOB_COLUMNS:
+        value = row[column]
+        out[column] = value.isoformat() if hasattr(value, "isoformat") else value
+    return out
+

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite against a real PostgreSQL: TEST_DATABASE_URL, else DATABASE_URL, else the embedded server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+if [ -z "${TEST_DATABASE_URL:-}" ]; then
+  if [ -n "${DATABASE_URL:-}" ]; then
+    export TEST_DATABASE_URL="$DATABASE_URL"
+  else
+    export TEST_DATABASE_URL="$($PY -m jobprocessor.devdb start jobprocessor_test)"
+  fi
+fi
+unset DATABASE_URL CRON_SECRET JOBPROCESSOR_HANDLERS
+exec "$PY" -m pytest "$@"
