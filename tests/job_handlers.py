@@ -1,0 +1,60 @@
+"""Handlers the tests enqueue. Loaded through JOBPROCESSOR_HANDLERS=tests.job_handlers (also in gunicorn runs).
+
+`test.record` writes one row per execution into job_executions (created by the test session), which is how the
+tests prove that every job ran exactly once.
+"""
+import os
+import threading
+import time
+
+from sqlalchemy import text
+
+from jobprocessor.extensions import db
+from jobprocessor.handlers import PermanentError, RetryLater, handler
+
+HANG_FOREVER = threading.Event()  # never set: test.hang blocks on it
+
+
+@handler("test.record", max_attempts=3, timeout_s=10)
+def record(job):
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_executions (job_id, pid, attempt) VALUES (:id, :pid, :attempt)"),
+                     {"id": job.id, "pid": os.getpid(), "attempt": job.attempts})
+    return {"recorded": job.id}
+
+
+@handler("test.echo", max_attempts=3, timeout_s=10)
+def echo(job):
+    return {"payload": job.payload, "store_id": job.store_id, "attempts": job.attempts}
+
+
+@handler("test.sleep", max_attempts=3, timeout_s=30)
+def sleep(job):
+    time.sleep(float(job.payload.get("seconds", 1)))
+    return {"slept": job.payload.get("seconds", 1)}
+
+
+@handler("test.fail", max_attempts=3, timeout_s=10)
+def fail(job):
+    raise RuntimeError(job.payload.get("message", "boom"))
+
+
+@handler("test.retry_later", max_attempts=3, timeout_s=10)
+def retry_later(job):
+    raise RetryLater(float(job.payload.get("seconds", 60)), "busy upstream")
+
+
+@handler("test.permanent", max_attempts=3, timeout_s=10)
+def permanent(job):
+    raise PermanentError("the product does not exist")
+
+
+@handler("test.unserialisable", max_attempts=3, timeout_s=10)
+def unserialisable(job):
+    return {"when": object()}
+
+
+@handler("test.hang", max_attempts=3, timeout_s=float(os.environ.get("TEST_HANG_TIMEOUT_S", "1")))
+def hang(job):
+    HANG_FOREVER.wait(float(job.payload.get("seconds", 3600)))
+    return {"woke": True}
