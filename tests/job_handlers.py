@@ -58,3 +58,19 @@ def unserialisable(job):
 def hang(job):
     HANG_FOREVER.wait(float(job.payload.get("seconds", 3600)))
     return {"woke": True}
+
+
+@handler("test.quick_sleep", max_attempts=3, timeout_s=1)
+def quick_sleep(job):
+    """Declares a 1 s timeout: the budget tests rely on it to know when a job can no longer start."""
+    time.sleep(float(job.payload.get("seconds", 0.5)))
+    return {"slept": job.payload.get("seconds", 0.5)}
+
+
+@handler("test.broken_error", max_attempts=3, timeout_s=10)
+def broken_error(job):
+    class Unprintable(Exception):
+        def __str__(self):
+            raise RuntimeError("__str__ exploded")
+
+    raise Unprintable()

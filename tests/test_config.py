@@ -1,0 +1,66 @@
+import pytest
+
+from jobprocessor.config import ConfigError, Settings, normalise_database_url
+
+URL = "postgresql://u@127.0.0.1:5432/db"
+
+
+@pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u@h/db", "postgresql+psycopg2://u@h/db"])
+def test_urls_are_normalised_to_psycopg2(url):
+    assert normalise_database_url(url) == "postgresql+psycopg2://u@h/db"
+
+
+def test_contract_defaults():
+    s = Settings.from_env({"DATABASE_URL": URL})
+    assert (s.DB_POOL_MAX, s.DB_POOL_MIN, s.JOBS_MAX_PER_RUN, s.JOBS_MAX_RUNTIME_S, s.JOBS_CONCURRENCY,
+            s.JOBS_MAX_PER_STORE, s.JOBS_LEASE_S, s.JOBPROCESSOR_HANDLERS, s.CRON_SECRET) == \
+        (10, 2, 10, 50.0, 8, None, 300.0, (), "")
+
+
+def test_values_are_read_from_the_environment():
+    s = Settings.from_env({"DATABASE_URL": URL, "JOBS_MAX_PER_RUN": "25", "JOBS_MAX_PER_STORE": "20",
+                           "JOBPROCESSOR_HANDLERS": " a.b , c ,", "JOBS_LEASE_S": "60"})
+    assert (s.JOBS_MAX_PER_RUN, s.JOBS_MAX_PER_STORE, s.JOBPROCESSOR_HANDLERS, s.JOBS_LEASE_S) == \
+        (25, 20, ("a.b", "c"), 60.0)
+
+
+@pytest.mark.parametrize("name,value,words", [
+    ("JOBS_MAX_PER_RUN", "ten", "JOBS_MAX_PER_RUN must be a whole number"),
+    ("JOBS_MAX_PER_RUN", "0", "JOBS_MAX_PER_RUN must be between 1 and 1000"),
+    ("JOBS_MAX_RUNTIME_S", "-5", "JOBS_MAX_RUNTIME_S must be between"),
+    ("JOBS_MAX_RUNTIME_S", "nan", "JOBS_MAX_RUNTIME_S must be a finite number"),
+    ("JOBS_CONCURRENCY", "1.5", "JOBS_CONCURRENCY must be a whole number"),
+    ("DB_POOL_MAX", "0", "DB_POOL_MAX must be between"),
+    ("CRON_SECRET", "short", "CRON_SECRET must be at least 16 characters"),
+    ("DATABASE_URL", "mysql://x", "DATABASE_URL must be a postgres"),
+])
+def test_bad_configuration_names_the_variable(name, value, words):
+    with pytest.raises(ConfigError, match=words):
+        Settings.from_env({"DATABASE_URL": URL, name: value})
+
+
+def test_missing_database_url_is_explained():
+    with pytest.raises(ConfigError, match="DATABASE_URL is not set"):
+        Settings.from_env({})
+
+
+def test_pool_min_above_max_is_refused():
+    with pytest.raises(ConfigError, match="DB_POOL_MIN"):
+        Settings.from_env({"DATABASE_URL": URL, "DB_POOL_MIN": "5", "DB_POOL_MAX": "3"})
+
+
+def test_repr_never_shows_secrets():
+    s = Settings.from_env({"DATABASE_URL": "postgresql://u:hunter2@h/db", "CRON_SECRET": "s3cret-s3cret-s3cret"})
+    assert "hunter2" not in repr(s) and "s3cret" not in repr(s) and "s3cret" not in str(s)
+
+
+def test_every_setting_is_documented():
+    for name, _default, doc in Settings.documentation():
+        assert doc, name
+
+
+def test_unimportable_handler_module_stops_start_up():
+    from jobprocessor import create_app
+
+    with pytest.raises(ConfigError, match="JOBPROCESSOR_HANDLERS: cannot import 'no.such.module'"):
+        create_app(Settings.from_env({"DATABASE_URL": URL, "JOBPROCESSOR_HANDLERS": "no.such.module"}))

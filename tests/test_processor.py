@@ -1,0 +1,290 @@
+"""process_pending against a real PostgreSQL: outcomes, order, schedule, budget, hangs, leases, concurrency."""
+import dataclasses
+import multiprocessing
+import threading
+import time
+
+import pytest
+from sqlalchemy import text
+
+from jobprocessor import queries
+from jobprocessor.processor import GRACE_S, process_pending
+from tests.conftest import SECRET, fetch_jobs, insert_jobs
+from tests.job_handlers import HANG_FOREVER
+
+
+def run(app, engine, settings, limit=10, budget_s=20.0, **overrides):
+    if overrides:
+        settings = dataclasses.replace(settings, **overrides)
+    return process_pending(engine, settings, limit=limit, budget_s=budget_s, app=app)
+
+
+def one(engine, job_id):
+    (job,) = fetch_jobs(engine, "id = :id", id=job_id)
+    return job
+
+
+def seconds_until(engine, job_id) -> float:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT extract(epoch FROM run_at - now()) FROM jobs WHERE id = :id"),
+                            {"id": job_id}).scalar_one()
+
+
+# --- outcomes ------------------------------------------------------------------------------------------------------
+
+def test_success_stores_result_and_finishes_the_job(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.echo", payload="'{\"sku\": \"A-1\"}'", store_id="'s1'")
+    summary = run(app, engine, settings)
+    assert (summary.claimed, summary.succeeded, summary.stores) == (1, 1, {"s1": 1})
+    job = one(engine, job_id)
+    assert job["status"] == "completed" and job["attempts"] == 1
+    assert job["result"] == {"payload": {"sku": "A-1"}, "store_id": "s1", "attempts": 1}
+    assert job["completed_at"] >= job["started_at"] and job["locked_by"] is None and job["locked_until"] is None
+
+
+def test_exception_retries_with_backoff_and_records_the_error(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.fail", max_attempts="3")
+    summary = run(app, engine, settings)
+    assert summary.retried == 1
+    job = one(engine, job_id)
+    assert job["status"] == "pending" and job["attempts"] == 1
+    assert job["last_error"] == "RuntimeError: boom"
+    assert 4 <= seconds_until(engine, job_id) <= 10  # first retry waits 5-10 s
+    assert run(app, engine, settings).claimed == 0  # not due again yet: no hot retry loop
+
+
+def test_backoff_grows_with_attempts(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.fail", max_attempts="5", attempts="3")
+    run(app, engine, settings)  # the 4th attempt fails: 40-80 s
+    assert 39 <= seconds_until(engine, job_id) <= 80
+
+
+def test_attempts_exhausted_is_final(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.fail", max_attempts="2", attempts="1")
+    summary = run(app, engine, settings)
+    assert summary.failed == 1
+    job = one(engine, job_id)
+    assert job["status"] == "failed" and job["attempts"] == 2 and job["completed_at"] is not None
+    assert job["last_error"].startswith("attempts exhausted (2/2)") and "boom" in job["last_error"]
+
+
+def test_retry_later_does_not_spend_an_attempt(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.retry_later", payload="'{\"seconds\": 120}'")
+    summary = run(app, engine, settings)
+    assert summary.retried == 1
+    job = one(engine, job_id)
+    assert job["status"] == "pending" and job["attempts"] == 0
+    assert 115 <= seconds_until(engine, job_id) <= 121
+    assert "busy upstream" in job["last_error"]
+
+
+def test_permanent_error_fails_now(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.permanent", max_attempts="5")
+    assert run(app, engine, settings).failed == 1
+    job = one(engine, job_id)
+    assert job["status"] == "failed" and job["attempts"] == 1
+    assert job["last_error"] == "PermanentError: the product does not exist"
+
+
+def test_unserialisable_result_fails_with_a_clear_error_and_spares_the_batch(app, engine, settings):
+    bad = insert_jobs(engine, 1, "test.unserialisable")
+    good = insert_jobs(engine, 3, "test.echo")
+    summary = run(app, engine, settings)
+    assert (summary.succeeded, summary.failed) == (3, 1)
+    assert one(engine, bad[0])["last_error"].startswith("the handler's result is not JSON-serialisable")
+    assert all(one(engine, i)["status"] == "completed" for i in good)
+
+
+def test_exception_whose_message_cannot_render_still_records_an_error(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.broken_error")
+    assert run(app, engine, settings).retried == 1
+    assert one(engine, job_id)["last_error"] == "Unprintable: <error message could not be rendered>"
+
+
+def test_job_without_a_registered_handler_is_retried_not_lost(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "nobody.handles.this")
+    assert run(app, engine, settings).retried == 1
+    job = one(engine, job_id)
+    assert job["status"] == "pending" and "no handler is registered" in job["last_error"]
+
+
+# --- order and schedule --------------------------------------------------------------------------------------------
+
+def test_priority_then_age_then_id(app, engine, settings):
+    # (priority, seconds ago): the claim must take urgent first, then oldest within a priority
+    specs = [(10, 500), (5, 100), (1, 10), (5, 300), (2, 50), (1, 20), (10, 1000)]
+    ids = []
+    for priority, ago in specs:
+        ids += insert_jobs(engine, 1, "test.record", priority=str(priority),
+                           run_at=f"now() - interval '{ago} seconds'")
+    summary = run(app, engine, settings, limit=4, JOBS_CONCURRENCY=1)
+    assert summary.claimed == 4
+    with engine.connect() as conn:
+        executed = [r[0] for r in conn.execute(text("SELECT job_id FROM job_executions ORDER BY at"))]
+    # urgent(20s ago), urgent(10s ago), high, normal(300s ago)
+    assert executed == [ids[5], ids[2], ids[4], ids[3]]
+
+
+def test_scheduled_jobs_do_not_run_early(app, engine, settings):
+    (later,) = insert_jobs(engine, 1, "test.echo", run_at="now() + interval '1 hour'", priority="1")
+    (now_job,) = insert_jobs(engine, 1, "test.echo", priority="10")
+    summary = run(app, engine, settings)
+    assert summary.claimed == 1 and one(engine, now_job)["status"] == "completed"
+    assert one(engine, later)["status"] == "pending"
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET run_at = now() - interval '1 second' WHERE id = :id"), {"id": later})
+    assert run(app, engine, settings).claimed == 1 and one(engine, later)["status"] == "completed"
+
+
+def test_type_filter_claims_only_that_type(app, engine, settings):
+    insert_jobs(engine, 3, "test.echo")
+    insert_jobs(engine, 2, "test.record")
+    summary = process_pending(engine, settings, limit=10, budget_s=10, job_type="test.record", app=app)
+    assert summary.claimed == 2
+    assert {j["type"] for j in fetch_jobs(engine, "status = 'pending'")} == {"test.echo"}
+
+
+# --- budget, hangs, leases -----------------------------------------------------------------------------------------
+
+def test_jobs_that_cannot_finish_inside_the_budget_are_released_unspent(app, engine, settings):
+    # one thread; each job sleeps 0.9 s and declares timeout_s=1: the 1st starts at 0 s, the 2nd at 0.9 s; the 3rd
+    # would start at 1.8 s and could run until 2.8 s, past the 2.5 s budget, so it and the rest are released.
+    ids = insert_jobs(engine, 6, "test.quick_sleep", payload="'{\"seconds\": 0.9}'",
+                      run_at="now() - interval '1 minute'")
+    run_at_before = {j["id"]: j["run_at"] for j in fetch_jobs(engine)}
+    started = time.monotonic()
+    summary = run(app, engine, settings, budget_s=2.5, JOBS_CONCURRENCY=1)
+    elapsed = time.monotonic() - started
+    assert (summary.claimed, summary.succeeded, summary.released) == (6, 2, 4)
+    assert elapsed < 2.5 + GRACE_S
+    released = fetch_jobs(engine, "status = 'pending'")
+    assert [j["id"] for j in released] == ids[2:]
+    for job in released:  # attempt given back, place in line kept, lease dropped
+        assert job["attempts"] == 0 and job["run_at"] == run_at_before[job["id"]]
+        assert job["locked_by"] is None and job["started_at"] is None
+
+
+def test_slow_handlers_answer_inside_budget_plus_grace(app, engine, settings):
+    insert_jobs(engine, 8, "test.sleep", payload="'{\"seconds\": 1.2}'")
+    started = time.monotonic()
+    summary = run(app, engine, settings, budget_s=3, JOBS_CONCURRENCY=2)
+    assert time.monotonic() - started < 3 + GRACE_S
+    assert summary.claimed == 8 and summary.succeeded + summary.released + summary.abandoned == 8
+    assert summary.succeeded >= 2 and summary.released >= 1
+    assert not fetch_jobs(engine, "status = 'running' AND locked_until IS NULL")
+
+
+def test_hung_handler_is_abandoned_then_recorded_late(app, engine, settings):
+    (hung,) = insert_jobs(engine, 1, "test.hang", priority="1")  # timeout_s=1
+    others = insert_jobs(engine, 20, "test.echo")
+    HANG_FOREVER.clear()
+    try:
+        started = time.monotonic()
+        summary = run(app, engine, settings, limit=21, budget_s=30, JOBS_CONCURRENCY=2)
+        elapsed = time.monotonic() - started
+        # the call stops waiting at the hung job's deadline + grace, not at the 30 s budget
+        assert elapsed < 1 + GRACE_S + 1.5
+        assert (summary.succeeded, summary.abandoned) == (20, 1)
+        assert all(one(engine, i)["status"] == "completed" for i in others)
+        job = one(engine, hung)
+        assert job["status"] == "running" and job["locked_until"] is not None  # held by its lease, not lost
+    finally:
+        HANG_FOREVER.set()  # the handler returns; its own thread records the outcome
+    for _ in range(50):
+        if one(engine, hung)["status"] == "completed":
+            break
+        time.sleep(0.1)
+    assert one(engine, hung)["status"] == "completed"
+    HANG_FOREVER.clear()
+
+
+def test_expired_leases_are_rescued(app, engine, settings):
+    retry = insert_jobs(engine, 2, "test.echo", status="'running'", attempts="1", max_attempts="3",
+                        locked_by="'dead-worker'", locked_until="now() - interval '1 second'")
+    spent = insert_jobs(engine, 1, "test.echo", status="'running'", attempts="3", max_attempts="3",
+                        locked_by="'dead-worker'", locked_until="now() - interval '1 second'")
+    alive = insert_jobs(engine, 1, "test.echo", status="'running'", attempts="1", locked_by="'live-worker'",
+                        locked_until="now() + interval '5 minutes'")
+    summary = run(app, engine, settings)
+    assert summary.rescued == 3
+    assert one(engine, spent[0])["status"] == "failed"
+    assert "lease expired: dead-worker" in one(engine, spent[0])["last_error"]
+    assert [one(engine, i)["status"] for i in retry] == ["pending", "pending"]
+    assert one(engine, alive[0])["status"] == "running"
+    second = run(app, engine, settings)  # rescued jobs are due again
+    assert second.claimed == 2 and all(one(engine, i)["status"] == "completed" for i in retry)
+    assert one(engine, retry[0])["attempts"] == 2
+
+
+def test_a_stale_worker_cannot_overwrite_a_job_it_no_longer_owns(engine):
+    (job_id,) = insert_jobs(engine, 1, "test.echo")
+    with engine.begin() as conn:
+        claimed = queries.claim(conn, limit=1, worker="A", lease_s=60)
+    assert [row["id"] for row in claimed.jobs] == [job_id]
+    with engine.begin() as conn:  # A's lease ran out; B rescued and re-claimed the job
+        conn.execute(text("UPDATE jobs SET locked_by = 'B' WHERE id = :id"), {"id": job_id})
+    with engine.begin() as conn:
+        written = queries.finish(conn, "A", [queries.Outcome(job_id, "completed", result_json="1")])
+    assert written == set()
+    assert one(engine, job_id)["status"] == "running" and one(engine, job_id)["locked_by"] == "B"
+
+
+# --- concurrency ----------------------------------------------------------------------------------------------------
+
+def _executions(engine):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*), count(DISTINCT job_id) FROM job_executions")).one()
+
+
+def test_eight_concurrent_threads_run_every_job_exactly_once(app, engine, settings):
+    insert_jobs(engine, 2000, "test.record", store_id="'s' || (g % 7)")
+    concurrent = dataclasses.replace(settings, JOBS_CONCURRENCY=4, DB_POOL_MAX=60)
+    claimed, errors = [], []
+
+    def caller():
+        try:
+            idle = 0
+            while idle < 3:
+                summary = process_pending(engine, concurrent, limit=50, budget_s=30, app=app)
+                claimed.append(summary.claimed)
+                idle = idle + 1 if summary.claimed == 0 else 0
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert sum(claimed) == 2000
+    assert tuple(_executions(engine)) == (2000, 2000)
+    assert not fetch_jobs(engine, "status <> 'completed'")
+
+
+def test_eight_concurrent_processes_run_every_job_exactly_once(database_url, engine):
+    insert_jobs(engine, 2000, "test.record", store_id="'s' || (g % 11)")
+    ctx = multiprocessing.get_context("spawn")
+    totals = ctx.Queue()
+    from tests.drain_worker import drain
+
+    procs = [ctx.Process(target=drain, args=(database_url, SECRET, 40, totals)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0] * 8
+    assert sum(totals.get(timeout=5) for _ in procs) == 2000
+    count, distinct = _executions(engine)
+    assert (count, distinct) == (2000, 2000)
+    with engine.connect() as conn:
+        pids = conn.execute(text("SELECT count(DISTINCT pid) FROM job_executions")).scalar_one()
+    assert pids > 1  # the work really was shared between processes
+    assert not fetch_jobs(engine, "status <> 'completed'")
+
+
+@pytest.mark.parametrize("limit", [1, 7])
+def test_claim_takes_at_most_limit(app, engine, settings, limit):
+    insert_jobs(engine, 20, "test.echo")
+    assert run(app, engine, settings, limit=limit).claimed == limit
+    assert len(fetch_jobs(engine, "status = 'completed'")) == limit
