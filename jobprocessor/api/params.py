@@ -75,7 +75,7 @@ def number_param(name: str, value: Any, lo: float, hi: float, default: Optional[
 
 
 def str_param(name: str, value: Any, max_length: int = 200) -> Optional[str]:
-    if value is None:
+    if value is None or value == "":  # `?type=` means no filter, as `?limit=` means the default
         return None
     if not isinstance(value, str) or not value or len(value) > max_length or "\x00" in value:
         raise ApiError(400, "invalid_parameter", f"{name} must be a non-empty string of at most {max_length} "
