@@ -116,6 +116,18 @@ def fetch_jobs(engine, where: str = "true", **params) -> list:
         return conn.execute(text(f"SELECT * FROM jobs WHERE {where} ORDER BY id"), params).mappings().all()
 
 
+def drain_until_idle(call, idle_calls: int = 3) -> list:
+    """Call `call()` (one cron tick, returning a dict or RunSummary) until `idle_calls` ticks in a row claim
+    nothing; other callers may still be finishing what they hold. Returns every tick's result."""
+    results, idle = [], 0
+    while idle < idle_calls:
+        result = call()
+        results.append(result)
+        claimed = result["claimed"] if isinstance(result, dict) else result.claimed
+        idle = idle + 1 if claimed == 0 else 0
+    return results
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,15 +5,10 @@ from jobprocessor.processor import process_pending
 
 
 def drain(database_url: str, secret: str, limit: int, totals) -> None:
-    from tests.conftest import make_settings
+    from tests.conftest import drain_until_idle, make_settings
 
     settings = make_settings(database_url, JOBS_CONCURRENCY=4, DB_POOL_MAX=20, CRON_SECRET=secret)
     app = create_app(settings)
-    claimed = 0
     with app.app_context():
-        idle = 0
-        while idle < 3:  # a few empty calls in a row: the queue is drained (others may still hold jobs)
-            summary = process_pending(db.engine, settings, limit=limit, budget_s=30, app=app)
-            claimed += summary.claimed
-            idle = idle + 1 if summary.claimed == 0 else 0
-    totals.put(claimed)
+        ticks = drain_until_idle(lambda: process_pending(db.engine, settings, limit=limit, budget_s=30, app=app))
+    totals.put(sum(t.claimed for t in ticks))

@@ -5,7 +5,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests.conftest import AUTH, Gunicorn, fetch_jobs
+from tests.conftest import AUTH, Gunicorn, drain_until_idle, fetch_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -18,15 +18,14 @@ def test_cron_callers_drain_jobs_enqueued_over_http(database_url, clean_db):
 
         summaries, errors = [], []
 
+        def tick():
+            r = requests.post(server.base + "/process-pending?limit=40&budget_s=20", headers=AUTH, timeout=30)
+            r.raise_for_status()
+            return r.json()
+
         def cron_caller():
             try:
-                idle = 0
-                while idle < 2:
-                    r = requests.post(server.base + "/process-pending?limit=40&budget_s=20", headers=AUTH,
-                                      timeout=30)
-                    r.raise_for_status()
-                    summaries.append(r.json())
-                    idle = idle + 1 if r.json()["claimed"] == 0 else 0
+                summaries.extend(drain_until_idle(tick, idle_calls=2))
             except Exception as exc:
                 errors.append(exc)
 

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from jobprocessor import queries
 from jobprocessor.processor import GRACE_S, process_pending
-from tests.conftest import SECRET, fetch_jobs, insert_jobs
+from tests.conftest import SECRET, drain_until_idle, fetch_jobs, insert_jobs
 from tests.job_handlers import HANG_FOREVER
 
 
@@ -243,11 +243,8 @@ def test_eight_concurrent_threads_run_every_job_exactly_once(app, engine, settin
 
     def caller():
         try:
-            idle = 0
-            while idle < 3:
-                summary = process_pending(engine, concurrent, limit=50, budget_s=30, app=app)
-                claimed.append(summary.claimed)
-                idle = idle + 1 if summary.claimed == 0 else 0
+            ticks = drain_until_idle(lambda: process_pending(engine, concurrent, limit=50, budget_s=30, app=app))
+            claimed.extend(t.claimed for t in ticks)
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
