@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Optional
 
 from flask import request
@@ -47,10 +48,15 @@ def get_param(name: str, body: Any = None) -> Any:
     return _source(body).get(name)
 
 
+# ASCII digits only: str.isdigit() also accepts "²" or "①", which int() then refuses (a 500); and no more
+# digits than any bound here needs, so int() never meets Python's 4300-digit conversion limit
+_INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
+
+
 def int_param(name: str, value: Any, lo: int, hi: int, default: Optional[int] = None) -> Optional[int]:
     if value is None or value == "":
         return default
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value.strip())
     if not isinstance(value, int) or isinstance(value, bool):
         raise ApiError(400, "invalid_parameter", f"{name} must be a whole number from {lo} to {hi}.")
