@@ -38,7 +38,18 @@ def _identifier(data: Mapping, field: str) -> Optional[str]:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_IDENTIFIER_LENGTH or "\x00" in value:
         raise InvalidJob(field, f"{field} must be a non-empty string of at most {MAX_IDENTIFIER_LENGTH} characters")
+    if not _is_utf8(value):
+        raise InvalidJob(field, f"{field} must be valid Unicode text (it holds a lone surrogate such as \\ud800)")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """JSON may escape a lone surrogate ("\\ud800"); Python keeps it, PostgreSQL refuses it (a 500 if not caught)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _priority(value: Any) -> int:
@@ -105,6 +116,8 @@ def _payload(value: Any, settings: Settings) -> str:
         raise InvalidJob("payload", f"payload is larger than {settings.MAX_PAYLOAD_BYTES} bytes")
     if "\\u0000" in document:  # PostgreSQL's jsonb cannot store the NUL character
         raise InvalidJob("payload", "payload must not contain the NUL character (\\u0000)")
+    if "\\ud" in document and not _is_utf8(json.dumps(value, ensure_ascii=False)):
+        raise InvalidJob("payload", "payload must be valid Unicode text (it holds a lone surrogate such as \\ud800)")
     return document
 
 

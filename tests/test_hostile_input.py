@@ -48,6 +48,33 @@ def test_cron_json_numbers_out_of_range(client, body):
 
 # --- strings PostgreSQL cannot store -----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("field,value", [
+    ("store_id", "\\ud800"), ("user_id", "x\\udc80y"), ("idempotency_key", "\\udfff"), ("batch_id", "\\ud83d"),
+])
+def test_lone_surrogates_in_identifiers_are_400(client, engine, field, value):
+    body = '{"type": "test.echo", "%s": "%s"}' % (field, value)  # JSON escapes: json.loads makes lone surrogates
+    response = client.post("/jobs", data=body, content_type="application/json", headers=AUTH)
+    assert_json_error(response, 400)
+    assert response.json["field"] == field
+    assert fetch_jobs(engine) == []
+
+
+@pytest.mark.parametrize("payload", ['{"a": "\\ud800"}', '{"\\udc80": 1}', '{"a": [{"b": "ok\\udbff"}]}'])
+def test_lone_surrogates_in_payloads_are_400(client, engine, payload):
+    body = '{"type": "test.echo", "payload": %s}' % payload
+    response = client.post("/jobs", data=body, content_type="application/json", headers=AUTH)
+    assert_json_error(response, 400)
+    assert response.json["field"] == "payload" and "surrogate" in response.json["message"]
+    assert fetch_jobs(engine) == []
+
+
+def test_a_surrogate_pair_is_a_real_character_and_is_stored(client, engine):
+    body = '{"type": "test.echo", "store_id": "\\ud83d\\ude00", "payload": {"e": "\\ud83d\\ude00"}}'
+    assert client.post("/jobs", data=body, content_type="application/json", headers=AUTH).status_code == 201
+    (job,) = fetch_jobs(engine)
+    assert job["store_id"] == "\U0001F600" and job["payload"] == {"e": "\U0001F600"}
+
+
 @pytest.mark.parametrize("body,content_type,status", [
     (b"\xc3\x28", "application/json", 400),                  # invalid UTF-8
     (b'{"type": "test.echo"}', "text/plain", 415),
