@@ -219,6 +219,17 @@ class _BatchRun:
     # -- coordinator side -----------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            # the call fails (its outcomes could not be written): its threads must start no further jobs, whose
+            # outcomes nobody would record; what was not started waits for the lease like the rest of the claim
+            with self.cond:
+                self.stopping = True
+                self.cond.notify_all()
+            raise
+
+    def _run(self) -> None:
         with self.cond:
             for _ in range(min(self.settings.JOBS_CONCURRENCY, len(self.pending))):
                 self._start_thread()

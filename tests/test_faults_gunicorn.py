@@ -174,6 +174,54 @@ def test_terminated_idle_connections_are_replaced_before_use(database_url, audit
         assert requests.get(server.base + "/healthz", timeout=5).status_code == 200
 
 
+def test_connection_killed_while_recording_outcomes_is_503_then_rescued(database_url, audited):
+    engine = audited
+    ids = insert_jobs(engine, 100, "fault.record_sleep", payload="'{\"seconds\": 0.1}'")
+    # lease 8 s: the call could start jobs for 6 s, long after the write that fails at about 1.5 s
+    with fault_server(database_url, workers=1, threads=2, JOBS_LEASE_S=8, JOBS_CONCURRENCY=2) as server:
+        result = {}
+        caller = threading.Thread(target=lambda: result.update(response=call(server, limit=100, budget_s=20)))
+        locker = engine.connect()
+        try:
+            caller.start()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and len(fetch_jobs(engine, "status = 'running'")) < 100:
+                time.sleep(0.01)
+            # hold one claimed job's row: the call's outcome UPDATE will wait on it, and we kill it while it waits
+            tx = locker.begin()
+            locker.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": ids[0]})
+            terminated = 0
+            deadline = time.monotonic() + 10
+            while caller.is_alive() and time.monotonic() < deadline:
+                terminated += _terminate_app_backends(engine, "wait_event_type = 'Lock'")
+                time.sleep(0.05)
+            tx.rollback()
+        finally:
+            locker.close()
+        caller.join(10)
+        answered_at = time.time()
+        response = result["response"]
+        assert terminated >= 2  # the first write and its retry were both killed
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "database_unavailable" and response.json()["message"]
+        assert response.headers["Retry-After"]
+
+        # the failed call starts no further jobs once it has given up
+        time.sleep(0.6)
+        with engine.connect() as conn:
+            late_starts = conn.execute(text(
+                "SELECT count(*) FROM job_executions WHERE at > to_timestamp(:t) + interval '0.3 seconds'"),
+                {"t": answered_at}).scalar_one()
+        assert late_starts == 0
+
+        # the app needs no restart: the next call works at once; after the lease every job is rescued and done
+        assert call(server).status_code == 200
+        summaries = drain(server, engine, deadline_s=40, limit=100, budget_s=10)
+    assert sum(s["rescued"] for s in summaries) == transitions.rescues(engine) >= 1
+    jobs = fetch_jobs(engine)
+    assert {job["status"] for job in jobs} == {"completed"} and len(jobs) == 100
+
+
 def test_calls_during_a_connection_kill_storm_answer_200_or_503(database_url, audited):
     engine = audited
     insert_jobs(engine, 300, "fault.record_sleep", payload="'{\"seconds\": 0.02}'", max_attempts="5")
