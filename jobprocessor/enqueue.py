@@ -76,7 +76,8 @@ def _run_at(value: Any) -> Optional[str]:
         value = value.replace(tzinfo=timezone.utc)
     if not 1970 <= value.year <= 9999:
         raise InvalidJob("run_at", "run_at must be between the years 1970 and 9999")
-    return value.isoformat()
+    # as UTC: Python accepts offsets up to 24 h, PostgreSQL only up to 15:59 (a 500 for "+21:35" otherwise)
+    return value.astimezone(timezone.utc).isoformat()
 
 
 def _max_attempts(value: Any, job_type: str, settings: Settings) -> int:

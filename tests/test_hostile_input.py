@@ -163,3 +163,17 @@ def test_metacharacters_in_a_type_filter_are_just_an_unknown_type(client, engine
         assert_json_error(response, 422)
         assert client.get("/jobs", query_string={"type": value}, headers=AUTH).json["jobs"] == []
     assert len(fetch_jobs(engine, "status = 'pending'")) == 3
+
+
+@pytest.mark.parametrize("run_at,utc", [
+    ("2030-01-01T00:00:00+21:35", "2029-12-31T02:25:00+00:00"),  # Python allows offsets up to 24 h,
+    ("2030-01-01T00:00:00-23:59", "2030-01-01T23:59:00+00:00"),  # PostgreSQL only up to 15:59
+    ("2030-01-01T00:00:00+05:30", "2029-12-31T18:30:00+00:00"),
+])
+def test_run_at_with_any_valid_offset_is_stored_as_its_instant(client, engine, run_at, utc):
+    response = client.post("/jobs", json={"type": "test.echo", "run_at": run_at}, headers=AUTH)
+    assert response.status_code == 201, response.json
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
+                                   " FROM jobs")).scalar_one()
+    assert stored + "+00:00" == utc
