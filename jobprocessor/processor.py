@@ -74,13 +74,21 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _error_text(exc: BaseException) -> str:
-    """`Type: message`, robust against exceptions whose __str__ itself raises, storable as text."""
+def _describe(exc: BaseException) -> str:
     try:
         message = str(exc)
     except BaseException:  # noqa: BLE001 - a broken __str__ must not lose the job
         message = "<error message could not be rendered>"
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _error_text(exc: BaseException) -> str:
+    """`Type: message`, robust against exceptions whose __str__ itself raises, storable as text. When the handler's
+    own error handling raised, the error it was handling is named too: that is usually the real problem."""
+    text = _describe(exc)
+    origin = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if origin is not None:
+        text += f" (while handling {_describe(origin)})"
     return _storable(text)[:MAX_ERROR_CHARS]
 
 

@@ -322,7 +322,7 @@ BROKEN = {
     "test.unserialisable": "the handler's result is not JSON-serialisable: TypeError: Object of type object",
     "fault.surrogate_error": "attempts exhausted (1/1); last error: RuntimeError: upstream said \\udcff\\udcfe",
     "fault.raise_in_except": "attempts exhausted (1/1); last error: AttributeError: 'NoneType' object has no "
-                             "attribute 'close'",
+                             "attribute 'close' (while handling ValueError: the first problem)",
     "fault.raise_in_finally": "attempts exhausted (1/1); last error: KeyError: 'raised in finally'",
     "fault.str_not_str": "attempts exhausted (1/1); last error: Weird: <error message could not be rendered>",
     "test.broken_error": "attempts exhausted (1/1); last error: Unprintable: <error message could not be "
