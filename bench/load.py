@@ -44,6 +44,8 @@ def run_phase(name: str, database_url: str, engine, args, jobs: int) -> dict:
     server = Gunicorn(database_url, workers=args.workers, threads=args.threads)
     server.env.update(JOBPROCESSOR_HANDLERS="tests.job_handlers,bench.pool_probe", POOL_PROBE_DIR=str(probe_dir),
                       LOG_LEVEL="WARNING")
+    if args.pool_min is not None:
+        server.env["DB_POOL_MIN"] = str(args.pool_min)
     latencies, statuses, claimed, succeeded, errors = [], Counter(), [0], [0], Counter()
     connections = []
     lock = threading.Lock()
@@ -94,7 +96,7 @@ def run_phase(name: str, database_url: str, engine, args, jobs: int) -> dict:
     with engine.connect() as conn:
         left = dict(conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY 1")).all())
     return {
-        "phase": name, "callers": args.callers, "seconds": round(elapsed_s, 1), "gunicorn_workers": args.workers,
+        "phase": name, "callers": args.callers, "db_pool_min": args.pool_min or "default (2)", "seconds": round(elapsed_s, 1), "gunicorn_workers": args.workers,
         "gunicorn_threads": args.threads, "requests": len(latencies),
         "requests_per_s": round(len(latencies) / elapsed_s, 1), "statuses": dict(statuses),
         "client_errors": dict(errors),
@@ -122,6 +124,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (the project default)")
     parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--pool-min", type=int, default=None, help="DB_POOL_MIN for the server (default: its own)")
     parser.add_argument("--max-wait-ms", type=float, default=1000, help="a checkout wait past this is a failure")
     args = parser.parse_args()
     database_url = os.environ["CHAOS_DATABASE_URL"]

@@ -152,16 +152,24 @@ def main() -> int:
             "AND NOT rescue AND NOT gave_back")).scalar_one()
         rescued = transitions.rescues(engine)
         max_attempts_seen = conn.execute(text("SELECT max(attempts) FROM jobs")).scalar_one()
+        # a job whose last attempt died with its worker fails by lease expiry, not by its handler
+        failed_by_lease = conn.execute(text(
+            "SELECT count(*) FROM jobs WHERE status = 'failed' AND last_error LIKE 'lease expired:%'")).scalar_one()
+        claimed_never_started = conn.execute(text(
+            "SELECT count(*) FROM job_transitions t WHERE t.rescue AND NOT EXISTS (SELECT 1 FROM job_executions e "
+            "WHERE e.job_id = t.job_id AND e.attempt = t.attempts)")).scalar_one()
     figures = {
         "jobs": args.jobs, "callers": args.callers, "gunicorn_workers": args.workers,
         "kill_every_s": args.kill_every, "lease_s": args.lease, "fail_share": args.fail,
         "duration_s": round(duration, 1), "enqueue_done_s": round(enqueued_at, 1),
         "jobs_per_s": round(args.jobs / duration, 1),
         "completed": table.get("completed", 0), "failed": table.get("failed", 0),
+        "failed_by_lease_expiry": failed_by_lease, "failed_by_handler": table.get("failed", 0) - failed_by_lease,
         "other_states": {k: v for k, v in table.items() if k not in ("completed", "failed")},
         "workers_killed": len(kills), "calls_answered": len(summaries), "calls_cut_by_a_kill": sum(broken_calls.values()),
         "http_statuses": dict(statuses), "enqueue_batches_resent": enqueue_resends,
         "rescued_leases": rescued, "rescued_in_answered_calls": sum(s["rescued"] for s in summaries),
+        "rescued_claimed_but_never_started": claimed_never_started,
         "executions": executions, "jobs_executed": executed_jobs, "retry_runs_after_failure": retry_runs,
         "reruns_after_a_kill": executions - executed_jobs - retry_runs,
         "max_attempts_seen": max_attempts_seen,
