@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run demo test db-start db-stop bench clean
+.PHONY: venv run demo test chaos db-start db-stop bench clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ demo: venv
 
 test: venv
 	bash scripts/test.sh $(PYTEST_ARGS)
+
+chaos: venv
+	CHAOS_ARGS="$(CHAOS_ARGS)" LOAD_ARGS="$(LOAD_ARGS)" bash scripts/chaos.sh
 
 db-start: venv
 	$(PY) -m jobprocessor.devdb start jobprocessor

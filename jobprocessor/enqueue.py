@@ -38,7 +38,18 @@ def _identifier(data: Mapping, field: str) -> Optional[str]:
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_IDENTIFIER_LENGTH or "\x00" in value:
         raise InvalidJob(field, f"{field} must be a non-empty string of at most {MAX_IDENTIFIER_LENGTH} characters")
+    if not _is_utf8(value):
+        raise InvalidJob(field, f"{field} must be valid Unicode text (it holds a lone surrogate such as \\ud800)")
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """JSON may escape a lone surrogate ("\\ud800"); Python keeps it, PostgreSQL refuses it (a 500 if not caught)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _priority(value: Any) -> int:
@@ -65,7 +76,8 @@ def _run_at(value: Any) -> Optional[str]:
         value = value.replace(tzinfo=timezone.utc)
     if not 1970 <= value.year <= 9999:
         raise InvalidJob("run_at", "run_at must be between the years 1970 and 9999")
-    return value.isoformat()
+    # as UTC: Python accepts offsets up to 24 h, PostgreSQL only up to 15:59 (a 500 for "+21:35" otherwise)
+    return value.astimezone(timezone.utc).isoformat()
 
 
 def _max_attempts(value: Any, job_type: str, settings: Settings) -> int:
@@ -105,6 +117,8 @@ def _payload(value: Any, settings: Settings) -> str:
         raise InvalidJob("payload", f"payload is larger than {settings.MAX_PAYLOAD_BYTES} bytes")
     if "\\u0000" in document:  # PostgreSQL's jsonb cannot store the NUL character
         raise InvalidJob("payload", "payload must not contain the NUL character (\\u0000)")
+    if "\\ud" in document and not _is_utf8(json.dumps(value, ensure_ascii=False)):
+        raise InvalidJob("payload", "payload must be valid Unicode text (it holds a lone surrogate such as \\ud800)")
     return document
 
 

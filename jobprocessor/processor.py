@@ -68,20 +68,40 @@ def worker_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-def _error_text(exc: BaseException) -> str:
-    """`Type: message`, robust against exceptions whose __str__ itself raises; no NUL (text cannot hold it)."""
+def _storable(text: str) -> str:
+    """PostgreSQL text holds neither NUL nor a lone surrogate (Python strings hold both); one such character in
+    one error message would fail the batch's whole UPDATE, so they are written as escapes instead."""
+    return text.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _describe(exc: BaseException) -> str:
     try:
         message = str(exc)
     except BaseException:  # noqa: BLE001 - a broken __str__ must not lose the job
         message = "<error message could not be rendered>"
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text.replace("\x00", "\\0")[:MAX_ERROR_CHARS]
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _error_text(exc: BaseException) -> str:
+    """`Type: message`, robust against exceptions whose __str__ itself raises, storable as text. When the handler's
+    own error handling raised, the error it was handling is named too: that is usually the real problem."""
+    text = _describe(exc)
+    origin = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if origin is not None:
+        text += f" (while handling {_describe(origin)})"
+    return _storable(text)[:MAX_ERROR_CHARS]
 
 
 def _result_json(result: Any) -> str:
     document = json.dumps(result, allow_nan=False, separators=(",", ":"))
     if "\\u0000" in document:
         raise ValueError("it contains the NUL character, which PostgreSQL jsonb cannot store")
+    if "\\ud" in document:  # escaped astral characters are fine, lone surrogates are not
+        try:
+            json.dumps(result, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("it contains a lone surrogate (half a UTF-16 pair), which PostgreSQL jsonb cannot "
+                             "store") from None
     return document
 
 
@@ -207,6 +227,17 @@ class _BatchRun:
     # -- coordinator side -----------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            # the call fails (its outcomes could not be written): its threads must start no further jobs, whose
+            # outcomes nobody would record; what was not started waits for the lease like the rest of the claim
+            with self.cond:
+                self.stopping = True
+                self.cond.notify_all()
+            raise
+
+    def _run(self) -> None:
         with self.cond:
             for _ in range(min(self.settings.JOBS_CONCURRENCY, len(self.pending))):
                 self._start_thread()

@@ -158,7 +158,7 @@ class Gunicorn:
             try:
                 if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or a worker still loading on a busy machine
                 pass
             if self.proc.poll() is not None:
                 break

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Optional
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import ApiError
 
@@ -18,6 +20,11 @@ def _reject_constant(name: str):
 def json_body(required: bool) -> Any:
     """The request's JSON body. Empty body: None (or 400 if required). Wrong type, bad UTF-8, bad JSON: 4xx."""
     raw = request.get_data(cache=True)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # a chunked body (no Content-Length): werkzeug stops reading at the limit without a word and hands over
+        # the truncated start; a body that reaches the limit is too large, as it is with a Content-Length
+        raise RequestEntityTooLarge()
     if not raw.strip():
         if required:
             raise ApiError(400, "missing_body", "The request needs a JSON body.")
@@ -47,10 +54,15 @@ def get_param(name: str, body: Any = None) -> Any:
     return _source(body).get(name)
 
 
+# ASCII digits only: str.isdigit() also accepts "²" or "①", which int() then refuses (a 500); and no more
+# digits than any bound here needs, so int() never meets Python's 4300-digit conversion limit
+_INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
+
+
 def int_param(name: str, value: Any, lo: int, hi: int, default: Optional[int] = None) -> Optional[int]:
     if value is None or value == "":
         return default
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value.strip())
     if not isinstance(value, int) or isinstance(value, bool):
         raise ApiError(400, "invalid_parameter", f"{name} must be a whole number from {lo} to {hi}.")

@@ -1,0 +1,346 @@
+"""GET /openapi.json: the OpenAPI 3.0 description of every endpoint of the contract (CONTRACT.md, "HTTP").
+
+The description is data kept beside the code it describes; tests/test_openapi.py checks it against the live app
+(schemathesis, plus a test that every route the app serves is described and every contract endpoint is present).
+Like every endpoint but /healthz it needs the secret: the API surface is no one else's business, and a scanner
+without the secret learns nothing (the 401 comes before any work).
+"""
+from __future__ import annotations
+
+from copy import deepcopy
+
+from flask import Blueprint, jsonify
+
+from ..enqueue import MAX_IDENTIFIER_LENGTH, MAX_JOBS_PER_REQUEST, PRIORITY_NAMES
+from ..handlers import registered_types
+from .auth import require_secret
+
+bp = Blueprint("openapi", __name__)
+
+STATUSES = ["pending", "running", "completed", "failed", "cancelled"]
+MAX_JOB_ID = 2**63 - 1
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _json(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_NO_NUL = "^[^\\u0000]*$"  # PostgreSQL text cannot hold NUL: such a value is a 400
+_IDENTIFIER = {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_LENGTH, "pattern": _NO_NUL}
+_FILTER = {"type": "string", "maxLength": MAX_IDENTIFIER_LENGTH, "pattern": _NO_NUL}
+_NULLABLE_TEXT = {"type": "string", "nullable": True}
+_NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
+
+# Answers every protected endpoint can give besides its own.
+_COMMON = {
+    "401": {**_error("Missing or wrong secret."),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+    "503": _error("The database is unreachable, or CRON_SECRET is not configured (fail closed)."),
+}
+
+_SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "a stable machine-readable code"},
+            "message": {"type": "string", "description": "one clear sentence"},
+            "field": {"type": "string", "description": "the offending field (job validation)"},
+            "index": {"type": "integer", "description": "position of the offending job in a batch"},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "type", "payload", "status", "priority", "attempts", "max_attempts"],
+        "properties": {
+            "id": {"type": "integer", "format": "int64", "minimum": 1},
+            "type": {"type": "string"},
+            "payload": {"type": "object"},
+            "status": {"type": "string", "enum": STATUSES},
+            "priority": {"type": "integer", "minimum": 1, "maximum": 10},
+            "store_id": _NULLABLE_TEXT,
+            "user_id": _NULLABLE_TEXT,
+            "run_at": {"type": "string", "format": "date-time"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _NULLABLE_TIME,
+            "completed_at": _NULLABLE_TIME,
+            "attempts": {"type": "integer", "minimum": 0},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+            "last_error": _NULLABLE_TEXT,
+            "result": {"nullable": True, "description": "what the handler returned (any JSON)"},
+            "locked_by": _NULLABLE_TEXT,
+            "locked_until": _NULLABLE_TIME,
+            "idempotency_key": _NULLABLE_TEXT,
+            "batch_id": _NULLABLE_TEXT,
+        },
+    },
+    "NewJob": {
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_LENGTH,
+                     "description": "a registered job type; unknown: 422"},
+            "payload": {"type": "object", "description": "JSON object, nested at most MAX_PAYLOAD_DEPTH levels, "
+                                                         "at most MAX_PAYLOAD_BYTES as JSON, no NUL character"},
+            "priority": {"oneOf": [{"type": "integer", "minimum": 1, "maximum": 10},
+                                   {"type": "string", "enum": list(PRIORITY_NAMES)}],
+                         "description": "1 urgent, 2 high, 5 normal (default), 10 low; lower runs first"},
+            "run_at": {"type": "string", "format": "date-time", "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-",
+                       "description": "not before; years 1970 to 9999; no offset: UTC"},
+            "store_id": _IDENTIFIER,
+            "user_id": _IDENTIFIER,
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+            "idempotency_key": {**_IDENTIFIER, "description": "a repeat returns the existing job (200)"},
+            "batch_id": _IDENTIFIER,
+        },
+    },
+    "NewJobs": {
+        "type": "object",
+        "required": ["jobs"],
+        "additionalProperties": False,
+        "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": MAX_JOBS_PER_REQUEST,
+                                "items": _ref("NewJob")}},
+    },
+    "Enqueued": {
+        "type": "object",
+        "required": ["id", "ids", "created", "job"],
+        "properties": {"id": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "integer"}},
+                       "created": {"type": "boolean"}, "job": _ref("Job")},
+    },
+    "EnqueuedMany": {
+        "type": "object",
+        "required": ["ids", "created", "duplicates", "jobs"],
+        "properties": {
+            "ids": {"type": "array", "items": {"type": "integer"}},
+            "created": {"type": "integer", "minimum": 0},
+            "duplicates": {"type": "integer", "minimum": 0},
+            "jobs": {"type": "array", "items": {"type": "object", "required": ["id", "created"], "properties": {
+                "id": {"type": "integer"}, "created": {"type": "boolean"}}}},
+        },
+    },
+    "RunSummary": {
+        "type": "object",
+        "required": ["claimed", "succeeded", "retried", "failed", "released", "rescued", "duration_ms", "stores"],
+        "properties": {
+            "claimed": {"type": "integer", "minimum": 0},
+            "succeeded": {"type": "integer", "minimum": 0},
+            "retried": {"type": "integer", "minimum": 0},
+            "failed": {"type": "integer", "minimum": 0},
+            "released": {"type": "integer", "minimum": 0, "description": "claimed but not started: back in line"},
+            "rescued": {"type": "integer", "minimum": 0, "description": "expired leases taken back"},
+            "abandoned": {"type": "integer", "minimum": 0, "description": "still running past their deadline"},
+            "lost": {"type": "integer", "minimum": 0},
+            "duration_ms": {"type": "integer", "minimum": 0},
+            "stores": {"type": "object", "additionalProperties": {"type": "integer"},
+                       "description": "jobs claimed per store_id (\"\" for jobs without one)"},
+            "worker": {"type": "string"},
+            "message": {"type": "string", "enum": ["No pending jobs"]},
+        },
+    },
+    "RunParameters": {
+        "type": "object",
+        "description": "the same parameters as the query string (which wins); null means the default",
+        "properties": {
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "nullable": True},
+            "budget_s": {"type": "number", "minimum": 1, "maximum": 900, "nullable": True},
+            "type": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NO_NUL, "nullable": True},
+        },
+    },
+    "BatchProgress": {
+        "type": "object",
+        "required": ["progress"],
+        "properties": {
+            "batch_id": {"type": "string"},
+            "counts": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0},
+                       "description": "jobs per status"},
+            "total": {"type": "integer", "minimum": 0},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1,
+                         "description": "share of the batch's jobs that are final"},
+        },
+    },
+    "QueueHealth": {
+        "type": "object",
+        "properties": {
+            "health": {"type": "array", "items": {"type": "object"},
+                       "description": "the rows of the job_queue_health view"},
+            "alerts": {"type": "array", "items": {"type": "object"},
+                       "description": "the alerts that fire now (job_queue_alerts: severity, message, ...)"},
+        },
+    },
+    "RateLimiterStats": {
+        "type": "object",
+        "description": "the shared OpenAI limiter: used and limit per window (requests, tokens), utilisation, "
+                       "jobs waiting on it",
+    },
+}
+
+_RUN_QUERY = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+     "description": "most jobs to claim (default JOBS_MAX_PER_RUN)"},
+    {"name": "budget_s", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 900},
+     "description": "seconds the call may run handlers (default JOBS_MAX_RUNTIME_S)"},
+    {"name": "type", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NO_NUL},
+     "description": "only jobs of this registered type; unknown: 422"},
+]
+
+_RUN_RESPONSES = {
+    "200": _json("What the call did.", _ref("RunSummary")),
+    "400": _error("A parameter is out of range or malformed."),
+    "415": _error("A body that is not application/json."),
+    "422": _error("No handler is registered for `type`."),
+    **_COMMON,
+}
+
+_JOB_ID = {"name": "job_id", "in": "path", "required": True,
+           "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_JOB_ID}}
+
+
+def _transition(summary: str, allowed: str) -> dict:
+    return {"post": {
+        "summary": summary, "operationId": summary.split()[0].lower() + "_job", "parameters": [_JOB_ID],
+        "responses": {"200": _json("The job after the change.", _ref("Job")),
+                      "400": _error("job_id is not a valid id."),
+                      "404": _error("No such job."),
+                      "409": _error(f"Only {allowed} jobs can be changed this way."), **_COMMON}}}
+
+
+_PATHS = {
+    "/process-pending": {
+        "post": {
+            "summary": "Claim due jobs and run them within the budget (the cron's entry point)",
+            "operationId": "process_pending",
+            "parameters": _RUN_QUERY,
+            "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("RunParameters")}}},
+            "responses": _RUN_RESPONSES,
+        },
+        "get": {
+            "summary": "The same as POST, for Vercel Cron (which sends GET with the Bearer header)",
+            "operationId": "process_pending_get",
+            "parameters": _RUN_QUERY,
+            "responses": _RUN_RESPONSES,
+        },
+    },
+    "/jobs": {
+        "post": {
+            "summary": "Enqueue one job, or up to 1000 as {\"jobs\": [...]}",
+            "operationId": "enqueue_jobs",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"oneOf": [_ref("NewJob"), _ref("NewJobs")]}}}},
+            "responses": {
+                "201": _json("Created (the ids, in input order).", {"oneOf": [_ref("Enqueued"),
+                                                                              _ref("EnqueuedMany")]}),
+                "200": _json("Every job was an idempotent repeat: nothing enqueued.",
+                             {"oneOf": [_ref("Enqueued"), _ref("EnqueuedMany")]}),
+                "400": _error("A field is invalid (`field` names it, `index` its job in a batch)."),
+                "413": _error("The body is larger than MAX_REQUEST_BYTES."),
+                "415": _error("The body is not application/json."),
+                "422": _error("No handler is registered for the job's type."),
+                **_COMMON,
+            },
+        },
+        "get": {
+            "summary": "List jobs, newest first, in keyset pages (one SQL query per page)",
+            "operationId": "list_jobs",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
+                {"name": "type", "in": "query", "schema": _FILTER},
+                {"name": "store_id", "in": "query", "schema": _FILTER},
+                {"name": "batch_id", "in": "query", "schema": _FILTER},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                {"name": "after", "in": "query", "description": "next_after of the previous page",
+                 "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_JOB_ID}},
+            ],
+            "responses": {
+                "200": _json("One page.", {"type": "object", "required": ["jobs", "next_after"], "properties": {
+                    "jobs": {"type": "array", "items": _ref("Job")},
+                    "next_after": {"type": "integer", "nullable": True}}}),
+                "400": _error("A parameter is invalid."),
+                **_COMMON,
+            },
+        },
+    },
+    "/jobs/{job_id}": {"get": {
+        "summary": "One job", "operationId": "get_job", "parameters": [_JOB_ID],
+        "responses": {"200": _json("The job.", _ref("Job")), "400": _error("job_id is not a valid id."),
+                      "404": _error("No such job."), **_COMMON}}},
+    "/jobs/{job_id}/retry": _transition("Retry a failed or cancelled job (fresh attempts, due now)",
+                                        "failed or cancelled"),
+    "/jobs/{job_id}/cancel": _transition("Cancel a pending job", "pending"),
+    "/batches/{batch_id}": {"get": {
+        "summary": "A batch's jobs counted per status, and its progress",
+        "operationId": "get_batch",
+        "parameters": [{"name": "batch_id", "in": "path", "required": True, "schema": _IDENTIFIER}],
+        "responses": {"200": _json("Counts and progress.", _ref("BatchProgress")),
+                      "400": _error("batch_id is invalid."), "404": _error("No job carries this batch_id."),
+                      **_COMMON}}},
+    "/queue/health": {"get": {
+        "summary": "The job_queue_health view and the alerts that fire now", "operationId": "queue_health",
+        "responses": {"200": _json("Health rows and alerts.", _ref("QueueHealth")), **_COMMON}}},
+    "/rate-limiter/stats": {"get": {
+        "summary": "The shared OpenAI rate limiter", "operationId": "rate_limiter_stats",
+        "responses": {"200": _json("Used and limit per window, utilisation, jobs waiting.",
+                                   _ref("RateLimiterStats")), **_COMMON}}},
+    "/metrics": {"get": {
+        "summary": "Prometheus metrics", "operationId": "metrics",
+        "responses": {"200": {"description": "Prometheus text exposition format.",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}, **_COMMON}}},
+    "/healthz": {"get": {
+        "summary": "Liveness: 200 when the database answers", "operationId": "healthz", "security": [],
+        "responses": {
+            "200": _json("The database answers.", {"type": "object", "required": ["status"], "properties": {
+                "status": {"type": "string", "enum": ["ok"]}, "database": {"type": "string"}}}),
+            "503": _error("The database is unreachable.")}}},
+    "/openapi.json": {"get": {
+        "summary": "This description", "operationId": "openapi",
+        "responses": {"200": {"description": "OpenAPI 3.0 document.",
+                              "content": {"application/json": {"schema": {"type": "object"}}}}, **_COMMON}}},
+}
+
+SPEC = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "jobprocessor",
+        "version": "1",
+        "description": "Cron-triggered background jobs out of PostgreSQL. Every endpoint but /healthz needs "
+                       "`Authorization: Bearer <CRON_SECRET>` or `X-Cron-Secret: <CRON_SECRET>`. Every error "
+                       "is JSON: {\"error\": code, \"message\": sentence}.",
+    },
+    "security": [{"bearer": []}, {"cronSecret": []}],
+    "paths": _PATHS,
+    "components": {
+        "schemas": _SCHEMAS,
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "the CRON_SECRET (Vercel Cron sends it)"},
+            "cronSecret": {"type": "apiKey", "in": "header", "name": "X-Cron-Secret"},
+        },
+    },
+}
+
+
+def spec(job_types: list[str] | None = None) -> dict:
+    """The document; with `job_types`, `type` in a new job and in /process-pending lists exactly the job types
+    this app has handlers for (any other is a 422), so a client, or a fuzzer, knows what it may enqueue."""
+    document = deepcopy(SPEC)
+    if job_types:
+        document["components"]["schemas"]["NewJob"]["properties"]["type"]["enum"] = list(job_types)
+        document["components"]["schemas"]["RunParameters"]["properties"]["type"]["enum"] = list(job_types)
+        for operation in document["paths"]["/process-pending"].values():
+            for parameter in operation["parameters"]:
+                if parameter["name"] == "type":
+                    parameter["schema"]["enum"] = list(job_types)
+    return document
+
+
+@bp.get("/openapi.json")
+@require_secret
+def openapi_json():
+    return jsonify(spec(registered_types()))
