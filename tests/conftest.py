@@ -146,7 +146,7 @@ class Gunicorn:
             try:
                 if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or a read timeout while workers boot
                 pass
             if self.proc.poll() is not None:
                 break
