@@ -81,12 +81,14 @@ def observe_cleanup(archived: int, deleted: int) -> None:
 
 # --- DB pool --------------------------------------------------------------------------------------------------------
 
-def _update_pool_gauges(pool) -> None:
+def _update_pool_gauges(pool, returning: int = 0) -> None:
+    """`returning`: connections being checked in right now (the checkin event fires before the pool takes the
+    connection back, so the pool still counts it as checked out)."""
     try:
         POOL_SIZE.set(pool.size())
-        POOL_CHECKED_OUT.set(pool.checkedout())
+        POOL_CHECKED_OUT.set(max(0, pool.checkedout() - returning))
         POOL_OVERFLOW.set(max(0, pool.overflow()))
-        POOL_IDLE.set(pool.checkedin())
+        POOL_IDLE.set(pool.checkedin() + returning)
     except AttributeError:  # a pool class without these figures (NullPool, StaticPool): nothing to report
         pass
 
@@ -96,13 +98,17 @@ def instrument_pool(engine: Engine) -> None:
     if getattr(engine, "_jobprocessor_pool_metrics", False):
         return
     engine._jobprocessor_pool_metrics = True
-    pool = engine.pool
 
+    # engine.pool, not a captured pool: engine.dispose() puts a new pool in place (the listeners carry over)
     def refresh(*_args) -> None:
-        _update_pool_gauges(pool)
+        _update_pool_gauges(engine.pool)
 
-    for name in ("connect", "checkout", "checkin", "close", "invalidate"):
+    def returned(*_args) -> None:
+        _update_pool_gauges(engine.pool, returning=1)
+
+    for name in ("connect", "checkout", "close", "invalidate"):
         event.listen(engine.pool, name, refresh)
+    event.listen(engine.pool, "checkin", returned)
     refresh()
 
 

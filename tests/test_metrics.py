@@ -85,6 +85,16 @@ def test_pool_figures(client, engine):
         held.close()
 
 
+def test_pool_gauges_follow_checkouts_and_checkins(app, engine):
+    engine.dispose()
+    first, second = engine.connect(), engine.connect()
+    assert metrics.POOL_CHECKED_OUT._value.get() == 2
+    first.close()
+    assert (metrics.POOL_CHECKED_OUT._value.get(), metrics.POOL_IDLE._value.get()) == (1, 1)
+    second.close()
+    assert (metrics.POOL_CHECKED_OUT._value.get(), metrics.POOL_IDLE._value.get()) == (0, 2)
+
+
 def test_registered_scrape_collectors_are_called_per_scrape_and_isolated(client):
     calls = []
 
