@@ -19,3 +19,35 @@ limit_request_fields = 100
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 # the access log never includes request headers, so the Authorization secret never reaches it
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+
+# --- Prometheus multiprocess mode (GET /metrics sums every worker's counters) -------------------------------------
+# Each worker writes its metric values into files in PROMETHEUS_MULTIPROC_DIR; a scrape, whichever worker answers,
+# reads all of them. The variable must be set before prometheus_client is first imported, i.e. here in the master,
+# before the workers load the app. Without one we make a private directory per master; a given directory is emptied
+# at start, since files left by a previous run would be counted again.
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobprocessor-metrics-")
+
+
+def on_starting(server):
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+
+
+def child_exit(server, worker):
+    # a dead worker's live gauges (DB pool figures) stop counting; its counters keep their totals
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -18,7 +18,7 @@ from flask import Flask
 from .config import ConfigError, Settings
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ()
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("jobprocessor.handlers.system",)
 
 
 @dataclass
@@ -64,6 +64,7 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     from .api import register_api
     from .cli import register_cli
     from .extensions import db, migrate
+    from .metrics import instrument_pool
 
     if settings is None:
         settings = Settings.from_env(os.environ, **overrides)
@@ -78,6 +79,8 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     app.json.sort_keys = False
     app.extensions["jobprocessor"] = JobProcessorState(settings)
     db.init_app(app)
+    with app.app_context():
+        instrument_pool(db.engine)  # pool gauges for /metrics
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     register_api(app)
     register_cli(app)

@@ -76,5 +76,136 @@ def demo_command(count):
     click.echo(json.dumps({"enqueued": len(results)}))
 
 
+# --- operators: health, cleanup, schedules -------------------------------------------------------------------------
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+@jobs_cli.command("health")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (what GET /queue/health returns)")
+def health_command(as_json):
+    """The queue per status (job_queue_health) and the alerts firing now (job_queue_alerts)."""
+    from . import queue_health
+
+    report = queue_health.read(db.engine)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(_table(report.statuses, ["status", "count", "avg_duration_seconds", "oldest_age_seconds",
+                                        "oldest_created_at", "latest_created_at"]))
+    click.echo("")
+    if report.alerts:
+        click.echo(_table(report.alerts, ["severity", "alert", "value", "threshold", "message"]))
+    else:
+        click.echo("No alerts firing.")
+    click.echo(f"\nstatus: {report.status}")
+
+
+@jobs_cli.command("cleanup")
+@click.option("--completed-days", type=click.FloatRange(0, 36500),
+              help="archive completed jobs older than this; default JOBS_CLEANUP_KEEP_COMPLETED_DAYS")
+@click.option("--failed-days", type=click.FloatRange(0, 36500),
+              help="delete failed/cancelled jobs older than this; default JOBS_CLEANUP_KEEP_FAILED_DAYS")
+@click.option("--batch-size", type=click.IntRange(100, 1000000), help="default JOBS_CLEANUP_BATCH_SIZE")
+@click.option("--budget", "budget_s", type=click.FloatRange(1, 86400), default=3600, show_default=True,
+              help="stop starting batches after this many seconds")
+def cleanup_command(completed_days, failed_days, batch_size, budget_s):
+    """Archive old completed jobs and delete old failed ones, one short transaction per batch."""
+    from datetime import timedelta
+
+    from .maintenance import run_cleanup
+
+    report = run_cleanup(db.engine, _settings(), budget_s=budget_s,
+                         completed_older_than=None if completed_days is None else timedelta(days=completed_days),
+                         failed_older_than=None if failed_days is None else timedelta(days=failed_days),
+                         batch_size=batch_size)
+    click.echo(json.dumps(report.as_dict()))
+
+
+@jobs_cli.group("schedule")
+def schedule_cli():
+    """Recurring jobs: list, add, enable, disable, remove (5-field cron, UTC)."""
+
+
+@schedule_cli.command("list")
+def schedule_list():
+    from . import schedules
+
+    rows = schedules.list_schedules(db.engine)
+    if not rows:
+        click.echo("No schedules.")
+        return
+    for row in rows:
+        row["payload"] = json.dumps(row["payload"])
+    click.echo(_table(rows, ["name", "cron", "job_type", "enabled", "next_run_at", "last_enqueued_at", "priority",
+                             "payload"]))
+
+
+@schedule_cli.command("add")
+@click.argument("name")
+@click.argument("cron")
+@click.argument("job_type")
+@click.option("--payload", default="{}", help="JSON object")
+@click.option("--priority", default="normal", help="urgent, high, normal, low or 1..10")
+@click.option("--disabled", is_flag=True, help="create it switched off")
+def schedule_add(name, cron, job_type, payload, priority, disabled):
+    """Add schedule NAME running JOB_TYPE at CRON (e.g. '*/15 * * * *', quoted)."""
+    from . import schedules
+    from .policies.cron import CronError
+
+    try:
+        payload_obj = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload")
+    try:
+        row = schedules.add_schedule(db.engine, _settings(), name=name, cron=cron, job_type=job_type,
+                                     payload=payload_obj, priority=int(priority) if priority.isdigit() else priority,
+                                     enabled=not disabled)
+    except CronError as exc:
+        raise click.BadParameter(str(exc), param_hint="CRON")
+    except InvalidJob as exc:
+        raise click.ClickException(exc.message)
+    if row is None:
+        raise click.ClickException(f"a schedule named {name!r} exists already (remove it first)")
+    click.echo(json.dumps(row))
+
+
+def _switch(name: str, enabled: bool) -> None:
+    from . import schedules
+
+    row = schedules.set_enabled(db.engine, name, enabled)
+    if row is None:
+        raise click.ClickException(f"no schedule named {name!r}")
+    click.echo(json.dumps(row))
+
+
+@schedule_cli.command("enable")
+@click.argument("name")
+def schedule_enable(name):
+    """Switch NAME on; its next run is the next slot from now."""
+    _switch(name, True)
+
+
+@schedule_cli.command("disable")
+@click.argument("name")
+def schedule_disable(name):
+    _switch(name, False)
+
+
+@schedule_cli.command("remove")
+@click.argument("name")
+def schedule_remove(name):
+    from . import schedules
+
+    if not schedules.remove_schedule(db.engine, name):
+        raise click.ClickException(f"no schedule named {name!r}")
+    click.echo(json.dumps({"removed": name}))
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(jobs_cli)

@@ -55,6 +55,16 @@ class Settings:
     JOBS_RESCUE_LIMIT: int = _setting(1000, int, "most expired leases one call rescues", 1, 100000)
     JOBS_DEFAULT_TIMEOUT_S: float = _setting(30.0, float, "timeout_s of a handler that declares none", 0.1, 86400)
     JOBS_DEFAULT_MAX_ATTEMPTS: int = _setting(3, int, "max_attempts of a handler that declares none", 1, 100)
+    JOBS_SCHEDULES_PER_RUN: int = _setting(100, int, "most due recurring-job schedules one call enqueues", 1, 10000)
+    JOBS_CLEANUP_KEEP_COMPLETED_DAYS: float = _setting(30.0, float, "completed jobs older than this many days move "
+                                                                    "to jobs_archive (system.cleanup)", 0, 36500)
+    JOBS_CLEANUP_KEEP_FAILED_DAYS: float = _setting(90.0, float, "failed and cancelled jobs older than this many "
+                                                                 "days are deleted (system.cleanup)", 0, 36500)
+    JOBS_CLEANUP_BATCH_SIZE: int = _setting(10000, int, "rows per cleanup batch, each batch its own transaction",
+                                            100, 1000000)
+    JOBS_CLEANUP_STATEMENT_TIMEOUT_S: float = _setting(30.0, float, "statement_timeout of one cleanup batch, seconds "
+                                                                    "(a batch that hits it is rolled back and the "
+                                                                    "batch size halved)", 1, 3600)
     JOBPROCESSOR_HANDLERS: tuple = _setting((), _modules, "comma-separated modules imported at start-up to "
                                                           "register handlers")
     MAX_REQUEST_BYTES: int = _setting(4 * 1024 * 1024, int, "largest request body accepted (413 above)",

@@ -26,9 +26,10 @@ from typing import Any, Optional
 
 from sqlalchemy.engine import Engine
 
-from . import queries
+from . import maintenance, queries
 from .config import Settings
 from .handlers.registry import HandlerSpec, Job, PermanentError, RetryLater, get_handler
+from .metrics import observe_claimed, observe_outcome
 from .policies.backoff import retry_delay
 from .queries import Outcome
 
@@ -183,7 +184,9 @@ class _BatchRun:
             try:
                 while (taken := self._next_job()) is not None:
                     job, spec = taken
+                    handler_started = time.monotonic()
                     outcome = execute(job, spec)
+                    observe_outcome(job.type, _kind(outcome), time.monotonic() - handler_started)
                     if self.app is not None:
                         from .extensions import db
 
@@ -301,10 +304,15 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
     """Claim up to `limit` due jobs and run them within `budget_s` seconds. The endpoint and the CLI call this."""
     started = time.monotonic()
     token = worker_token()
+
+    # --- maintenance (jobprocessor.maintenance): enqueue due recurring jobs; one indexed query when none is due ---
+    maintenance.before_claim(engine, settings)
+
     with engine.begin() as conn:
         claim = queries.claim(conn, limit=limit, worker=token, lease_s=settings.JOBS_LEASE_S, job_type=job_type,
                               rescue_limit=settings.JOBS_RESCUE_LIMIT)
     summary = RunSummary(claimed=len(claim.jobs), rescued=claim.rescued, worker=token)
+    observe_claimed((row["type"] for row in claim.jobs), claim.rescued)
     summary.stores = dict(Counter(row["store_id"] or NO_STORE for row in claim.jobs))
     if claim.jobs:
         run = _BatchRun(engine, settings, token, claim.jobs,

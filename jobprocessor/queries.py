@@ -214,11 +214,15 @@ GET_JOB = f"SELECT {_SELECT_JOB} FROM jobs WHERE id = :id"
 
 # Newest first, keyset-paginated on id: `after` is the last id of the previous page, so every page is one indexed
 # range scan however deep it is (no OFFSET). One row more than the page tells whether another page follows.
+# psycopg2 sends the values inline, so the planner sees which filters are NULL and picks the index for the rest:
+# type(+status) jobs_type_status_idx, store_id(+status) jobs_store_status_idx, user_id(+store_id+status)
+# jobs_user_store_status_idx, batch_id jobs_batch_idx (sql/050_ops_indexes_v1.sql), none: the primary key.
 LIST_JOBS = f"""
 SELECT {_SELECT_JOB} FROM jobs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
   AND (CAST(:store_id AS text) IS NULL OR store_id = CAST(:store_id AS text))
+  AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
   AND (CAST(:batch_id AS text) IS NULL OR batch_id = CAST(:batch_id AS text))
   AND (CAST(:after AS bigint) IS NULL OR id < CAST(:after AS bigint))
 ORDER BY id DESC
@@ -249,9 +253,10 @@ def get_job(conn: Connection, job_id: int):
 
 
 def list_jobs(conn: Connection, *, status=None, job_type=None, store_id=None, batch_id=None, after=None,
-              limit: int = 50) -> tuple[list, Optional[int]]:
+              limit: int = 50, user_id=None) -> tuple[list, Optional[int]]:
     rows = conn.execute(text(LIST_JOBS), {
         "status": status, "job_type": job_type, "store_id": store_id, "batch_id": batch_id, "after": after,
+        "user_id": user_id,
         "limit": limit + 1,
     }).mappings().all()
     page = rows[:limit]

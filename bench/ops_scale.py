@@ -1,0 +1,301 @@
+"""Scale evidence for issue 5: the queue at 0, 1M and 10M rows of history (docs/BENCHMARKS.md, "Operations at scale").
+
+    .venv/bin/python bench/ops_scale.py [--rows 10000000] [--flow 1000000] [--cleanup 1000000]
+
+Builds a fresh database `jobprocessor_bench` on the embedded server (or BENCH_DATABASE_URL) with the real migrations,
+fills it with generate_series, and prints:
+  1. claim latency with 0, 1M and 10M finished rows (10k due pending jobs each time)
+  2. the health and alerts views at 10M rows (time and EXPLAIN ANALYZE plans), GET /process-pending with nothing due
+  3. claim latency right after `--flow` jobs went pending -> running -> completed by UPDATE (the real claim and
+     finish statements), with the shipped autovacuum settings and with the table's defaults, vs fresh
+  4. cleanup of `--cleanup` old rows through the maintenance path: total time, and claim latency while it runs
+A claim is measured as the real statement (queries.claim, limit 10) in a transaction that is rolled back, so the
+table stays the same between samples. Takes about half an hour at 10M rows on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from jobprocessor import create_app, queries  # noqa: E402
+from jobprocessor.config import Settings, normalise_database_url  # noqa: E402
+
+SECRET = "bench-secret-0123456789abcdef"
+PROBE_PENDING = 10_000
+STORAGE_PARAMS = ("fillfactor", "autovacuum_vacuum_threshold", "autovacuum_vacuum_scale_factor",
+                  "autovacuum_vacuum_insert_threshold", "autovacuum_vacuum_insert_scale_factor",
+                  "autovacuum_analyze_threshold", "autovacuum_analyze_scale_factor", "vacuum_index_cleanup",
+                  "autovacuum_vacuum_cost_delay")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def database_url() -> str:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if url:
+        return url
+    from jobprocessor import devdb
+
+    devdb.start()
+    admin = create_engine(normalise_database_url(devdb.url("postgres")), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS jobprocessor_bench WITH (FORCE)"))
+        conn.execute(text("CREATE DATABASE jobprocessor_bench"))
+    admin.dispose()
+    return devdb.url("jobprocessor_bench")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def summary(samples_ms: list[float]) -> dict:
+    return {"n": len(samples_ms), "p50_ms": round(percentile(samples_ms, 50), 3),
+            "p99_ms": round(percentile(samples_ms, 99), 3), "mean_ms": round(statistics.fmean(samples_ms), 3)}
+
+
+def claim_once(engine) -> float:
+    with engine.connect() as conn:
+        started = time.perf_counter()
+        trans = conn.begin()
+        result = queries.claim(conn, limit=10, worker="bench", lease_s=300)
+        elapsed = (time.perf_counter() - started) * 1000
+        trans.rollback()
+    assert len(result.jobs) == 10, "the bench needs due pending jobs"
+    return elapsed
+
+
+def measure_claims(engine, n: int = 300) -> dict:
+    for _ in range(20):
+        claim_once(engine)
+    return summary([claim_once(engine) for _ in range(n)])
+
+
+def execute(engine, sql: str, **params) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(sql), params)
+
+
+def vacuum_analyze(engine) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM (ANALYZE) jobs"))
+
+
+def insert_finished(engine, n: int, days: float, chunk: int = 1_000_000) -> None:
+    """n finished jobs spread evenly over the last `days` days: 94% completed, 5% failed, 1% cancelled, 200 stores,
+    1000 users, 8 types."""
+    done = 0
+    while done < n:
+        size = min(chunk, n - done)
+        execute(engine, """
+            INSERT INTO jobs (type, payload, status, priority, store_id, user_id, run_at, created_at, started_at,
+                              completed_at, attempts, result, last_error)
+            SELECT 'type.' || (g % 8), '{"sku": "A-1"}'::jsonb,
+                   CASE WHEN g % 100 < 94 THEN 'completed' WHEN g % 100 < 99 THEN 'failed' ELSE 'cancelled' END,
+                   5, 'store-' || (g % 200), 'user-' || (g % 1000), t - interval '2 seconds', t - interval '2 seconds',
+                   t - interval '1 second', t, 1,
+                   CASE WHEN g % 100 < 94 THEN '{"ok": true}'::jsonb END,
+                   CASE WHEN g % 100 BETWEEN 94 AND 98 THEN 'RuntimeError: upstream said no' END
+            FROM generate_series(:start, :stop) AS g,
+                 LATERAL (SELECT now() - make_interval(secs => :span_s * (1 - g::float8 / :total))) AS x(t)
+        """, start=done + 1, stop=done + size, span_s=days * 86400, total=n)
+        done += size
+        log(f"  inserted {done:,}/{n:,} finished rows")
+
+
+def insert_pending(engine, n: int, run_at_sql: str = "now()") -> None:
+    execute(engine, f"""
+        INSERT INTO jobs (type, payload, store_id, user_id, run_at)
+        SELECT 'type.' || (g % 8), '{{}}'::jsonb, 'store-' || (g % 200), 'user-' || (g % 1000), {run_at_sql}
+        FROM generate_series(1, :n) AS g
+    """, n=n)
+
+
+def timed_query(engine, sql: str, n: int = 30) -> dict:
+    samples = []
+    with engine.connect() as conn:
+        for i in range(n + 3):
+            started = time.perf_counter()
+            conn.execute(text(sql)).all()
+            if i >= 3:
+                samples.append((time.perf_counter() - started) * 1000)
+        plan = "\n".join(r[0] for r in conn.execute(text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql)))
+    return {**summary(samples), "plan": plan}
+
+
+def flow(engine, n: int, batch: int = 1000) -> float:
+    """n jobs through the real claim and finish statements: pending -> running -> completed, `batch` at a time."""
+    # due long before the probe jobs (run_at = the time they were inserted): first in the claim's order
+    insert_pending(engine, n, "timestamptz '2000-01-01' + g * interval '1 millisecond'")
+    started = time.monotonic()
+    moved = 0
+    while moved < n:
+        with engine.begin() as conn:
+            claimed = queries.claim(conn, limit=min(batch, n - moved), worker="flow", lease_s=300)
+        outcomes = [queries.Outcome(row["id"], "completed", result_json='{"ok":true}') for row in claimed.jobs]
+        with engine.begin() as conn:
+            queries.finish(conn, "flow", outcomes)
+        moved += len(outcomes)
+        if moved % 200_000 < batch:
+            log(f"  flowed {moved:,}/{n:,}")
+    return time.monotonic() - started
+
+
+def dead_tuples(engine) -> dict:
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT n_live_tup, n_dead_tup, autovacuum_count, last_autovacuum "
+                                "FROM pg_stat_user_tables WHERE relname = 'jobs'")).mappings().one()
+    return {k: (str(v) if k == "last_autovacuum" else v) for k, v in row.items()}
+
+
+def flow_scenario(engine, label: str, n: int, watch_s: float) -> dict:
+    fresh = measure_claims(engine)
+    log(f"  {label}: fresh claim {fresh}")
+    seconds = flow(engine, n)
+    right_after = measure_claims(engine)
+    log(f"  {label}: flowed {n:,} in {seconds:.0f} s; right after: {right_after} {dead_tuples(engine)}")
+    series = []
+    started = time.monotonic()
+    while time.monotonic() - started < watch_s:
+        time.sleep(10)
+        point = measure_claims(engine, 100)
+        series.append({"t_s": round(time.monotonic() - started), **point, **dead_tuples(engine)})
+        log(f"  {label}: +{series[-1]['t_s']} s {point} dead={series[-1]['n_dead_tup']}")
+    return {"fresh": fresh, "flow_seconds": round(seconds, 1), "right_after": right_after,
+            "ratio_right_after": round(right_after["p50_ms"] / fresh["p50_ms"], 2), "after": series,
+            "stats_right_after": dead_tuples(engine)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--flow", type=int, default=1_000_000)
+    parser.add_argument("--cleanup", type=int, default=1_000_000)
+    parser.add_argument("--days", type=float, default=365.0, help="history spread over this many days")
+    parser.add_argument("--watch", type=float, default=90.0, help="seconds of claim sampling after each flow")
+    args = parser.parse_args()
+    results: dict = {"args": vars(args)}
+
+    url = database_url()
+    settings = Settings.from_env({}, DATABASE_URL=normalise_database_url(url), CRON_SECRET=SECRET)
+    app = create_app(settings)
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade()
+    engine = create_engine(normalise_database_url(url), pool_size=4)
+    with engine.connect() as conn:
+        results["server"] = conn.execute(text("SELECT version()")).scalar_one()
+        results["naptime"] = conn.execute(text("SHOW autovacuum_naptime")).scalar_one()
+
+    log("1. claim latency vs history size")
+    insert_pending(engine, PROBE_PENDING)
+    vacuum_analyze(engine)
+    results["claim_0"] = measure_claims(engine)
+    log(f"  0 finished rows: {results['claim_0']}")
+    first = min(1_000_000, args.rows)
+    insert_finished(engine, first, args.days)
+    vacuum_analyze(engine)
+    results["claim_1m"] = measure_claims(engine)
+    log(f"  {first:,} finished rows: {results['claim_1m']}")
+    if args.rows > first:
+        insert_finished(engine, args.rows - first, args.days)
+        vacuum_analyze(engine)
+    results["claim_10m"] = measure_claims(engine)
+    log(f"  {args.rows:,} finished rows: {results['claim_10m']}")
+    with engine.connect() as conn:
+        results["table_size"] = conn.execute(text(
+            "SELECT pg_size_pretty(pg_table_size('jobs')) AS heap, pg_size_pretty(pg_indexes_size('jobs')) AS "
+            "indexes, (SELECT count(*) FROM jobs) AS rows, (SELECT count(*) FROM jobs WHERE completed_at > now() - "
+            "interval '24 hours') AS finished_last_24h")).mappings().one()
+        results["table_size"] = dict(results["table_size"])
+    log(f"  table: {results['table_size']}")
+
+    log("2. views and the empty call at full size")
+    results["health_view"] = timed_query(engine, "SELECT * FROM job_queue_health")
+    results["alerts_view"] = timed_query(engine, "SELECT * FROM job_queue_alerts")
+    for name in ("health_view", "alerts_view"):
+        log(f"  {name}: { {k: v for k, v in results[name].items() if k != 'plan'} }")
+    execute(engine, "UPDATE jobs SET run_at = run_at + interval '1 day' WHERE status = 'pending'")
+    vacuum_analyze(engine)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    samples = []
+    for i in range(220):
+        started = time.perf_counter()
+        response = client.post("/process-pending", headers=headers)
+        if i >= 20:
+            samples.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200 and response.json["claimed"] == 0, response.json
+    results["process_pending_nothing_due"] = summary(samples)
+    log(f"  POST /process-pending, nothing due (full HTTP stack in-process): {results['process_pending_nothing_due']}")
+    execute(engine, "UPDATE jobs SET run_at = run_at - interval '1 day' WHERE status = 'pending'")
+    vacuum_analyze(engine)
+
+    log("3. claim latency right after a flow of jobs, shipped autovacuum settings vs table defaults")
+    results["flow_shipped"] = flow_scenario(engine, "shipped settings", args.flow, args.watch)
+    vacuum_analyze(engine)
+    execute(engine, f"ALTER TABLE jobs RESET ({', '.join(STORAGE_PARAMS)})")
+    results["flow_defaults"] = flow_scenario(engine, "table defaults", args.flow, args.watch)
+    execute(engine, "ALTER TABLE jobs SET (fillfactor = 90)")  # back to the shipped settings for the cleanup
+    with app.app_context():
+        from jobprocessor.sqlfiles import execute_sql_file
+
+        with engine.begin() as conn:
+            execute_sql_file(conn, "054_jobs_storage_v1.sql")
+    vacuum_analyze(engine)
+
+    log("4. cleanup of old rows while claims go on")
+    with engine.connect() as conn:
+        cutoff_age = conn.execute(text(
+            "SELECT now() - completed_at FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') "
+            "ORDER BY completed_at LIMIT 1 OFFSET :n"), {"n": args.cleanup}).scalar_one()
+    results["cleanup_before"] = measure_claims(engine)
+    during: list[float] = []
+    stop = threading.Event()
+
+    def claims_meanwhile():
+        while not stop.is_set():
+            during.append(claim_once(engine))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=claims_meanwhile)
+    watcher.start()
+    from jobprocessor.maintenance import run_cleanup
+
+    try:
+        report = run_cleanup(engine, settings, budget_s=3600, completed_older_than=cutoff_age,
+                             failed_older_than=cutoff_age, batch_size=settings.JOBS_CLEANUP_BATCH_SIZE)
+    finally:
+        stop.set()
+        watcher.join()
+    results["cleanup"] = {**report.as_dict(), "rows_per_s": round((report.archived + report.deleted)
+                                                                  / max(report.duration_ms / 1000, 1e-9)),
+                          "claims_during": summary(during)}
+    log(f"  cleanup: {results['cleanup']}; claims before: {results['cleanup_before']}")
+
+    out = ROOT / "bench" / "results" / "ops_scale.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    log(f"results written to {out.relative_to(ROOT)}")
+    for name in ("health_view", "alerts_view"):
+        print(f"\n--- EXPLAIN ANALYZE {name} ---\n{results[name]['plan']}")
+
+
+if __name__ == "__main__":
+    main()
