@@ -69,7 +69,7 @@ def raw_engine(database_url):
 @pytest.fixture
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_executions RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_executions, job_store_turns RESTART IDENTITY"))
     return raw_engine
 
 
