@@ -40,7 +40,7 @@ rescued AS (
         locked_until = NULL
     FROM expired
     WHERE jobs.id = expired.id
-    RETURNING jobs.status
+    RETURNING jobs.id, jobs.status
 )"""
 
 # The claim's `due` step: jobs_fair_claim() (sql/022_fair_claim_v1.sql), fair across stores. Priority is global;
@@ -53,11 +53,13 @@ rescued AS (
 # as the store can be given, each `ORDER BY run_at, id LIMIT n FOR UPDATE SKIP LOCKED`, so concurrent callers skip
 # each other's rows and the recheck of status = 'pending' keeps a row claimed meanwhile out. It returns the ids
 # locked, with their place in the claim order (priority, round, rank). LIMIT tells the planner how few rows come
-# back (the UPDATE then joins by primary key).
+# back (the UPDATE then joins by primary key). The jobs this statement rescues are passed in to be left alone:
+# the function would see them pending (sql/022_fair_claim_v1.sql, note 6); the next call can claim them.
 _FAIR_DUE_CTE = """
 due AS (
     SELECT f.job_id AS id, f.claim_order
-    FROM jobs_fair_claim(CAST(:limit AS integer), CAST(:job_type AS text), CAST(:max_per_store AS integer)) AS f
+    FROM jobs_fair_claim(CAST(:limit AS integer), CAST(:job_type AS text), CAST(:max_per_store AS integer),
+                         ARRAY(SELECT id FROM rescued)) AS f
     LIMIT :limit
 )"""
 

@@ -29,8 +29,9 @@ CREATE TABLE IF NOT EXISTS job_store_turns (
 -- One batch of per-store reads: for each queue i, its next `take` due jobs after its cursor (run_at, id), locked.
 -- The recheck of every condition here on a row that changed since the snapshot (status = 'pending' first) is what
 -- keeps a job claimed by a concurrent caller out. Output ordered by queue, then the store's own order.
-CREATE OR REPLACE FUNCTION jobs_fair_claim_probe(p_level smallint, p_type text, p_i integer[], p_store text[],
-                                                 p_run timestamptz[], p_id bigint[], p_take integer[])
+CREATE OR REPLACE FUNCTION jobs_fair_claim_probe(p_level smallint, p_type text, p_skip bigint[], p_i integer[],
+                                                 p_store text[], p_run timestamptz[], p_id bigint[],
+                                                 p_take integer[])
 RETURNS TABLE (i integer, id bigint, run_at timestamptz)
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -44,7 +45,7 @@ BEGIN
                 SELECT j.id, j.run_at
                 FROM jobs j
                 WHERE j.status = 'pending' AND j.priority = p_level AND coalesce(j.store_id, '') = b.store
-                  AND j.run_at <= now() AND (j.run_at, j.id) > (b.run_at, b.id)
+                  AND j.run_at <= now() AND (j.run_at, j.id) > (b.run_at, b.id) AND j.id <> ALL (p_skip)
                 ORDER BY j.run_at, j.id
                 LIMIT b.take
                 FOR UPDATE OF j SKIP LOCKED) x
@@ -58,7 +59,7 @@ BEGIN
                 FROM jobs j
                 WHERE j.status = 'pending' AND j.type = p_type AND j.priority = p_level
                   AND coalesce(j.store_id, '') = b.store
-                  AND j.run_at <= now() AND (j.run_at, j.id) > (b.run_at, b.id)
+                  AND j.run_at <= now() AND (j.run_at, j.id) > (b.run_at, b.id) AND j.id <> ALL (p_skip)
                 ORDER BY j.run_at, j.id
                 LIMIT b.take
                 FOR UPDATE OF j SKIP LOCKED) x
@@ -87,12 +88,15 @@ $fn$;
 --   5. In the partial round, a store whose oldest job another caller holds (its head is locked or already gone) is
 --      being served by that caller right now: it waits until the stores nobody is serving had their turn, so
 --      concurrent callers spread over stores instead of all serving the same ones.
---   6. The stores served get their turn row refreshed (served_at = now()); rows another caller is refreshing are
+--   6. p_skip: the jobs the calling statement has already changed (its rescue of expired leases). A VOLATILE
+--      function sees its caller's earlier changes, so it would take a job the rescue just made pending, which the
+--      claim's UPDATE cannot change a second time in the same statement: such jobs wait for the next call.
+--   7. The stores served get their turn row refreshed (served_at = now()); rows another caller is refreshing are
 --      skipped (SKIP LOCKED), it writes the same time.
 -- Plans: every statement is static, so PL/pgSQL prepares it once per session. A `type` filter switches to the same
 -- statements over jobs_fair_type_idx.
 CREATE OR REPLACE FUNCTION jobs_fair_claim(p_limit integer, p_type text DEFAULT NULL,
-                                           p_max_per_store integer DEFAULT NULL)
+                                           p_max_per_store integer DEFAULT NULL, p_skip bigint[] DEFAULT '{}')
 RETURNS TABLE (job_id bigint, claim_order integer)
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -147,7 +151,7 @@ BEGIN
             WITH RECURSIVE heads AS (
                 (SELECT coalesce(j.store_id, '') AS store, j.run_at, j.id
                  FROM jobs j
-                 WHERE j.status = 'pending' AND j.priority = v_level
+                 WHERE j.status = 'pending' AND j.priority = v_level AND j.id <> ALL (p_skip)
                  ORDER BY coalesce(j.store_id, ''), j.run_at, j.id
                  LIMIT 1)
                 UNION ALL
@@ -157,6 +161,7 @@ BEGIN
                     SELECT coalesce(j.store_id, '') AS store, j.run_at, j.id
                     FROM jobs j
                     WHERE j.status = 'pending' AND j.priority = v_level AND coalesce(j.store_id, '') > h.store
+                      AND j.id <> ALL (p_skip)
                     ORDER BY coalesce(j.store_id, ''), j.run_at, j.id
                     LIMIT 1) nxt
             )
@@ -172,7 +177,7 @@ BEGIN
             WITH RECURSIVE heads AS (
                 (SELECT coalesce(j.store_id, '') AS store, j.run_at, j.id
                  FROM jobs j
-                 WHERE j.status = 'pending' AND j.type = p_type AND j.priority = v_level
+                 WHERE j.status = 'pending' AND j.type = p_type AND j.priority = v_level AND j.id <> ALL (p_skip)
                  ORDER BY coalesce(j.store_id, ''), j.run_at, j.id
                  LIMIT 1)
                 UNION ALL
@@ -182,7 +187,7 @@ BEGIN
                     SELECT coalesce(j.store_id, '') AS store, j.run_at, j.id
                     FROM jobs j
                     WHERE j.status = 'pending' AND j.type = p_type AND j.priority = v_level
-                      AND coalesce(j.store_id, '') > h.store
+                      AND coalesce(j.store_id, '') > h.store AND j.id <> ALL (p_skip)
                     ORDER BY coalesce(j.store_id, ''), j.run_at, j.id
                     LIMIT 1) nxt
             )
@@ -238,7 +243,7 @@ BEGIN
                         b_id := b_id || q_id[i]; b_take := b_take || q_owed[i];
                     END IF;
                 END LOOP;
-                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, b_i, b_store, b_run, b_id, b_take)
+                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id, b_take)
                 LOOP
                     q_owed[r.i] := q_owed[r.i] - 1;
                     q_taken[r.i] := q_taken[r.i] + 1;
@@ -270,7 +275,7 @@ BEGIN
                     v_pos := v_pos + 1;
                 END LOOP;
                 EXIT WHEN cardinality(b_i) = 0;
-                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, b_i, b_store, b_run, b_id, b_take)
+                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id, b_take)
                 LOOP
                     q_live[r.i] := true;
                     IF q_taken[r.i] = 0 AND r.id <> q_head[r.i] THEN
@@ -316,7 +321,7 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 6. the stores served: their wait restarts now, and the order they were served in breaks ties next time
+    -- 7. the stores served: their wait restarts now, and the order they were served in breaks ties next time
     WITH claimed AS (
         SELECT u.store, row_number() OVER (ORDER BY u.prio, u.round, u.rank) AS pos
         FROM unnest(c_store, c_prio, c_round, c_rank) AS u(store, prio, round, rank)

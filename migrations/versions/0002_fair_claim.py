@@ -23,9 +23,9 @@ def upgrade():
 
 
 def downgrade():
-    op.execute("DROP FUNCTION IF EXISTS jobs_fair_claim(integer, text, integer)")
-    op.execute("DROP FUNCTION IF EXISTS jobs_fair_claim_probe(smallint, text, integer[], text[], timestamptz[], "
-               "bigint[], integer[])")
+    op.execute("DROP FUNCTION IF EXISTS jobs_fair_claim(integer, text, integer, bigint[])")
+    op.execute("DROP FUNCTION IF EXISTS jobs_fair_claim_probe(smallint, text, bigint[], integer[], text[], "
+               "timestamptz[], bigint[], integer[])")
     op.execute("DROP TABLE IF EXISTS job_store_turns")
     with op.get_context().autocommit_block():
         op.execute("DROP INDEX CONCURRENTLY IF EXISTS jobs_fair_type_idx")
