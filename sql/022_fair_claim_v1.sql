@@ -91,8 +91,12 @@ $fn$;
 --   6. p_skip: the jobs the calling statement has already changed (its rescue of expired leases). A VOLATILE
 --      function sees its caller's earlier changes, so it would take a job the rescue just made pending, which the
 --      claim's UPDATE cannot change a second time in the same statement: such jobs wait for the next call.
---   7. The stores served get their turn row refreshed (served_at = now()); rows another caller is refreshing are
---      skipped (SKIP LOCKED), it writes the same time.
+--   7. The stores served get their turn row refreshed (served_at = now()), and none of this waits for another
+--      caller: a row another caller is refreshing is skipped (SKIP LOCKED); a store's first row is inserted only by
+--      the caller holding the transaction-scoped advisory lock (class 20223, key hashtext(store)) -- an INSERT
+--      racing another caller's uncommitted insert of the same key would wait for it (and two callers inserting
+--      overlapping stores in different orders could deadlock). The skipped caller loses nothing: the other one
+--      writes the same time.
 -- Plans: every statement is static, so PL/pgSQL prepares it once per session. A `type` filter switches to the same
 -- statements over jobs_fair_type_idx.
 CREATE OR REPLACE FUNCTION jobs_fair_claim(p_limit integer, p_type text DEFAULT NULL,
@@ -339,6 +343,8 @@ BEGIN
     INSERT INTO job_store_turns (store_key, served_at, served_pos)
     SELECT s.store, now(), s.pos FROM served s
     WHERE NOT EXISTS (SELECT 1 FROM job_store_turns t WHERE t.store_key = s.store)
+      AND pg_try_advisory_xact_lock(20223, hashtext(s.store))
+    ORDER BY s.store
     ON CONFLICT (store_key) DO NOTHING;
 
     RETURN QUERY

@@ -36,6 +36,7 @@ def read_turns(engine) -> dict:
 
 def claim_once(engine, limit, **kwargs):
     with engine.begin() as conn:
+        conn.execute(text("SET LOCAL lock_timeout = '5s'"))  # a claim never waits on another: fail, do not hang
         now = conn.execute(text("SELECT now()")).scalar()  # the claim's now(): same transaction
         result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300, **kwargs)
     return now, result
@@ -173,6 +174,21 @@ def test_a_store_served_by_a_concurrent_claim_waits_its_turn(clean_db):
     assert not {row["id"] for row in held} & {row["id"] for row in second.jobs}
     assert len(second.jobs) == 10
     assert not set(stores_of(held)) & set(stores_of(second.jobs))
+
+
+def test_callers_serving_the_same_new_store_do_not_wait_for_each_other(clean_db):
+    """Both callers serve the one store, whose turn row the first is inserting (uncommitted): the second neither
+    waits for it nor fails, and takes the next jobs."""
+    engine = clean_db
+    insert_jobs(engine, 50, store_id="'only'")
+    with engine.connect() as first:
+        tx = first.begin()
+        held = queries.claim(first, limit=10, worker="first", lease_s=300).jobs
+        _, second = claim_once(engine, 10)
+        tx.commit()
+    assert [row["id"] for row in held] == list(range(1, 11))
+    assert [row["id"] for row in second.jobs] == list(range(11, 21))
+    assert set(read_turns(engine)) == {"only"}
 
 
 def test_four_concurrent_callers_claim_each_job_once(clean_db):
