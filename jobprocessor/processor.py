@@ -310,7 +310,7 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
 
     with engine.begin() as conn:
         claim = queries.claim(conn, limit=limit, worker=token, lease_s=settings.JOBS_LEASE_S, job_type=job_type,
-                              rescue_limit=settings.JOBS_RESCUE_LIMIT)
+                              rescue_limit=settings.JOBS_RESCUE_LIMIT, max_per_store=settings.JOBS_MAX_PER_STORE)
     summary = RunSummary(claimed=len(claim.jobs), rescued=claim.rescued, worker=token)
     observe_claimed((row["type"] for row in claim.jobs), claim.rescued)
     summary.stores = dict(Counter(row["store_id"] or NO_STORE for row in claim.jobs))
@@ -323,5 +323,6 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
             setattr(summary, name, run.counts[name])
     summary.duration_ms = int((time.monotonic() - started) * 1000)
     log.info(json.dumps({"event": "process_pending", **summary.to_dict(), "limit": limit, "budget_s": budget_s,
+                         "distribution": f"claimed {summary.claimed} from {len(summary.stores)} stores",
                          "type": job_type}))
     return summary

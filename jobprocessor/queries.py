@@ -40,16 +40,37 @@ rescued AS (
         locked_until = NULL
     FROM expired
     WHERE jobs.id = expired.id
-    RETURNING jobs.status
+    RETURNING jobs.id, jobs.status
 )"""
 
-# The due jobs, highest priority first, then oldest, then id (jobs_claim_idx is exactly this order and predicate,
-# so the scan stops after LIMIT rows). FOR UPDATE SKIP LOCKED lets any number of callers claim at once: each skips
-# rows another caller is locking instead of waiting for it. The CTE is an optimisation fence: LIMIT applies to the
-# locked selection, so the UPDATE can never touch more rows than asked for.
-_PLAIN_DUE_CTE = """
+# The claim's `due` step: jobs_fair_claim() (sql/022_fair_claim_v1.sql), fair across stores. Priority is global;
+# within a priority level the slots are shared max-min fairly (water-filling, in rounds) among the stores with due
+# jobs, and when there are more stores than slots the stores that have waited longest go first (so over successive
+# calls every store is served in turn); within a store: priority, run_at, id. max_per_store (JOBS_MAX_PER_STORE)
+# caps one store's jobs per call. jobprocessor/policies/fairness.py is the same rule in Python (the tests compare
+# the two). The shape, and its cost, are explained beside the function; in short: one index probe per store waiting
+# at the priority levels visited (a loose index scan over jobs_fair_idx), then per-store reads of only as many jobs
+# as the store can be given, each `ORDER BY run_at, id LIMIT n FOR UPDATE SKIP LOCKED`, so concurrent callers skip
+# each other's rows and the recheck of status = 'pending' keeps a row claimed meanwhile out. It returns the ids
+# locked, with their place in the claim order (priority, round, rank). LIMIT tells the planner how few rows come
+# back (the UPDATE then joins by primary key). The jobs this statement rescues are passed in to be left alone:
+# the function would see them pending (sql/022_fair_claim_v1.sql, note 6); the next call can claim them.
+_FAIR_DUE_CTE = """
 due AS (
-    SELECT id FROM jobs
+    SELECT f.job_id AS id, f.claim_order
+    FROM jobs_fair_claim(CAST(:limit AS integer), CAST(:job_type AS text), CAST(:max_per_store AS integer),
+                         ARRAY(SELECT id FROM rescued)) AS f
+    LIMIT :limit
+)"""
+
+# The FIFO selection the fair one replaced, kept as the baseline of bench/fair_claim.py: highest priority first,
+# then oldest, then id (jobs_claim_idx is exactly this order and predicate, so the scan stops after LIMIT rows).
+# FOR UPDATE SKIP LOCKED lets any number of callers claim at once: each skips rows another caller is locking instead
+# of waiting for it. The CTE is an optimisation fence: LIMIT applies to the locked selection, so the UPDATE can never
+# touch more rows than asked for.
+_FIFO_DUE_CTE = """
+due AS (
+    SELECT id, CAST(NULL AS integer) AS claim_order FROM jobs
     WHERE status = 'pending' AND run_at <= now()
       AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
     ORDER BY priority, run_at, id
@@ -71,7 +92,7 @@ claimed AS (
         locked_until = now() + make_interval(secs => :lease_s)
     FROM due
     WHERE jobs.id = due.id
-    RETURNING {_SELECT_JOB}
+    RETURNING {_SELECT_JOB}, due.claim_order
 )
 SELECT claimed.*,
        r.rescued_pending, r.rescued_failed
@@ -81,12 +102,13 @@ FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS rescued_pending,
 LEFT JOIN claimed ON true
 """
 
-CLAIM = "WITH " + _RESCUE_CTE + "," + _PLAIN_DUE_CTE + "," + _CLAIM_TAIL
+CLAIM = "WITH " + _RESCUE_CTE + "," + _FAIR_DUE_CTE + "," + _CLAIM_TAIL
+FIFO_CLAIM = "WITH " + _RESCUE_CTE + "," + _FIFO_DUE_CTE + "," + _CLAIM_TAIL
 
 
 @dataclass(frozen=True)
 class ClaimResult:
-    jobs: list  # rows with JOB_COLUMNS, in claim order (priority, run_at, id)
+    jobs: list  # rows with JOB_COLUMNS (and claim_order), in claim order: priority, round-robin round, store rank
     rescued_pending: int
     rescued_failed: int
 
@@ -96,13 +118,26 @@ class ClaimResult:
 
 
 def claim(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
-          rescue_limit: int = 1000) -> ClaimResult:
-    rows = conn.execute(text(CLAIM), {
-        "limit": limit, "worker": worker, "lease_s": lease_s, "job_type": job_type, "rescue_limit": rescue_limit,
-    }).mappings().all()
+          rescue_limit: int = 1000, max_per_store: Optional[int] = None) -> ClaimResult:
+    """Rescue expired leases and claim up to `limit` due jobs fairly across stores, in one statement."""
+    return _claim(conn, CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
+                  rescue_limit=rescue_limit, max_per_store=max_per_store)
+
+
+def claim_fifo(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
+               rescue_limit: int = 1000) -> ClaimResult:
+    """The same, oldest first regardless of store: the baseline the benchmarks compare the fair claim with."""
+    return _claim(conn, FIFO_CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
+                  rescue_limit=rescue_limit, max_per_store=None)
+
+
+def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
+    rows = conn.execute(text(statement), params).mappings().all()
     first = rows[0]
     jobs = [row for row in rows if row["id"] is not None]
-    jobs.sort(key=lambda row: (row["priority"], row["run_at"], row["id"]))
+    # the order jobs start in: the claim order (FIFO: priority, run_at, id), so a budget that runs out releases
+    # the last rounds, not some store's whole share
+    jobs.sort(key=lambda row: (row["claim_order"] or 0, row["priority"], row["run_at"], row["id"]))
     return ClaimResult(jobs, int(first["rescued_pending"]), int(first["rescued_failed"]))
 
 

@@ -1,14 +1,14 @@
 """operators' indexes, built CONCURRENTLY (sql/050_ops_indexes_v1.sql)
 
 Revision ID: 0004_ops_indexes
-Revises: 0001_jobs
+Revises: 0002_fair_claim
 """
 from alembic import op
 
 from jobprocessor.sqlfiles import execute_sql_file_statements
 
 revision = "0004_ops_indexes"
-down_revision = "0001_jobs"
+down_revision = "0002_fair_claim"
 branch_labels = None
 depends_on = None
 

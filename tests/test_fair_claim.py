@@ -1,0 +1,255 @@
+"""The fair claim against real PostgreSQL: queries.claim() (jobs_fair_claim()) takes exactly the jobs the pure rule
+(jobprocessor.policies.fairness) allocates for the same queue, in the same order, and keeps the store turns the rule
+describes; the seed scenarios over successive calls; concurrent callers."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from jobprocessor import queries
+from jobprocessor.policies.fairness import DueJob, Turn, allocate, next_turns, store_key
+from tests.conftest import fetch_jobs, insert_jobs
+
+WORKER = "test-worker"
+
+
+def queue_state(engine, job_type=None):
+    """The due jobs and the store turns, as the pure rule takes them."""
+    with engine.connect() as conn:
+        due = [DueJob(r.id, r.priority, store_key(r.store_id), r.run_at) for r in conn.execute(text(
+            "SELECT id, priority, store_id, run_at FROM jobs WHERE status = 'pending' AND run_at <= now() "
+            "AND (CAST(:t AS text) IS NULL OR type = CAST(:t AS text))"), {"t": job_type})]
+    return due, read_turns(engine)
+
+
+def read_turns(engine) -> dict:
+    with engine.connect() as conn:
+        return {r.store_key: Turn(r.served_at, r.served_pos)
+                for r in conn.execute(text("SELECT store_key, served_at, served_pos FROM job_store_turns"))}
+
+
+def claim_once(engine, limit, **kwargs):
+    with engine.begin() as conn:
+        conn.execute(text("SET LOCAL lock_timeout = '5s'"))  # a claim never waits on another: fail, do not hang
+        now = conn.execute(text("SELECT now()")).scalar()  # the claim's now(): same transaction
+        result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300, **kwargs)
+    return now, result
+
+
+def claim_and_check(engine, limit, **kwargs) -> list:
+    """One claim, checked job for job (and turn for turn) against the pure rule on the same queue."""
+    due, turns = queue_state(engine, kwargs.get("job_type"))
+    now, result = claim_once(engine, limit, **kwargs)
+    expected = allocate(due, limit, max_per_store=kwargs.get("max_per_store"), turns=turns)
+    assert [row["id"] for row in result.jobs] == [job.id for job in expected]
+    assert [row["claim_order"] for row in result.jobs] == list(range(1, len(expected) + 1))
+    assert read_turns(engine) == {**turns, **next_turns(expected, now)}
+    return result.jobs
+
+
+def stores_of(rows) -> Counter:
+    return Counter(store_key(row["store_id"]) for row in rows)
+
+
+def pending_per_store(engine) -> Counter:
+    with engine.connect() as conn:
+        return Counter({r[0]: r[1] for r in conn.execute(text(
+            "SELECT coalesce(store_id, ''), count(*) FROM jobs WHERE status = 'pending' GROUP BY 1"))})
+
+
+# (stores, jobs each) per enqueue; groups are enqueued one after the other, so the first group's jobs are older.
+# Inside a group, each store's jobs are enqueued in one block (one run_at): the case where "oldest job first" alone
+# would serve the same stores call after call.
+SCENARIOS = {
+    "2x2500": [(2, 2500)],
+    "5x1000": [(5, 1000)],
+    "10x500": [(10, 500)],
+    "100x50": [(100, 50)],
+    "1x5000+99x50": [(1, 5000), (99, 50)],
+}
+
+
+def seed(engine, groups) -> list[str]:
+    stores = []
+    for gi, (n_stores, per_store) in enumerate(groups):
+        insert_jobs(engine, n_stores * per_store, store_id=f"'g{gi}-' || ((g - 1) / {per_store})")
+        stores += [f"g{gi}-{k}" for k in range(n_stores)]
+    return stores
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_seed_scenarios_every_store_served_every_call(clean_db, scenario):
+    """limit 100 >= stores: the first call serves every store, and so does every call while a store has jobs;
+    the first calls match the rule exactly; the queue drains completely, each job claimed once."""
+    engine = clean_db
+    stores = seed(engine, SCENARIOS[scenario])
+    total = sum(n * per for n, per in SCENARIOS[scenario])
+    claimed = []
+    calls = 0
+    while True:
+        waiting = pending_per_store(engine)
+        rows = claim_and_check(engine, 100) if calls < 3 else claim_once(engine, 100)[1].jobs
+        if not rows:
+            break
+        calls += 1
+        got = stores_of(rows)
+        assert len(rows) == min(100, sum(waiting.values()))  # work-conserving
+        assert set(got) == set(waiting)  # no store waits a call
+        share = {s: min(n, 100 // len(waiting)) for s, n in waiting.items()}
+        assert all(got[s] >= share[s] for s in waiting)  # at least the fair share
+        if calls == 1:
+            assert set(got) == set(stores)
+        claimed += [row["id"] for row in rows]
+    assert len(claimed) == len(set(claimed)) == total
+
+
+@pytest.mark.parametrize("scenario,limit,rounds", [("100x50", 10, 2), ("1x5000+99x50", 10, 2),
+                                                   ("2x2500", 11, 6), ("10x500", 7, 3), ("5x1000", 3, 4)])
+def test_more_stores_than_slots_round_robin(clean_db, scenario, limit, rounds):
+    """Fewer slots than stores (or a partial round): successive calls serve every store in turn -- after any
+    number of calls, no store has been served more than once more than any other -- matching the rule each call."""
+    engine = clean_db
+    stores = seed(engine, SCENARIOS[scenario])
+    served = Counter({s: 0 for s in stores})
+    n_calls = rounds * -(-len(stores) // limit)
+    for _ in range(n_calls):
+        served.update(stores_of(claim_and_check(engine, limit)))
+        assert max(served.values()) - min(served.values()) <= 1
+    assert sum(served.values()) == n_calls * limit
+
+
+def test_priority_is_global_and_the_cap_is_hard(clean_db):
+    engine = clean_db
+    insert_jobs(engine, 300, store_id="'big'")
+    insert_jobs(engine, 5, store_id="'small'", priority="1")
+    insert_jobs(engine, 20, priority="2")  # no store: a store of its own
+    rows = claim_and_check(engine, 12)
+    assert [row["priority"] for row in rows] == [1] * 5 + [2] * 7
+    rows = claim_and_check(engine, 50, max_per_store=4)
+    assert stores_of(rows) == {"": 4, "big": 4}
+    assert [row["priority"] for row in rows] == [2] * 4 + [5] * 4
+    rows = claim_and_check(engine, 50)
+    assert stores_of(rows) == {"": 9, "big": 41}
+
+
+def test_type_filter_and_future_jobs(clean_db):
+    engine = clean_db
+    insert_jobs(engine, 40, store_id="'a'")
+    insert_jobs(engine, 10, job_type="test.sleep", store_id="'a'")
+    insert_jobs(engine, 10, job_type="test.sleep", store_id="'b'")
+    insert_jobs(engine, 10, job_type="test.sleep", store_id="'c'", run_at="now() + interval '1 hour'")
+    rows = claim_and_check(engine, 8, job_type="test.sleep")
+    assert {row["type"] for row in rows} == {"test.sleep"} and stores_of(rows) == {"a": 4, "b": 4}
+    rows = claim_and_check(engine, 100)
+    assert stores_of(rows) == {"a": 46, "b": 6}  # c's jobs are not due yet
+    assert claim_and_check(engine, 100) == []
+
+
+def test_nothing_due_is_one_cheap_statement_and_still_rescues(clean_db):
+    engine = clean_db
+    insert_jobs(engine, 5, store_id="'a'", run_at="now() + interval '1 hour'")
+    insert_jobs(engine, 1, store_id="'b'", status="'running'", attempts="1", locked_by="'gone'",
+                locked_until="now() - interval '1 minute'")
+    now, result = claim_once(engine, 10)
+    assert result.jobs == [] and result.rescued_pending == 1
+    assert read_turns(engine) == {}  # nothing served, nothing written
+
+
+def test_a_store_served_by_a_concurrent_claim_waits_its_turn(clean_db):
+    """While one caller's claim is uncommitted (its rows locked), a second caller neither waits nor takes the
+    same jobs, and it serves the stores nobody is serving before giving a store a second job."""
+    engine = clean_db
+    seed(engine, SCENARIOS["100x50"])
+    with engine.connect() as first:
+        tx = first.begin()
+        held = queries.claim(first, limit=10, worker="first", lease_s=300).jobs
+        _, second = claim_once(engine, 10)
+        tx.rollback()
+    assert not {row["id"] for row in held} & {row["id"] for row in second.jobs}
+    assert len(second.jobs) == 10
+    assert not set(stores_of(held)) & set(stores_of(second.jobs))
+
+
+def test_callers_serving_the_same_new_store_do_not_wait_for_each_other(clean_db):
+    """Both callers serve the one store, whose turn row the first is inserting (uncommitted): the second neither
+    waits for it nor fails, and takes the next jobs."""
+    engine = clean_db
+    insert_jobs(engine, 50, store_id="'only'")
+    with engine.connect() as first:
+        tx = first.begin()
+        held = queries.claim(first, limit=10, worker="first", lease_s=300).jobs
+        _, second = claim_once(engine, 10)
+        tx.commit()
+    assert [row["id"] for row in held] == list(range(1, 11))
+    assert [row["id"] for row in second.jobs] == list(range(11, 21))
+    assert set(read_turns(engine)) == {"only"}
+
+
+def test_four_concurrent_callers_claim_each_job_once(clean_db):
+    engine = clean_db
+    seed(engine, SCENARIOS["1x5000+99x50"])
+    start = threading.Barrier(4)
+    claimed: list[list[int]] = [[] for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def caller(k: int) -> None:
+        try:
+            start.wait()
+            while True:
+                with engine.begin() as conn:
+                    rows = queries.claim(conn, limit=100, worker=f"caller-{k}", lease_s=300).jobs
+                if not rows:
+                    return
+                claimed[k] += [row["id"] for row in rows]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    ids = [job_id for ids in claimed for job_id in ids]
+    assert len(ids) == len(set(ids)) == 9950
+    assert all(claimed)  # every caller got work
+    jobs = fetch_jobs(engine)
+    assert {(job["status"], job["attempts"]) for job in jobs} == {("running", 1)}
+    assert {job["locked_by"] for job in jobs} == {f"caller-{k}" for k in range(4)}
+
+
+@st.composite
+def db_queues(draw):
+    specs = draw(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", None]), st.sampled_from([1, 2, 5, 10]),
+                                    st.integers(0, 8)), min_size=0, max_size=40))
+    turns = draw(st.dictionaries(st.sampled_from(["a", "b", "c", "d", ""]),
+                                 st.tuples(st.integers(0, 12), st.integers(1, 40)), max_size=3))
+    limit = draw(st.integers(1, 45))
+    cap = draw(st.none() | st.integers(1, 6))
+    calls = draw(st.integers(1, 3))
+    return specs, turns, limit, cap, calls
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=db_queues())
+def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
+    """Random queues (ties in run_at, several levels, no-store jobs, earlier turns, a cap): each call claims the
+    jobs the rule allocates, in its order."""
+    specs, turns, limit, cap, calls = case
+    with raw_engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, job_store_turns RESTART IDENTITY"))
+        base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
+        for store, priority, t in specs:
+            conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES ('test.echo', :s, :p, :r)"),
+                         {"s": store, "p": priority, "r": base + timedelta(seconds=t)})
+        for store, (t, pos) in turns.items():
+            conn.execute(text("INSERT INTO job_store_turns VALUES (:s, :at, :pos)"),
+                         {"s": store, "at": base + timedelta(seconds=t), "pos": pos})
+    for _ in range(calls):
+        claim_and_check(raw_engine, limit, max_per_store=cap)
