@@ -1,8 +1,10 @@
 """Maintenance as small units, each `run_once(...)` -> counts (River's shape): bounded work, a report of what it did.
 
-    before_claim(engine, settings)   what every /process-pending call runs before it claims: enqueue due schedules
-                                     (one indexed query when nothing is due). Expired leases are rescued by the
-                                     claim statement itself (queries.CLAIM).
+    run_due_schedules(engine, settings)
+                                     enqueue the recurring jobs whose slot has come; a /process-pending call runs it
+                                     when its claim statement reports a schedule due (queries.CLAIM asks, so a call
+                                     with nothing to do stays one statement). Expired leases are rescued by the
+                                     claim statement itself.
     run_cleanup(engine, settings, budget_s=...)
                                      archive/delete old finished jobs through cleanup_old_jobs(), one batch per short
                                      transaction with its own statement_timeout, until done or the budget is spent
@@ -40,9 +42,9 @@ class ScheduleUnit:
             return schedules.enqueue_due(conn, settings, limit=settings.JOBS_SCHEDULES_PER_RUN).as_dict()
 
 
-def before_claim(engine: Engine, settings: Settings) -> dict:
-    """The maintenance of one /process-pending call. A failing unit is logged and skipped, never blocking the claim
-    (if the database itself is down, the claim that follows reports it)."""
+def run_due_schedules(engine: Engine, settings: Settings) -> dict:
+    """The maintenance of one /process-pending call. A failing unit is logged and skipped, never failing the call
+    (the jobs it has claimed still run)."""
     counts: dict = {}
     for unit in (ScheduleUnit(),):
         try:

@@ -305,17 +305,23 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
     started = time.monotonic()
     token = worker_token()
 
-    # --- maintenance (jobprocessor.maintenance): enqueue due recurring jobs; one indexed query when none is due ---
-    maintenance.before_claim(engine, settings)
+    def claim_up_to(n: int) -> queries.ClaimResult:
+        with engine.begin() as conn:
+            return queries.claim(conn, limit=n, worker=token, lease_s=settings.JOBS_LEASE_S, job_type=job_type,
+                                 rescue_limit=settings.JOBS_RESCUE_LIMIT, max_per_store=settings.JOBS_MAX_PER_STORE)
 
-    with engine.begin() as conn:
-        claim = queries.claim(conn, limit=limit, worker=token, lease_s=settings.JOBS_LEASE_S, job_type=job_type,
-                              rescue_limit=settings.JOBS_RESCUE_LIMIT, max_per_store=settings.JOBS_MAX_PER_STORE)
-    summary = RunSummary(claimed=len(claim.jobs), rescued=claim.rescued, worker=token)
-    observe_claimed((row["type"] for row in claim.jobs), claim.rescued)
-    summary.stores = dict(Counter(row["store_id"] or NO_STORE for row in claim.jobs))
-    if claim.jobs:
-        run = _BatchRun(engine, settings, token, claim.jobs,
+    claim = claim_up_to(limit)
+    jobs, rescued = list(claim.jobs), claim.rescued
+    if claim.schedules_due:  # maintenance: enqueue due recurring jobs, then give them this call's spare slots
+        scheduled = maintenance.run_due_schedules(engine, settings).get("schedules", {})
+        if scheduled.get("enqueued") and len(jobs) < limit:
+            extra = claim_up_to(limit - len(jobs))
+            jobs, rescued = jobs + list(extra.jobs), rescued + extra.rescued
+    summary = RunSummary(claimed=len(jobs), rescued=rescued, worker=token)
+    observe_claimed((row["type"] for row in jobs), rescued)
+    summary.stores = dict(Counter(row["store_id"] or NO_STORE for row in jobs))
+    if jobs:
+        run = _BatchRun(engine, settings, token, jobs,
                         finish_by=min(started + budget_s, started + settings.JOBS_LEASE_S - LEASE_SAFETY_S),
                         answer_by=started + budget_s + GRACE_S, app=app)
         run.run()

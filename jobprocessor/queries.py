@@ -95,7 +95,10 @@ claimed AS (
     RETURNING {_SELECT_JOB}, due.claim_order
 )
 SELECT claimed.*,
-       r.rescued_pending, r.rescued_failed
+       r.rescued_pending, r.rescued_failed,
+       -- whether a recurring job is due (job_schedules_due_idx): asked here so that a call with nothing to do
+       -- stays one statement; the processor enqueues due schedules only when this says so
+       EXISTS (SELECT 1 FROM job_schedules WHERE enabled AND next_run_at <= now()) AS schedules_due
 FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS rescued_pending,
              count(*) FILTER (WHERE status = 'failed') AS rescued_failed
       FROM rescued) AS r
@@ -111,6 +114,7 @@ class ClaimResult:
     jobs: list  # rows with JOB_COLUMNS (and claim_order), in claim order: priority, round-robin round, store rank
     rescued_pending: int
     rescued_failed: int
+    schedules_due: bool = False  # a recurring job's slot has come (see schedules.enqueue_due)
 
     @property
     def rescued(self) -> int:
@@ -138,7 +142,8 @@ def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
     # the order jobs start in: the claim order (FIFO: priority, run_at, id), so a budget that runs out releases
     # the last rounds, not some store's whole share
     jobs.sort(key=lambda row: (row["claim_order"] or 0, row["priority"], row["run_at"], row["id"]))
-    return ClaimResult(jobs, int(first["rescued_pending"]), int(first["rescued_failed"]))
+    return ClaimResult(jobs, int(first["rescued_pending"]), int(first["rescued_failed"]),
+                       bool(first["schedules_due"]))
 
 
 # --- finish ------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from sqlalchemy import event, text
 
 from jobprocessor import schedules
-from jobprocessor.maintenance import before_claim
+from jobprocessor.maintenance import run_due_schedules
 from jobprocessor.policies.cron import Cron
 from jobprocessor.processor import process_pending
 from tests.conftest import fetch_jobs
@@ -47,14 +47,14 @@ def test_due_schedule_enqueues_one_job_and_moves_to_the_next_slot(app, engine, s
 
 def test_missed_slots_collapse_into_one_run(app, engine, settings):
     add(engine, due_seconds_ago=3 * 86400)  # three days of minutes missed
-    assert before_claim(engine, settings)["schedules"] == {"enqueued": 1, "duplicates": 0, "invalid": 0}
+    assert run_due_schedules(engine, settings)["schedules"] == {"enqueued": 1, "duplicates": 0, "invalid": 0}
     assert len(fetch_jobs(engine)) == 1
 
 
 def test_disabled_and_future_schedules_do_nothing(app, engine, settings):
     add(engine, name="off", enabled=False)
     add(engine, name="future", due_seconds_ago=-3600)
-    assert before_claim(engine, settings)["schedules"]["enqueued"] == 0
+    assert run_due_schedules(engine, settings)["schedules"]["enqueued"] == 0
     assert fetch_jobs(engine) == []
 
 
@@ -67,7 +67,7 @@ def test_concurrent_callers_enqueue_each_slot_once(app, engine, settings):
     def caller():
         barrier.wait()
         with app.app_context():
-            results.append(before_claim(engine, settings)["schedules"])
+            results.append(run_due_schedules(engine, settings)["schedules"])
 
     threads = [threading.Thread(target=caller) for _ in range(8)]
     for thread in threads:
@@ -93,17 +93,17 @@ def test_a_slot_seen_twice_is_not_enqueued_twice(app, engine, settings):
 
 def test_unknown_type_is_skipped_and_counted_and_the_schedule_moves_on(app, engine, settings):
     add(engine, job_type="no.such.type")
-    assert before_claim(engine, settings)["schedules"] == {"enqueued": 0, "duplicates": 0, "invalid": 1}
+    assert run_due_schedules(engine, settings)["schedules"] == {"enqueued": 0, "duplicates": 0, "invalid": 1}
     assert fetch_jobs(engine) == [] and schedule(engine, "every-minute")["next_run_at"] > datetime.now(timezone.utc)
 
 
 def test_bad_cron_written_by_hand_disables_the_schedule(app, engine, settings):
     add(engine, cron="not a cron")
-    before_claim(engine, settings)
+    run_due_schedules(engine, settings)
     assert schedule(engine, "every-minute")["enabled"] is False
 
 
-def test_nothing_due_costs_one_query_before_the_claim(app, engine, settings):
+def test_no_schedule_due_adds_no_statement_to_the_claim(app, engine, settings):
     add(engine, name="future", due_seconds_ago=-3600)
     statements = []
 
@@ -115,8 +115,8 @@ def test_nothing_due_costs_one_query_before_the_claim(app, engine, settings):
         process_pending(engine, settings, limit=10, budget_s=10, app=app)
     finally:
         event.remove(engine, "before_cursor_execute", record)
-    assert len(statements) == 2, statements  # the due-schedules query, then the claim
-    assert "FROM job_schedules" in statements[0]
+    assert len(statements) == 1, statements  # the claim alone: it asks whether a schedule is due
+    assert "FROM job_schedules" in statements[0] and "jobs_fair_claim" in statements[0]
 
 
 def test_due_query_can_use_its_index(engine):
