@@ -278,7 +278,7 @@ def test_hung_handler_answers_in_time_is_rescued_and_the_worker_stays_healthy(da
         elapsed = time.monotonic() - started
         body = first.json()
         assert first.status_code == 200
-        assert elapsed < 1 + GRACE_S + 1.5  # the hung handler's timeout + grace, not the 60 s budget
+        assert elapsed < 1 + GRACE_S + 4  # the hung handler's timeout + grace (+ a busy machine), not the 60 s budget
         assert (body["succeeded"], body["abandoned"]) == (12, 1)  # slow_ok outlived hang's 1 s: not abandoned
         assert fetch_jobs(engine, "id = :id", id=slow)[0]["status"] == "completed"
         assert fetch_jobs(engine, "id = :id", id=leaky)[0]["status"] == "completed"
@@ -296,7 +296,7 @@ def test_hung_handler_answers_in_time_is_rescued_and_the_worker_stays_healthy(da
         assert (job["status"], job["attempts"]) == ("failed", 2)
         assert job["last_error"].startswith("lease expired:") and "did not finish within its lease" in \
             job["last_error"]
-        assert all(s["duration_ms"] < (1 + GRACE_S + 1.5) * 1000 for s in summaries)
+        assert all(s["duration_ms"] < (1 + GRACE_S + 4) * 1000 for s in summaries)
 
         # same worker process, still healthy; it carries the two abandoned threads and the leaked one
         assert worker_pids(server) == [worker]
