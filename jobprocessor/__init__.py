@@ -18,7 +18,7 @@ from flask import Flask
 from .config import ConfigError, Settings
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ()
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("jobprocessor.handlers.product_optimize",)
 
 
 @dataclass
