@@ -50,21 +50,23 @@ class Call:
 
 
 class Bucket:
-    """OpenAI's per-minute limit as a bucket: `limit` units, full at start, refilled at limit/60 per second."""
+    """OpenAI's per-minute limit as a bucket: `limit` units, full at start, refilled at limit/60 per second.
+    `capacity` other than the limit: a stricter server (for tests that must see it run dry quickly)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, capacity: Optional[float] = None):
         self.limit, self.rate = limit, limit / 60.0
-        self.level, self.at = float(limit), time.monotonic()
+        self.capacity = float(limit if capacity is None else capacity)
+        self.level, self.at = self.capacity, time.monotonic()
 
     def refill(self, now: float) -> None:
-        self.level = min(float(self.limit), self.level + (now - self.at) * self.rate)
+        self.level = min(self.capacity, self.level + (now - self.at) * self.rate)
         self.at = now
 
     def wait_for(self, units: float) -> float:
         return max(0.0, (units - self.level) / self.rate)
 
     def reset_s(self) -> float:
-        return (self.limit - self.level) / self.rate
+        return (self.capacity - self.level) / self.rate
 
 
 def count_tokens(text: str) -> int:
@@ -74,13 +76,15 @@ def count_tokens(text: str) -> int:
 
 class FakeOpenAI:
     def __init__(self, *, rpm: int = 10_000, tpm: int = 10_000_000, latency_s=0.0, api_key: str = "sk-test-key-123456",
-                 reasoning_tokens: int = 32, charge_max_tokens: bool = False, retry_after_ms: bool = False):
+                 reasoning_tokens: int = 32, charge_max_tokens: bool = False, retry_after_ms: bool = False,
+                 request_capacity: Optional[float] = None, token_capacity: Optional[float] = None):
         self.rpm, self.tpm, self.latency_s, self.api_key = rpm, tpm, latency_s, api_key
         self.reasoning_tokens, self.charge_max_tokens, self.retry_after_ms = reasoning_tokens, charge_max_tokens, \
             retry_after_ms
-        self.requests, self.tokens = Bucket(rpm), Bucket(tpm)
+        self.requests, self.tokens = Bucket(rpm, request_capacity), Bucket(tpm, token_capacity)
         self.lock = threading.Lock()
         self.calls: list[Call] = []
+        self.bodies: list[dict] = []  # every well-formed request body, in arrival order
         self.storm_until = 0.0
         self.down = False
         self.server: Optional[ThreadingHTTPServer] = None
@@ -146,8 +150,8 @@ class FakeOpenAI:
     def rate_headers(self) -> dict:
         """Under self.lock, after the buckets were refilled."""
         return {
-            "x-ratelimit-limit-requests": str(self.rpm),
-            "x-ratelimit-limit-tokens": str(self.tpm),
+            "x-ratelimit-limit-requests": str(int(self.requests.capacity)),
+            "x-ratelimit-limit-tokens": str(int(self.tokens.capacity)),
             "x-ratelimit-remaining-requests": str(max(0, math.floor(self.requests.level))),
             "x-ratelimit-remaining-tokens": str(max(0, math.floor(self.tokens.level))),
             "x-ratelimit-reset-requests": format_duration(self.requests.reset_s()),
@@ -163,6 +167,7 @@ class FakeOpenAI:
         charge = prompt + (max_tokens if self.charge_max_tokens else completion)
         now = time.monotonic()
         with self.lock:
+            self.bodies.append(body)
             self.requests.refill(now)
             self.tokens.refill(now)
             limited_by, wait = None, 0.0
@@ -274,6 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.headers.get("Authorization") != f"Bearer {fake.api_key}":
             presented = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            fake._log(Call(time.time(), 401, None))
             # worse than OpenAI, which masks the key: echo it whole, so the tests prove the client redacts it
             self._send(401, {}, _error(f"Incorrect API key provided: {presented}.", "invalid_request_error",
                                        "invalid_api_key"))

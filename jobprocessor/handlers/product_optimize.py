@@ -129,7 +129,12 @@ def parse_answer(content: Optional[str], finish_reason: Optional[str]) -> dict:
     return result
 
 
-@handler(JOB_TYPE, max_attempts=5, timeout_s=120, validate_payload=validate_payload)
+# timeout_s: one model call (gpt-5-mini writes a few thousand tokens well within it) plus a short wait for a slot.
+# The processor starts a job only if this timeout fits in what is left of the call's budget, so a call of
+# budget_s > 60 keeps starting these jobs for its first (budget_s - 60) seconds; a shorter call runs one wave of up
+# to JOBS_CONCURRENCY. Sustaining N requests/min at L seconds per call needs about N * L / 60 handler threads in
+# flight across all callers (450/min at 10 s: 75).
+@handler(JOB_TYPE, max_attempts=5, timeout_s=60, validate_payload=validate_payload)
 def optimize_product(job):
     request = validate_payload(job.payload)
     settings = current_app.extensions["jobprocessor"].settings
