@@ -16,6 +16,6 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "60"))
 keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
 # the access log never includes request headers, so the Authorization secret never reaches it
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'

@@ -146,7 +146,7 @@ class Gunicorn:
             try:
                 if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or no worker has the app yet
                 pass
             if self.proc.poll() is not None:
                 break
