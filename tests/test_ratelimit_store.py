@@ -175,3 +175,15 @@ def test_shared_limiter_sleeps_briefly_or_reschedules(fresh_limiter, monkeypatch
     with pytest.raises(PermanentError, match="OPENAI_TPM"):
         limiter.acquire(_job(5), 60_001)
     assert limiter_row(fresh_limiter)["reserved_requests"] == 1  # nothing reserved by the refused ones
+
+
+def test_an_unreachable_limiter_reschedules_without_spending_an_attempt():
+    from tests.conftest import free_port
+
+    engine = create_engine(f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere",
+                           connect_args={"connect_timeout": 1})
+    limiter = SharedLimiter(LimiterStore(engine), Limits(rpm=60, tpm=60_000))
+    with pytest.raises(RetryLater, match="rate limiter unavailable") as retry:
+        limiter.acquire(_job(1), 10)
+    assert retry.value.seconds == 5.0
+    engine.dispose()

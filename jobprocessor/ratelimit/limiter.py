@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ..handlers.registry import Job, PermanentError, RetryLater
 from . import core
 from .core import Limits, Reservation, Settlement
@@ -21,6 +23,7 @@ from .store import DEFAULT_NAME, LimiterStore
 MAX_INLINE_WAIT_S = 10.0  # a job sleeps at most this long for its slot inside a call; longer: rescheduled
 MIN_CALL_S = 5.0  # a job does not start a call with less than this much of its deadline left
 MIN_RESCHEDULE_S = 1.0
+UNAVAILABLE_RETRY_S = 5.0  # the limiter's database could not be reached: try again this much later
 RESCHEDULE_JITTER = 0.2  # rescheduled jobs spread over +20 % so they do not all come back in the same instant
 
 
@@ -55,7 +58,11 @@ class SharedLimiter:
         if max_wait < 0:  # too little of the deadline left for a call: run again soon, with a fresh deadline
             raise RetryLater(MIN_RESCHEDULE_S, f"rate limiter: less than {MIN_CALL_S:g}s of the job's deadline "
                                                "left for the call; rescheduled")
-        decision = self.store.reserve(self.limits, tokens, max_wait_s=max_wait, job_id=job.id)
+        try:
+            decision = self.store.reserve(self.limits, tokens, max_wait_s=max_wait, job_id=job.id)
+        except SQLAlchemyError as exc:  # pool exhausted, database restarting: nothing was sent, so no attempt spent
+            raise RetryLater(UNAVAILABLE_RETRY_S, f"rate limiter unavailable ({type(exc).__name__}); "
+                                                  "rescheduled") from None
         if not decision.granted:
             delay = max(MIN_RESCHEDULE_S, decision.wait_s) * (1.0 + RESCHEDULE_JITTER * random.random())
             raise RetryLater(delay, f"rate limiter: the shared OpenAI budget ({self.limits.rpm} requests/min, "
