@@ -195,10 +195,10 @@ def main() -> None:
     parser.add_argument("--case", choices=("utilisation", "backlog", "store", "all"), default="all")
     parser.add_argument("--rpm", type=int, default=300, help="utilisation case: the limit (default 300)")
     parser.add_argument("--seconds", type=float, default=90, help="utilisation case: how long (default 90)")
-    parser.add_argument("--scale", type=float, default=10, help="backlog case: 450 x scale RPM (default 10)")
+    parser.add_argument("--scale", type=float, default=5, help="backlog case: 450 x scale RPM (default 5)")
     parser.add_argument("--backlog-jobs", type=int, default=5000)
     parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=32, help="JOBS_CONCURRENCY (default 32)")
+    parser.add_argument("--concurrency", type=int, default=16, help="JOBS_CONCURRENCY (default 16)")
     parser.add_argument("--budget", type=float, default=90, help="budget_s of each call (default 90: product."
                         "optimize's 60 s timeout leaves 30 s of each call to start jobs in)")
     args = parser.parse_args()

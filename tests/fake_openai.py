@@ -98,7 +98,10 @@ class FakeOpenAI:
         class Handler(_Handler):
             server_state = fake
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 512  # socketserver's default listen backlog of 5 refuses bursts of connections
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                        name="fake-openai", daemon=True)

@@ -145,8 +145,11 @@ def chat_json(job: Job, settings, limiter: SharedLimiter, *, messages: list, sch
         )
     except openai.APIError as exc:
         error = exc
-    except BaseException:
-        limiter.settle(grant, Settlement(sent=True))  # unexpected: keep the estimate charged, then propagate
+    except BaseException:  # unexpected (a bug, an interrupt): keep the estimate charged, then propagate
+        try:
+            limiter.settle(grant, Settlement(sent=True))
+        except Exception:  # noqa: BLE001 - the original exception matters more
+            log.exception("could not settle the rate limiter for job %s", job.id)
         raise
     latency_ms = int((time.monotonic() - started) * 1000)
     answer: Optional[ChatAnswer] = None
