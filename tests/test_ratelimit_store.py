@@ -78,9 +78,12 @@ def test_concurrent_threads_never_lose_an_update(fresh_limiter):
     assert store.stats(limits)["requests_used"] == 200
 
 
-def _reserve_in_process(url: str, rpm: int, tpm: int, n: int, queue) -> None:
+def _reserve_in_process(url: str, rpm: int, tpm: int, n: int, queue, barrier) -> None:
     engine = create_engine(normalise_database_url(url), pool_size=1)
     store, limits = LimiterStore(engine), Limits(rpm=rpm, tpm=tpm)
+    with engine.connect():  # connected before the start line, so the processes really ask at the same time
+        pass
+    barrier.wait(60)
     starts = []
     for _ in range(n):
         decision = store.reserve(limits, 30, max_wait_s=1e6)
@@ -94,9 +97,9 @@ def test_processes_share_one_budget(fresh_limiter, database_url):
     schedule that keeps the shared pace, as if one process had asked for all of them."""
     limits = Limits(rpm=600, tpm=600 * 25)  # 10 requests/s and 250 tokens/s (30 per call: tokens bind a little)
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    procs = [context.Process(target=_reserve_in_process, args=(database_url, limits.rpm, limits.tpm, 40, queue))
-             for _ in range(3)]
+    queue, barrier = context.Queue(), context.Barrier(3)
+    procs = [context.Process(target=_reserve_in_process,
+                             args=(database_url, limits.rpm, limits.tpm, 40, queue, barrier)) for _ in range(3)]
     for proc in procs:
         proc.start()
     starts = [item for _ in procs for item in queue.get(timeout=120)]
@@ -112,19 +115,19 @@ def test_processes_share_one_budget(fresh_limiter, database_url):
 
 
 def test_a_waiting_caller_holds_no_lock(fresh_limiter):
-    store, limits = LimiterStore(fresh_limiter), Limits(rpm=60, tpm=60_000)
+    store, limits = LimiterStore(fresh_limiter), Limits(rpm=20, tpm=60_000)
     limiter = SharedLimiter(store, limits)
-    store.reserve(limits, 1, max_wait_s=0)  # empty the one-request bucket: the next caller waits about 1 s
+    store.reserve(limits, 1, max_wait_s=0)  # empty the one-request bucket: the next caller waits 3 s
     sleeper = threading.Thread(target=limiter.acquire, args=(_job(1), 1))
     sleeper.start()
-    time.sleep(0.2)
+    time.sleep(0.3)
     assert sleeper.is_alive()  # sleeping for its slot
     started = time.monotonic()
     figures = store.stats(limits)
     denied = store.reserve(limits, 1, max_wait_s=0)  # another caller gets an answer at once, not after the sleeper
-    assert time.monotonic() - started < 0.5
-    assert not denied.granted and figures["waiting_jobs"] == 1
-    sleeper.join(5)
+    assert time.monotonic() - started < 1.5
+    assert sleeper.is_alive() and not denied.granted and figures["waiting_jobs"] == 1
+    sleeper.join(10)
     assert not sleeper.is_alive()
 
 
