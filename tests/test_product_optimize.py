@@ -313,3 +313,28 @@ def test_the_server_is_believed_when_it_says_less_remains(make_app, raw_engine):
         assert server.count(429) == 0 and server.count(200) == 10
         assert time.monotonic() - started >= (10 - 4) / 2 - 0.5  # the server's pace, not ours
         assert client.get("/rate-limiter/stats", headers=AUTH).json["server_remaining_requests"] == 0
+
+
+def test_the_same_figures_as_prometheus_metrics(make_app, fake):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from jobprocessor.ratelimit import prometheus
+
+    client = make_app(fake)
+    enqueue(client)
+    process(client)
+
+    class Collector:
+        def collect(self):
+            with client.application.app_context():
+                yield from prometheus.collect()
+
+    registry = CollectorRegistry()
+    registry.register(Collector())
+    text_format = generate_latest(registry).decode()
+    stats = client.get("/rate-limiter/stats", headers=AUTH).json
+    assert 'jobprocessor_openai_ratelimit_used{unit="requests"} 1.0' in text_format
+    assert f'jobprocessor_openai_ratelimit_used{{unit="tokens"}} {float(stats["tokens_used"])}' in text_format
+    assert 'jobprocessor_openai_ratelimit_limit{unit="requests"} 450.0' in text_format
+    assert "jobprocessor_openai_ratelimit_throttled_total 0.0" in text_format
+    assert "jobprocessor_openai_ratelimit_waiting_jobs 0.0" in text_format
