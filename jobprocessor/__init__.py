@@ -18,7 +18,10 @@ from flask import Flask
 from .config import ConfigError, Settings
 
 MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
-BUILTIN_HANDLER_MODULES: tuple[str, ...] = ("jobprocessor.handlers.system",)
+BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
+    "jobprocessor.handlers.system",  # system.cleanup
+    "jobprocessor.handlers.product_optimize",  # product.optimize
+)
 
 
 @dataclass
@@ -64,7 +67,8 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     from .api import register_api
     from .cli import register_cli
     from .extensions import db, migrate
-    from .metrics import instrument_pool
+    from .metrics import instrument_pool, register_scrape_collector
+    from .ratelimit.prometheus import collect as rate_limiter_metrics
 
     if settings is None:
         settings = Settings.from_env(os.environ, **overrides)
@@ -81,6 +85,7 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     db.init_app(app)
     with app.app_context():
         instrument_pool(db.engine)  # pool gauges for /metrics
+    register_scrape_collector(rate_limiter_metrics)  # the shared OpenAI budget, read from PostgreSQL per scrape
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     register_api(app)
     register_cli(app)

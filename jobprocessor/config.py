@@ -71,6 +71,18 @@ class Settings:
                                       1024, 256 * 1024 * 1024)
     MAX_PAYLOAD_BYTES: int = _setting(256 * 1024, int, "largest payload of one job, as JSON", 64, 64 * 1024 * 1024)
     MAX_PAYLOAD_DEPTH: int = _setting(32, int, "deepest nesting of a job payload", 1, 1000)
+    OPENAI_API_KEY: str = _setting("", str, "OpenAI API key for product.optimize; unset: those jobs fail with a clear "
+                                            "error, everything else works (never logged)")
+    OPENAI_BASE_URL: str = _setting("", str, "OpenAI API base URL, as the official SDK reads it; empty: "
+                                             "https://api.openai.com/v1")
+    OPENAI_MODEL: str = _setting("gpt-5-mini", str, "model product.optimize asks")
+    OPENAI_RPM: int = _setting(450, int, "requests per minute all processes and instances together may send to "
+                                         "OpenAI (the shared limiter)", 1, 10_000_000)
+    OPENAI_TPM: int = _setting(450_000, int, "tokens per minute all processes and instances together may use "
+                                             "(the shared limiter)", 1, 10_000_000_000)
+    OPENAI_MAX_OUTPUT_TOKENS: int = _setting(4096, int, "max_completion_tokens of one product.optimize call "
+                                                        "(reasoning included); reserved from OPENAI_TPM until the "
+                                                        "call settles", 16, 1_000_000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "Settings":
@@ -99,6 +111,10 @@ class Settings:
             raise ConfigError(f"CRON_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
         if self.DB_POOL_MIN > self.DB_POOL_MAX:
             raise ConfigError("DB_POOL_MIN must not exceed DB_POOL_MAX")
+        if self.OPENAI_BASE_URL and not self.OPENAI_BASE_URL.startswith(("http://", "https://")):
+            raise ConfigError("OPENAI_BASE_URL must be an http:// or https:// URL")
+        if not self.OPENAI_MODEL.strip():
+            raise ConfigError("OPENAI_MODEL must not be empty")
 
     def __repr__(self) -> str:  # never print the secret or the database password
         return "Settings(...)"

@@ -15,7 +15,7 @@ from flask import current_app
 
 from . import queries
 from .config import Settings
-from .handlers import get_handler
+from .handlers import PermanentError, get_handler
 
 PRIORITY_NAMES = {"urgent": 1, "high": 2, "normal": 5, "low": 10}
 MAX_JOBS_PER_REQUEST = 1000
@@ -27,9 +27,10 @@ FIELDS = ("type", "payload", "priority", "run_at", "store_id", "user_id", "max_a
 class InvalidJob(ValueError):
     """A job that cannot be enqueued. `field` names the culprit; status is the HTTP status it maps to."""
 
-    def __init__(self, field: str, message: str, status: int = 400, index: Optional[int] = None):
+    def __init__(self, field: str, message: str, status: int = 400, index: Optional[int] = None,
+                 code: Optional[str] = None):
         super().__init__(message)
-        self.field, self.message, self.status, self.index = field, message, status, index
+        self.field, self.message, self.status, self.index, self.code = field, message, status, index, code
 
 
 def _identifier(data: Mapping, field: str) -> Optional[str]:
@@ -144,6 +145,13 @@ def validate_job(data: Any, settings: Settings) -> dict:
     for field in ("store_id", "user_id", "idempotency_key", "batch_id"):
         row[field] = _identifier(data, field)
     row["payload"] = json.loads(_payload(data.get("payload"), settings))
+    validate_payload = get_handler(job_type).validate_payload
+    if validate_payload is not None:
+        try:
+            validate_payload(row["payload"])
+        except PermanentError as exc:
+            raise InvalidJob("payload", f"invalid payload for {job_type}: {exc}", status=422,
+                             code="invalid_payload") from None
     return row
 
 
@@ -157,8 +165,8 @@ def validate_jobs(items: Sequence[Any], settings: Settings) -> list[dict]:
         try:
             rows.append(validate_job(item, settings))
         except InvalidJob as exc:
-            raise InvalidJob(f"jobs[{index}].{exc.field}", f"jobs[{index}]: {exc.message}", exc.status, index) \
-                from None
+            raise InvalidJob(f"jobs[{index}].{exc.field}", f"jobs[{index}]: {exc.message}", exc.status, index,
+                             exc.code) from None
     return rows
 
 

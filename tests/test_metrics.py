@@ -2,6 +2,8 @@
 database at scrape time, pool figures, registered scrape collectors; summed over gunicorn workers."""
 from __future__ import annotations
 
+import re
+
 import os
 import signal
 import threading
@@ -169,3 +171,11 @@ def test_counters_are_summed_over_gunicorn_workers_and_survive_a_dead_worker(dat
             time.sleep(0.3)
         assert value(scraped, "jobprocessor_jobs_completed_total", type="test.sleep") == 24  # kept
         assert value(scraped, "jobprocessor_db_pool_size") == 2 * 2  # the dead worker's live gauge is gone
+
+
+def test_metrics_include_the_shared_openai_limiter(client):
+    from tests.conftest import AUTH
+
+    body = client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    assert "jobprocessor_openai_ratelimit_" in body
+    assert not re.search(r"^jobprocessor_scrape_collector_errors [1-9]", body, re.M)  # the collector did not fail

@@ -52,7 +52,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(InvalidJob)
     def _invalid_job(exc: InvalidJob):
-        code = "unknown_type" if exc.status == 422 else "invalid_field"
+        code = exc.code or ("unknown_type" if exc.status == 422 else "invalid_field")
         payload = {"error": code, "message": exc.message, "field": exc.field}
         if exc.index is not None:
             payload["index"] = exc.index

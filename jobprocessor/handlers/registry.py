@@ -26,6 +26,9 @@ class HandlerSpec:
     func: Callable[["Job"], Any]
     max_attempts: Optional[int] = None  # None: the service default (JOBS_DEFAULT_MAX_ATTEMPTS)
     timeout_s: Optional[float] = None  # None: the service default (JOBS_DEFAULT_TIMEOUT_S)
+    # checks a payload at enqueue (raising PermanentError: the API answers 422) so a job that can never work is
+    # refused up front instead of failing later; the handler should run the same check itself
+    validate_payload: Optional[Callable[[Any], Any]] = None
 
 
 @dataclass
@@ -55,7 +58,8 @@ class Job:
 _registry: dict[str, HandlerSpec] = {}
 
 
-def handler(job_type: str, *, max_attempts: Optional[int] = None, timeout_s: Optional[float] = None):
+def handler(job_type: str, *, max_attempts: Optional[int] = None, timeout_s: Optional[float] = None,
+            validate_payload: Optional[Callable[[Any], Any]] = None):
     """Register the decorated function as the handler of `job_type`."""
     if not isinstance(job_type, str) or not job_type or len(job_type) > 200:
         raise ValueError("job type must be a non-empty string of at most 200 characters")
@@ -68,7 +72,7 @@ def handler(job_type: str, *, max_attempts: Optional[int] = None, timeout_s: Opt
         existing = _registry.get(job_type)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
             raise ValueError(f"a handler for {job_type!r} is already registered ({existing.func.__qualname__})")
-        _registry[job_type] = HandlerSpec(job_type, func, max_attempts, timeout_s)
+        _registry[job_type] = HandlerSpec(job_type, func, max_attempts, timeout_s, validate_payload)
         return func
 
     return register

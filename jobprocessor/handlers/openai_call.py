@@ -1,0 +1,198 @@
+"""One OpenAI chat call for a job, through the shared limiter: estimate, acquire a slot, call with the SDK (its own
+retries off: the queue owns retries; timeout from the job's deadline), settle with the real usage and what the
+server said, log one line, and turn a failure into what the queue should do with the job.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import openai
+
+from ..policies import openai_errors, tokens
+from ..ratelimit.core import Settlement
+from ..ratelimit.headers import server_view
+from ..ratelimit.limiter import Grant, SharedLimiter
+from .registry import Job, PermanentError, RetryLater
+
+log = logging.getLogger("jobprocessor.openai")
+
+SETTLE_MARGIN_S = 1.5  # the call's timeout leaves this much of the job's deadline to settle and record the outcome
+MAX_SERVER_MESSAGE_CHARS = 500
+
+
+class UpstreamError(Exception):
+    """A failed call worth trying again later (the queue spends an attempt and backs off): OpenAI unreachable, no
+    answer before the deadline, an answer that is not what was asked for."""
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    content: Optional[str]
+    refusal: Optional[str]
+    finish_reason: Optional[str]
+    model: str
+    usage: dict
+    request_id: Optional[str]
+
+
+_clients: dict[tuple[str, str], openai.OpenAI] = {}
+_clients_lock = threading.Lock()
+
+
+def client_for(api_key: str, base_url: str) -> openai.OpenAI:
+    """One SDK client (and so one connection pool) per process and configuration, shared by its threads."""
+    with _clients_lock:
+        client = _clients.get((api_key, base_url))
+        if client is None:
+            client = openai.OpenAI(api_key=api_key, base_url=base_url or None, max_retries=0)
+            _clients[(api_key, base_url)] = client
+        return client
+
+
+def redact(text: str, secret: str) -> str:
+    """Error text may quote the key (servers echo part of a wrong one); the key never reaches last_error or logs."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.message)[:MAX_SERVER_MESSAGE_CHARS]
+
+
+def _usage(completion: Any) -> dict:
+    usage = getattr(completion, "usage", None)
+    if usage is None:
+        return {}
+    details = getattr(usage, "completion_tokens_details", None)
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "reasoning_tokens": getattr(details, "reasoning_tokens", None) if details is not None else None}
+
+
+def _settlement(error: BaseException, now: float) -> tuple[Settlement, str]:
+    """How much of the reservation a failed call used, and the outcome's name for the log."""
+    if isinstance(error, openai.APITimeoutError):
+        return Settlement(sent=True), "timeout"  # the server may have done the work: keep the estimate
+    if isinstance(error, openai.APIConnectionError):
+        return Settlement(sent=False, used_tokens=0), "unreachable"
+    if isinstance(error, openai.APIStatusError):
+        kind = openai_errors.classify_status(error.status_code, error.code)
+        view = server_view(error.response.headers, now)
+        return Settlement(sent=True, used_tokens=None if kind == openai_errors.SERVER else 0,
+                          throttled=kind == openai_errors.THROTTLED, server_error=kind == openai_errors.SERVER,
+                          view=view), kind
+    return Settlement(sent=True), "error"
+
+
+def _job_error(error: BaseException, outcome: Settlement, figures: dict, settings, timeout: float) -> BaseException:
+    """The exception the handler raises for a failed call (see policies/openai_errors.py)."""
+    key = settings.OPENAI_API_KEY
+    if isinstance(error, openai.APITimeoutError):
+        return UpstreamError(f"OpenAI did not answer within {timeout:.1f}s (the job's deadline)")
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error
+        return UpstreamError(redact(f"cannot reach OpenAI ({settings.OPENAI_BASE_URL or 'api.openai.com'}): "
+                                    f"{type(cause).__name__}: {cause}", key)[:MAX_SERVER_MESSAGE_CHARS])
+    if isinstance(error, openai.APIStatusError):
+        status, code = error.status_code, error.code
+        message = redact(_server_message(error), key)
+        described = f"OpenAI answered {status}{f' ({code})' if code else ''}: {message}"
+        kind = openai_errors.classify_status(status, code)
+        retry_after = outcome.view.retry_after_s if outcome.view is not None else None
+        if kind == openai_errors.THROTTLED:
+            return RetryLater(openai_errors.throttle_delay(retry_after), described)
+        if kind == openai_errors.SERVER:
+            return RetryLater(openai_errors.server_error_delay(figures.get("error_streak", 1), retry_after),
+                              described)
+        if kind == openai_errors.PERMANENT:
+            hint = {401: " (check OPENAI_API_KEY)", 403: " (check the key's project and model access)",
+                    404: f" (check OPENAI_MODEL={settings.OPENAI_MODEL!r} and OPENAI_BASE_URL)"}.get(status, "")
+            return PermanentError(described + hint)
+        return UpstreamError(described)
+    return UpstreamError(redact(f"the OpenAI call failed: {type(error).__name__}: {error}", key))
+
+
+def chat_json(job: Job, settings, limiter: SharedLimiter, *, messages: list, schema: dict,
+              schema_name: str) -> ChatAnswer:
+    """Ask for a JSON answer that follows `schema` (structured outputs, strict). Raises RetryLater, PermanentError
+    or UpstreamError as the queue should treat the job; returns the answer unchecked (the caller validates it)."""
+    max_output = settings.OPENAI_MAX_OUTPUT_TOKENS
+    estimate = tokens.estimate_call(messages, max_output, schema)
+    grant: Grant = limiter.acquire(job, estimate)
+    timeout = max(0.5, job.time_left() - SETTLE_MARGIN_S)
+    client = client_for(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
+    started = time.monotonic()
+    raw, error = None, None
+    try:
+        raw = client.chat.completions.with_raw_response.create(
+            model=settings.OPENAI_MODEL,
+            messages=messages,
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
+            max_completion_tokens=max_output,
+            timeout=timeout,
+            # OpenAI's customer-supplied request id: ties its logs (and a support request) to this job and attempt
+            extra_headers={"X-Client-Request-Id": f"jobprocessor-{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}"},
+        )
+    except openai.APIError as exc:
+        error = exc
+    except BaseException:  # unexpected (a bug, an interrupt): keep the estimate charged, then propagate
+        try:
+            limiter.settle(grant, Settlement(sent=True))
+        except Exception:  # noqa: BLE001 - the original exception matters more
+            log.exception("could not settle the rate limiter for job %s", job.id)
+        raise
+    latency_ms = int((time.monotonic() - started) * 1000)
+    answer: Optional[ChatAnswer] = None
+    if error is None:
+        view = server_view(raw.headers, time.time())
+        try:
+            completion = raw.parse()
+            choice = completion.choices[0]
+            usage = _usage(completion)
+            answer = ChatAnswer(content=choice.message.content, refusal=getattr(choice.message, "refusal", None),
+                                finish_reason=choice.finish_reason, model=completion.model, usage=usage,
+                                request_id=raw.request_id)
+            outcome, kind = Settlement(sent=True, used_tokens=usage.get("total_tokens"), succeeded=True,
+                                       view=view), "ok"
+        except Exception as exc:  # noqa: BLE001 - a body the SDK cannot read is a malformed answer
+            error = UpstreamError(f"OpenAI's answer could not be read: {type(exc).__name__}: {exc}"[:500])
+            outcome, kind = Settlement(sent=True, view=view), "malformed"
+    else:
+        outcome, kind = _settlement(error, time.time())
+    figures = _settle_and_log(limiter, grant, outcome, job, kind, estimate, latency_ms,
+                              status=raw.status_code if raw is not None else getattr(error, "status_code", None),
+                              request_id=answer.request_id if answer else getattr(error, "request_id", None),
+                              model=settings.OPENAI_MODEL)
+    if isinstance(error, UpstreamError):
+        raise error
+    if error is not None:
+        raise _job_error(error, outcome, figures, settings, timeout) from None
+    return answer
+
+
+def _settle_and_log(limiter: SharedLimiter, grant: Grant, outcome: Settlement, job: Job, kind: str, estimate: int,
+                    latency_ms: int, *, status: Optional[int], request_id: Optional[str], model: str) -> dict:
+    try:
+        figures = limiter.settle(grant, outcome)
+    except Exception:  # noqa: BLE001 - the estimate stays charged (the safe side); the job's outcome still counts
+        log.exception("could not settle the rate limiter for job %s", job.id)
+        figures = {}
+    log.info(json.dumps({
+        "event": "openai_call", "job_id": job.id, "attempt": job.attempts, "model": model, "status": status,
+        "outcome": kind, "waited_ms": int(grant.waited_s * 1000), "latency_ms": latency_ms,
+        "estimated_tokens": estimate, "used_tokens": outcome.used_tokens, "request_id": request_id,
+        **{k: figures.get(k) for k in ("requests_used", "requests_limit", "requests_utilisation_pct", "tokens_used",
+                                       "tokens_limit", "tokens_utilisation_pct", "waiting_jobs", "requests_in_flight",
+                                       "hold_s")},
+    }))
+    return figures

@@ -1,0 +1,43 @@
+"""Fixtures for the rate-limiter tests (import them into a test module: `from tests.limiter_fixtures import ...`).
+
+The limiter's tables are not part of conftest's per-test clean-up (they belong to this feature), so each test that
+uses the limiter starts from an empty limiter with `fresh_limiter`.
+"""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from tests.conftest import make_settings
+from tests.fake_openai import FakeOpenAI
+
+
+def reset_limiter(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM rate_limiter_waits"))
+        conn.execute(text("DELETE FROM rate_limiter"))
+
+
+def limiter_row(engine, name: str = "openai"):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT * FROM rate_limiter WHERE name = :n"), {"n": name}).mappings().first()
+
+
+@pytest.fixture
+def fresh_limiter(raw_engine):
+    reset_limiter(raw_engine)
+    yield raw_engine
+    reset_limiter(raw_engine)
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def openai_settings(database_url: str, fake: FakeOpenAI | None, **overrides):
+    values = dict(OPENAI_API_KEY=fake.api_key if fake else "", OPENAI_BASE_URL=fake.base_url if fake else "",
+                  OPENAI_MAX_OUTPUT_TOKENS=400)
+    values.update(overrides)
+    return make_settings(database_url, **values)
