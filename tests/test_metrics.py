@@ -2,9 +2,8 @@
 database at scrape time, pool figures, registered scrape collectors; summed over gunicorn workers."""
 from __future__ import annotations
 
-import re
-
 import os
+import re
 import signal
 import threading
 import time
