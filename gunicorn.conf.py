@@ -41,6 +41,13 @@ def on_starting(server):
             os.remove(os.path.join(path, name))
 
 
+def post_worker_init(worker):
+    # DB_POOL_MIN connections open before the worker's first request (the pool keeps them, and any it opens later)
+    from jobprocessor import warm_pool
+
+    warm_pool(worker.wsgi)
+
+
 def child_exit(server, worker):
     # a dead worker's live gauges (DB pool figures) stop counting; its counters keep their totals
     from prometheus_client import multiprocess

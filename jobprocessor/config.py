@@ -43,8 +43,9 @@ class Settings:
                                                              "embedded server and set it)")
     CRON_SECRET: str = _setting("", str, "shared secret for every endpoint but /healthz, >= 16 characters; unset: "
                                          "those endpoints answer 503 (fail closed)")
-    DB_POOL_MAX: int = _setting(10, int, "most database connections one process opens", 1, 1000)
-    DB_POOL_MIN: int = _setting(2, int, "connections a process keeps open when idle", 0, 1000)
+    DB_POOL_MAX: int = _setting(10, int, "most database connections one process opens (each kept once opened)",
+                                1, 1000)
+    DB_POOL_MIN: int = _setting(2, int, "connections each gunicorn worker opens at start", 0, 1000)
     JOBS_MAX_PER_RUN: int = _setting(10, int, "default `limit` of one /process-pending call", 1, 1000)
     JOBS_MAX_RUNTIME_S: float = _setting(50.0, float, "default runtime budget of one call, seconds", 1, 900)
     JOBS_CONCURRENCY: int = _setting(8, int, "handlers run at once inside one call", 1, 256)
