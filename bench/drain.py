@@ -17,7 +17,7 @@ ANALYZEs, times the drain, and checks that every job was completed exactly once.
 claim is sent and stops when the last caller has its answer (every outcome is committed by then).
 
 Phases: (1) sweep gunicorn shapes (workers x threads x callers) at the default JOBS_CONCURRENCY, then
-JOBS_CONCURRENCY at the best shape; (2) sweep pgqueuer batch size x consumers; (3) `rounds` interleaved rounds of
+JOBS_CONCURRENCY at the best shape, then the shapes again at the best JOBS_CONCURRENCY; (2) sweep pgqueuer batch size x consumers; (3) `rounds` interleaved rounds of
 reference / endpoint default / endpoint best / pgqueuer default / pgqueuer best, so the ratios come from the same
 minutes of a shared machine. Medians throughout.
 """
@@ -283,7 +283,7 @@ def median_rate(results: list[Result]) -> float:
 
 def show(label: str, results: list[Result]) -> None:
     rates = ", ".join(f"{r.jobs_per_s:,.0f}" for r in results)
-    print(f"  {label:<72} median {median_rate(results):>8,.0f} jobs/s   (runs: {rates})", flush=True)
+    print(f"  {label:<88} median {median_rate(results):>8,.0f} jobs/s   (runs: {rates})", flush=True)
 
 
 def repeat(runs: int, fn: Callable[[], Result]) -> list[Result]:
@@ -344,11 +344,15 @@ def main() -> int:
         endpoint_medians[key] = median_rate(results)
         show(f"{workers}x{threads} gunicorn, {callers} callers, JOBS_CONCURRENCY={concurrency}", results)
 
-    for workers, threads, callers in parse_shapes(args.shapes):
+    shapes = parse_shapes(args.shapes)
+    for workers, threads, callers in shapes:
         sweep_endpoint(workers, threads, callers, DEFAULT_CONCURRENCY)
-    best_shape = max(((k[:3], v) for k, v in endpoint_medians.items()), key=lambda kv: kv[1])[0]
+    best_shape = max(endpoint_medians, key=endpoint_medians.get)[:3]
     for concurrency in (int(x) for x in args.concurrency.split(",")):
         sweep_endpoint(*best_shape, concurrency)
+    best_concurrency = max(endpoint_medians, key=endpoint_medians.get)[3]
+    for workers, threads, callers in shapes:  # the shapes again at the best concurrency (they interact)
+        sweep_endpoint(workers, threads, callers, best_concurrency)
     best_endpoint = max(endpoint_medians, key=endpoint_medians.get)
 
     # (2) pgqueuer: batch size x consumers
