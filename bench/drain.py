@@ -17,13 +17,14 @@ ANALYZEs, times the drain, and checks that every job was completed exactly once.
 claim is sent and stops when the last caller has its answer (every outcome is committed by then).
 
 Phases: (1) sweep gunicorn shapes (workers x threads x callers) at the default JOBS_CONCURRENCY, then
-JOBS_CONCURRENCY at the best shape, then the shapes again at the best JOBS_CONCURRENCY; (2) sweep pgqueuer batch size x consumers; (3) `rounds` interleaved rounds of
-reference / endpoint default / endpoint best / pgqueuer default / pgqueuer best, so the ratios come from the same
-minutes of a shared machine. Medians throughout.
+JOBS_CONCURRENCY at the best shape, then the shapes again at the best JOBS_CONCURRENCY; (2) sweep pgqueuer batch
+size x consumers; (3) `rounds` interleaved rounds of the endpoint's default and its `finalists` best sweep configurations, pgqueuer's default and its best ones, so the ratios come from the same minutes of a shared machine; "best" is the finalist with the highest
+median there. Medians throughout.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -308,7 +309,9 @@ def main() -> int:
     parser.add_argument("--pgq-batches", default="10,50,100,250,500,1000")
     parser.add_argument("--pgq-consumers", default="1,2,4")
     parser.add_argument("--sweep-runs", type=int, default=3, help="runs per configuration in the sweeps")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the final comparison")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the final comparison")
+    parser.add_argument("--finalists", type=int, default=2,
+                        help="best sweep configurations of each side that enter the final comparison")
     parser.add_argument("--pgqueuer-python", default=str(ROOT / "bench" / ".venv-pgqueuer" / "bin" / "python"))
     parser.add_argument("--json", help="write every result to this file")
     args = parser.parse_args()
@@ -366,35 +369,46 @@ def main() -> int:
             show(f"pgqueuer batch_size={batch}, {consumers} consumers", results)
     best_pgq = max(pgq_medians, key=pgq_medians.get)
 
-    # (3) the comparison, interleaved
-    print(f"\n[3] comparison: {args.rounds} interleaved rounds; {load()}", flush=True)
+    # (3) the comparison, interleaved: the defaults and the sweeps' top candidates of each side, round after round
     default_key = (*DEFAULT_SHAPE, DEFAULT_CONCURRENCY)
+    endpoint_keys = [default_key] + [k for k in sorted(endpoint_medians, key=endpoint_medians.get, reverse=True)
+                                     if k != default_key][:args.finalists]
+    pgq_keys = [PGQ_DEFAULT] + [k for k in sorted(pgq_medians, key=pgq_medians.get, reverse=True)
+                                if k != PGQ_DEFAULT][:args.finalists]
+    print(f"\n[3] comparison: {args.rounds} interleaved rounds of the reference, the endpoint's default and top "
+          f"{args.finalists} and pgqueuer's default and top {args.finalists}; {load()}", flush=True)
     final: dict[str, list[Result]] = {}
-    with Server(database_url, default_key[0], default_key[1], default_key[3]) as default_server, \
-            Server(database_url, best_endpoint[0], best_endpoint[1], best_endpoint[3]) as best_server:
-        warm_up(default_server, jobs, default_key[2])
-        warm_up(best_server, jobs, best_endpoint[2])
+    with contextlib.ExitStack() as stack:
         contenders: dict[str, Callable[[], Result]] = {
-            "reference": lambda: reference_drain(dsn, jobs, n, batch=limit),
-            "endpoint (default)": lambda: endpoint_drain(default_server, jobs, n, default_key[2], limit),
-            "endpoint (best)": lambda: endpoint_drain(best_server, jobs, n, best_endpoint[2], limit),
-            "pgqueuer (default)": lambda: pgqueuer_drain(args.pgqueuer_python, dsn, n, *PGQ_DEFAULT),
-            "pgqueuer (best)": lambda: pgqueuer_drain(args.pgqueuer_python, dsn, n, *best_pgq),
-        }
+            "reference": lambda: reference_drain(dsn, jobs, n, batch=limit)}
+        for workers, threads, callers, concurrency in endpoint_keys:
+            server = stack.enter_context(Server(database_url, workers, threads, concurrency))
+            warm_up(server, jobs, callers)
+            contenders[f"endpoint {workers}x{threads}x{callers} c{concurrency}"] = \
+                lambda server=server, callers=callers: endpoint_drain(server, jobs, n, callers, limit)
+        for batch, consumers in pgq_keys:
+            contenders[f"pgqueuer b{batch} x{consumers}"] = \
+                lambda batch=batch, consumers=consumers: pgqueuer_drain(args.pgqueuer_python, dsn, n, batch,
+                                                                        consumers)
         for _ in range(args.rounds):
             for name, fn in contenders.items():
                 final.setdefault(name, []).append(fn())
     for name, results in final.items():
-        record("final:" + name, results)
-        show(f"{name}: {results[0].config}", results)
-    ref = median_rate(final["reference"])
-    pgq = median_rate(final["pgqueuer (best)"])
-    print("\nRatios (medians of the interleaved rounds):")
-    for name in ("endpoint (default)", "endpoint (best)"):
-        rate = median_rate(final[name])
-        print(f"  {name:<20} {rate / ref:6.1%} of the reference loop   {rate / pgq:5.2f}x pgqueuer (best)")
-    print(f"  {'pgqueuer (best)':<20} {pgq / ref:6.1%} of the reference loop")
-    print(f"  aim: endpoint >= 50% of the reference and >= 1.5x pgqueuer at limit={limit}")
+        record("final", results)
+        show(results[0].config if name == "reference" else f"{results[0].contender}: {results[0].config}", results)
+    medians = {name: median_rate(results) for name, results in final.items()}
+    endpoint_names = [name for name in final if name.startswith("endpoint")]
+    pgq_names = [name for name in final if name.startswith("pgqueuer")]
+    picks = {"endpoint (default)": endpoint_names[0], "endpoint (best)": max(endpoint_names, key=medians.get),
+             "pgqueuer (default)": pgq_names[0], "pgqueuer (best)": max(pgq_names, key=medians.get)}
+    ref, pgq = medians["reference"], medians[picks["pgqueuer (best)"]]
+    print("\nRatios (medians of the interleaved rounds; best = highest median among the finalists):")
+    for label in ("endpoint (default)", "endpoint (best)", "pgqueuer (default)", "pgqueuer (best)"):
+        rate = medians[picks[label]]
+        print(f"  {label:<19} {rate:>8,.0f} jobs/s  {rate / ref:6.1%} of the reference loop  "
+              f"{rate / pgq:5.2f}x pgqueuer (best)   [{final[picks[label]][0].config}]")
+    print(f"  {'reference':<19} {ref:>8,.0f} jobs/s")
+    print(f"  aim: endpoint >= 50% of the reference and >= 1.5x pgqueuer (best) at limit={limit}")
     print(f"\n{load()}")
     jobs.close()
     if args.json:
