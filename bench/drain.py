@@ -18,8 +18,9 @@ claim is sent and stops when the last caller has its answer (every outcome is co
 
 Phases: (1) sweep gunicorn shapes (workers x threads x callers) at the default JOBS_CONCURRENCY, then
 JOBS_CONCURRENCY at the best shape, then the shapes again at the best JOBS_CONCURRENCY; (2) sweep pgqueuer batch
-size x consumers; (3) `rounds` interleaved rounds of the endpoint's default and its `finalists` best sweep configurations, pgqueuer's default and its best ones, so the ratios come from the same minutes of a shared machine; "best" is the finalist with the highest
-median there. Medians throughout.
+size x consumers; (3) `rounds` interleaved rounds of the reference, the endpoint's default and its `finalists`
+best sweep configurations, pgqueuer's default and its best ones, so the ratios come from the same minutes of a
+shared machine; "best" is the finalist with the highest median there. Medians throughout.
 """
 from __future__ import annotations
 
@@ -356,7 +357,6 @@ def main() -> int:
     best_concurrency = max(endpoint_medians, key=endpoint_medians.get)[3]
     for workers, threads, callers in shapes:  # the shapes again at the best concurrency (they interact)
         sweep_endpoint(workers, threads, callers, best_concurrency)
-    best_endpoint = max(endpoint_medians, key=endpoint_medians.get)
 
     # (2) pgqueuer: batch size x consumers
     print(f"\n[2] pgqueuer sweep ({args.sweep_runs} runs each)", flush=True)
@@ -367,7 +367,6 @@ def main() -> int:
                                                                                     batch, consumers)))
             pgq_medians[(batch, consumers)] = median_rate(results)
             show(f"pgqueuer batch_size={batch}, {consumers} consumers", results)
-    best_pgq = max(pgq_medians, key=pgq_medians.get)
 
     # (3) the comparison, interleaved: the defaults and the sweeps' top candidates of each side, round after round
     default_key = (*DEFAULT_SHAPE, DEFAULT_CONCURRENCY)

@@ -1,12 +1,12 @@
 """Where a /process-pending drain spends its time: py-spy over the gunicorn workers while callers drain N jobs.
 
-    DATABASE_URL=... .venv/bin/python bench/profile_endpoint.py --py-spy /path/to/py-spy \
-        --workers 1 --threads 1 --callers 1 --concurrency 8 --jobs 100000
+    DATABASE_URL=... .venv/bin/python bench/profile_endpoint.py --py-spy /path/to/py-spy --gil \
+        --workers 1 --threads 1 --callers 1 --concurrency 8 --jobs 60000
 
 py-spy is not a project dependency (pip install py-spy anywhere, e.g. a throw-away venv). It samples the workers'
-non-idle threads (what runs on a CPU or waits on the GIL), and this prints the functions with the most samples,
-inclusive and self, plus the split of worker time between PostgreSQL calls, handler threads and the rest.
-Uses the same server, table filling and drain as bench/drain.py.
+non-idle threads (with --gil: only the thread holding the GIL, i.e. the Python CPU work), and this prints the
+functions with the most samples, inclusive and self. The raw stacks stay in bench/.out/. Uses the same server,
+table filling and drain as bench/drain.py.
 """
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def main() -> int:
     with Server(database_url, args.workers, args.threads, args.concurrency) as server:
         warm_up(server, jobs, args.callers)
         jobs.fill(args.jobs)
-        spy = subprocess.Popen([args.py_spy, "record", "--pid", str(server.proc.pid), "--subprocesses",
-                                "--rate", str(args.rate), "--format", "raw", "--output", str(raw), "--nonblocking"] + (["--gil"] if args.gil else []),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        command = [args.py_spy, "record", "--pid", str(server.proc.pid), "--subprocesses", "--rate", str(args.rate),
+                   "--format", "raw", "--output", str(raw), "--nonblocking"] + (["--gil"] if args.gil else [])
+        spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # py-spy attaches
         seconds, calls, succeeded = server.drain(args.callers, args.limit)
         spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
@@ -80,7 +80,8 @@ def main() -> int:
         for frame in set(stack_frames[2:]):
             inclusive[frame] += n
         self_time[stack_frames[-1]] += n
-    print(f"\n{total} samples in the workers ({args.rate}/s; {'the GIL holder' if args.gil else 'non-idle threads'})\n\ninclusive:")
+    sampled = "the GIL holder" if args.gil else "non-idle threads"
+    print(f"\n{total} samples in the workers ({args.rate}/s; {sampled})\n\ninclusive:")
     for frame, n in inclusive.most_common(args.top):
         print(f"  {n / total:6.1%}  {frame}")
     print("\nself:")
