@@ -18,6 +18,11 @@ JOB_COLUMNS = (
     "idempotency_key", "batch_id",
 )
 _SELECT_JOB = ", ".join(f"jobs.{c}" for c in JOB_COLUMNS)
+# What a claim returns: what the pipeline needs to run a job, no more (decoding the other columns of 1000 claimed
+# rows cost a third of the claim's client time in the benchmark's profile).
+CLAIMED_COLUMNS = ("id", "type", "payload", "priority", "store_id", "user_id", "run_at", "attempts", "max_attempts",
+                   "batch_id")
+_RETURNING_CLAIMED = ", ".join(f"jobs.{c}" for c in CLAIMED_COLUMNS)
 
 # --- claim -------------------------------------------------------------------------------------------------------
 
@@ -92,7 +97,7 @@ claimed AS (
         locked_until = now() + make_interval(secs => :lease_s)
     FROM due
     WHERE jobs.id = due.id
-    RETURNING {_SELECT_JOB}, due.claim_order
+    RETURNING {_RETURNING_CLAIMED}, due.claim_order
 )
 SELECT claimed.*,
        r.rescued_pending, r.rescued_failed,
@@ -111,7 +116,7 @@ FIFO_CLAIM = "WITH " + _RESCUE_CTE + "," + _FIFO_DUE_CTE + "," + _CLAIM_TAIL
 
 @dataclass(frozen=True)
 class ClaimResult:
-    jobs: list  # rows with JOB_COLUMNS (and claim_order), in claim order: priority, round-robin round, store rank
+    jobs: list  # rows with CLAIMED_COLUMNS (and claim_order), in claim order: priority, round-robin round, store rank
     rescued_pending: int
     rescued_failed: int
     schedules_due: bool = False  # a recurring job's slot has come (see schedules.enqueue_due)
@@ -190,14 +195,32 @@ def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[in
         return set()
     params = {
         "worker": worker,
-        "ids": [o.job_id for o in outcomes],
-        "statuses": [o.status for o in outcomes],
-        "results": [o.result_json for o in outcomes],
-        "errors": [o.error for o in outcomes],
-        "delays": [None if o.delay_s is None else float(o.delay_s) for o in outcomes],
-        "give_backs": [1 if o.give_back_attempt else 0 for o in outcomes],
+        "ids": array_literal([o.job_id for o in outcomes]),
+        "statuses": array_literal([o.status for o in outcomes]),
+        "results": array_literal([o.result_json for o in outcomes]),
+        "errors": array_literal([o.error for o in outcomes]),
+        "delays": array_literal([None if o.delay_s is None else float(o.delay_s) for o in outcomes]),
+        "give_backs": array_literal([1 if o.give_back_attempt else 0 for o in outcomes]),
     }
     return {row[0] for row in conn.execute(text(FINISH), params)}
+
+
+def array_literal(values: Sequence[Any]) -> str:
+    """A PostgreSQL array literal ('{1,NULL,"a \\"b\\""}'), bound as ONE text parameter and cast in the statement.
+    psycopg2 would send a list as ARRAY[e1, e2, ...], an expression per element for the server to parse: for the
+    six arrays of a 1000-outcome FINISH that was ~40% of the statement's time. Strings are always quoted, so no
+    element can be read as NULL or split; backslash and double quote are the only characters to escape."""
+    parts = []
+    for value in values:
+        if value is None:
+            parts.append("NULL")
+        elif isinstance(value, str):
+            parts.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"array_literal takes str, int, float or None, not {type(value).__name__}")
+        else:
+            parts.append(repr(value))
+    return "{" + ",".join(parts) + "}"
 
 
 # --- enqueue -----------------------------------------------------------------------------------------------------

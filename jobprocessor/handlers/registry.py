@@ -7,12 +7,17 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
 
 
+MAX_RETRY_LATER_S = 365 * 24 * 3600.0
+
+
 class RetryLater(Exception):
     """Run the job again after `seconds`, without spending an attempt (rate limits, a busy upstream)."""
 
     def __init__(self, seconds: float, reason: str = ""):
         super().__init__(reason or f"retry in {seconds:g}s")
-        self.seconds = max(0.0, float(seconds))
+        seconds = float(seconds)
+        # NaN means "now"; beyond a year (or infinity) is capped: the delay becomes an interval in PostgreSQL
+        self.seconds = min(max(0.0, seconds), MAX_RETRY_LATER_S) if seconds == seconds else 0.0
         self.reason = reason
 
 

@@ -1,0 +1,42 @@
+"""queries.py helpers against real PostgreSQL."""
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from jobprocessor.handlers import RetryLater
+from jobprocessor.queries import array_literal
+
+# what a text column can hold: any character but NUL, no lone surrogates (they are not UTF-8)
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), TEXT), max_size=20))
+def test_text_array_literal_round_trips(raw_engine, values):
+    with raw_engine.connect() as conn:
+        assert conn.execute(text("SELECT CAST(:a AS text[])"), {"a": array_literal(values)}).scalar_one() == values
+
+
+@settings(max_examples=40, deadline=None)
+@given(values=st.lists(st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)), max_size=20),
+       ids=st.lists(st.integers(min_value=-2**63, max_value=2**63 - 1), max_size=20))
+def test_number_array_literals_round_trip(raw_engine, values, ids):
+    with raw_engine.connect() as conn:
+        assert conn.execute(text("SELECT CAST(:a AS float8[])"), {"a": array_literal(values)}).scalar_one() == values
+        assert conn.execute(text("SELECT CAST(:a AS bigint[])"), {"a": array_literal(ids)}).scalar_one() == ids
+
+
+def test_array_literal_refuses_what_it_cannot_encode():
+    with pytest.raises(TypeError):
+        array_literal([True])
+    with pytest.raises(TypeError):
+        array_literal([object()])
+
+
+@pytest.mark.parametrize("seconds,expected", [(-5, 0.0), (float("nan"), 0.0), (float("inf"), 365 * 24 * 3600.0),
+                                              (30, 30.0)])
+def test_retry_later_delay_is_always_a_storable_interval(seconds, expected):
+    assert RetryLater(seconds).seconds == expected and math.isfinite(RetryLater(seconds).seconds)
