@@ -234,7 +234,7 @@ BEGIN
                     v_active := v_active + 1;
                 END IF;
             END LOOP;
-            EXIT WHEN v_left = 0 OR v_active = 0;
+            EXIT WHEN v_left <= 0 OR v_active = 0;
             v_share := v_left / v_active;
             b_i := '{}'; b_store := '{}'; b_run := '{}'; b_id := '{}'; b_take := '{}';
 
@@ -299,7 +299,7 @@ BEGIN
             -- the stores deferred by 5., in rank order, if slots remain (a job found but not taken is unlocked
             -- when the claim commits)
             FOR k IN 1 .. cardinality(f_i) LOOP
-                EXIT WHEN v_left = 0;
+                EXIT WHEN v_left <= 0;
                 v_q := f_i[k];
                 q_taken[v_q] := q_taken[v_q] + 1;
                 q_run[v_q] := f_run[k]; q_id[v_q] := f_id[k];

@@ -138,6 +138,15 @@ def test_priority_is_global_and_the_cap_is_hard(clean_db):
     assert stores_of(rows) == {"": 9, "big": 41}
 
 
+def test_the_cap_counts_a_store_across_levels(clean_db):
+    engine = clean_db
+    insert_jobs(engine, 3, store_id="'a'", priority="1")
+    insert_jobs(engine, 10, store_id="'a'")
+    insert_jobs(engine, 10, store_id="'b'")
+    rows = claim_and_check(engine, 20, max_per_store=5)
+    assert Counter((row["store_id"], row["priority"]) for row in rows) == {("a", 1): 3, ("a", 5): 2, ("b", 5): 5}
+
+
 def test_type_filter_and_future_jobs(clean_db):
     engine = clean_db
     insert_jobs(engine, 40, store_id="'a'")
