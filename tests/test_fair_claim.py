@@ -3,6 +3,8 @@
 describes; the seed scenarios over successive calls; concurrent callers."""
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -12,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from jobprocessor import queries
+from jobprocessor import create_app, queries
 from jobprocessor.policies.fairness import DueJob, Turn, allocate, next_turns, store_key
-from tests.conftest import fetch_jobs, insert_jobs
+from tests.conftest import AUTH, fetch_jobs, insert_jobs, make_settings
 
 WORKER = "test-worker"
 
@@ -262,3 +264,21 @@ def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
                          {"s": store, "at": base + timedelta(seconds=t), "pos": pos})
     for _ in range(calls):
         claim_and_check(raw_engine, limit, max_per_store=cap)
+
+
+def test_endpoint_reports_the_distribution_and_applies_the_configured_cap(database_url, clean_db, caplog):
+    """POST /process-pending: JOBS_MAX_PER_STORE from the settings caps each store; the response's `stores` and the
+    log line show the distribution."""
+    engine = clean_db
+    insert_jobs(engine, 30, store_id="'a'")
+    insert_jobs(engine, 30, store_id="'b'")
+    insert_jobs(engine, 2)  # no store
+    app = create_app(make_settings(database_url, JOBS_MAX_PER_STORE=5))
+    with app.app_context(), caplog.at_level(logging.INFO, logger="jobprocessor.process"):
+        summary = app.test_client().post("/process-pending", json={"limit": 50}, headers=AUTH).json
+        from jobprocessor.extensions import db
+
+        db.engine.dispose()
+    assert summary["claimed"] == 12 and summary["stores"] == {"a": 5, "b": 5, "": 2}
+    record = next(json.loads(r.getMessage()) for r in caplog.records if '"process_pending"' in r.getMessage())
+    assert record["distribution"] == "claimed 12 from 3 stores" and record["stores"] == summary["stores"]
