@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,29 +96,76 @@ def fill(engine, n_jobs: int, n_stores: int, due: bool = True) -> None:
 
 def timed_claim(engine, fair: bool, limit: int) -> tuple[float, int]:
     with engine.connect() as conn:
-        tx = conn.begin()
-        started = time.perf_counter()
-        if fair:
-            result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300)
-        else:
-            result = queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300)
-        elapsed = (time.perf_counter() - started) * 1000
-        tx.rollback()
+        return _timed_claim(conn, fair, limit)
+
+
+def _timed_claim(conn, fair: bool, limit: int) -> tuple[float, int]:
+    tx = conn.begin()
+    started = time.perf_counter()
+    if fair:
+        result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300)
+    else:
+        result = queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300)
+    elapsed = (time.perf_counter() - started) * 1000
+    tx.rollback()
     return elapsed, len(result.jobs)
 
 
+class ServerCpu:
+    """CPU time of the connection's server process (from /proc: only for a server on this machine): steadier than
+    wall time on a shared machine, where waiting for a core inflates wall time."""
+
+    def __init__(self, conn):
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        conn.rollback()
+        self.path = Path(f"/proc/{pid}/stat")
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def ms(self) -> Optional[float]:
+        try:
+            fields = self.path.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) * 1000 / self.tick
+
+
+CALIBRATION = "SELECT count(*) FROM generate_series(1, 1000) AS g, LATERAL (SELECT id FROM jobs WHERE id = g * 97) AS x"
+
+
 def measure(engine, limit: int, reps: int) -> dict:
-    for _ in range(5):  # warm: plans prepared, pages cached
-        timed_claim(engine, True, limit)
-        timed_claim(engine, False, limit)
-    times = {True: [], False: []}
-    counts = {}
-    for _ in range(reps):
-        for fair in (True, False):
-            ms, n = timed_claim(engine, fair, limit)
-            times[fair].append(ms)
-            counts[fair] = n
-    return {fair: (statistics.median(t), sorted(t)[int(len(t) * 0.9)], counts[fair]) for fair, t in times.items()}
+    """Per variant: wall-time median and p90 over `reps` interleaved claims, and server CPU per claim, measured
+    over blocks of `reps` claims of one variant (the CPU clock ticks in 10 ms: one claim is too short to time)."""
+    out = {}
+    with engine.connect() as conn:
+        cpu = ServerCpu(conn)
+        for _ in range(5):  # warm: plans prepared, pages cached
+            _timed_claim(conn, True, limit)
+            _timed_claim(conn, False, limit)
+        walls = {True: [], False: []}
+        counts = {}
+        for _ in range(reps):
+            for fair in (True, False):
+                ms, counts[fair] = _timed_claim(conn, fair, limit)
+                walls[fair].append(ms)
+        cpus = {True: [], False: [], "pk": []}
+        for _ in range(2):
+            for variant in (True, False, "pk"):
+                before = cpu.ms()
+                for _ in range(reps):
+                    if variant == "pk":
+                        conn.execute(text(CALIBRATION)).all()
+                        conn.rollback()
+                    else:
+                        _timed_claim(conn, variant, limit)
+                after = cpu.ms()
+                if before is not None:
+                    cpus[variant].append((after - before) / reps)
+    for fair in (True, False):
+        t = sorted(walls[fair])
+        out[fair] = (statistics.median(t), t[int(len(t) * 0.9)], counts[fair],
+                     statistics.mean(cpus[fair]) if cpus[fair] else float("nan"))
+    out["pk"] = statistics.mean(cpus["pk"]) if cpus["pk"] else float("nan")
+    return out
 
 
 def stores_in(engine, limit: int) -> int:
@@ -130,9 +178,11 @@ def stores_in(engine, limit: int) -> int:
 
 def cmd_latency(args) -> None:
     engine = fresh_schema(database_url())
-    print(f"claim of {args.limit}, {args.jobs:,} pending jobs, one store holding half; median / p90 of {args.reps} "
-          "reps, interleaved; ms")
-    print(f"{'stores':>7} {'due':>5} {'fair':>15} {'fifo':>15} {'fair-fifo':>10} {'stores served':>14}")
+    print(f"claim of {args.limit}, {args.jobs:,} pending jobs, one store holding half. wall: median / p90 of "
+          f"{args.reps} interleaved reps (client side, ms); cpu: server CPU per claim (ms); pk: server CPU of 1000 "
+          "primary-key probes (this machine's speed)")
+    print(f"{'stores':>7} {'due':>5} {'fair wall':>15} {'fifo wall':>15} {'fair cpu':>9} {'fifo cpu':>9} "
+          f"{'cpu diff':>9} {'pk':>6} {'served':>7}")
     for n_stores in args.stores:
         for due in (True, False) if n_stores == max(args.stores) else (True,):
             fill(engine, args.jobs, n_stores, due=due)
@@ -140,40 +190,49 @@ def cmd_latency(args) -> None:
             fair, fifo = res[True], res[False]
             served = stores_in(engine, args.limit) if due else 0
             print(f"{n_stores:>7} {'yes' if due else 'none':>5} {fair[0]:>7.2f} / {fair[1]:>5.2f} "
-                  f"{fifo[0]:>7.2f} / {fifo[1]:>5.2f} {fair[0] - fifo[0]:>10.2f} {served:>14}"
+                  f"{fifo[0]:>7.2f} / {fifo[1]:>5.2f} {fair[3]:>9.2f} {fifo[3]:>9.2f} {fair[3] - fifo[3]:>9.2f} "
+                  f"{res['pk']:>6.2f} {served:>7}"
                   + ("" if fair[2] == fifo[2] else f"   (claimed {fair[2]} vs {fifo[2]})"), flush=True)
 
 
 def cmd_explain(args) -> None:
-    engine = fresh_schema(database_url())
+    import psycopg2
+
+    url = database_url()
+    engine = fresh_schema(url)
     fill(engine, args.jobs, args.stores[-1])
+    for _ in range(5):  # warm, as in `latency` (and, as there, every rolled-back claim leaves its pages not
+        timed_claim(engine, True, args.limit)  # all-visible: the store heads need heap checks, as in production)
+        timed_claim(engine, False, args.limit)
     params = {"limit": args.limit, "worker": WORKER, "lease_s": 300, "job_type": None, "rescue_limit": 1000,
               "max_per_store": None}
-    for title, statement in (("fair claim (queries.CLAIM)", queries.CLAIM),
-                             ("FIFO claim (queries.FIFO_CLAIM)", queries.FIFO_CLAIM)):
-        for _ in range(3):  # warm
-            timed_claim(engine, statement is queries.CLAIM, args.limit)
-        with engine.connect() as conn:
-            tx = conn.begin()
-            raw = conn.connection.dbapi_connection
-            if statement is queries.CLAIM:
-                conn.execute(text("LOAD 'auto_explain'"))
-                for name, value in (("log_min_duration", "0"), ("log_analyze", "on"), ("log_buffers", "on"),
-                                    ("log_timing", "on"), ("log_nested_statements", "on"), ("log_level", "notice")):
-                    conn.execute(text(f"SET LOCAL auto_explain.{name} = '{value}'"))
-            del raw.notices[:]
-            plan = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement), params).scalars().all()
-            notices = list(raw.notices)
-            tx.rollback()
+    conn = psycopg2.connect(url)
+    cur = conn.cursor()
+    for title, statement, nested in (("fair claim (queries.CLAIM)", queries.CLAIM, True),
+                                     ("FIFO claim (queries.FIFO_CLAIM)", queries.FIFO_CLAIM, False)):
+        sql = text(statement).compile(engine, compile_kwargs={}).string  # :name -> %(name)s
+        if nested:
+            cur.execute("LOAD 'auto_explain'")
+            for name, value in (("log_min_duration", "0"), ("log_analyze", "on"), ("log_buffers", "on"),
+                                ("log_timing", "on"), ("log_nested_statements", "on"), ("log_level", "notice")):
+                cur.execute(f"SET auto_explain.{name} = '{value}'")
+        del conn.notices[:]
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+        plan = [row[0] for row in cur.fetchall()]
+        notices = list(conn.notices)
+        conn.rollback()
+        if nested:
+            cur.execute("SET auto_explain.log_min_duration = -1")
+            conn.commit()
         print(f"=== {title}, {args.stores[-1]} stores, {args.jobs:,} pending, limit {args.limit}")
         print("\n".join(plan))
         for notice in notices:
-            body = notice.split("Query Text:", 1)[-1]
-            if "jobs_fair_claim(" in body.split("\n", 1)[0] and "EXPLAIN" in body:
+            if "Query Text: EXPLAIN" in notice:
                 continue  # the outer statement again
             print("--- inside jobs_fair_claim(), auto_explain:")
-            print(body.strip())
+            print(notice.strip())
         print()
+    conn.close()
 
 
 def enqueue_scenario(engine, job_ms: int) -> None:

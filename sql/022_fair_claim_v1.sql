@@ -71,7 +71,8 @@ $fn$;
 -- The shape, and why (the claim statement in jobprocessor/queries.py calls this function as its `due` step, then
 -- updates what it returns in the same statement):
 --   1. Levels are visited in priority order, one index probe finding the next level with a pending job; a level is
---      visited only while slots are left, so a full urgent level costs nothing below it.
+--      visited only while slots are left, so a full urgent level costs nothing below it, and a level with nothing
+--      due costs one more probe (jobs_claim_idx): with nothing due, the claim is a handful of index probes.
 --   2. The level's stores: a loose index scan over jobs_fair_idx (a recursive CTE, one probe per store) yields each
 --      store's oldest pending job, kept when it is due. This is the claim's main cost: about one index descent per
 --      store waiting at the level, and never a read of a big store's backlog.
@@ -151,8 +152,12 @@ BEGIN
     END IF;
 
     WHILE v_level IS NOT NULL AND v_left > 0 LOOP
-        -- 2. the level's queues with a due job, ranked by how long their store has waited
-        IF p_type IS NULL THEN
+        -- 2. the level's queues with a due job, ranked by how long their store has waited (a level whose jobs
+        -- are all scheduled later costs one probe of jobs_claim_idx, not one per store)
+        IF p_type IS NULL AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status = 'pending' AND j.priority = v_level
+                                          AND j.run_at <= now()) THEN
+            q_store := NULL;
+        ELSIF p_type IS NULL THEN
             WITH RECURSIVE heads AS (
                 (SELECT coalesce(j.store_id, '') AS store, j.run_at, j.id
                  FROM jobs j
