@@ -8,7 +8,11 @@ latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING)
            queries.claim_fifo, `--reps` times each, interleaved, each in a transaction that is rolled back so every
            rep sees the same queue: `--jobs` pending jobs, one store holding half of them, the other half spread over
            the other stores, every store already served once before (job_store_turns filled: the steady state).
-           Also a queue of the same size with nothing due yet (all run_at in the future).
+           At the largest store count also: the claim restricted to one type (`?type=`, over
+           jobs_fair_type_idx), and a queue of the same size with nothing due yet (all run_at in the future).
+           Wall time is measured by the client; server CPU time (from /proc, for a server on this machine) is
+           steadier on a shared machine; `pk` is the server CPU time of 1,000 primary-key probes in the same run,
+           to scale the figures to other hardware.
 explain:   EXPLAIN (ANALYZE, BUFFERS) of both statements on that queue, and, through auto_explain, of the statements
            jobs_fair_claim() runs inside.
 first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; process_pending() (the real
@@ -99,13 +103,13 @@ def timed_claim(engine, fair: bool, limit: int) -> tuple[float, int]:
         return _timed_claim(conn, fair, limit)
 
 
-def _timed_claim(conn, fair: bool, limit: int) -> tuple[float, int]:
+def _timed_claim(conn, fair: bool, limit: int, job_type: Optional[str] = None) -> tuple[float, int]:
     tx = conn.begin()
     started = time.perf_counter()
     if fair:
-        result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300)
+        result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300, job_type=job_type)
     else:
-        result = queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300)
+        result = queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300, job_type=job_type)
     elapsed = (time.perf_counter() - started) * 1000
     tx.rollback()
     return elapsed, len(result.jobs)
@@ -132,20 +136,20 @@ class ServerCpu:
 CALIBRATION = "SELECT count(*) FROM generate_series(1, 1000) AS g, LATERAL (SELECT id FROM jobs WHERE id = g * 97) AS x"
 
 
-def measure(engine, limit: int, reps: int) -> dict:
+def measure(engine, limit: int, reps: int, job_type: Optional[str] = None) -> dict:
     """Per variant: wall-time median and p90 over `reps` interleaved claims, and server CPU per claim, measured
     over blocks of `reps` claims of one variant (the CPU clock ticks in 10 ms: one claim is too short to time)."""
     out = {}
     with engine.connect() as conn:
         cpu = ServerCpu(conn)
         for _ in range(5):  # warm: plans prepared, pages cached
-            _timed_claim(conn, True, limit)
-            _timed_claim(conn, False, limit)
+            _timed_claim(conn, True, limit, job_type)
+            _timed_claim(conn, False, limit, job_type)
         walls = {True: [], False: []}
         counts = {}
         for _ in range(reps):
             for fair in (True, False):
-                ms, counts[fair] = _timed_claim(conn, fair, limit)
+                ms, counts[fair] = _timed_claim(conn, fair, limit, job_type)
                 walls[fair].append(ms)
         cpus = {True: [], False: [], "pk": []}
         for _ in range(2):
@@ -156,7 +160,7 @@ def measure(engine, limit: int, reps: int) -> dict:
                         conn.execute(text(CALIBRATION)).all()
                         conn.rollback()
                     else:
-                        _timed_claim(conn, variant, limit)
+                        _timed_claim(conn, variant, limit, job_type)
                 after = cpu.ms()
                 if before is not None:
                     cpus[variant].append((after - before) / reps)
@@ -181,15 +185,19 @@ def cmd_latency(args) -> None:
     print(f"claim of {args.limit}, {args.jobs:,} pending jobs, one store holding half. wall: median / p90 of "
           f"{args.reps} interleaved reps (client side, ms); cpu: server CPU per claim (ms); pk: server CPU of 1000 "
           "primary-key probes (this machine's speed)")
-    print(f"{'stores':>7} {'due':>5} {'fair wall':>15} {'fifo wall':>15} {'fair cpu':>9} {'fifo cpu':>9} "
+    print(f"{'stores':>7} {'due':>6} {'fair wall':>15} {'fifo wall':>15} {'fair cpu':>9} {'fifo cpu':>9} "
           f"{'cpu diff':>9} {'pk':>6} {'served':>7}")
     for n_stores in args.stores:
-        for due in (True, False) if n_stores == max(args.stores) else (True,):
-            fill(engine, args.jobs, n_stores, due=due)
-            res = measure(engine, args.limit, args.reps)
+        cases = [("yes", True, None)]
+        if n_stores == max(args.stores):
+            cases += [("typed", True, "bench.work"), ("none", False, None)]
+        for label, due, job_type in cases:
+            if label != "typed":
+                fill(engine, args.jobs, n_stores, due=due)
+            res = measure(engine, args.limit, args.reps, job_type)
             fair, fifo = res[True], res[False]
             served = stores_in(engine, args.limit) if due else 0
-            print(f"{n_stores:>7} {'yes' if due else 'none':>5} {fair[0]:>7.2f} / {fair[1]:>5.2f} "
+            print(f"{n_stores:>7} {label:>6} {fair[0]:>7.2f} / {fair[1]:>5.2f} "
                   f"{fifo[0]:>7.2f} / {fifo[1]:>5.2f} {fair[3]:>9.2f} {fifo[3]:>9.2f} {fair[3] - fifo[3]:>9.2f} "
                   f"{res['pk']:>6.2f} {served:>7}"
                   + ("" if fair[2] == fifo[2] else f"   (claimed {fair[2]} vs {fifo[2]})"), flush=True)
@@ -257,12 +265,16 @@ def first_starts(engine, since=None) -> dict:
 
 def summary(values: list[float]) -> str:
     values = sorted(values)
-    return (f"median {statistics.median(values):8.2f}  p90 {values[int(len(values) * 0.9)]:8.2f}  "
-            f"max {values[-1]:8.2f}")
+    return (f"median {statistics.median(values):8.3f}  p90 {values[int(len(values) * 0.9)]:8.3f}  "
+            f"max {values[-1]:8.3f}")
 
 
 def cmd_first_job(args) -> None:
+    import logging
+
     from jobprocessor import processor
+
+    logging.getLogger("jobprocessor").setLevel(logging.WARNING)  # one log line per call: not what is measured
 
     url = database_url()
     engine = fresh_schema(url)
@@ -290,7 +302,7 @@ def cmd_first_job(args) -> None:
             queries.claim = fair_claim
         starts = {store: (at - t0).total_seconds() for store, at in first_starts(engine).items()}
         small = [s for store, s in starts.items() if store != "big"]
-        print(f"  {name}: big store {starts['big']:6.2f}   small stores: {summary(small)}   ({calls} calls)")
+        print(f"  {name}: big store {starts['big']:6.3f}   small stores: {summary(small)}   ({calls} calls)")
 
     print("cron defaults (limit 10, one call a minute): the call in which each store's first job starts "
           "(claims only):")

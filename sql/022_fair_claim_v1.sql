@@ -113,6 +113,7 @@ DECLARE
     v_share   integer;
     v_pos     integer;
     v_q       integer;
+    v_oldest  timestamptz;         -- the level's oldest pending job: nothing due when later than now()
     r         record;
     -- the level's queues in rank order (index = rank)
     q_store   text[];
@@ -154,8 +155,12 @@ BEGIN
     WHILE v_level IS NOT NULL AND v_left > 0 LOOP
         -- 2. the level's queues with a due job, ranked by how long their store has waited (a level whose jobs
         -- are all scheduled later costs one probe of jobs_claim_idx, not one per store)
-        IF p_type IS NULL AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.status = 'pending' AND j.priority = v_level
-                                          AND j.run_at <= now()) THEN
+        IF p_type IS NULL THEN
+            -- ORDER BY ... LIMIT 1: answered by the first entry of jobs_claim_idx whatever the statistics say
+            SELECT j.run_at INTO v_oldest FROM jobs j WHERE j.status = 'pending' AND j.priority = v_level
+            ORDER BY j.run_at LIMIT 1;
+        END IF;
+        IF p_type IS NULL AND (v_oldest IS NULL OR v_oldest > now()) THEN
             q_store := NULL;
         ELSIF p_type IS NULL THEN
             WITH RECURSIVE heads AS (
