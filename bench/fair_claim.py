@@ -263,10 +263,10 @@ def first_starts(engine, since=None) -> dict:
             "SELECT store_id, min(started_at) FROM jobs WHERE started_at IS NOT NULL GROUP BY store_id"))}
 
 
-def summary(values: list[float]) -> str:
+def summary(values: list, fmt: str = "8.3f") -> str:
     values = sorted(values)
-    return (f"median {statistics.median(values):8.3f}  p90 {values[int(len(values) * 0.9)]:8.3f}  "
-            f"max {values[-1]:8.3f}")
+    return (f"median {statistics.median(values):{fmt}}  p90 {values[int(len(values) * 0.9)]:{fmt}}  "
+            f"max {values[-1]:{fmt}}")
 
 
 def cmd_first_job(args) -> None:
@@ -317,7 +317,7 @@ def cmd_first_job(args) -> None:
                 for row in claim(conn, limit=10, worker=WORKER, lease_s=300).jobs:
                     first_call.setdefault(row["store_id"], calls)
         small = [c for store, c in first_call.items() if store != "big"]
-        print(f"  {name}: big store call {first_call['big']}   small stores: {summary(small)}   "
+        print(f"  {name}: big store call {first_call['big']}   small stores: {summary(small, '4.0f')}   "
               f"=> the last store starts after {max(small) - 1} minutes")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -207,14 +208,17 @@ def test_four_concurrent_callers_claim_each_job_once(clean_db):
     seed(engine, SCENARIOS["1x5000+99x50"])
     start = threading.Barrier(4)
     claimed: list[list[int]] = [[] for _ in range(4)]
+    windows: list[tuple[float, float, int]] = []  # (start, end, caller) of each claim
     errors: list[BaseException] = []
 
     def caller(k: int) -> None:
         try:
             start.wait()
             while True:
+                began = time.monotonic()
                 with engine.begin() as conn:
                     rows = queries.claim(conn, limit=100, worker=f"caller-{k}", lease_s=300).jobs
+                windows.append((began, time.monotonic(), k))
                 if not rows:
                     return
                 claimed[k] += [row["id"] for row in rows]
@@ -227,6 +231,9 @@ def test_four_concurrent_callers_claim_each_job_once(clean_db):
     for thread in threads:
         thread.join(120)
     assert not errors
+    # the claims did run at the same time (else this would not test concurrency)
+    windows.sort()
+    assert any(b[0] < a[1] and b[2] != a[2] for a, b in zip(windows, windows[1:]))
     ids = [job_id for ids in claimed for job_id in ids]
     assert len(ids) == len(set(ids)) == 9950
     assert all(claimed)  # every caller got work
