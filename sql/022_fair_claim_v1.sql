@@ -71,7 +71,8 @@ $fn$;
 -- The shape, and why (the claim statement in jobprocessor/queries.py calls this function as its `due` step, then
 -- updates what it returns in the same statement):
 --   1. Levels are visited in priority order, one index probe finding the next level with a pending job; a level is
---      visited only while slots are left, so a full urgent level costs nothing below it.
+--      visited only while slots are left, so a full urgent level costs nothing below it, and a level with nothing
+--      due costs one more probe (jobs_claim_idx): with nothing due, the claim is a handful of index probes.
 --   2. The level's stores: a loose index scan over jobs_fair_idx (a recursive CTE, one probe per store) yields each
 --      store's oldest pending job, kept when it is due. This is the claim's main cost: about one index descent per
 --      store waiting at the level, and never a read of a big store's backlog.
@@ -107,28 +108,29 @@ AS $fn$
 DECLARE
     v_left    integer := p_limit;  -- slots still free
     v_level   smallint;            -- the priority level being shared out
-    v_active  integer;             -- queues of the level that can still take a job
+    v_n       integer;             -- queues at the level (one per store with a due job)
+    v_active  integer;             -- of which may still take a job (q_live)
     v_share   integer;
     v_pos     integer;
     v_q       integer;
-    v_n       integer;
+    v_oldest  timestamptz;         -- the level's oldest pending job: nothing due when later than now()
     r         record;
-    -- the level's queues (one per store), in rank order; index i is the queue's rank
+    -- the level's queues in rank order (index = rank)
     q_store   text[];
     q_head    bigint[];            -- id of the queue's oldest due job when the level was read
     q_run     timestamptz[];       -- cursor: the (run_at, id) of the last job taken from the queue
     q_id      bigint[];
     q_taken   integer[];           -- jobs taken from the queue at this level: its round
-    q_allow   integer[];           -- jobs it may still take under p_max_per_store (NULL: no cap)
+    q_allow   integer[];           -- jobs its store may still take (p_max_per_store; p_limit when unset)
     q_live    boolean[];           -- may still have a lockable due job, and room under the cap
-    q_owed    integer[];           -- in a whole-rounds batch: jobs the queue was asked for and not given
-    -- one probe batch: which queues, and how many jobs each may take
+    q_owed    integer[];           -- in a whole-rounds batch: jobs asked of the queue and not given yet
+    -- one probe batch: which queues, their cursors, and how many jobs each may take
     b_i       integer[];
     b_store   text[];
     b_run     timestamptz[];
     b_id      bigint[];
     b_take    integer[];
-    -- jobs found in the partial round for queues another caller is serving: taken last, if slots remain
+    -- partial round: jobs found for stores another caller is serving (taken last, if slots remain)
     f_i       integer[];
     f_id      bigint[];
     f_run     timestamptz[];
@@ -142,6 +144,7 @@ BEGIN
     IF p_limit IS NULL OR p_limit < 1 THEN
         RETURN;
     END IF;
+    -- 1. the first level with a pending job
     IF p_type IS NULL THEN
         SELECT j.priority INTO v_level FROM jobs j WHERE j.status = 'pending' ORDER BY j.priority LIMIT 1;
     ELSE
@@ -150,8 +153,16 @@ BEGIN
     END IF;
 
     WHILE v_level IS NOT NULL AND v_left > 0 LOOP
-        -- 2. the level's queues with a due job, ranked by how long their store has waited
+        -- 2. the level's queues with a due job, ranked by how long their store has waited (a level whose jobs
+        -- are all scheduled later costs one probe of jobs_claim_idx, not one per store)
         IF p_type IS NULL THEN
+            -- ORDER BY ... LIMIT 1: answered by the first entry of jobs_claim_idx whatever the statistics say
+            SELECT j.run_at INTO v_oldest FROM jobs j WHERE j.status = 'pending' AND j.priority = v_level
+            ORDER BY j.run_at LIMIT 1;
+        END IF;
+        IF p_type IS NULL AND (v_oldest IS NULL OR v_oldest > now()) THEN
+            q_store := NULL;
+        ELSIF p_type IS NULL THEN
             WITH RECURSIVE heads AS (
                 (SELECT coalesce(j.store_id, '') AS store, j.run_at, j.id
                  FROM jobs j
@@ -169,14 +180,13 @@ BEGIN
                     ORDER BY coalesce(j.store_id, ''), j.run_at, j.id
                     LIMIT 1) nxt
             )
-            SELECT array_agg(h.store ORDER BY greatest(h.run_at, t.served_at), coalesce(t.served_pos, 0),
-                                              h.run_at, h.id),
-                   array_agg(h.id ORDER BY greatest(h.run_at, t.served_at), coalesce(t.served_pos, 0),
-                                           h.run_at, h.id)
+            SELECT array_agg(o.store), array_agg(o.id)
             INTO q_store, q_head
-            FROM heads h
-            LEFT JOIN job_store_turns t ON t.store_key = h.store
-            WHERE h.run_at <= now();
+            FROM (SELECT h.store, h.id
+                  FROM heads h
+                  LEFT JOIN job_store_turns t ON t.store_key = h.store
+                  WHERE h.run_at <= now()
+                  ORDER BY greatest(h.run_at, t.served_at), coalesce(t.served_pos, 0), h.run_at, h.id) o;
         ELSE
             WITH RECURSIVE heads AS (
                 (SELECT coalesce(j.store_id, '') AS store, j.run_at, j.id
@@ -195,25 +205,25 @@ BEGIN
                     ORDER BY coalesce(j.store_id, ''), j.run_at, j.id
                     LIMIT 1) nxt
             )
-            SELECT array_agg(h.store ORDER BY greatest(h.run_at, t.served_at), coalesce(t.served_pos, 0),
-                                              h.run_at, h.id),
-                   array_agg(h.id ORDER BY greatest(h.run_at, t.served_at), coalesce(t.served_pos, 0),
-                                           h.run_at, h.id)
+            SELECT array_agg(o.store), array_agg(o.id)
             INTO q_store, q_head
-            FROM heads h
-            LEFT JOIN job_store_turns t ON t.store_key = h.store
-            WHERE h.run_at <= now();
+            FROM (SELECT h.store, h.id
+                  FROM heads h
+                  LEFT JOIN job_store_turns t ON t.store_key = h.store
+                  WHERE h.run_at <= now()
+                  ORDER BY greatest(h.run_at, t.served_at), coalesce(t.served_pos, 0), h.run_at, h.id) o;
         END IF;
 
         v_n := coalesce(cardinality(q_store), 0);
+        v_active := v_n;
         IF v_n > 0 THEN
             q_run := array_fill('-infinity'::timestamptz, ARRAY[v_n]);
             q_id := array_fill(0::bigint, ARRAY[v_n]);
             q_taken := array_fill(0, ARRAY[v_n]);
             q_live := array_fill(true, ARRAY[v_n]);
             q_owed := array_fill(0, ARRAY[v_n]);
-            IF p_max_per_store IS NULL THEN
-                q_allow := array_fill(NULL::integer, ARRAY[v_n]);
+            IF p_max_per_store IS NULL OR cardinality(c_store) = 0 THEN
+                q_allow := array_fill(least(p_limit, coalesce(p_max_per_store, p_limit)), ARRAY[v_n]);
             ELSE  -- the cap counts what the store got at the levels above
                 SELECT array_agg(p_max_per_store - coalesce(got.n, 0) ORDER BY s.i)
                 INTO q_allow
@@ -221,25 +231,20 @@ BEGIN
                 LEFT JOIN (SELECT u.store, count(*)::integer AS n FROM unnest(c_store) AS u(store) GROUP BY u.store)
                      AS got ON got.store = s.store;
                 FOR i IN 1 .. v_n LOOP
-                    q_live[i] := q_allow[i] > 0;
+                    IF q_allow[i] <= 0 THEN
+                        q_live[i] := false;
+                        v_active := v_active - 1;
+                    END IF;
                 END LOOP;
             END IF;
         END IF;
 
         -- 3. water-filling
-        LOOP
-            v_active := 0;
-            FOR i IN 1 .. v_n LOOP
-                IF q_live[i] THEN
-                    v_active := v_active + 1;
-                END IF;
-            END LOOP;
-            EXIT WHEN v_left = 0 OR v_active = 0;
+        WHILE v_left > 0 AND v_active > 0 LOOP
             v_share := v_left / v_active;
-            b_i := '{}'; b_store := '{}'; b_run := '{}'; b_id := '{}'; b_take := '{}';
-
             IF v_share >= 1 THEN
                 -- whole rounds: every live queue is owed v_share more jobs (fewer under its cap)
+                b_i := '{}'; b_store := '{}'; b_run := '{}'; b_id := '{}'; b_take := '{}';
                 FOR i IN 1 .. v_n LOOP
                     IF q_live[i] THEN
                         q_owed[i] := least(v_share, q_allow[i]);
@@ -247,7 +252,8 @@ BEGIN
                         b_id := b_id || q_id[i]; b_take := b_take || q_owed[i];
                     END IF;
                 END LOOP;
-                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id, b_take)
+                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id,
+                                                             b_take)
                 LOOP
                     q_owed[r.i] := q_owed[r.i] - 1;
                     q_taken[r.i] := q_taken[r.i] + 1;
@@ -257,9 +263,12 @@ BEGIN
                     c_round := c_round || q_taken[r.i]; c_rank := c_rank || r.i;
                     v_left := v_left - 1;
                 END LOOP;
-                -- a queue that gave fewer than it was owed has no lockable due job left
+                -- a queue that gave fewer than it owed has no lockable due job left
                 FOREACH v_q IN ARRAY b_i LOOP
-                    q_live[v_q] := q_owed[v_q] = 0 AND coalesce(q_allow[v_q] > 0, true);
+                    IF q_owed[v_q] > 0 OR q_allow[v_q] <= 0 THEN
+                        q_live[v_q] := false;
+                        v_active := v_active - 1;
+                    END IF;
                 END LOOP;
                 CONTINUE;
             END IF;
@@ -275,22 +284,28 @@ BEGIN
                         b_i := b_i || v_pos; b_store := b_store || q_store[v_pos]; b_run := b_run || q_run[v_pos];
                         b_id := b_id || q_id[v_pos]; b_take := b_take || 1;
                         q_live[v_pos] := false;  -- until the probe finds it a job
+                        v_active := v_active - 1;
                     END IF;
                     v_pos := v_pos + 1;
                 END LOOP;
                 EXIT WHEN cardinality(b_i) = 0;
-                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id, b_take)
+                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id,
+                                                             b_take)
                 LOOP
-                    q_live[r.i] := true;
                     IF q_taken[r.i] = 0 AND r.id <> q_head[r.i] THEN
                         -- 5. another caller holds this store's oldest job: it is serving the store right now
                         f_i := f_i || r.i; f_id := f_id || r.id; f_run := f_run || r.run_at;
+                        q_live[r.i] := true;
+                        v_active := v_active + 1;
                         CONTINUE;
                     END IF;
                     q_taken[r.i] := q_taken[r.i] + 1;
                     q_run[r.i] := r.run_at; q_id[r.i] := r.id;
                     q_allow[r.i] := q_allow[r.i] - 1;
-                    q_live[r.i] := coalesce(q_allow[r.i] > 0, true);
+                    IF q_allow[r.i] > 0 THEN
+                        q_live[r.i] := true;
+                        v_active := v_active + 1;
+                    END IF;
                     c_id := c_id || r.id; c_store := c_store || q_store[r.i]; c_prio := c_prio || v_level;
                     c_round := c_round || q_taken[r.i]; c_rank := c_rank || r.i;
                     v_left := v_left - 1;
@@ -299,12 +314,15 @@ BEGIN
             -- the stores deferred by 5., in rank order, if slots remain (a job found but not taken is unlocked
             -- when the claim commits)
             FOR k IN 1 .. cardinality(f_i) LOOP
-                EXIT WHEN v_left = 0;
+                EXIT WHEN v_left <= 0;
                 v_q := f_i[k];
                 q_taken[v_q] := q_taken[v_q] + 1;
                 q_run[v_q] := f_run[k]; q_id[v_q] := f_id[k];
                 q_allow[v_q] := q_allow[v_q] - 1;
-                q_live[v_q] := coalesce(q_allow[v_q] > 0, true);
+                IF q_allow[v_q] <= 0 THEN
+                    q_live[v_q] := false;
+                    v_active := v_active - 1;
+                END IF;
                 c_id := c_id || f_id[k]; c_store := c_store || q_store[v_q]; c_prio := c_prio || v_level;
                 c_round := c_round || q_taken[v_q]; c_rank := c_rank || v_q;
                 v_left := v_left - 1;

@@ -3,7 +3,10 @@
 describes; the seed scenarios over successive calls; concurrent callers."""
 from __future__ import annotations
 
+import json
+import logging
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -12,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from jobprocessor import queries
+from jobprocessor import create_app, queries
 from jobprocessor.policies.fairness import DueJob, Turn, allocate, next_turns, store_key
-from tests.conftest import fetch_jobs, insert_jobs
+from tests.conftest import AUTH, fetch_jobs, insert_jobs, make_settings
 
 WORKER = "test-worker"
 
@@ -138,6 +141,15 @@ def test_priority_is_global_and_the_cap_is_hard(clean_db):
     assert stores_of(rows) == {"": 9, "big": 41}
 
 
+def test_the_cap_counts_a_store_across_levels(clean_db):
+    engine = clean_db
+    insert_jobs(engine, 3, store_id="'a'", priority="1")
+    insert_jobs(engine, 10, store_id="'a'")
+    insert_jobs(engine, 10, store_id="'b'")
+    rows = claim_and_check(engine, 20, max_per_store=5)
+    assert Counter((row["store_id"], row["priority"]) for row in rows) == {("a", 1): 3, ("a", 5): 2, ("b", 5): 5}
+
+
 def test_type_filter_and_future_jobs(clean_db):
     engine = clean_db
     insert_jobs(engine, 40, store_id="'a'")
@@ -196,14 +208,17 @@ def test_four_concurrent_callers_claim_each_job_once(clean_db):
     seed(engine, SCENARIOS["1x5000+99x50"])
     start = threading.Barrier(4)
     claimed: list[list[int]] = [[] for _ in range(4)]
+    windows: list[tuple[float, float, int]] = []  # (start, end, caller) of each claim
     errors: list[BaseException] = []
 
     def caller(k: int) -> None:
         try:
             start.wait()
             while True:
+                began = time.monotonic()
                 with engine.begin() as conn:
                     rows = queries.claim(conn, limit=100, worker=f"caller-{k}", lease_s=300).jobs
+                windows.append((began, time.monotonic(), k))
                 if not rows:
                     return
                 claimed[k] += [row["id"] for row in rows]
@@ -216,6 +231,9 @@ def test_four_concurrent_callers_claim_each_job_once(clean_db):
     for thread in threads:
         thread.join(120)
     assert not errors
+    # the claims did run at the same time (else this would not test concurrency)
+    windows.sort()
+    assert any(b[0] < a[1] and b[2] != a[2] for a, b in zip(windows, windows[1:]))
     ids = [job_id for ids in claimed for job_id in ids]
     assert len(ids) == len(set(ids)) == 9950
     assert all(claimed)  # every caller got work
@@ -253,3 +271,21 @@ def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
                          {"s": store, "at": base + timedelta(seconds=t), "pos": pos})
     for _ in range(calls):
         claim_and_check(raw_engine, limit, max_per_store=cap)
+
+
+def test_endpoint_reports_the_distribution_and_applies_the_configured_cap(database_url, clean_db, caplog):
+    """POST /process-pending: JOBS_MAX_PER_STORE from the settings caps each store; the response's `stores` and the
+    log line show the distribution."""
+    engine = clean_db
+    insert_jobs(engine, 30, store_id="'a'")
+    insert_jobs(engine, 30, store_id="'b'")
+    insert_jobs(engine, 2)  # no store
+    app = create_app(make_settings(database_url, JOBS_MAX_PER_STORE=5))
+    with app.app_context(), caplog.at_level(logging.INFO, logger="jobprocessor.process"):
+        summary = app.test_client().post("/process-pending", json={"limit": 50}, headers=AUTH).json
+        from jobprocessor.extensions import db
+
+        db.engine.dispose()
+    assert summary["claimed"] == 12 and summary["stores"] == {"a": 5, "b": 5, "": 2}
+    record = next(json.loads(r.getMessage()) for r in caplog.records if '"process_pending"' in r.getMessage())
+    assert record["distribution"] == "claimed 12 from 3 stores" and record["stores"] == summary["stores"]

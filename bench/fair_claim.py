@@ -1,0 +1,338 @@
+"""Fair claim vs FIFO claim (issue 3). Prints figures; docs/BENCHMARKS.md keeps them with the command.
+
+    .venv/bin/python bench/fair_claim.py latency    [--jobs 1000000] [--stores 10,100,1000] [--limit 100] [--reps 40]
+    .venv/bin/python bench/fair_claim.py explain    [--jobs 1000000] [--stores 1000] [--limit 100]
+    .venv/bin/python bench/fair_claim.py first-job  [--limit 100] [--job-ms 20] [--concurrency 8]
+
+latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING) of queries.claim (fair) and
+           queries.claim_fifo, `--reps` times each, interleaved, each in a transaction that is rolled back so every
+           rep sees the same queue: `--jobs` pending jobs, one store holding half of them, the other half spread over
+           the other stores, every store already served once before (job_store_turns filled: the steady state).
+           At the largest store count also: the claim restricted to one type (`?type=`, over
+           jobs_fair_type_idx), and a queue of the same size with nothing due yet (all run_at in the future).
+           Wall time is measured by the client; server CPU time (from /proc, for a server on this machine) is
+           steadier on a shared machine; `pk` is the server CPU time of 1,000 primary-key probes in the same run,
+           to scale the figures to other hardware.
+explain:   EXPLAIN (ANALYZE, BUFFERS) of both statements on that queue, and, through auto_explain, of the statements
+           jobs_fair_claim() runs inside.
+first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; process_pending() (the real
+           pipeline: claim, run handlers on `--concurrency` threads, record outcomes) called back to back with
+           `--limit`, each job sleeping `--job-ms`; reports when each store's first job started (jobs.started_at),
+           FIFO vs fair. Then the same queue with the defaults of a cron deployment (limit 10, one call a minute):
+           the call in which each store's first job starts, counted by claiming only.
+
+Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from jobprocessor import create_app, queries  # noqa: E402
+from jobprocessor.config import Settings, normalise_database_url  # noqa: E402
+from jobprocessor.handlers import handler  # noqa: E402
+
+WORKER = "bench"
+
+
+@handler("bench.work", max_attempts=3, timeout_s=30)
+def work(job):
+    time.sleep(job.payload.get("ms", 20) / 1000)
+    return None
+
+
+def database_url() -> str:
+    url = os.environ.get("BENCH_DATABASE_URL")
+    if url:
+        return url
+    from jobprocessor import devdb
+
+    devdb.start()
+    devdb.create_database("jobprocessor_bench")
+    return devdb.url("jobprocessor_bench")
+
+
+def fresh_schema(url: str):
+    engine = create_engine(normalise_database_url(url))
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    from flask_migrate import upgrade
+
+    app = create_app(Settings.from_env({}, DATABASE_URL=normalise_database_url(url)))
+    with app.app_context():
+        upgrade()
+        from jobprocessor.extensions import db
+
+        db.engine.dispose()
+    return engine
+
+
+def fill(engine, n_jobs: int, n_stores: int, due: bool = True) -> None:
+    """n_jobs pending jobs: even ids to store 'big', odd ids spread over n_stores - 1 others; run_at over the last
+    3 hours (or the next 3 hours), interleaved; every store served once before (a turn row an hour old)."""
+    when = "now() - interval '3 hours'" if due else "now() + interval '1 hour'"
+    step = 3 * 3600 * 1000 // n_jobs or 1
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, job_store_turns RESTART IDENTITY"))
+        conn.execute(text(f"""
+            INSERT INTO jobs (type, store_id, priority, run_at, payload)
+            SELECT 'bench.work',
+                   CASE WHEN g % 2 = 0 OR :others = 0 THEN 'big' ELSE 'store-' || ((g / 2) % :others) END,
+                   5, {when} + g * make_interval(secs => :step / 1000.0), '{{}}'
+            FROM generate_series(1, :n) AS g"""), {"n": n_jobs, "others": n_stores - 1, "step": step})
+        conn.execute(text("""
+            INSERT INTO job_store_turns (store_key, served_at, served_pos)
+            SELECT DISTINCT coalesce(store_id, ''), now() - interval '4 hours', 1 FROM jobs"""))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE jobs"))
+        conn.execute(text("VACUUM ANALYZE job_store_turns"))
+
+
+def timed_claim(engine, fair: bool, limit: int) -> tuple[float, int]:
+    with engine.connect() as conn:
+        return _timed_claim(conn, fair, limit)
+
+
+def _timed_claim(conn, fair: bool, limit: int, job_type: Optional[str] = None) -> tuple[float, int]:
+    tx = conn.begin()
+    started = time.perf_counter()
+    if fair:
+        result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300, job_type=job_type)
+    else:
+        result = queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300, job_type=job_type)
+    elapsed = (time.perf_counter() - started) * 1000
+    tx.rollback()
+    return elapsed, len(result.jobs)
+
+
+class ServerCpu:
+    """CPU time of the connection's server process (from /proc: only for a server on this machine): steadier than
+    wall time on a shared machine, where waiting for a core inflates wall time."""
+
+    def __init__(self, conn):
+        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        conn.rollback()
+        self.path = Path(f"/proc/{pid}/stat")
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def ms(self) -> Optional[float]:
+        try:
+            fields = self.path.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) * 1000 / self.tick
+
+
+CALIBRATION = "SELECT count(*) FROM generate_series(1, 1000) AS g, LATERAL (SELECT id FROM jobs WHERE id = g * 97) AS x"
+
+
+def measure(engine, limit: int, reps: int, job_type: Optional[str] = None) -> dict:
+    """Per variant: wall-time median and p90 over `reps` interleaved claims, and server CPU per claim, measured
+    over blocks of `reps` claims of one variant (the CPU clock ticks in 10 ms: one claim is too short to time)."""
+    out = {}
+    with engine.connect() as conn:
+        cpu = ServerCpu(conn)
+        for _ in range(5):  # warm: plans prepared, pages cached
+            _timed_claim(conn, True, limit, job_type)
+            _timed_claim(conn, False, limit, job_type)
+        walls = {True: [], False: []}
+        counts = {}
+        for _ in range(reps):
+            for fair in (True, False):
+                ms, counts[fair] = _timed_claim(conn, fair, limit, job_type)
+                walls[fair].append(ms)
+        cpus = {True: [], False: [], "pk": []}
+        for _ in range(2):
+            for variant in (True, False, "pk"):
+                before = cpu.ms()
+                for _ in range(reps):
+                    if variant == "pk":
+                        conn.execute(text(CALIBRATION)).all()
+                        conn.rollback()
+                    else:
+                        _timed_claim(conn, variant, limit, job_type)
+                after = cpu.ms()
+                if before is not None:
+                    cpus[variant].append((after - before) / reps)
+    for fair in (True, False):
+        t = sorted(walls[fair])
+        out[fair] = (statistics.median(t), t[int(len(t) * 0.9)], counts[fair],
+                     statistics.mean(cpus[fair]) if cpus[fair] else float("nan"))
+    out["pk"] = statistics.mean(cpus["pk"]) if cpus["pk"] else float("nan")
+    return out
+
+
+def stores_in(engine, limit: int) -> int:
+    with engine.connect() as conn:
+        tx = conn.begin()
+        rows = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300).jobs
+        tx.rollback()
+    return len({row["store_id"] for row in rows})
+
+
+def cmd_latency(args) -> None:
+    engine = fresh_schema(database_url())
+    print(f"claim of {args.limit}, {args.jobs:,} pending jobs, one store holding half. wall: median / p90 of "
+          f"{args.reps} interleaved reps (client side, ms); cpu: server CPU per claim (ms); pk: server CPU of 1000 "
+          "primary-key probes (this machine's speed)")
+    print(f"{'stores':>7} {'due':>6} {'fair wall':>15} {'fifo wall':>15} {'fair cpu':>9} {'fifo cpu':>9} "
+          f"{'cpu diff':>9} {'pk':>6} {'served':>7}")
+    for n_stores in args.stores:
+        cases = [("yes", True, None)]
+        if n_stores == max(args.stores):
+            cases += [("typed", True, "bench.work"), ("none", False, None)]
+        for label, due, job_type in cases:
+            if label != "typed":
+                fill(engine, args.jobs, n_stores, due=due)
+            res = measure(engine, args.limit, args.reps, job_type)
+            fair, fifo = res[True], res[False]
+            served = stores_in(engine, args.limit) if due else 0
+            print(f"{n_stores:>7} {label:>6} {fair[0]:>7.2f} / {fair[1]:>5.2f} "
+                  f"{fifo[0]:>7.2f} / {fifo[1]:>5.2f} {fair[3]:>9.2f} {fifo[3]:>9.2f} {fair[3] - fifo[3]:>9.2f} "
+                  f"{res['pk']:>6.2f} {served:>7}"
+                  + ("" if fair[2] == fifo[2] else f"   (claimed {fair[2]} vs {fifo[2]})"), flush=True)
+
+
+def cmd_explain(args) -> None:
+    import psycopg2
+
+    url = database_url()
+    engine = fresh_schema(url)
+    fill(engine, args.jobs, args.stores[-1])
+    for _ in range(5):  # warm, as in `latency` (and, as there, every rolled-back claim leaves its pages not
+        timed_claim(engine, True, args.limit)  # all-visible: the store heads need heap checks, as in production)
+        timed_claim(engine, False, args.limit)
+    params = {"limit": args.limit, "worker": WORKER, "lease_s": 300, "job_type": None, "rescue_limit": 1000,
+              "max_per_store": None}
+    conn = psycopg2.connect(url)
+    cur = conn.cursor()
+    for title, statement, nested in (("fair claim (queries.CLAIM)", queries.CLAIM, True),
+                                     ("FIFO claim (queries.FIFO_CLAIM)", queries.FIFO_CLAIM, False)):
+        sql = text(statement).compile(engine, compile_kwargs={}).string  # :name -> %(name)s
+        if nested:
+            cur.execute("LOAD 'auto_explain'")
+            for name, value in (("log_min_duration", "0"), ("log_analyze", "on"), ("log_buffers", "on"),
+                                ("log_timing", "on"), ("log_nested_statements", "on"), ("log_level", "notice")):
+                cur.execute(f"SET auto_explain.{name} = '{value}'")
+        del conn.notices[:]
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+        plan = [row[0] for row in cur.fetchall()]
+        notices = list(conn.notices)
+        conn.rollback()
+        if nested:
+            cur.execute("SET auto_explain.log_min_duration = -1")
+            conn.commit()
+        print(f"=== {title}, {args.stores[-1]} stores, {args.jobs:,} pending, limit {args.limit}")
+        print("\n".join(plan))
+        for notice in notices:
+            if "Query Text: EXPLAIN" in notice:
+                continue  # the outer statement again
+            print("--- inside jobs_fair_claim(), auto_explain:")
+            print(notice.strip())
+        print()
+    conn.close()
+
+
+def enqueue_scenario(engine, job_ms: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, job_store_turns RESTART IDENTITY"))
+    with engine.begin() as conn:  # the big store first ...
+        conn.execute(text("INSERT INTO jobs (type, store_id, payload) SELECT 'bench.work', 'big', "
+                          "jsonb_build_object('ms', :ms) FROM generate_series(1, 5000)"), {"ms": job_ms})
+    time.sleep(0.01)
+    with engine.begin() as conn:  # ... then 99 stores x 50
+        conn.execute(text("INSERT INTO jobs (type, store_id, payload) SELECT 'bench.work', 'small-' || (g / 50), "
+                          "jsonb_build_object('ms', :ms) FROM generate_series(0, 99 * 50 - 1) AS g"), {"ms": job_ms})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE jobs"))
+
+
+def first_starts(engine, since=None) -> dict:
+    with engine.connect() as conn:
+        return {r[0]: r[1] for r in conn.execute(text(
+            "SELECT store_id, min(started_at) FROM jobs WHERE started_at IS NOT NULL GROUP BY store_id"))}
+
+
+def summary(values: list, fmt: str = "8.3f") -> str:
+    values = sorted(values)
+    return (f"median {statistics.median(values):{fmt}}  p90 {values[int(len(values) * 0.9)]:{fmt}}  "
+            f"max {values[-1]:{fmt}}")
+
+
+def cmd_first_job(args) -> None:
+    import logging
+
+    from jobprocessor import processor
+
+    logging.getLogger("jobprocessor").setLevel(logging.WARNING)  # one log line per call: not what is measured
+
+    url = database_url()
+    engine = fresh_schema(url)
+    settings = Settings.from_env({}, DATABASE_URL=normalise_database_url(url), JOBS_CONCURRENCY=args.concurrency)
+    fair_claim = queries.claim
+
+    def fifo_claim(conn, **kwargs):
+        kwargs.pop("max_per_store", None)
+        return queries.claim_fifo(conn, **kwargs)
+
+    print(f"1 store x 5,000 jobs enqueued first, then 99 stores x 50; process_pending(limit={args.limit}) back to "
+          f"back, {args.concurrency} threads, jobs of {args.job_ms} ms")
+    print("seconds from the first call until each store's first job started (jobs.started_at):")
+    for name, claim in (("fifo", fifo_claim), ("fair", fair_claim)):
+        enqueue_scenario(engine, args.job_ms)
+        with engine.connect() as conn:
+            t0 = conn.execute(text("SELECT clock_timestamp()")).scalar()
+        queries.claim = claim  # the pipeline is the same; only the claim differs
+        try:
+            calls = 0
+            while len(first_starts(engine)) < 100:
+                processor.process_pending(engine, settings, limit=args.limit, budget_s=60)
+                calls += 1
+        finally:
+            queries.claim = fair_claim
+        starts = {store: (at - t0).total_seconds() for store, at in first_starts(engine).items()}
+        small = [s for store, s in starts.items() if store != "big"]
+        print(f"  {name}: big store {starts['big']:6.3f}   small stores: {summary(small)}   ({calls} calls)")
+
+    print("cron defaults (limit 10, one call a minute): the call in which each store's first job starts "
+          "(claims only):")
+    for name, fair in (("fifo", False), ("fair", True)):
+        enqueue_scenario(engine, args.job_ms)
+        first_call: dict = {}
+        calls = 0
+        while len(first_call) < 100:
+            calls += 1
+            with engine.begin() as conn:
+                claim = queries.claim if fair else queries.claim_fifo
+                for row in claim(conn, limit=10, worker=WORKER, lease_s=300).jobs:
+                    first_call.setdefault(row["store_id"], calls)
+        small = [c for store, c in first_call.items() if store != "big"]
+        print(f"  {name}: big store call {first_call['big']}   small stores: {summary(small, '4.0f')}   "
+              f"=> the last store starts after {max(small) - 1} minutes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("latency", "explain", "first-job"))
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--job-ms", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
