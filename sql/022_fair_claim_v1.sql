@@ -18,6 +18,9 @@
 --   * within a store: priority, run_at, id;
 --   * p_max_per_store (JOBS_MAX_PER_STORE), when set, caps the jobs one store gets in one call, across levels.
 
+SET lock_timeout = '10s';
+SET statement_timeout = '60s';
+
 -- When each store was last served, and where its last job stood in that call's claim order. One row per store
 -- ever served (jobs without a store: store_key ''); small, and only the claim writes it.
 CREATE TABLE IF NOT EXISTS job_store_turns (
@@ -370,3 +373,6 @@ BEGIN
         FROM unnest(c_id, c_prio, c_round, c_rank) AS u(id, prio, round, rank);
 END
 $fn$;
+
+RESET lock_timeout;
+RESET statement_timeout;

@@ -6,7 +6,7 @@ Revises: 0001_jobs
 """
 from alembic import op
 
-from jobprocessor.sqlfiles import execute_sql_file
+from jobprocessor.sqlfiles import execute_sql_file, execute_sql_file_statements
 
 revision = "0002_fair_claim"
 down_revision = "0001_jobs"
@@ -15,10 +15,10 @@ depends_on = None
 
 
 def upgrade():
-    # CREATE INDEX CONCURRENTLY cannot run in a transaction: each index file is one statement, run in autocommit
+    # CREATE INDEX CONCURRENTLY cannot run in a transaction: the index files run statement by statement, autocommit
     with op.get_context().autocommit_block():
-        execute_sql_file(op.get_bind(), "020_jobs_fair_idx_v1.sql")
-        execute_sql_file(op.get_bind(), "021_jobs_fair_type_idx_v1.sql")
+        execute_sql_file_statements(op.get_bind(), "020_jobs_fair_idx_v1.sql")
+        execute_sql_file_statements(op.get_bind(), "021_jobs_fair_type_idx_v1.sql")
     execute_sql_file(op.get_bind(), "022_fair_claim_v1.sql")
 
 
