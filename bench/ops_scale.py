@@ -21,7 +21,6 @@ import statistics
 import sys
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
