@@ -21,7 +21,6 @@ import statistics
 import sys
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,10 +79,26 @@ def claim_once(engine) -> float:
     return elapsed
 
 
+def claim_work(engine, n: int = 7) -> dict:
+    """Server-side figures of the claim, robust to a busy machine: shared buffers the statement touched (its work,
+    whatever the CPU is doing meanwhile) and the server's execution time; medians of n rolled-back runs."""
+    buffers, exec_ms = [], []
+    sql = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries.CLAIM
+    params = {"limit": 10, "worker": "bench", "lease_s": 300, "job_type": None, "rescue_limit": 1000}
+    with engine.connect() as conn:
+        for _ in range(n):
+            trans = conn.begin()
+            plan = conn.execute(text(sql), params).scalar_one()[0]
+            trans.rollback()
+            buffers.append(plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"])
+            exec_ms.append(plan["Execution Time"])
+    return {"buffers": statistics.median(buffers), "server_ms": round(statistics.median(exec_ms), 3)}
+
+
 def measure_claims(engine, n: int = 300) -> dict:
     for _ in range(20):
         claim_once(engine)
-    return summary([claim_once(engine) for _ in range(n)])
+    return {**summary([claim_once(engine) for _ in range(n)]), **claim_work(engine)}
 
 
 def execute(engine, sql: str, **params) -> None:
@@ -138,13 +153,18 @@ def timed_query(engine, sql: str, n: int = 30) -> dict:
     return {**summary(samples), "plan": plan}
 
 
-def flow(engine, n: int, batch: int = 1000) -> float:
-    """n jobs through the real claim and finish statements: pending -> running -> completed, `batch` at a time."""
+def flow(engine, n: int, batch: int = 1000, rate: float = 0.0) -> float:
+    """n jobs through the real claim and finish statements: pending -> running -> completed, `batch` at a time;
+    at most `rate` jobs per second (0: as fast as one connection can)."""
     # due long before the probe jobs (run_at = the time they were inserted): first in the claim's order
     insert_pending(engine, n, "timestamptz '2000-01-01' + g * interval '1 millisecond'")
     started = time.monotonic()
     moved = 0
     while moved < n:
+        if rate:
+            ahead = started + moved / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
         with engine.begin() as conn:
             claimed = queries.claim(conn, limit=min(batch, n - moved), worker="flow", lease_s=300)
         outcomes = [queries.Outcome(row["id"], "completed", result_json='{"ok":true}') for row in claimed.jobs]
@@ -163,10 +183,10 @@ def dead_tuples(engine) -> dict:
     return {k: (str(v) if k == "last_autovacuum" else v) for k, v in row.items()}
 
 
-def flow_scenario(engine, label: str, n: int, watch_s: float) -> dict:
+def flow_scenario(engine, label: str, n: int, watch_s: float, rate: float = 0.0) -> dict:
     fresh = measure_claims(engine)
     log(f"  {label}: fresh claim {fresh}")
-    seconds = flow(engine, n)
+    seconds = flow(engine, n, rate=rate)
     right_after = measure_claims(engine)
     log(f"  {label}: flowed {n:,} in {seconds:.0f} s; right after: {right_after} {dead_tuples(engine)}")
     series = []
@@ -176,9 +196,43 @@ def flow_scenario(engine, label: str, n: int, watch_s: float) -> dict:
         point = measure_claims(engine, 100)
         series.append({"t_s": round(time.monotonic() - started), **point, **dead_tuples(engine)})
         log(f"  {label}: +{series[-1]['t_s']} s {point} dead={series[-1]['n_dead_tup']}")
-    return {"fresh": fresh, "flow_seconds": round(seconds, 1), "right_after": right_after,
-            "ratio_right_after": round(right_after["p50_ms"] / fresh["p50_ms"], 2), "after": series,
+    return {"fresh": fresh, "flow_seconds": round(seconds, 1), "flow_rate_per_s": round(n / seconds),
+            "right_after": right_after,
+            "ratio_right_after": round(right_after["p50_ms"] / fresh["p50_ms"], 2),
+            "buffer_ratio_right_after": round(right_after["buffers"] / fresh["buffers"], 2), "after": series,
             "stats_right_after": dead_tuples(engine)}
+
+
+def restore_shipped_settings(engine) -> None:
+    from jobprocessor.sqlfiles import execute_sql_file
+
+    with engine.begin() as conn:
+        execute_sql_file(conn, "054_jobs_storage_v1.sql")
+
+
+def flow_only(args, results: dict) -> None:
+    """The flow scenarios again, on the database a full run left (paced with --flow-rate)."""
+    from jobprocessor import devdb
+
+    url = os.environ.get("BENCH_DATABASE_URL") or devdb.url("jobprocessor_bench")
+    engine = create_engine(normalise_database_url(url), pool_size=4)
+    with engine.connect() as conn:
+        results["rows"] = conn.execute(text("SELECT count(*) FROM jobs")).scalar_one()
+    restore_shipped_settings(engine)
+    vacuum_analyze(engine)
+    log(f"flow scenarios on {results['rows']:,} rows, {args.flow:,} jobs at {args.flow_rate or 'unpaced'} jobs/s")
+    if "shipped" in args.scenarios:
+        results["flow_shipped"] = flow_scenario(engine, "shipped settings", args.flow, args.watch, args.flow_rate)
+        vacuum_analyze(engine)
+    if "defaults" in args.scenarios:
+        execute(engine, f"ALTER TABLE jobs RESET ({', '.join(STORAGE_PARAMS)})")
+        results["flow_defaults"] = flow_scenario(engine, "table defaults", args.flow, args.watch, args.flow_rate)
+        restore_shipped_settings(engine)
+        vacuum_analyze(engine)
+    out = ROOT / "bench" / "results" / f"ops_flow_{int(args.flow_rate)}_{'_'.join(args.scenarios)}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+    log(f"results written to {out.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -188,8 +242,16 @@ def main() -> None:
     parser.add_argument("--cleanup", type=int, default=1_000_000)
     parser.add_argument("--days", type=float, default=365.0, help="history spread over this many days")
     parser.add_argument("--watch", type=float, default=90.0, help="seconds of claim sampling after each flow")
+    parser.add_argument("--flow-rate", type=float, default=0.0, help="jobs per second in the flow (0: unpaced)")
+    parser.add_argument("--scenarios", type=lambda v: v.split(","), default=["shipped", "defaults"],
+                        help="with --flow-only: shipped,defaults (the autovacuum settings to flow under)")
+    parser.add_argument("--flow-only", action="store_true",
+                        help="reuse the existing jobprocessor_bench database and run only the flow scenarios")
     args = parser.parse_args()
     results: dict = {"args": vars(args)}
+    if args.flow_only:
+        flow_only(args, results)
+        return
 
     url = database_url()
     settings = Settings.from_env({}, DATABASE_URL=normalise_database_url(url), CRON_SECRET=SECRET)

@@ -11,7 +11,8 @@ from sqlalchemy.engine import Engine
 
 HEALTH = ("SELECT status, count, avg_duration_seconds, latest_created_at, oldest_created_at, oldest_age_seconds "
           "FROM job_queue_health")
-ALERTS = "SELECT alert, severity, value, threshold, message FROM job_queue_alerts ORDER BY severity = 'critical' DESC, alert"
+ALERTS = ("SELECT alert, severity, value, threshold, message FROM job_queue_alerts "
+          "ORDER BY severity = 'critical' DESC, alert")
 SEVERITY_ORDER = ("ok", "warning", "critical")
 
 

@@ -67,8 +67,8 @@ def _brute_force_next(cron: Cron, after: datetime) -> datetime:
 field = st.one_of(st.just("*"), st.integers(0, 5).map(str), st.integers(1, 7).map(lambda s: f"*/{s}"))
 minute_field = st.one_of(field, st.integers(0, 59).map(str), st.tuples(st.integers(0, 29), st.integers(30, 59))
                          .map(lambda t: f"{t[0]}-{t[1]}"))
-hour_field = st.one_of(st.just("*"), st.integers(0, 23).map(str), st.lists(st.integers(0, 23), min_size=1,
-                                                                             max_size=3).map(lambda v: ",".join(map(str, v))))
+hour_field = st.one_of(st.just("*"), st.integers(0, 23).map(str),
+                       st.lists(st.integers(0, 23), min_size=1, max_size=3).map(lambda v: ",".join(map(str, v))))
 dom_field = st.one_of(st.just("*"), st.integers(1, 28).map(str), st.just("1-15"))
 month_field = st.one_of(st.just("*"), st.integers(1, 12).map(str), st.just("jan-jun"))
 dow_field = st.one_of(st.just("*"), st.integers(0, 7).map(str), st.just("mon-fri"))

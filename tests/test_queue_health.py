@@ -34,8 +34,9 @@ def test_health_counts_live_jobs_of_any_age_and_finished_of_the_last_day(clean_d
                 started_at="now() - interval '30 seconds'", completed_at="now() - interval '28 seconds'")
     insert_jobs(clean_db, 5, status="'completed'", created_at="now() - interval '3 days'",
                 started_at="now() - interval '3 days'", completed_at="now() - interval '2 days'")  # too old
+    # created two days ago, failed a minute ago: counted
     insert_jobs(clean_db, 1, status="'failed'", created_at="now() - interval '2 days'",
-                started_at="now() - interval '2 minutes'", completed_at="now() - interval '1 minute'")  # failed recently
+                started_at="now() - interval '2 minutes'", completed_at="now() - interval '1 minute'")
     rows = health_rows(clean_db)
     assert list(rows) == ["pending", "running", "completed", "failed", "cancelled"]
     assert {s: r["count"] for s, r in rows.items()} == \

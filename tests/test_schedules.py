@@ -19,7 +19,8 @@ def add(engine, name="every-minute", cron="* * * * *", job_type="test.echo", due
         conn.execute(text("INSERT INTO job_schedules (name, cron, job_type, payload, next_run_at, enabled) "
                           "VALUES (:name, :cron, :job_type, CAST(:payload AS jsonb), "
                           "date_trunc('minute', now()) - make_interval(secs => :ago), :enabled)"),
-                     {"name": name, "cron": cron, "job_type": job_type, "payload": json.dumps(fields.get("payload", {})),
+                     {"name": name, "cron": cron, "job_type": job_type,
+                      "payload": json.dumps(fields.get("payload", {})),
                       "ago": due_seconds_ago if due_seconds_ago is not None else 60,
                       "enabled": fields.get("enabled", True)})
 

@@ -1,5 +1,4 @@
-"""archive + cleanup_old_jobs, queue health and alerts views, job_schedules, jobs storage settings
-(sql/051_jobs_archive_cleanup_v1.sql, 052_queue_health_v1.sql, 053_job_schedules_v1.sql, 054_jobs_storage_v1.sql)
+"""archive + cleanup_old_jobs, health and alerts views, job_schedules, jobs storage settings (sql/051-054)
 
 Revision ID: 0005_ops_schema
 Revises: 0004_ops_indexes
