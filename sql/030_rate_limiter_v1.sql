@@ -1,7 +1,10 @@
--- The shared OpenAI rate limiter, v1. Applied by Alembic revision 0003_rate_limiter and runnable by hand:
+-- The shared OpenAI rate limiter, v1. Applied by Alembic revision 0006_rate_limiter and runnable by hand:
 --   psql -v ON_ERROR_STOP=1 -f sql/030_rate_limiter_v1.sql
 -- Idempotent (IF NOT EXISTS everywhere). Never edit this file once released: add a _v2 file instead.
 -- Locks: creates two new tables; touches no existing table.
+
+SET lock_timeout = '10s';
+SET statement_timeout = '60s';
 
 -- One row per limiter (today one: 'openai'), shared by every process and instance. Each reservation and each
 -- settlement is one short transaction that locks this row (SELECT ... FOR UPDATE), computes the new state in
@@ -46,3 +49,6 @@ CREATE TABLE IF NOT EXISTS rate_limiter_waits (
 
 -- Serves the stats count (name, until > now()) and the deletion of rows long past.
 CREATE INDEX IF NOT EXISTS rate_limiter_waits_until_idx ON rate_limiter_waits (name, until);
+
+RESET lock_timeout;
+RESET statement_timeout;
