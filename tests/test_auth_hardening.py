@@ -157,7 +157,14 @@ def test_a_brute_force_burst_sends_nothing_to_the_database(database_url, clean_d
     try:
         with Gunicorn(proxied_url, workers=2, threads=4) as server:
             assert requests.post(server.base + "/process-pending", headers=AUTH, timeout=30).status_code == 200
-            before = proxy.snapshot()
+            # each worker opens DB_POOL_MIN (2) connections as it boots; the second may still be booting
+            deadline, before = time.monotonic() + 20, proxy.snapshot()
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                now = proxy.snapshot()
+                if now == before and now[0] >= 2 * 2:
+                    break
+                before = now
             assert before[1] > 0  # the app's traffic does go through the proxy
 
             statuses, lock = [], threading.Lock()

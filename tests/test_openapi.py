@@ -12,7 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import negative_data_rejection
+from schemathesis.checks import negative_data_rejection, positive_data_acceptance
 
 from jobprocessor.api.openapi import spec
 from jobprocessor.handlers import registered_types
@@ -99,6 +99,17 @@ def json_error_with_message(ctx, response, case):
             raise AssertionError(f"{response.status_code} is not a JSON error with a message: {response.text!r}")
 
 
+def schema_valid_requests_accepted(ctx, response, case):  # not @schemathesis.check: that would apply it to all
+
+    """schemathesis' positive_data_acceptance, but for one case JSON Schema cannot state: a job type's own payload
+    rule (product.optimize needs a product with text to rewrite), checked at enqueue and answered 422
+    invalid_payload, as the document says. Any other 4xx to schema-valid data is a failure."""
+    status = response.status_code
+    if 400 <= status < 500 and status not in (401, 403, 404, 409, 429):
+        if not (status == 422 and response.json().get("error") == "invalid_payload"):
+            raise AssertionError(f"schema-valid request rejected with {status}: {response.text[:300]}")
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
 @pytest.mark.parametrize("method,path", sorted(CONTRACT_ENDPOINTS), ids=lambda v: v)
 def test_generated_requests_get_no_5xx_and_only_json_errors(app, method, path, mode):
@@ -119,7 +130,10 @@ def test_generated_requests_get_no_5xx_and_only_json_errors(app, method, path, m
     def check(case):
         # negative_data_rejection is left out on purpose: the app accepts a few values outside the schema (an
         # empty value means the default, unknown keys in a /process-pending body are ignored)
-        case.call_and_validate(headers=AUTH, additional_checks=[json_error_with_message],
-                               excluded_checks=[negative_data_rejection])
+        positive = mode is GenerationMode.POSITIVE
+        case.call_and_validate(
+            headers=AUTH,
+            additional_checks=[json_error_with_message] + ([schema_valid_requests_accepted] if positive else []),
+            excluded_checks=[negative_data_rejection, positive_data_acceptance])
 
     check()
