@@ -46,7 +46,7 @@ from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from jobprocessor.queries import CLAIM, FINISH  # noqa: E402  (the statements the endpoint runs)
+from jobprocessor.queries import CLAIM, FINISH, array_literal  # noqa: E402  (the statements the endpoint runs)
 
 JOB_TYPE = "demo.noop"
 OUT_DIR = ROOT / "bench" / ".out"  # gunicorn logs (git-ignored)
@@ -118,7 +118,7 @@ def reference_drain(dsn: str, jobs: JobsTable, n: int, batch: int = 1000, lease_
             started = time.perf_counter()
             while True:
                 cur.execute(claim_sql, {"limit": batch, "worker": worker, "lease_s": lease_s, "job_type": None,
-                                        "rescue_limit": 1000})
+                                        "rescue_limit": 1000, "max_per_store": None})
                 ids = [row[0] for row in cur.fetchall() if row[0] is not None]
                 conn.commit()
                 calls += 1
@@ -126,9 +126,11 @@ def reference_drain(dsn: str, jobs: JobsTable, n: int, batch: int = 1000, lease_
                     break
                 k = len(ids)
                 # what the endpoint writes for a no-op: completed, result JSON null, no error, attempt kept
-                cur.execute(finish_sql, {"worker": worker, "ids": ids, "statuses": ["completed"] * k,
-                                         "results": ["null"] * k, "errors": [None] * k, "delays": [0.0] * k,
-                                         "give_backs": [0] * k})
+                # the arrays bound as queries.finish() binds them: one array literal each
+                cur.execute(finish_sql, {"worker": worker, "ids": array_literal(ids),
+                                         "statuses": array_literal(["completed"] * k),
+                                         "results": array_literal(["null"] * k), "errors": array_literal([None] * k),
+                                         "delays": array_literal([0.0] * k), "give_backs": array_literal([0] * k)})
                 written = len(cur.fetchall())
                 conn.commit()
                 if written != k:
