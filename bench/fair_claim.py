@@ -52,14 +52,9 @@ def work(job):
 
 
 def database_url() -> str:
-    url = os.environ.get("BENCH_DATABASE_URL")
-    if url:
-        return url
     from jobprocessor import devdb
 
-    devdb.start()
-    devdb.create_database("jobprocessor_bench")
-    return devdb.url("jobprocessor_bench")
+    return devdb.database_url("BENCH_DATABASE_URL", "jobprocessor_bench")
 
 
 def fresh_schema(url: str):

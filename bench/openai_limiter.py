@@ -42,14 +42,9 @@ LATENCY_S = (0.2, 0.6)
 
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
     from jobprocessor import devdb
 
-    devdb.start()
-    devdb.create_database("jobprocessor_bench_openai")
-    return devdb.url("jobprocessor_bench_openai")
+    return devdb.database_url("DATABASE_URL", "jobprocessor_bench_openai")
 
 
 def migrate(url: str) -> None:

@@ -123,6 +123,17 @@ def create_database(dbname: str, pgdata: Path | None = None) -> None:
                        check=True)
 
 
+def database_url(env_var: str, dbname: str) -> str:
+    """The URL in the environment variable `env_var` when set, else the embedded server's database `dbname`
+    (the server started and the database created as needed): how tests and benchmarks find their database."""
+    given = os.environ.get(env_var)
+    if given:
+        return given
+    start()
+    create_database(dbname)
+    return url(dbname)
+
+
 def start(pgdata: Path | None = None) -> None:
     pgdata = pgdata or data_dir()
     if not (pgdata / "PG_VERSION").exists():

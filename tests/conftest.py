@@ -21,14 +21,9 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 
 
 def _database_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return url
     from jobprocessor import devdb
 
-    devdb.start()
-    devdb.create_database("jobprocessor_test")
-    return devdb.url("jobprocessor_test")
+    return devdb.database_url("TEST_DATABASE_URL", "jobprocessor_test")
 
 
 def make_settings(database_url: str, **overrides) -> Settings:
