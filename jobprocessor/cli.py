@@ -70,8 +70,9 @@ def demo_command(count):
 
     kinds = [("demo.echo", {"hello": "world"}), ("demo.sleep", {"seconds": 0.5}), ("demo.flaky", {"fail_rate": 0.3}),
              ("demo.rate_limited", {"seconds": 30}), ("demo.invalid", {})]
+    # a few urgent jobs (they go first), the rest normal and spread over four stores (they share the slots fairly)
     jobs = [{"type": kinds[i % len(kinds)][0], "payload": kinds[i % len(kinds)][1], "store_id": f"store-{i % 4}",
-             "priority": ("urgent", "high", "normal", "low")[i % 4]} for i in range(count)]
+             "priority": "urgent" if i % 10 == 0 else "normal"} for i in range(count)]
     results = enqueue_many(jobs)
     click.echo(json.dumps({"enqueued": len(results)}))
 
