@@ -322,8 +322,11 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
     if claim.schedules_due:  # maintenance: enqueue due recurring jobs, then give them this call's spare slots
         scheduled = maintenance.run_due_schedules(engine, settings).get("schedules", {})
         if scheduled.get("enqueued") and len(jobs) < limit:
-            extra = claim_up_to(limit - len(jobs))
-            jobs, rescued = jobs + list(extra.jobs), rescued + extra.rescued
+            try:
+                extra = claim_up_to(limit - len(jobs))
+                jobs, rescued = jobs + list(extra.jobs), rescued + extra.rescued
+            except Exception:  # noqa: BLE001 - the jobs already claimed still run; the new ones wait for a call
+                log.exception("could not claim the jobs just scheduled; the next call will")
     summary = RunSummary(claimed=len(jobs), rescued=rescued, worker=token)
     observe_claimed((row["type"] for row in jobs), rescued)
     summary.stores = dict(Counter(row["store_id"] or NO_STORE for row in jobs))
