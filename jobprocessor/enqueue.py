@@ -75,10 +75,14 @@ def _run_at(value: Any) -> Optional[str]:
         raise InvalidJob("run_at", "run_at must be an ISO 8601 date-time, e.g. 2026-01-31T09:30:00Z")
     if value.tzinfo is None:  # a time without an offset is taken as UTC
         value = value.replace(tzinfo=timezone.utc)
+    try:
+        # as UTC: Python accepts offsets up to 24 h, PostgreSQL only up to 15:59 (a 500 for "+21:35" otherwise)
+        value = value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:30:00-05:00 is past year 9999 in UTC
+        raise InvalidJob("run_at", "run_at must be between the years 1970 and 9999") from None
     if not 1970 <= value.year <= 9999:
         raise InvalidJob("run_at", "run_at must be between the years 1970 and 9999")
-    # as UTC: Python accepts offsets up to 24 h, PostgreSQL only up to 15:59 (a 500 for "+21:35" otherwise)
-    return value.astimezone(timezone.utc).isoformat()
+    return value.isoformat()
 
 
 def _max_attempts(value: Any, job_type: str, settings: Settings) -> int:

@@ -179,7 +179,8 @@ class _BatchRun:
                 spec = get_handler(row["type"])
                 timeout = self._timeout_for(spec)
                 now = time.monotonic()
-                if now + timeout > self.finish_by + 0.05:  # cannot finish inside the budget: give it back
+                # cannot finish inside the budget (or none is left: a slow claim can use it up): give it back
+                if timeout <= 0 or now + timeout > self.finish_by + 0.05:
                     self._record(Outcome(row["id"], "pending", delay_s=None, give_back_attempt=True), "released")
                     continue
                 job = _job_from_row(row)
@@ -202,10 +203,13 @@ class _BatchRun:
                     job, spec = taken
                     handler_started = time.monotonic()
                     outcome = execute(job, spec)
-                    observe_outcome(job.type, _kind(outcome), time.monotonic() - handler_started)
-                    if self.app is not None and db.session.registry.has():
-                        db.session.remove()  # a handler's own session never outlives its job
-                    done = (job.id, outcome)
+                    done = (job.id, outcome)  # from here on the outcome is recorded, whatever else fails
+                    try:
+                        observe_outcome(job.type, _kind(outcome), time.monotonic() - handler_started)
+                        if self.app is not None and db.session.registry.has():
+                            db.session.remove()  # a handler's own session never outlives its job
+                    except Exception:  # noqa: BLE001 - bookkeeping must not cost the job its outcome
+                        log.exception("after job %s: metrics or session clean-up failed", job.id)
             finally:
                 with self.cond:
                     if not late:
@@ -244,6 +248,8 @@ class _BatchRun:
             # outcomes nobody would record; what was not started waits for the lease like the rest of the claim
             with self.cond:
                 self.stopping = True
+                # handlers still running record their own outcomes when they return (as abandoned ones do)
+                self.abandoned.update(self.in_flight)
                 self.cond.notify_all()
             raise
 

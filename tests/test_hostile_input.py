@@ -177,3 +177,10 @@ def test_run_at_with_any_valid_offset_is_stored_as_its_instant(client, engine, r
         stored = conn.execute(text("SELECT to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
                                    " FROM jobs")).scalar_one()
     assert stored + "+00:00" == utc
+
+
+def test_run_at_that_leaves_the_calendar_in_utc_is_400(client):
+    from tests.conftest import AUTH
+
+    response = client.post("/jobs", json={"type": "test.echo", "run_at": "9999-12-31T23:30:00-05:00"}, headers=AUTH)
+    assert response.status_code == 400 and response.json["field"] == "run_at"

@@ -285,3 +285,17 @@ def test_claim_takes_at_most_limit(app, engine, settings, limit):
     insert_jobs(engine, 20, "test.echo")
     assert run(app, engine, settings, limit=limit).claimed == limit
     assert len(fetch_jobs(engine, "status = 'completed'")) == limit
+
+
+def test_no_job_starts_when_the_budget_is_already_spent(app, engine, settings):
+    from jobprocessor.processor import _BatchRun
+
+    rows = fetch_jobs(engine, "id = ANY(:ids)", ids=insert_jobs(engine, 3, "test.sleep"))
+    with engine.begin() as conn:  # claim them as a call would, so the outcomes can be written
+        claimed = queries.claim(conn, limit=3, worker="late-call", lease_s=60).jobs
+    assert len(claimed) == 3 and len(rows) == 3
+    now = time.monotonic()
+    run = _BatchRun(engine, settings, "late-call", claimed, finish_by=now - 1, answer_by=now + 5, app=app)
+    run.run()
+    assert run.counts["released"] == 3 and run.counts["succeeded"] == 0
+    assert [j["status"] for j in fetch_jobs(engine)] == ["pending"] * 3
