@@ -46,16 +46,20 @@ def parse_duration(text: Optional[str]) -> Optional[float]:
     return value
 
 
-def _count(text: Optional[str]) -> Optional[int]:
+def _non_negative(text: Optional[str]) -> Optional[float]:
+    """A header's plain number, if it is one that is finite and not negative."""
     if text is None:
         return None
     try:
         value = float(text.strip())
     except ValueError:
         return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return int(value)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _count(text: Optional[str]) -> Optional[int]:
+    value = _non_negative(text)
+    return None if value is None else int(value)
 
 
 def parse_retry_after(headers: Mapping[str, str], now_epoch: float) -> Optional[float]:
@@ -79,15 +83,8 @@ def parse_retry_after(headers: Mapping[str, str], now_epoch: float) -> Optional[
 
 
 def _seconds(text: Optional[str]) -> Optional[float]:
-    if text is None:
-        return None
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    return min(value, MAX_SECONDS)
+    value = _non_negative(text)
+    return None if value is None else min(value, MAX_SECONDS)
 
 
 def server_view(headers: Mapping[str, str], now_epoch: float) -> Optional[ServerView]:
