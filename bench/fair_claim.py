@@ -78,7 +78,7 @@ def fill(engine, n_jobs: int, n_stores: int, due: bool = True) -> None:
     when = "now() - interval '3 hours'" if due else "now() + interval '1 hour'"
     step = 3 * 3600 * 1000 // n_jobs or 1
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_turns RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_store_turns, job_store_queues RESTART IDENTITY"))
         conn.execute(text(f"""
             INSERT INTO jobs (type, store_id, priority, run_at, payload)
             SELECT 'bench.work',
@@ -88,9 +88,14 @@ def fill(engine, n_jobs: int, n_stores: int, due: bool = True) -> None:
         conn.execute(text("""
             INSERT INTO job_store_turns (store_key, served_at, served_pos)
             SELECT DISTINCT coalesce(store_id, ''), now() - interval '4 hours', 1 FROM jobs"""))
+        # the directory of store queues (sql/023) as the claims that wrote those turns would have left it
+        conn.execute(text("""
+            UPDATE job_store_queues q SET served_at = t.served_at
+            FROM job_store_turns t WHERE t.store_key = q.store_key"""))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE jobs"))
         conn.execute(text("VACUUM ANALYZE job_store_turns"))
+        conn.execute(text("VACUUM ANALYZE job_store_queues"))
 
 
 def timed_claim(engine, fair: bool, limit: int) -> tuple[float, int]:
@@ -240,7 +245,7 @@ def cmd_explain(args) -> None:
 
 def enqueue_scenario(engine, job_ms: int) -> None:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_turns RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_store_turns, job_store_queues RESTART IDENTITY"))
     with engine.begin() as conn:  # the big store first ...
         conn.execute(text("INSERT INTO jobs (type, store_id, payload) SELECT 'bench.work', 'big', "
                           "jsonb_build_object('ms', :ms) FROM generate_series(1, 5000)"), {"ms": job_ms})

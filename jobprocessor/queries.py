@@ -48,17 +48,18 @@ rescued AS (
     RETURNING jobs.id, jobs.status
 )"""
 
-# The claim's `due` step: jobs_fair_claim() (sql/022_fair_claim_v1.sql), fair across stores. Priority is global;
+# The claim's `due` step: jobs_fair_claim() (sql/024_fair_claim_v2.sql), fair across stores. Priority is global;
 # within a priority level the slots are shared max-min fairly (water-filling, in rounds) among the stores with due
 # jobs, and when there are more stores than slots the stores that have waited longest go first (so over successive
 # calls every store is served in turn); within a store: priority, run_at, id. max_per_store (JOBS_MAX_PER_STORE)
 # caps one store's jobs per call. jobprocessor/policies/fairness.py is the same rule in Python (the tests compare
-# the two). The shape, and its cost, are explained beside the function; in short: one index probe per store waiting
-# at the priority levels visited (a loose index scan over jobs_fair_idx), then per-store reads of only as many jobs
-# as the store can be given, each `ORDER BY run_at, id LIMIT n FOR UPDATE SKIP LOCKED`, so concurrent callers skip
-# each other's rows and the recheck of status = 'pending' keeps a row claimed meanwhile out. It returns the ids
-# locked, with their place in the claim order (priority, round, rank). LIMIT tells the planner how few rows come
-# back (the UPDATE then joins by primary key). The jobs this statement rescues are passed in to be left alone:
+# the two). The shape, and its cost, are explained beside the function (sql/024_fair_claim_v2.sql); in short: the
+# stores whose turn it is come from the directory job_store_queues (sql/023, kept by triggers on jobs), read in
+# wait order and stopped after about as many stores as there are slots, one index probe each for its head; then
+# per-store reads of only as many jobs as the store can be given, each `ORDER BY run_at, id LIMIT n FOR UPDATE SKIP
+# LOCKED`, so concurrent callers skip each other's rows and the recheck of status = 'pending' keeps a row claimed
+# meanwhile out. It returns the ids locked, with their place in the claim order (priority, round, rank). LIMIT
+# tells the planner how few rows come back (the UPDATE then joins by primary key). The jobs this statement rescues are passed in to be left alone:
 # the function would see them pending (sql/022_fair_claim_v1.sql, note 6); the next call can claim them.
 _FAIR_DUE_CTE = """
 due AS (

@@ -261,7 +261,7 @@ def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
     jobs the rule allocates, in its order."""
     specs, turns, limit, cap, calls = case
     with raw_engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_turns RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_store_turns, job_store_queues RESTART IDENTITY"))
         base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
         for store, priority, t in specs:
             conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES ('test.echo', :s, :p, :r)"),

@@ -31,6 +31,9 @@ JUSTIFIED = {
         "same: the table was created a statement earlier, nobody else can hold a lock on it",
     ("010_jobs_v1.sql", "require-statement-timeout"):
         "same: building an index on an empty table is instant",
+    ("023_job_store_queues_v1.sql", "require-concurrent-index-creation"):
+        "the index is on job_store_queues, created a statement earlier in the same transaction (CONCURRENTLY "
+        "cannot run in one); the table holds one row per store and priority",
     ("030_rate_limiter_v1.sql", "require-concurrent-index-creation"):
         "the index is on rate_limiter_waits, created a statement earlier in the same transaction (CONCURRENTLY "
         "cannot run in one); the table holds one row per waiting job at most",
