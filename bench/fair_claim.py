@@ -7,7 +7,7 @@
 latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING) of queries.claim (fair) and
            queries.claim_fifo, `--reps` times each, interleaved, each in a transaction that is rolled back so every
            rep sees the same queue: `--jobs` pending jobs, one store holding half of them, the other half spread over
-           the other stores, every store already served once before (job_store_turns filled: the steady state).
+           the other stores, every store already served once before (its turn in job_store_queues: the steady state).
            At the largest store count also: the claim restricted to one type (`?type=`, over
            jobs_fair_type_idx), and a queue of the same size with nothing due yet (all run_at in the future).
            Wall time is measured by the client; server CPU time (from /proc, for a server on this machine) is
@@ -78,23 +78,17 @@ def fill(engine, n_jobs: int, n_stores: int, due: bool = True) -> None:
     when = "now() - interval '3 hours'" if due else "now() + interval '1 hour'"
     step = 3 * 3600 * 1000 // n_jobs or 1
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_turns, job_store_queues RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_store_queues RESTART IDENTITY"))
         conn.execute(text(f"""
             INSERT INTO jobs (type, store_id, priority, run_at, payload)
             SELECT 'bench.work',
                    CASE WHEN g % 2 = 0 OR :others = 0 THEN 'big' ELSE 'store-' || ((g / 2) % :others) END,
                    5, {when} + g * make_interval(secs => :step / 1000.0), '{{}}'
             FROM generate_series(1, :n) AS g"""), {"n": n_jobs, "others": n_stores - 1, "step": step})
-        conn.execute(text("""
-            INSERT INTO job_store_turns (store_key, served_at, served_pos)
-            SELECT DISTINCT coalesce(store_id, ''), now() - interval '4 hours', 1 FROM jobs"""))
-        # the directory of store queues (sql/023) as the claims that wrote those turns would have left it
-        conn.execute(text("""
-            UPDATE job_store_queues q SET served_at = t.served_at
-            FROM job_store_turns t WHERE t.store_key = q.store_key"""))
+        # every store's turn (in the directory of store queues, sql/023), an hour before its oldest job
+        conn.execute(text("UPDATE job_store_queues SET served_at = now() - interval '4 hours', served_pos = 1"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE jobs"))
-        conn.execute(text("VACUUM ANALYZE job_store_turns"))
         conn.execute(text("VACUUM ANALYZE job_store_queues"))
 
 
@@ -245,7 +239,7 @@ def cmd_explain(args) -> None:
 
 def enqueue_scenario(engine, job_ms: int) -> None:
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_turns, job_store_queues RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_store_queues RESTART IDENTITY"))
     with engine.begin() as conn:  # the big store first ...
         conn.execute(text("INSERT INTO jobs (type, store_id, payload) SELECT 'bench.work', 'big', "
                           "jsonb_build_object('ms', :ms) FROM generate_series(1, 5000)"), {"ms": job_ms})

@@ -7,13 +7,14 @@
 -- SHARE ROW EXCLUSIVE on jobs for an instant (writes to jobs wait that long, reads do not); filling the directory
 -- reads the pending jobs through jobs_fair_idx. Never edit this file once released: add a _v2 file instead.
 --
--- What a row says. One row per (priority, store) that has had a pending job (store_key '' for jobs without a
+-- What a row says. One row per (store, priority) that has had a pending job (store_key '' for jobs without a
 -- store). The fair claim ranks a level's stores by how long each has waited: since its oldest due job became due
 -- or since it was last served, whichever is later -- greatest(H, T), H the run_at of its oldest pending job at the
--- level, T its last turn (job_store_turns.served_at). A row holds a LOWER BOUND of that wait, wait_from =
--- greatest(head_lb, served_at), where
---   head_lb   <= the run_at of every pending job of the store at the level ('infinity': none pending), and
---   served_at <= the store's last turn.
+-- level, T the store's last turn. The rows hold the turns: served_at (T) and served_pos (where the store's last job
+-- stood in that call's claim order, the tie-break), the same on every row of a store (a claim writes all of them;
+-- this replaces v1's job_store_turns). And a row holds a LOWER BOUND of the wait, wait_from =
+-- greatest(head_lb, served_at), where head_lb <= the run_at of every pending job of the store at the level
+-- ('infinity': none pending).
 -- The claim reads rows in wait_from order, probes each store's real head, and stops once the stores it has placed
 -- are certain to rank before every row not yet read (their real wait is below the next row's lower bound): about
 -- as many probes as the claim has slots, whatever the number of stores.
@@ -24,7 +25,8 @@
 --     lowers head_lb to the job's run_at when it is not already at or below it -- and then holds the row with
 --     FOR KEY SHARE until its transaction ends;
 --   * the claim raises served_at of the stores it serves to now() (a wait only grows when a store is served:
---     always safe), and raises head_lb of a row only after finding its store with no due job at the level: it
+--     always safe; a row a concurrent claim is writing is skipped, and keeps an earlier, still lower, bound), and
+--     raises head_lb of a row only after finding its store with no due job at the level: it
 --     locks the row FOR UPDATE SKIP LOCKED (so never while an enqueue holding FOR KEY SHARE is in flight: FOR
 --     UPDATE conflicts with it) and, in a later statement (a fresh snapshot, seeing every enqueue committed before
 --     the lock), sets head_lb to the store's real oldest pending run_at, or 'infinity'. An enqueue that comes after
@@ -36,13 +38,16 @@
 SET lock_timeout = '10s';
 SET statement_timeout = '60s';
 
+-- PRIMARY KEY (store_key, priority): a row by its pair, and a store's rows together (a claim writes the turn on
+-- all of them; a store's first row at a new level copies the turn from the others).
 CREATE TABLE IF NOT EXISTS job_store_queues (
-    priority  smallint    NOT NULL,
-    store_key text        NOT NULL,
-    head_lb   timestamptz NOT NULL,
-    served_at timestamptz NOT NULL DEFAULT '-infinity',
-    wait_from timestamptz GENERATED ALWAYS AS (greatest(head_lb, served_at)) STORED,
-    PRIMARY KEY (priority, store_key)
+    store_key  text        NOT NULL,
+    priority   smallint    NOT NULL,
+    head_lb    timestamptz NOT NULL,
+    served_at  timestamptz NOT NULL DEFAULT '-infinity',
+    served_pos integer     NOT NULL DEFAULT 0,
+    wait_from  timestamptz GENERATED ALWAYS AS (greatest(head_lb, served_at)) STORED,
+    PRIMARY KEY (store_key, priority)
 );
 
 -- Serves the fair claim's read of a level's stores in wait order (jobs_fair_claim(), sql/024): a range scan from
@@ -74,18 +79,20 @@ BEGIN
     JOIN unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
       ON d.priority = w.priority AND d.store_key = w.store_key
     WHERE d.head_lb <= w.run_at
-    ORDER BY d.priority, d.store_key
+    ORDER BY d.store_key, d.priority
     FOR KEY SHARE OF d;
     -- The others (no row yet, or its head_lb is later than the job): insert or lower. Usually nothing: a store with
-    -- work waiting already has a row that covers what it enqueues next. Sorted, so that two enqueues inserting
-    -- overlapping new stores lock them in the same order.
-    INSERT INTO job_store_queues AS d (priority, store_key, head_lb)
-    SELECT w.priority, w.store_key, w.run_at
+    -- work waiting already has a row that covers what it enqueues next. A new row takes the store's turn from its
+    -- other rows. Sorted, so that two enqueues inserting overlapping new stores lock them in the same order.
+    INSERT INTO job_store_queues AS d (store_key, priority, head_lb, served_at, served_pos)
+    SELECT w.store_key, w.priority, w.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
     FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
+    LEFT JOIN LATERAL (SELECT o.served_at, o.served_pos FROM job_store_queues o
+                       WHERE o.store_key = w.store_key ORDER BY o.served_at DESC LIMIT 1) AS t ON true
     WHERE NOT EXISTS (SELECT 1 FROM job_store_queues c
-                      WHERE c.priority = w.priority AND c.store_key = w.store_key AND c.head_lb <= w.run_at)
-    ORDER BY w.priority, w.store_key
-    ON CONFLICT (priority, store_key) DO UPDATE SET head_lb = least(d.head_lb, excluded.head_lb);
+                      WHERE c.store_key = w.store_key AND c.priority = w.priority AND c.head_lb <= w.run_at)
+    ORDER BY w.store_key, w.priority
+    ON CONFLICT (store_key, priority) DO UPDATE SET head_lb = least(d.head_lb, excluded.head_lb);
 END
 $fn$;
 
@@ -129,16 +136,30 @@ CREATE OR REPLACE TRIGGER jobs_store_queues_on_update
     EXECUTE FUNCTION jobs_note_updated_pending();
 
 -- The jobs already pending (after the triggers exist, so nothing enqueued meanwhile is missed; the upsert only
--- lowers), with each store's last turn as its served_at.
-INSERT INTO job_store_queues AS d (priority, store_key, head_lb, served_at)
-SELECT p.priority, p.store_key, p.run_at, coalesce(t.served_at, '-infinity')
-FROM (SELECT j.priority, coalesce(j.store_id, '') AS store_key, min(j.run_at) AS run_at
-      FROM jobs j
-      WHERE j.status = 'pending'
-      GROUP BY j.priority, coalesce(j.store_id, '')) AS p
-LEFT JOIN job_store_turns t ON t.store_key = p.store_key
-ORDER BY p.priority, p.store_key
-ON CONFLICT (priority, store_key) DO UPDATE SET head_lb = least(d.head_lb, excluded.head_lb);
+-- lowers), with each store's last turn from v1's job_store_turns (sql/022; sql/024 drops it).
+DO $$
+BEGIN
+    IF to_regclass('job_store_turns') IS NOT NULL THEN
+        INSERT INTO job_store_queues AS d (store_key, priority, head_lb, served_at, served_pos)
+        SELECT p.store_key, p.priority, p.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
+        FROM (SELECT coalesce(j.store_id, '') AS store_key, j.priority, min(j.run_at) AS run_at
+              FROM jobs j
+              WHERE j.status = 'pending'
+              GROUP BY coalesce(j.store_id, ''), j.priority) AS p
+        LEFT JOIN job_store_turns t ON t.store_key = p.store_key
+        ORDER BY p.store_key, p.priority
+        ON CONFLICT (store_key, priority) DO UPDATE SET head_lb = least(d.head_lb, excluded.head_lb);
+    ELSE
+        INSERT INTO job_store_queues AS d (store_key, priority, head_lb)
+        SELECT coalesce(j.store_id, ''), j.priority, min(j.run_at)
+        FROM jobs j
+        WHERE j.status = 'pending'
+        GROUP BY coalesce(j.store_id, ''), j.priority
+        ORDER BY 1, 2
+        ON CONFLICT (store_key, priority) DO UPDATE SET head_lb = least(d.head_lb, excluded.head_lb);
+    END IF;
+END
+$$;
 
 RESET lock_timeout;
 RESET statement_timeout;

@@ -12,7 +12,7 @@
 -- What changed, and why: v1 found a level's stores with a loose index scan, one probe per store waiting at the
 -- level -- about 10 ms at 1,000 stores here, the whole cost of fairness. v2 reads the level's rows of
 -- job_store_queues in order of their lower bound on the wait (wait_from) and probes only those stores' heads:
---   2. Candidates, chunk by chunk (as many rows as slots, plus a quarter). Each store's real wait comes from its
+--   2. Candidates, chunk by chunk (as many rows as slots, plus 8). Each store's real wait comes from its
 --      head (one probe, not locked) and its turn row; a store whose real wait is below the lower bound of the last
 --      row read ranks before every store not read yet, so it is placed in rank order; the others wait in a pool
 --      for the next chunk. Reading stops once more stores are placed than there are slots (or the level has no
@@ -20,13 +20,18 @@
 --      store is read, as in v1, and the rounds are computed over all of them.
 --   3. Water-filling as in v1, except that whole rounds are only dealt once every due store of the level is known,
 --      and a partial round that runs past the stores placed so far reads the next chunk and goes on in rank order.
+--   4. In a partial round, a store's first job at the level is its head, read in 2.: it is locked by primary key
+--      (one index scan for the batch, `FOR UPDATE SKIP LOCKED`, every condition rechecked), and only the stores
+--      whose head is gone or locked by another caller go through v1's per-store probe (and, as in v1 note 5, wait
+--      behind the stores nobody is serving).
 --   8. A row whose store turned out to have no due job at the level (its jobs were claimed, cancelled, or lie in
 --      the future) is tightened: locked FOR UPDATE SKIP LOCKED (skipped while an enqueue of that store is in
 --      flight), then, in a later statement that sees every enqueue committed before the lock, head_lb is set to
 --      the store's real oldest pending run_at, or 'infinity'. So a store that ran dry drops out of the candidates
 --      until it enqueues again (its enqueue lowers the row), and idle stores cost nothing.
---   7. The stores served get served_at = now() on their row (beside their job_store_turns row, as in v1), which
---      moves them behind the stores still waiting.
+--   7. The stores served get their turn, served_at = now() and served_pos, on all their rows (the directory holds
+--      the turns: v1's job_store_turns is dropped below), which moves them behind the stores still waiting. One
+--      write per store served, where v1 wrote a turn row and v2 would otherwise write a directory row too.
 -- A `type` filter keeps v1's loose index scan over jobs_fair_type_idx: it visits only the stores with a pending job
 -- of that type, which the directory (per priority and store, any type) cannot tell.
 
@@ -88,6 +93,12 @@ DECLARE
     b_run     timestamptz[];
     b_id      bigint[];
     b_take    integer[];
+    -- partial round: the heads asked for by primary key, and the jobs given (heads, then probed)
+    h_i       integer[];
+    h_id      bigint[];
+    g_i       integer[];
+    g_id      bigint[];
+    g_run     timestamptz[];
     -- partial round: jobs found for stores another caller is serving (taken last, if slots remain)
     f_i       integer[];
     f_id      bigint[];
@@ -154,7 +165,7 @@ BEGIN
                                                                       FROM unnest(c_store) AS u(store)
                                                                       WHERE u.store = h.store), p_limit)) AS allow
                   FROM heads h
-                  LEFT JOIN job_store_turns t ON t.store_key = h.store
+                  LEFT JOIN job_store_queues t ON t.store_key = h.store AND t.priority = v_level
                   WHERE h.run_at <= now()) o;
             FOR k IN 1 .. cardinality(n_store) LOOP
                 v_n := v_n + 1;
@@ -174,16 +185,16 @@ BEGIN
             -- 2. read the next chunk of the level's stores: before whole rounds are dealt (they need every store),
             -- and when a partial round has asked every store placed so far
             IF v_more AND ((v_pos = 0 AND v_active <= v_left) OR v_pos > v_n) THEN
-                v_chunk := v_left + v_left / 4 + 8;
+                v_chunk := v_left + 8;
                 SELECT coalesce(array_agg(d.store_key ORDER BY d.wait_from, d.store_key), '{}'),
                        coalesce(array_agg(d.wait_from ORDER BY d.wait_from, d.store_key), '{}'),
-                       coalesce(array_agg(CASE WHEN h.run_at <= now() THEN greatest(h.run_at, t.served_at) END
+                       coalesce(array_agg(CASE WHEN h.run_at <= now() THEN greatest(h.run_at, d.served_at) END
                                           ORDER BY d.wait_from, d.store_key), '{}'),
-                       coalesce(array_agg(coalesce(t.served_pos, 0) ORDER BY d.wait_from, d.store_key), '{}'),
+                       coalesce(array_agg(d.served_pos ORDER BY d.wait_from, d.store_key), '{}'),
                        coalesce(array_agg(h.run_at ORDER BY d.wait_from, d.store_key), '{}'),
                        coalesce(array_agg(h.id ORDER BY d.wait_from, d.store_key), '{}')
                 INTO ch_store, ch_wait, ch_key, ch_pos, ch_hrun, ch_hid
-                FROM (SELECT q.store_key, q.wait_from
+                FROM (SELECT q.store_key, q.wait_from, q.served_at, q.served_pos
                       FROM job_store_queues q
                       WHERE q.priority = v_level AND q.wait_from <= v_horizon
                         AND (q.wait_from, q.store_key) > (v_after_w, v_after_s)
@@ -195,8 +206,7 @@ BEGIN
                     WHERE j.status = 'pending' AND j.priority = v_level AND coalesce(j.store_id, '') = d.store_key
                       AND j.id <> ALL (p_skip)
                     ORDER BY j.run_at, j.id
-                    LIMIT 1) h ON true
-                LEFT JOIN job_store_turns t ON t.store_key = d.store_key;
+                    LIMIT 1) h ON true;
 
                 IF cardinality(ch_store) < v_chunk THEN
                     v_more := false;
@@ -285,36 +295,66 @@ BEGIN
             END IF;
 
             IF v_pos <= v_n THEN
+                -- the next queues, as many as slots remain; a queue not served yet at this level is asked for its
+                -- head (read with the level) by primary key, the others (and heads not obtained) through the probe
                 b_i := '{}'; b_store := '{}'; b_run := '{}'; b_id := '{}'; b_take := '{}';
-                WHILE v_pos <= v_n AND cardinality(b_i) < v_left LOOP
+                h_i := '{}'; h_id := '{}';
+                WHILE v_pos <= v_n AND cardinality(b_i) + cardinality(h_i) < v_left LOOP
                     IF q_live[v_pos] THEN
-                        b_i := b_i || v_pos; b_store := b_store || q_store[v_pos]; b_run := b_run || q_run[v_pos];
-                        b_id := b_id || q_id[v_pos]; b_take := b_take || 1;
-                        q_live[v_pos] := false;  -- until the probe finds it a job
+                        IF q_taken[v_pos] = 0 THEN
+                            h_i := h_i || v_pos; h_id := h_id || q_head[v_pos];
+                        ELSE
+                            b_i := b_i || v_pos; b_store := b_store || q_store[v_pos];
+                            b_run := b_run || q_run[v_pos]; b_id := b_id || q_id[v_pos]; b_take := b_take || 1;
+                        END IF;
+                        q_live[v_pos] := false;  -- until it is given a job
                         v_active := v_active - 1;
                     END IF;
                     v_pos := v_pos + 1;
                 END LOOP;
-                CONTINUE WHEN cardinality(b_i) = 0;
-                FOR r IN SELECT * FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id,
-                                                             b_take)
-                LOOP
-                    IF q_taken[r.i] = 0 AND r.id <> q_head[r.i] THEN
+                CONTINUE WHEN cardinality(b_i) + cardinality(h_i) = 0;
+                -- 4. the heads: locked if still pending, due and not locked by another caller (the recheck of every
+                -- condition on a row changed since the snapshot keeps a job claimed meanwhile out)
+                SELECT coalesce(array_agg(x.i), '{}'), coalesce(array_agg(x.id), '{}'),
+                       coalesce(array_agg(x.run_at), '{}')
+                INTO g_i, g_id, g_run
+                FROM (SELECT u.i, j.id, j.run_at
+                      FROM unnest(h_i, h_id) AS u(i, id)
+                      JOIN jobs j ON j.id = u.id
+                      WHERE j.status = 'pending' AND j.run_at <= now() AND j.priority = v_level
+                        AND (p_type IS NULL OR j.type = p_type)
+                      FOR UPDATE OF j SKIP LOCKED) x;
+                FOR k IN 1 .. cardinality(h_i) LOOP
+                    IF NOT (h_i[k] = ANY (g_i)) THEN
+                        b_i := b_i || h_i[k]; b_store := b_store || q_store[h_i[k]];
+                        b_run := b_run || q_run[h_i[k]]; b_id := b_id || q_id[h_i[k]]; b_take := b_take || 1;
+                    END IF;
+                END LOOP;
+                IF cardinality(b_i) > 0 THEN
+                    SELECT g_i || coalesce(array_agg(x.i ORDER BY x.i, x.run_at, x.id), '{}'),
+                           g_id || coalesce(array_agg(x.id ORDER BY x.i, x.run_at, x.id), '{}'),
+                           g_run || coalesce(array_agg(x.run_at ORDER BY x.i, x.run_at, x.id), '{}')
+                    INTO g_i, g_id, g_run
+                    FROM jobs_fair_claim_probe(v_level, p_type, p_skip, b_i, b_store, b_run, b_id, b_take) AS x;
+                END IF;
+                FOR k IN 1 .. cardinality(g_i) LOOP
+                    v_q := g_i[k];
+                    IF q_taken[v_q] = 0 AND g_id[k] <> q_head[v_q] THEN
                         -- 5. another caller holds this store's oldest job: it is serving the store right now
-                        f_i := f_i || r.i; f_id := f_id || r.id; f_run := f_run || r.run_at;
-                        q_live[r.i] := true;
+                        f_i := f_i || v_q; f_id := f_id || g_id[k]; f_run := f_run || g_run[k];
+                        q_live[v_q] := true;
                         v_active := v_active + 1;
                         CONTINUE;
                     END IF;
-                    q_taken[r.i] := q_taken[r.i] + 1;
-                    q_run[r.i] := r.run_at; q_id[r.i] := r.id;
-                    q_allow[r.i] := q_allow[r.i] - 1;
-                    IF q_allow[r.i] > 0 THEN
-                        q_live[r.i] := true;
+                    q_taken[v_q] := q_taken[v_q] + 1;
+                    q_run[v_q] := g_run[k]; q_id[v_q] := g_id[k];
+                    q_allow[v_q] := q_allow[v_q] - 1;
+                    IF q_allow[v_q] > 0 THEN
+                        q_live[v_q] := true;
                         v_active := v_active + 1;
                     END IF;
-                    c_id := c_id || r.id; c_store := c_store || q_store[r.i]; c_prio := c_prio || v_level;
-                    c_round := c_round || q_taken[r.i]; c_rank := c_rank || r.i;
+                    c_id := c_id || g_id[k]; c_store := c_store || q_store[v_q]; c_prio := c_prio || v_level;
+                    c_round := c_round || q_taken[v_q]; c_rank := c_rank || v_q;
                     v_left := v_left - 1;
                 END LOOP;
                 CONTINUE;
@@ -377,46 +417,33 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 7. the stores served: their wait restarts now, and the order they were served in breaks ties next time; the
-    -- directory rows of the (level, store) pairs served move behind the stores still waiting. Rows another caller
-    -- is writing are skipped (SKIP LOCKED): it writes the same time. An enqueue's FOR KEY SHARE does not block this.
+    -- 7. the stores served: their wait restarts now, and the order they were served in breaks ties next time; on
+    -- every row of the store (the turn is the store's, whatever the level). Rows another caller is writing are
+    -- skipped (SKIP LOCKED): it writes about the same time, and a skipped row keeps an earlier turn, still a lower
+    -- bound of the wait. An enqueue's FOR KEY SHARE does not block this.
     WITH claimed AS (
         SELECT u.store, row_number() OVER (ORDER BY u.prio, u.round, u.rank) AS pos
         FROM unnest(c_store, c_prio, c_round, c_rank) AS u(store, prio, round, rank)
     ), served AS (
         SELECT c.store, max(c.pos)::integer AS pos FROM claimed c GROUP BY c.store
     ), mine AS (
-        SELECT t.store_key FROM job_store_turns t JOIN served s ON s.store = t.store_key
-        ORDER BY t.store_key
-        FOR UPDATE OF t SKIP LOCKED
-    ), refreshed AS (
-        UPDATE job_store_turns t SET served_at = now(), served_pos = s.pos
-        FROM mine m JOIN served s ON s.store = m.store_key
-        WHERE t.store_key = m.store_key
-    ), queues AS (
-        SELECT q.priority, q.store_key
-        FROM job_store_queues q
-        JOIN (SELECT DISTINCT u.prio, u.store FROM unnest(c_prio, c_store) AS u(prio, store)) AS u
-          ON q.priority = u.prio AND q.store_key = u.store
-        ORDER BY q.priority, q.store_key
+        SELECT q.store_key, q.priority, s.pos
+        FROM job_store_queues q JOIN served s ON s.store = q.store_key
+        ORDER BY q.store_key, q.priority
         FOR NO KEY UPDATE OF q SKIP LOCKED
-    ), requeued AS (
-        UPDATE job_store_queues q SET served_at = greatest(q.served_at, now())
-        FROM queues m
-        WHERE q.priority = m.priority AND q.store_key = m.store_key
     )
-    INSERT INTO job_store_turns (store_key, served_at, served_pos)
-    SELECT s.store, now(), s.pos FROM served s
-    WHERE NOT EXISTS (SELECT 1 FROM job_store_turns t WHERE t.store_key = s.store)
-      AND pg_try_advisory_xact_lock(20223, hashtext(s.store))
-    ORDER BY s.store
-    ON CONFLICT (store_key) DO NOTHING;
+    UPDATE job_store_queues q SET served_at = greatest(q.served_at, now()), served_pos = m.pos
+    FROM mine m
+    WHERE q.store_key = m.store_key AND q.priority = m.priority;
 
     RETURN QUERY
         SELECT u.id, (row_number() OVER (ORDER BY u.prio, u.round, u.rank))::integer
         FROM unnest(c_id, c_prio, c_round, c_rank) AS u(id, prio, round, rank);
 END
 $fn$;
+
+-- v1's table of turns: the directory holds them now (sql/023 copied them over).
+DROP TABLE IF EXISTS job_store_turns;
 
 RESET lock_timeout;
 RESET statement_timeout;

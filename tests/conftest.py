@@ -64,8 +64,8 @@ def raw_engine(database_url):
 @pytest.fixture
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_turns, "
-                          "job_store_queues RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues "
+                          "RESTART IDENTITY"))
     return raw_engine
 
 

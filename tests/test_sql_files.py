@@ -34,6 +34,9 @@ JUSTIFIED = {
     ("023_job_store_queues_v1.sql", "require-concurrent-index-creation"):
         "the index is on job_store_queues, created a statement earlier in the same transaction (CONCURRENTLY "
         "cannot run in one); the table holds one row per store and priority",
+    ("024_fair_claim_v2.sql", "ban-drop-table"):
+        "job_store_turns is v1's table of store turns, which 023 copied into job_store_queues; from this revision on "
+        "nothing reads or writes it (the function that did is replaced in the same file)",
     ("030_rate_limiter_v1.sql", "require-concurrent-index-creation"):
         "the index is on rate_limiter_waits, created a statement earlier in the same transaction (CONCURRENTLY "
         "cannot run in one); the table holds one row per waiting job at most",

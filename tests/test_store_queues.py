@@ -28,13 +28,12 @@ def uncovered(engine) -> list:
             WHERE q.head_lb IS NULL OR q.head_lb > p.first_run_at""")).all()
 
 
-def turns_overtaken(engine) -> list:
-    """Rows whose served_at is later than their store's last turn (the wait's lower bound would not be one)."""
+def turns_split(engine) -> list:
+    """Stores whose rows disagree on the store's turn (with one caller at a time, a claim writes all of them)."""
     with engine.connect() as conn:
         return conn.execute(text("""
-            SELECT q.priority, q.store_key FROM job_store_queues q
-            LEFT JOIN job_store_turns t ON t.store_key = q.store_key
-            WHERE q.served_at > coalesce(t.served_at, '-infinity')""")).all()
+            SELECT store_key FROM job_store_queues GROUP BY store_key
+            HAVING count(DISTINCT (served_at, served_pos)) > 1""")).all()
 
 
 def row(engine, store, priority=5):
@@ -66,7 +65,7 @@ def test_every_way_to_pending_keeps_the_store_covered(clean_db):
         assert conn.execute(text("SELECT count(*) FROM job_store_queues")).scalar() == 7  # 3 stores x 2 levels + ''
 
     claimed = claim(engine, 12)
-    assert len(claimed) == 12 and uncovered(engine) == [] and turns_overtaken(engine) == []
+    assert len(claimed) == 12 and uncovered(engine) == [] and turns_split(engine) == []
     ids = [r["id"] for r in claimed]
     # a retry (later), a release (keeps its old run_at), a failure and a completion
     finish(engine, [Outcome(ids[0], "pending", delay_s=30.0), Outcome(ids[1], "pending", delay_s=None,
