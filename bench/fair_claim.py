@@ -3,6 +3,7 @@
     .venv/bin/python bench/fair_claim.py latency    [--jobs 1000000] [--stores 10,100,1000] [--limit 100] [--reps 40]
     .venv/bin/python bench/fair_claim.py explain    [--jobs 1000000] [--stores 1000] [--limit 100]
     .venv/bin/python bench/fair_claim.py first-job  [--limit 100] [--job-ms 20] [--concurrency 8]
+    .venv/bin/python bench/fair_claim.py profile    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
 
 latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING) of queries.claim (fair) and
            queries.claim_fifo, `--reps` times each, interleaved, each in a transaction that is rolled back so every
@@ -15,6 +16,8 @@ latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING)
            to scale the figures to other hardware.
 explain:   EXPLAIN (ANALYZE, BUFFERS) of both statements on that queue, and, through auto_explain, of the statements
            jobs_fair_claim() runs inside.
+profile:   where the fair claim's cost goes: server CPU per call of jobs_fair_claim() alone, of the same function
+           without writing the turns of the stores served (step 7), and of FIFO's locked read, on that queue.
 first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; process_pending() (the real
            pipeline: claim, run handlers on `--concurrency` threads, record outcomes) called back to back with
            `--limit`, each job sleeping `--job-ms`; reports when each store's first job started (jobs.started_at),
@@ -315,9 +318,52 @@ def cmd_first_job(args) -> None:
               f"=> the last store starts after {max(small) - 1} minutes")
 
 
+def _variant_without_turn_writes(function_sql: str) -> str:
+    """jobs_fair_claim() as sql/024 defines it, renamed, with step 7 (the turns of the stores served) cut out."""
+    start = function_sql.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
+    body = function_sql[start:function_sql.index("$fn$;", start) + len("$fn$;")]
+    cut_from = body.index("    -- 7. the stores served")
+    cut_to = body.index("    RETURN QUERY", cut_from)
+    body = body[:cut_from] + body[cut_to:]
+    return body.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_no_turns(", 1)
+
+
+def cmd_profile(args) -> None:
+    """Where the fair claim's cost goes: server CPU per call of the selection alone, with and without writing the
+    turns, against FIFO's locked read, on the `latency` queue at the largest store count."""
+    engine = fresh_schema(database_url())
+    fill(engine, args.jobs, args.stores[-1])
+    function_sql = (ROOT / "sql" / "024_fair_claim_v2.sql").read_text()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(_variant_without_turn_writes(function_sql).replace("%", "%%"))
+    statements = {
+        "jobs_fair_claim(limit)": "SELECT count(*) FROM jobs_fair_claim(:limit)",
+        "  without step 7 (turns)": "SELECT count(*) FROM bench_fair_claim_no_turns(:limit)",
+        "FIFO locked read": "SELECT count(*) FROM (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= now() "
+                            "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED) AS x",
+        "1000 primary-key probes": CALIBRATION,
+    }
+    print(f"{args.stores[-1]} stores, {args.jobs:,} pending; server CPU per call (ms) over {args.reps * 5} calls "
+          "each rolled back, two rounds")
+    with engine.connect() as conn:
+        cpu = ServerCpu(conn)
+        for _ in range(2):
+            for name, sql in statements.items():
+                for _ in range(5):
+                    conn.execute(text(sql), {"limit": args.limit})
+                    conn.rollback()
+                before = cpu.ms()
+                for _ in range(args.reps * 5):
+                    rows = conn.execute(text(sql), {"limit": args.limit}).scalar()
+                    conn.rollback()
+                after = cpu.ms()
+                spent = "n/a" if before is None or after is None else f"{(after - before) / (args.reps * 5):.2f}"
+                print(f"  {name:26s} rows {rows:5d}  cpu {spent}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("latency", "explain", "first-job"))
+    parser.add_argument("command", choices=("latency", "explain", "first-job", "profile"))
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
     parser.add_argument("--limit", type=int, default=100)
@@ -325,7 +371,8 @@ def main() -> None:
     parser.add_argument("--job-ms", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job}[args.command](args)
+    {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job,
+     "profile": cmd_profile}[args.command](args)
 
 
 if __name__ == "__main__":
