@@ -4,6 +4,7 @@
     .venv/bin/python bench/fair_claim.py explain    [--jobs 1000000] [--stores 1000] [--limit 100]
     .venv/bin/python bench/fair_claim.py first-job  [--limit 100] [--job-ms 20] [--concurrency 8]
     .venv/bin/python bench/fair_claim.py profile    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
+    .venv/bin/python bench/fair_claim.py enqueue    [--jobs 1000000] [--stores 1000] [--reps 40]
 
 latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING) of queries.claim (fair) and
            queries.claim_fifo, `--reps` times each, interleaved, each in a transaction that is rolled back so every
@@ -18,6 +19,8 @@ explain:   EXPLAIN (ANALYZE, BUFFERS) of both statements on that queue, and, thr
            jobs_fair_claim() runs inside.
 profile:   where the fair claim's cost goes: server CPU per call of jobs_fair_claim() alone, of the same function
            without writing the turns of the stores served (step 7), and of FIFO's locked read, on that queue.
+enqueue:   what the directory's triggers cost an enqueue: server CPU per job of queries.enqueue, one job per
+           transaction and in batches of 1000, with the insert trigger of sql/023 on and off, alternating.
 first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; process_pending() (the real
            pipeline: claim, run handlers on `--concurrency` threads, record outcomes) called back to back with
            `--limit`, each job sleeping `--job-ms`; reports when each store's first job started (jobs.started_at),
@@ -361,9 +364,49 @@ def cmd_profile(args) -> None:
                 print(f"  {name:26s} rows {rows:5d}  cpu {spent}")
 
 
+def cmd_enqueue(args) -> None:
+    """What the directory's triggers cost an enqueue: queries.enqueue (the real INSERT), one job per transaction and
+    batches of 1000 over 1000 stores, with the triggers of sql/023 enabled and disabled, alternating."""
+    engine = fresh_schema(database_url())
+    fill(engine, args.jobs, args.stores[-1])  # the directory holds a row for every store: the common case
+
+    def job(i: int) -> dict:
+        return {"type": "bench.work", "payload": {}, "priority": 5, "store_id": f"store-{i % (args.stores[-1] - 1)}",
+                "user_id": None, "run_at": None, "max_attempts": 3, "idempotency_key": None, "batch_id": None}
+
+    singles, batches = args.reps * 50, max(args.reps // 4, 5)
+    print(f"server CPU per job (us), {singles} single-job transactions and {batches} batches of 1000 per round")
+    with engine.connect() as conn:
+        cpu = ServerCpu(conn)
+        for _ in range(3):
+            for enabled in (True, False):
+                conn.execute(text("ALTER TABLE jobs {} TRIGGER jobs_store_queues_on_insert".format(
+                    "ENABLE" if enabled else "DISABLE")))
+                conn.commit()
+                for i in range(20):  # warm: plans and the trigger function compiled in this session
+                    queries.enqueue(conn, [job(i)])
+                    conn.commit()
+                before = cpu.ms()
+                for i in range(singles):
+                    queries.enqueue(conn, [job(i)])
+                    conn.commit()
+                single = cpu.ms()
+                for b in range(batches):
+                    queries.enqueue(conn, [job(b * 1000 + i) for i in range(1000)])
+                    conn.commit()
+                done = cpu.ms()
+                if before is None or done is None:
+                    print("  (no /proc for the server: CPU not measurable)")
+                    return
+                print(f"  triggers {'on ' if enabled else 'off'}  single job {(single - before) / singles * 1000:6.0f}"
+                      f"   in a batch of 1000 {(done - single) / (batches * 1000) * 1000:6.1f}")
+        conn.execute(text("ALTER TABLE jobs ENABLE TRIGGER jobs_store_queues_on_insert"))
+        conn.commit()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("latency", "explain", "first-job", "profile"))
+    parser.add_argument("command", choices=("latency", "explain", "first-job", "profile", "enqueue"))
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
     parser.add_argument("--limit", type=int, default=100)
@@ -372,7 +415,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job,
-     "profile": cmd_profile}[args.command](args)
+     "profile": cmd_profile, "enqueue": cmd_enqueue}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -97,27 +97,54 @@ END
 $fn$;
 
 -- INSERT: one call per statement, whatever the number of rows (a batch enqueue of 1000 jobs costs one trigger).
+-- The common case -- every (store, priority) of the statement already has a row covering its jobs -- is one
+-- statement over the transition table (each one is planned anew per call, so there is one): hold those rows.
+-- Only when some are missing or start later does job_store_queues_note() run.
 CREATE OR REPLACE FUNCTION jobs_note_inserted_pending() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 AS $fn$
+DECLARE
+    v_missing bigint;
 BEGIN
-    PERFORM job_store_queues_note(array_agg(n.priority), array_agg(n.store_key), array_agg(n.run_at))
-    FROM (SELECT i.priority, coalesce(i.store_id, '') AS store_key, min(i.run_at) AS run_at
-          FROM inserted_jobs i
-          WHERE i.status = 'pending'
-          GROUP BY i.priority, coalesce(i.store_id, '')) AS n
-    HAVING count(*) > 0;
+    WITH pairs AS (
+        SELECT i.priority, coalesce(i.store_id, '') AS store_key, min(i.run_at) AS run_at
+        FROM inserted_jobs i
+        WHERE i.status = 'pending'
+        GROUP BY i.priority, coalesce(i.store_id, '')
+    ), held AS (
+        SELECT d.store_key
+        FROM job_store_queues d
+        JOIN pairs p ON d.store_key = p.store_key AND d.priority = p.priority
+        WHERE d.head_lb <= p.run_at
+        ORDER BY d.store_key, d.priority
+        FOR KEY SHARE OF d
+    )
+    SELECT (SELECT count(*) FROM pairs) - (SELECT count(*) FROM held) INTO v_missing;
+    IF v_missing > 0 THEN
+        PERFORM job_store_queues_note(array_agg(n.priority), array_agg(n.store_key), array_agg(n.run_at))
+        FROM (SELECT i.priority, coalesce(i.store_id, '') AS store_key, min(i.run_at) AS run_at
+              FROM inserted_jobs i
+              WHERE i.status = 'pending'
+              GROUP BY i.priority, coalesce(i.store_id, '')) AS n;
+    END IF;
     RETURN NULL;
 END
 $fn$;
 
 -- UPDATE: per row, and only for rows that became pending or moved (the WHEN clause is checked without calling the
--- function, so a claim or a completion -- the hot updates -- costs nothing here).
+-- function, so a claim or a completion -- the hot updates -- costs nothing here). Common case as above: hold the
+-- row that covers the job.
 CREATE OR REPLACE FUNCTION jobs_note_updated_pending() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 BEGIN
-    PERFORM job_store_queues_note(ARRAY[NEW.priority], ARRAY[coalesce(NEW.store_id, '')], ARRAY[NEW.run_at]);
+    PERFORM 1
+    FROM job_store_queues d
+    WHERE d.store_key = coalesce(NEW.store_id, '') AND d.priority = NEW.priority AND d.head_lb <= NEW.run_at
+    FOR KEY SHARE;
+    IF NOT FOUND THEN
+        PERFORM job_store_queues_note(ARRAY[NEW.priority], ARRAY[coalesce(NEW.store_id, '')], ARRAY[NEW.run_at]);
+    END IF;
     RETURN NULL;
 END
 $fn$;

@@ -121,25 +121,36 @@ def test_stores_with_nothing_due_drop_out_and_come_back(clean_db):
     assert [r["store_id"] for r in claim(engine, 5)] == ["drained"]
 
 
-@pytest.mark.parametrize("run_at", ["now()", "now() - interval '1 hour'"], ids=["covered", "lowered"])
-def test_an_enqueue_in_flight_keeps_its_row_from_being_tightened(clean_db, run_at):
-    """The race the row lock closes: a store with a stale row gets a job in a transaction not yet committed, while a
-    claim finds the store with nothing due. The claim must leave the row alone, or the job, once committed, would
-    sit behind head_lb = 'infinity' where no claim looks. Covered: the row already covers the job (the enqueue only
-    holds it, FOR KEY SHARE); lowered: the enqueue lowers it (and holds it by that update)."""
+# How the job becomes pending in the transaction left open: an enqueue whose row already covers it (the enqueue only
+# holds the row, FOR KEY SHARE), an enqueue that lowers the row (and holds it by that update), and a manual retry of
+# a failed job (the UPDATE trigger's path).
+BECOME_PENDING = {
+    "covered": "INSERT INTO jobs (type, store_id) VALUES ('test.echo', 'a') RETURNING id",
+    "lowered": "INSERT INTO jobs (type, store_id, run_at) VALUES ('test.echo', 'a', now() - interval '1 hour') "
+               "RETURNING id",
+    "retried": "UPDATE jobs SET status = 'pending', attempts = 0, completed_at = NULL WHERE store_id = 'a' "
+               "AND status = 'failed' RETURNING id",
+}
+
+
+@pytest.mark.parametrize("how", list(BECOME_PENDING))
+def test_a_job_becoming_pending_in_flight_keeps_its_row_from_being_tightened(clean_db, how):
+    """The race the row lock closes: a store with a stale row gets a pending job in a transaction not yet committed,
+    while a claim finds the store with nothing due. The claim must leave the row alone, or the job, once committed,
+    would sit behind head_lb = 'infinity' where no claim looks."""
     engine = clean_db
     insert_jobs(engine, 1, store_id="'a'")
     insert_jobs(engine, 1, store_id="'b'", run_at="now() - interval '1 minute'")
-    assert len(claim(engine, 2)) == 2  # both stores served: their rows now look due but have nothing
+    claimed = claim(engine, 2)  # both stores served: their rows now look due but have nothing
+    finish(engine, [Outcome(r["id"], "failed", error="x") for r in claimed])
     insert_jobs(engine, 1, store_id="'c'")  # something due, so the next claim reads the level's rows
     with engine.connect() as enqueuer:
         tx = enqueuer.begin()
-        new_id = enqueuer.execute(text(f"INSERT INTO jobs (type, store_id, run_at) VALUES ('test.echo', 'a', "
-                                       f"{run_at}) RETURNING id")).scalar()
+        new_id = enqueuer.execute(text(BECOME_PENDING[how])).scalar()
         # the job is not committed: the claim finds only 'c' due, and tightens 'b'...
         assert [r["store_id"] for r in claim(engine, 5)] == ["c"]
         assert row(engine, "b").empty
-        assert not row(engine, "a").empty  # ...but not 'a', held by the enqueue
+        assert not row(engine, "a").empty  # ...but not 'a', held by the transaction
         tx.commit()
     assert [r["id"] for r in claim(engine, 5)] == [new_id]
 
