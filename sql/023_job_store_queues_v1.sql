@@ -1,11 +1,12 @@
 -- The directory of store queues, v1: which stores have pending jobs at which priority, and since when they have
 -- waited, kept up to date by triggers on jobs, so that the fair claim (jobs_fair_claim(), sql/024_fair_claim_v2.sql)
 -- reads the few stores whose turn it is instead of probing every store with a pending job. Applied by Alembic
--- revision 0007_store_queues and runnable by hand:
---   psql -v ON_ERROR_STOP=1 -f sql/023_job_store_queues_v1.sql
--- Idempotent (IF NOT EXISTS, CREATE OR REPLACE, an upsert that only lowers). Locks: creating the triggers takes
--- SHARE ROW EXCLUSIVE on jobs for an instant (writes to jobs wait that long, reads do not); filling the directory
--- reads the pending jobs through jobs_fair_idx. Never edit this file once released: add a _v2 file instead.
+-- revision 0007_store_queues (statement by statement, each its own transaction) and runnable by hand:
+--   psql -v ON_ERROR_STOP=1 -f sql/023_job_store_queues_v1.sql        (without -1 / --single-transaction)
+-- Idempotent (IF NOT EXISTS, CREATE OR REPLACE, an upsert that only lowers). Locks: each CREATE TRIGGER takes SHARE
+-- ROW EXCLUSIVE on jobs for an instant (writes to jobs wait that long, reads do not); the fill at the end is a
+-- transaction of its own that only reads jobs (about 1 s per million pending jobs here). Never edit this file once
+-- released: add a _v2 file instead.
 --
 -- What a row says. One row per (store, priority) that has had a pending job (store_key '' for jobs without a
 -- store). The fair claim ranks a level's stores by how long each has waited: since its oldest due job became due
@@ -19,21 +20,28 @@
 -- are certain to rank before every row not yet read (their real wait is below the next row's lower bound): about
 -- as many probes as the claim has slots, whatever the number of stores.
 --
--- Who keeps the bound true:
+-- Who keeps the bound true, without anybody ever waiting for a directory row:
 --   * every way a job becomes pending (INSERT; UPDATE to pending: a retry, a release, a rescue, a manual retry;
---     an UPDATE moving a pending job earlier or to another store/priority) runs job_store_queues_note(), which
---     lowers head_lb to the job's run_at when it is not already at or below it -- and then holds the row with
---     FOR KEY SHARE until its transaction ends;
+--     an UPDATE moving a pending job earlier or to another store/priority) runs a trigger that, in its own
+--     transaction and until it ends: holds the row covering the job (head_lb <= its run_at) FOR KEY SHARE; or
+--     lowers the row (its update lock is held); or inserts the store's first row at that level -- each only if it
+--     can without waiting (SKIP LOCKED, a try-lock on a new row's key); otherwise it records the job's (store,
+--     priority, run_at) in job_store_arrivals, in the same transaction as the job;
+--   * every claim first merges the arrivals it can: it lowers (or creates) the rows they name, then deletes them,
+--     in its own transaction; an arrival whose row another claim is writing is left for the next claim;
 --   * the claim raises served_at of the stores it serves to now() (a wait only grows when a store is served:
---     always safe; a row a concurrent claim is writing is skipped, and keeps an earlier, still lower, bound), and
---     raises head_lb of a row only after finding its store with no due job at the level: it
---     locks the row FOR UPDATE SKIP LOCKED (so never while an enqueue holding FOR KEY SHARE is in flight: FOR
---     UPDATE conflicts with it) and, in a later statement (a fresh snapshot, seeing every enqueue committed before
---     the lock), sets head_lb to the store's real oldest pending run_at, or 'infinity'. An enqueue that comes after
---     the lock waits for the claim to commit, then sees the raised row and lowers it again. So no pending job is
---     ever behind its row's head_lb: none is lost to the fair claim, whatever the interleaving.
+--     always safe), and raises head_lb of a row only after finding its store with no due job at the level: it
+--     locks the row FOR UPDATE SKIP LOCKED (so never while a transaction holding FOR KEY SHARE is in flight: FOR
+--     UPDATE conflicts with it) and, in a later statement (a fresh snapshot, which sees every job committed before
+--     the lock), sets head_lb to the store's real oldest pending run_at, or 'infinity'.
+--   So a pending job is either under a row no claim can raise before the job is visible, or in an arrival that
+--   becomes visible with it and stays until a claim has lowered its row: none is lost to the fair claim.
 --   * a job leaving pending (claimed, cancelled, deleted) changes nothing: the bound stays true, only looser, and
 --     the claim tightens it the next time it reads the row.
+-- Waits: the triggers and the claim lock directory rows only with SKIP LOCKED, insert a row only under the try-lock
+-- of its key (pg_try_advisory_xact_lock(20224, ...), taken by whoever inserts one), and otherwise insert into
+-- job_store_arrivals, which has no unique key; so an enqueue, a finish or a claim never waits for a directory row,
+-- and no new deadlock between them is possible.
 
 SET lock_timeout = '10s';
 SET statement_timeout = '60s';
@@ -65,41 +73,106 @@ ALTER TABLE job_store_queues SET (
     autovacuum_vacuum_cost_delay = 0
 );
 
--- Jobs became pending at these (priority, store) pairs, the earliest run_at of each: make every row cover them.
+-- Jobs that became pending without a row holding them (see above); merged and deleted by the next claims. Empty
+-- most of the time: a store with work waiting already has a row that covers what it enqueues next.
+CREATE TABLE IF NOT EXISTS job_store_arrivals (
+    id        bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    store_key text        NOT NULL,
+    priority  smallint    NOT NULL,
+    run_at    timestamptz NOT NULL
+);
+
+-- Inserted and deleted all day, a few rows at a time: vacuum it often.
+-- (squawk's prefer-robust-stmts: setting storage parameters is idempotent, a re-run sets the same values)
+-- squawk-ignore prefer-robust-stmts
+ALTER TABLE job_store_arrivals SET (
+    autovacuum_vacuum_threshold = 200,
+    autovacuum_vacuum_scale_factor = 0.05,
+    autovacuum_vacuum_cost_delay = 0
+);
+
+-- Jobs became pending at these (store, priority) pairs, the earliest run_at of each. Never waits: every lock is
+-- SKIP LOCKED, a new row is inserted only under a try-lock on its key (so no other transaction is inserting it),
+-- and a pair none of that works for becomes an arrival (job_store_arrivals has no unique key).
 CREATE OR REPLACE FUNCTION job_store_queues_note(p_priority smallint[], p_store text[], p_run_at timestamptz[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $fn$
+DECLARE
+    v_store    text[];
+    v_priority smallint[];
 BEGIN
-    -- Rows that already cover the jobs: hold them (FOR KEY SHARE, until this transaction ends) so that no claim can
-    -- raise their head_lb above the jobs before they are committed and visible to it. Concurrent enqueues of one
-    -- store share this lock: they never wait for each other here.
-    PERFORM 1
-    FROM job_store_queues d
-    JOIN unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
-      ON d.priority = w.priority AND d.store_key = w.store_key
-    WHERE d.head_lb <= w.run_at
-    ORDER BY d.store_key, d.priority
-    FOR KEY SHARE OF d;
-    -- The others (no row yet, or its head_lb is later than the job): insert or lower. Usually nothing: a store with
-    -- work waiting already has a row that covers what it enqueues next. A new row takes the store's turn from its
-    -- other rows. Sorted, so that two enqueues inserting overlapping new stores lock them in the same order.
-    INSERT INTO job_store_queues AS d (store_key, priority, head_lb, served_at, served_pos)
-    SELECT w.store_key, w.priority, w.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
+    -- 1. rows that cover the jobs: hold them FOR KEY SHARE until this transaction ends, so no claim can raise them
+    -- above the jobs before they are committed and visible to it. Concurrent transactions of one store share this
+    -- lock; a claim serving the store (FOR NO KEY UPDATE) does not conflict with it; a claim tightening the row
+    -- (FOR UPDATE) does, and then the row is skipped here.
+    SELECT coalesce(array_agg(x.store_key), '{}'), coalesce(array_agg(x.priority), '{}')
+    INTO v_store, v_priority
+    FROM (SELECT d.store_key, d.priority
+          FROM job_store_queues d
+          JOIN unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
+            ON d.store_key = w.store_key AND d.priority = w.priority
+          WHERE d.head_lb <= w.run_at
+          ORDER BY d.store_key, d.priority
+          FOR KEY SHARE OF d SKIP LOCKED) AS x;
+    -- 2. rows that start later than the jobs (a store that ran dry, a job moved earlier): lowered, if nobody else
+    -- holds them; the update's lock is held until this transaction ends (a claim cannot tighten them meanwhile)
+    WITH rest AS (
+        SELECT w.store_key, w.priority, w.run_at
+        FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
+        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_store, v_priority) AS h(store_key, priority)
+                          WHERE h.store_key = w.store_key AND h.priority = w.priority)
+    ), mine AS (
+        SELECT d.store_key, d.priority
+        FROM job_store_queues d JOIN rest r ON d.store_key = r.store_key AND d.priority = r.priority
+        ORDER BY d.store_key, d.priority
+        FOR NO KEY UPDATE OF d SKIP LOCKED
+    ), lowered AS (
+        UPDATE job_store_queues d SET head_lb = least(d.head_lb, r.run_at)
+        FROM mine m JOIN rest r ON r.store_key = m.store_key AND r.priority = m.priority
+        WHERE d.store_key = m.store_key AND d.priority = m.priority
+        RETURNING d.store_key, d.priority
+    )
+    SELECT v_store || coalesce(array_agg(l.store_key), '{}'), v_priority || coalesce(array_agg(l.priority), '{}')
+    INTO v_store, v_priority
+    FROM lowered l;
+    -- 3. stores with no row yet at the level (a store's first job there): the row is inserted, with the store's
+    -- turn from its other rows, under a transaction-scoped try-lock on its key -- so no other transaction is
+    -- inserting the same key, which an INSERT would wait for
+    WITH rest AS (
+        SELECT w.store_key, w.priority, w.run_at
+        FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
+        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_store, v_priority) AS h(store_key, priority)
+                          WHERE h.store_key = w.store_key AND h.priority = w.priority)
+    ), added AS (
+        INSERT INTO job_store_queues AS d (store_key, priority, head_lb, served_at, served_pos)
+        SELECT r.store_key, r.priority, r.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
+        FROM rest r
+        LEFT JOIN LATERAL (SELECT o.served_at, o.served_pos FROM job_store_queues o
+                           WHERE o.store_key = r.store_key ORDER BY o.served_at DESC LIMIT 1) AS t ON true
+        WHERE NOT EXISTS (SELECT 1 FROM job_store_queues c
+                          WHERE c.store_key = r.store_key AND c.priority = r.priority)
+          AND pg_try_advisory_xact_lock(20224, hashtext(r.store_key || '/' || r.priority))
+        ORDER BY r.store_key, r.priority
+        ON CONFLICT (store_key, priority) DO NOTHING
+        RETURNING d.store_key, d.priority
+    )
+    SELECT v_store || coalesce(array_agg(n.store_key), '{}'), v_priority || coalesce(array_agg(n.priority), '{}')
+    INTO v_store, v_priority
+    FROM added n;
+    -- 4. the rest (a row another transaction is tightening, lowering or creating): arrivals, merged by a claim
+    INSERT INTO job_store_arrivals (store_key, priority, run_at)
+    SELECT w.store_key, w.priority, w.run_at
     FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
-    LEFT JOIN LATERAL (SELECT o.served_at, o.served_pos FROM job_store_queues o
-                       WHERE o.store_key = w.store_key ORDER BY o.served_at DESC LIMIT 1) AS t ON true
-    WHERE NOT EXISTS (SELECT 1 FROM job_store_queues c
-                      WHERE c.store_key = w.store_key AND c.priority = w.priority AND c.head_lb <= w.run_at)
-    ORDER BY w.store_key, w.priority
-    ON CONFLICT (store_key, priority) DO UPDATE SET head_lb = least(d.head_lb, excluded.head_lb);
+    WHERE NOT EXISTS (SELECT 1 FROM unnest(v_store, v_priority) AS h(store_key, priority)
+                      WHERE h.store_key = w.store_key AND h.priority = w.priority);
 END
 $fn$;
 
 -- INSERT: one call per statement, whatever the number of rows (a batch enqueue of 1000 jobs costs one trigger).
 -- The common case -- every (store, priority) of the statement already has a row covering its jobs -- is one
 -- statement over the transition table (each one is planned anew per call, so there is one): hold those rows.
--- Only when some are missing or start later does job_store_queues_note() run.
+-- Only when some are missing, start later or are being tightened does job_store_queues_note() run.
 CREATE OR REPLACE FUNCTION jobs_note_inserted_pending() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -117,7 +190,7 @@ BEGIN
         JOIN pairs p ON d.store_key = p.store_key AND d.priority = p.priority
         WHERE d.head_lb <= p.run_at
         ORDER BY d.store_key, d.priority
-        FOR KEY SHARE OF d
+        FOR KEY SHARE OF d SKIP LOCKED
     )
     SELECT (SELECT count(*) FROM pairs) - (SELECT count(*) FROM held) INTO v_missing;
     IF v_missing > 0 THEN
@@ -132,8 +205,8 @@ END
 $fn$;
 
 -- UPDATE: per row, and only for rows that became pending or moved (the WHEN clause is checked without calling the
--- function, so a claim or a completion -- the hot updates -- costs nothing here). Common case as above: hold the
--- row that covers the job.
+-- function, so a claim or a completion -- the hot updates -- costs nothing here). As above: hold the row that
+-- covers the job, else job_store_queues_note(). Per row, in any order: nothing here waits, so no order is needed.
 CREATE OR REPLACE FUNCTION jobs_note_updated_pending() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -141,7 +214,7 @@ BEGIN
     PERFORM 1
     FROM job_store_queues d
     WHERE d.store_key = coalesce(NEW.store_id, '') AND d.priority = NEW.priority AND d.head_lb <= NEW.run_at
-    FOR KEY SHARE;
+    FOR KEY SHARE SKIP LOCKED;
     IF NOT FOUND THEN
         PERFORM job_store_queues_note(ARRAY[NEW.priority], ARRAY[coalesce(NEW.store_id, '')], ARRAY[NEW.run_at]);
     END IF;
@@ -162,8 +235,9 @@ CREATE OR REPLACE TRIGGER jobs_store_queues_on_update
                OR NEW.store_id IS DISTINCT FROM OLD.store_id))
     EXECUTE FUNCTION jobs_note_updated_pending();
 
--- The jobs already pending (after the triggers exist, so nothing enqueued meanwhile is missed; the upsert only
--- lowers), with each store's last turn from v1's job_store_turns (sql/022; sql/024 drops it).
+-- The jobs already pending (after the triggers exist, so nothing enqueued meanwhile is missed: it is held by a row
+-- or recorded as an arrival; the upsert only lowers), with each store's last turn from v1's job_store_turns
+-- (sql/022; sql/024 drops it). One statement, its own transaction: it reads jobs, and locks no row of it.
 DO $$
 BEGIN
     IF to_regclass('job_store_turns') IS NOT NULL THEN

@@ -12,6 +12,14 @@
 -- What changed, and why: v1 found a level's stores with a loose index scan, one probe per store waiting at the
 -- level -- about 10 ms at 1,000 stores here, the whole cost of fairness. v2 reads the level's rows of
 -- job_store_queues in order of their lower bound on the wait (wait_from) and probes only those stores' heads:
+--   0. First the arrivals (sql/023) are merged into the directory: rows lowered or created, SKIP LOCKED. The
+--      stores of arrivals that cannot be merged yet (their row is being lowered or created by a transaction still
+--      open) are read beside the directory's rows at their level, so an open transaction never hides another's
+--      committed job.
+--   1. The levels come from the directory too (a skip scan of its wait index), not from jobs_claim_idx, whose first
+--      entries can be thousands of dead ones after a burst of claims and before VACUUM. Every read of the
+--      directory takes clock_timestamp() as its horizon (rows with wait_from after it are not read): a store served
+--      by a caller that committed meanwhile is still read, and ranks as just served.
 --   2. Candidates, chunk by chunk (as many rows as slots, plus 8). Each store's real wait comes from its
 --      head (one probe, not locked) and its turn row; a store whose real wait is below the lower bound of the last
 --      row read ranks before every store not read yet, so it is placed in rank order; the others wait in a pool
@@ -51,8 +59,8 @@ DECLARE
     v_share   integer;
     v_pos     integer;             -- in a partial round: the next queue to ask (0: not in a partial round)
     v_q       integer;
-    v_oldest  timestamptz;         -- the level's oldest pending job: nothing due when later than now()
-    v_horizon timestamptz := clock_timestamp();  -- rows served by callers that committed before this one started
+    v_horizon timestamptz;         -- read just before each read of the directory: every turn committed by then is
+                                   -- at or before it (a caller's served_at is its now(), before its commit)
     r         record;
     -- reading the directory (2.)
     v_more    boolean;             -- the level may have rows not read yet
@@ -60,6 +68,10 @@ DECLARE
     v_bound   timestamptz;         -- lower bound of the wait of every row not read yet
     v_after_w timestamptz;         -- keyset cursor: the last row read
     v_after_s text;
+    u_store   text[];              -- arrivals left after 0. (their row or its key is another transaction's now):
+    u_prio    smallint[];          -- their stores are read at their level beside the directory's rows
+    v_read    text[];              -- the stores read at the level: a row a concurrent claim has just served moves
+                                   -- behind the cursor's position and would come round again
     ch_store  text[];
     ch_wait   timestamptz[];
     ch_key    timestamptz[];       -- the store's real wait: greatest(head run_at, last turn); NULL: nothing due
@@ -113,9 +125,62 @@ BEGIN
     IF p_limit IS NULL OR p_limit < 1 THEN
         RETURN;
     END IF;
-    -- 1. the first level with a pending job
+
+    -- 0. the arrivals (sql/023): jobs that became pending with no row holding them. Lower (or create) their rows,
+    -- then delete them; an arrival whose row another claim is writing (SKIP LOCKED), or whose new row another claim
+    -- is creating (the try-lock), stays for the next claim. Bounded, so a backlog of arrivals is merged over a few
+    -- calls. Nothing here waits.
+    WITH a AS (
+        SELECT x.id, x.store_key, x.priority, x.run_at
+        FROM job_store_arrivals x
+        ORDER BY x.id
+        LIMIT 10000
+        FOR UPDATE OF x SKIP LOCKED
+    ), pairs AS (
+        SELECT a.store_key, a.priority, min(a.run_at) AS run_at FROM a GROUP BY a.store_key, a.priority
+    ), mine AS (
+        SELECT d.store_key, d.priority
+        FROM job_store_queues d
+        JOIN pairs p ON p.store_key = d.store_key AND p.priority = d.priority
+        ORDER BY d.store_key, d.priority
+        FOR NO KEY UPDATE OF d SKIP LOCKED
+    ), lowered AS (
+        UPDATE job_store_queues d SET head_lb = least(d.head_lb, p.run_at)
+        FROM mine m
+        JOIN pairs p ON p.store_key = m.store_key AND p.priority = m.priority
+        WHERE d.store_key = m.store_key AND d.priority = m.priority
+        RETURNING d.store_key, d.priority
+    ), added AS (
+        INSERT INTO job_store_queues (store_key, priority, head_lb, served_at, served_pos)
+        SELECT p.store_key, p.priority, p.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
+        FROM pairs p
+        LEFT JOIN LATERAL (SELECT o.served_at, o.served_pos FROM job_store_queues o
+                           WHERE o.store_key = p.store_key ORDER BY o.served_at DESC LIMIT 1) AS t ON true
+        WHERE NOT EXISTS (SELECT 1 FROM job_store_queues d
+                          WHERE d.store_key = p.store_key AND d.priority = p.priority)
+          AND pg_try_advisory_xact_lock(20224, hashtext(p.store_key || '/' || p.priority))
+        ORDER BY p.store_key, p.priority
+        ON CONFLICT (store_key, priority) DO NOTHING
+        RETURNING store_key, priority
+    )
+    DELETE FROM job_store_arrivals x
+    USING a
+    WHERE x.id = a.id
+      AND ((a.store_key, a.priority) IN (SELECT l.store_key, l.priority FROM lowered l)
+           OR (a.store_key, a.priority) IN (SELECT n.store_key, n.priority FROM added n));
+    SELECT coalesce(array_agg(x.store_key), '{}'), coalesce(array_agg(x.priority), '{}')
+    INTO u_store, u_prio
+    FROM (SELECT DISTINCT ar.store_key, ar.priority FROM job_store_arrivals ar) x;
+    -- 1. the first level with a store that may have a due job: from the directory (a skip scan of its wait index,
+    -- one descent per priority level at most), not from jobs_claim_idx, whose first entries can be thousands of
+    -- dead ones right after a burst of claims and before VACUUM; a level whose rows all turn out to have nothing due
+    -- costs one chunk, and its rows are tightened (8.)
     IF p_type IS NULL THEN
-        SELECT j.priority INTO v_level FROM jobs j WHERE j.status = 'pending' ORDER BY j.priority LIMIT 1;
+        v_horizon := clock_timestamp();
+        SELECT least((SELECT q.priority FROM job_store_queues q WHERE q.wait_from <= v_horizon
+                      ORDER BY q.priority LIMIT 1),
+                     (SELECT min(u.priority) FROM unnest(u_prio) AS u(priority)))
+        INTO v_level;
     ELSE
         SELECT j.priority INTO v_level FROM jobs j WHERE j.status = 'pending' AND j.type = p_type
         ORDER BY j.priority LIMIT 1;
@@ -127,15 +192,26 @@ BEGIN
         v_n := 0; v_active := 0; v_pos := 0;
         v_more := false;
         IF p_type IS NULL THEN
-            -- ORDER BY ... LIMIT 1: answered by the first entry of jobs_claim_idx whatever the statistics say; a
-            -- level whose jobs are all scheduled later costs this one probe
-            SELECT j.run_at INTO v_oldest FROM jobs j WHERE j.status = 'pending' AND j.priority = v_level
-            ORDER BY j.run_at LIMIT 1;
-            IF v_oldest IS NOT NULL AND v_oldest <= now() THEN
-                v_more := true;
-                v_after_w := '-infinity'; v_after_s := '';
-                p_store := '{}'; p_key := '{}'; p_pos := '{}'; p_hrun := '{}'; p_hid := '{}';
-            END IF;
+            v_more := true;
+            v_after_w := '-infinity'; v_after_s := '';
+            -- the stores of the arrivals left at this level: into the pool (placed by rank with the first chunk),
+            -- and never read again from the directory at this level
+            SELECT coalesce(array_agg(e.store_key), '{}'), coalesce(array_agg(greatest(h.run_at, o.served_at)), '{}'),
+                   coalesce(array_agg(coalesce(o.served_pos, 0)), '{}'), coalesce(array_agg(h.run_at), '{}'),
+                   coalesce(array_agg(h.id), '{}')
+            INTO p_store, p_key, p_pos, p_hrun, p_hid
+            FROM (SELECT DISTINCT u.store_key FROM unnest(u_store, u_prio) AS u(store_key, priority)
+                  WHERE u.priority = v_level) e
+            LEFT JOIN job_store_queues o ON o.store_key = e.store_key AND o.priority = v_level
+            JOIN LATERAL (
+                SELECT j.run_at, j.id
+                FROM jobs j
+                WHERE j.status = 'pending' AND j.priority = v_level AND coalesce(j.store_id, '') = e.store_key
+                  AND j.id <> ALL (p_skip)
+                ORDER BY j.run_at, j.id
+                LIMIT 1) h ON true
+            WHERE h.run_at <= now();
+            v_read := p_store;
         ELSE
             -- typed: v1's loose index scan over jobs_fair_type_idx (only the stores with a job of the type)
             WITH RECURSIVE heads AS (
@@ -186,6 +262,7 @@ BEGIN
             -- and when a partial round has asked every store placed so far
             IF v_more AND ((v_pos = 0 AND v_active <= v_left) OR v_pos > v_n) THEN
                 v_chunk := v_left + 8;
+                v_horizon := clock_timestamp();
                 SELECT coalesce(array_agg(d.store_key ORDER BY d.wait_from, d.store_key), '{}'),
                        coalesce(array_agg(d.wait_from ORDER BY d.wait_from, d.store_key), '{}'),
                        coalesce(array_agg(CASE WHEN h.run_at <= now() THEN greatest(h.run_at, d.served_at) END
@@ -198,6 +275,7 @@ BEGIN
                       FROM job_store_queues q
                       WHERE q.priority = v_level AND q.wait_from <= v_horizon
                         AND (q.wait_from, q.store_key) > (v_after_w, v_after_s)
+                        AND q.store_key <> ALL (v_read)
                       ORDER BY q.wait_from, q.store_key
                       LIMIT v_chunk) d
                 LEFT JOIN LATERAL (
@@ -208,6 +286,7 @@ BEGIN
                     ORDER BY j.run_at, j.id
                     LIMIT 1) h ON true;
 
+                v_read := v_read || ch_store;
                 IF cardinality(ch_store) < v_chunk THEN
                     v_more := false;
                     v_bound := 'infinity';
@@ -379,10 +458,13 @@ BEGIN
             v_pos := 0;
         END LOOP;
 
-        -- 1. the next level with a pending job
+        -- 1. the next level
         IF p_type IS NULL THEN
-            SELECT j.priority INTO v_level FROM jobs j WHERE j.status = 'pending' AND j.priority > v_level
-            ORDER BY j.priority LIMIT 1;
+            v_horizon := clock_timestamp();
+            SELECT least((SELECT q.priority FROM job_store_queues q WHERE q.priority > v_level
+                            AND q.wait_from <= v_horizon ORDER BY q.priority LIMIT 1),
+                         (SELECT min(u.priority) FROM unnest(u_prio) AS u(priority) WHERE u.priority > v_level))
+            INTO v_level;
         ELSE
             SELECT j.priority INTO v_level FROM jobs j WHERE j.status = 'pending' AND j.type = p_type
               AND j.priority > v_level ORDER BY j.priority LIMIT 1;

@@ -1,6 +1,7 @@
-"""The directory of store queues (sql/023) against real PostgreSQL: every way a job becomes pending keeps its store's
-row covering it; the claim tightens rows of stores with nothing due, never while an enqueue of that store is in
-flight; and enqueues racing claims over many connections lose no job."""
+"""The directory of store queues (sql/023) against real PostgreSQL: every way a job becomes pending keeps it covered
+(by its store's row, or by an arrival the next claim merges); the claim tightens rows of stores with nothing due,
+never under a job still in flight; nobody ever waits for a directory row (enqueues, finishes, claims, in either
+order); and enqueues racing claims over many connections lose no job."""
 from __future__ import annotations
 
 import random
@@ -18,14 +19,22 @@ WORKER = "test-worker"
 
 
 def uncovered(engine) -> list:
-    """(priority, store) pairs with a pending job that no row covers (missing, or head_lb after the job)."""
+    """(priority, store) pairs with a pending job that neither a row (head_lb at or before the job) nor an arrival
+    not merged yet (at or before the job) covers."""
     with engine.connect() as conn:
         return conn.execute(text("""
-            SELECT p.priority, p.store_key, p.first_run_at, q.head_lb
+            SELECT p.priority, p.store_key, p.first_run_at, q.head_lb, a.run_at AS arrival
             FROM (SELECT priority, coalesce(store_id, '') AS store_key, min(run_at) AS first_run_at
                   FROM jobs WHERE status = 'pending' GROUP BY 1, 2) p
             LEFT JOIN job_store_queues q ON q.priority = p.priority AND q.store_key = p.store_key
-            WHERE q.head_lb IS NULL OR q.head_lb > p.first_run_at""")).all()
+            LEFT JOIN (SELECT priority, store_key, min(run_at) AS run_at FROM job_store_arrivals GROUP BY 1, 2) a
+                   ON a.priority = p.priority AND a.store_key = p.store_key
+            WHERE coalesce(least(q.head_lb, a.run_at), 'infinity') > p.first_run_at""")).all()
+
+
+def arrivals(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT store_key, priority FROM job_store_arrivals ORDER BY id")).all()
 
 
 def turns_split(engine) -> list:
@@ -61,11 +70,13 @@ def test_every_way_to_pending_keeps_the_store_covered(clean_db):
                 run_at="now() - make_interval(mins => g)")
     insert_jobs(engine, 2, run_at="now() + interval '1 hour'")
     assert uncovered(engine) == []
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM job_store_queues")).scalar() == 7  # 3 stores x 2 levels + ''
+    assert arrivals(engine) == []
+    with engine.connect() as conn:  # the enqueue made the rows: 3 stores x 2 levels, and no store
+        assert conn.execute(text("SELECT count(*) FROM job_store_queues")).scalar() == 7
 
     claimed = claim(engine, 12)
     assert len(claimed) == 12 and uncovered(engine) == [] and turns_split(engine) == []
+    assert arrivals(engine) == []
     ids = [r["id"] for r in claimed]
     # a retry (later), a release (keeps its old run_at), a failure and a completion
     finish(engine, [Outcome(ids[0], "pending", delay_s=30.0), Outcome(ids[1], "pending", delay_s=None,
@@ -117,13 +128,13 @@ def test_stores_with_nothing_due_drop_out_and_come_back(clean_db):
     assert row(engine, "later").head_lb == later_run_at
     # the next enqueue of the drained store lowers its row again, and the claim finds it
     insert_jobs(engine, 1, store_id="'drained'")
-    assert row(engine, "drained").head_lb <= later_run_at
+    assert arrivals(engine) == [] and not row(engine, "drained").empty and uncovered(engine) == []
     assert [r["store_id"] for r in claim(engine, 5)] == ["drained"]
 
 
-# How the job becomes pending in the transaction left open: an enqueue whose row already covers it (the enqueue only
-# holds the row, FOR KEY SHARE), an enqueue that lowers the row (and holds it by that update), and a manual retry of
-# a failed job (the UPDATE trigger's path).
+# How the job becomes pending in the transaction left open: an enqueue whose row already covers it (held FOR KEY
+# SHARE), an enqueue earlier than the row (which it lowers, holding the update's lock), and a manual retry of a
+# failed job (the UPDATE trigger's path, covered). In each, the claim may not tighten the row.
 BECOME_PENDING = {
     "covered": "INSERT INTO jobs (type, store_id) VALUES ('test.echo', 'a') RETURNING id",
     "lowered": "INSERT INTO jobs (type, store_id, run_at) VALUES ('test.echo', 'a', now() - interval '1 hour') "
@@ -134,11 +145,12 @@ BECOME_PENDING = {
 
 
 @pytest.mark.parametrize("how", list(BECOME_PENDING))
-def test_a_job_becoming_pending_in_flight_keeps_its_row_from_being_tightened(clean_db, how):
-    """The race the row lock closes: a store with a stale row gets a pending job in a transaction not yet committed,
-    while a claim finds the store with nothing due. The claim must leave the row alone, or the job, once committed,
-    would sit behind head_lb = 'infinity' where no claim looks."""
+def test_a_job_becoming_pending_in_flight_is_not_lost_to_a_tightening_claim(clean_db, how):
+    """The race the protocol closes: a store with a stale row gets a pending job in a transaction not yet committed,
+    while a claim finds the store with nothing due and tightens what it can. Once committed, the job must be found:
+    the row was held, so it was not tightened."""
     engine = clean_db
+    statement = BECOME_PENDING[how]
     insert_jobs(engine, 1, store_id="'a'")
     insert_jobs(engine, 1, store_id="'b'", run_at="now() - interval '1 minute'")
     claimed = claim(engine, 2)  # both stores served: their rows now look due but have nothing
@@ -146,46 +158,102 @@ def test_a_job_becoming_pending_in_flight_keeps_its_row_from_being_tightened(cle
     insert_jobs(engine, 1, store_id="'c'")  # something due, so the next claim reads the level's rows
     with engine.connect() as enqueuer:
         tx = enqueuer.begin()
-        new_id = enqueuer.execute(text(BECOME_PENDING[how])).scalar()
-        # the job is not committed: the claim finds only 'c' due, and tightens 'b'...
+        new_id = enqueuer.execute(text(statement)).scalar()
+        # the job is not committed: the claim finds only 'c' due, and tightens 'b' but not 'a'
         assert [r["store_id"] for r in claim(engine, 5)] == ["c"]
         assert row(engine, "b").empty
-        assert not row(engine, "a").empty  # ...but not 'a', held by the transaction
+        assert not row(engine, "a").empty
         tx.commit()
+    assert uncovered(engine) == []
     assert [r["id"] for r in claim(engine, 5)] == [new_id]
 
 
-def test_a_claim_tightening_a_row_makes_a_concurrent_enqueue_wait_then_lower_it(clean_db, raw_engine):
-    """The other order: the claim holds the row (FOR UPDATE, until it commits) when the enqueue comes; the enqueue
-    waits for it, then sees the raised row and lowers it again."""
+def test_two_enqueues_of_a_dry_store_one_committing_between_claims(clean_db, raw_engine):
+    """Two transactions enqueue into a store whose row is at 'infinity'. The first, left open, lowers the row (and
+    holds it); the second cannot, records an arrival and commits: its job is claimed at once all the same (the
+    claim reads the store of an arrival it cannot merge yet). The first's job is found once it commits."""
+    engine = clean_db
+    insert_jobs(engine, 1, store_id="'a'")
+    insert_jobs(engine, 1, store_id="'c'", run_at="now() - interval '1 minute'")
+    assert len(claim(engine, 2)) == 2
+    insert_jobs(engine, 1, store_id="'c'")
+    assert [r["store_id"] for r in claim(engine, 5)] == ["c"] and row(engine, "a").empty
+    with raw_engine.connect() as first:
+        tx = first.begin()
+        first.execute(text("SET LOCAL lock_timeout = '2s'"))
+        late_id = first.execute(text("INSERT INTO jobs (type, store_id, run_at) VALUES ('test.echo', 'a', "
+                                     "now() - interval '1 minute') RETURNING id")).scalar()
+        with raw_engine.begin() as second:
+            second.execute(text("SET LOCAL lock_timeout = '2s'"))
+            early_id = second.execute(text("INSERT INTO jobs (type, store_id, run_at) VALUES ('test.echo', 'a', "
+                                           "now() - interval '1 hour') RETURNING id")).scalar()
+        assert arrivals(engine) == [("a", 5)]
+        assert [r["id"] for r in claim(engine, 5)] == [early_id]
+        insert_jobs(engine, 1, store_id="'c'")
+        assert [r["store_id"] for r in claim(engine, 5)] == ["c"]  # 'a' read again: nothing visible, row held
+        tx.commit()
+    assert uncovered(engine) == []
+    assert [r["id"] for r in claim(engine, 5)] == [late_id]
+
+
+def test_an_enqueue_never_waits_for_a_claim_tightening_its_row(clean_db, raw_engine):
+    """The other order: the claim holds the row (FOR UPDATE, until it commits) when the enqueue comes. The enqueue
+    does not wait for it (SKIP LOCKED): it records an arrival, and the next claim finds the job."""
     engine = clean_db
     insert_jobs(engine, 1, store_id="'a'")
     assert len(claim(engine, 1)) == 1
     insert_jobs(engine, 1, store_id="'c'")  # something due, so the claim reads the level's rows
-    done = threading.Event()
-    errors = []
-
-    def enqueue():
-        try:
-            with raw_engine.begin() as conn:
-                conn.execute(text("SET LOCAL lock_timeout = '20s'"))
-                conn.execute(text("INSERT INTO jobs (type, store_id) VALUES ('test.echo', 'a')"))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-        finally:
-            done.set()
-
     with engine.connect() as claimer:
         tx = claimer.begin()
         claimer.execute(text("SELECT * FROM jobs_fair_claim(5)")).all()  # tightens 'a' to infinity, holds the row
-        thread = threading.Thread(target=enqueue)
-        thread.start()
-        assert not done.wait(1.0), "the enqueue should wait for the claim holding the row"
+        with raw_engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))  # a wait would fail here
+            conn.execute(text("INSERT INTO jobs (type, store_id) VALUES ('test.echo', 'a')"))
+        assert ("a", 5) in arrivals(engine)
         tx.commit()
-    thread.join(20)
-    assert done.is_set() and errors == []
     assert uncovered(engine) == []
     assert sorted(r["store_id"] for r in claim(engine, 5)) == ["a", "c"]
+
+
+def test_finishes_and_claims_in_any_order_never_wait_for_directory_rows(clean_db, raw_engine):
+    """Two workers finish jobs of the same two dry stores in opposite orders (releases: the jobs go back to pending
+    with their old run_at, earlier than the rows), both transactions open at once, while a claim rescues an expired
+    job of those stores: nobody waits (each with a 2 s lock timeout), and every job is found afterwards."""
+    engine = clean_db
+    insert_jobs(engine, 2, store_id="'x'", run_at="now() - interval '1 hour'")
+    insert_jobs(engine, 2, store_id="'y'", run_at="now() - interval '1 hour'")
+    insert_jobs(engine, 1, store_id="'z'", run_at="now() - interval '2 hours'")  # first in line
+    with engine.begin() as conn:  # one worker's lease on z's job
+        z_job = queries.claim(conn, limit=1, worker="w-z", lease_s=300).jobs[0]["id"]
+    by_store = {}
+    with engine.begin() as conn:
+        for r in queries.claim(conn, limit=4, worker=WORKER, lease_s=300).jobs:
+            by_store.setdefault(r["store_id"], []).append(r["id"])
+    insert_jobs(engine, 1, store_id="'c'")
+    claim(engine, 5)  # reads x and y (nothing pending): their rows are tightened to 'infinity'
+    assert row(engine, "x").empty and row(engine, "y").empty
+    with engine.begin() as conn:  # z's lease has run out
+        conn.execute(text("UPDATE jobs SET locked_until = now() - interval '1 second' WHERE id = :id"), {"id": z_job})
+    one, two = raw_engine.connect(), raw_engine.connect()
+    try:
+        t1, t2 = one.begin(), two.begin()
+        for conn in (one, two):
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+        release = dict(delay_s=None, give_back_attempt=True)
+        queries.finish(one, WORKER, [Outcome(by_store["x"][0], "pending", **release),
+                                     Outcome(by_store["y"][0], "pending", **release)])
+        queries.finish(two, WORKER, [Outcome(by_store["y"][1], "pending", **release),
+                                     Outcome(by_store["x"][1], "pending", **release)])
+        rescued = claim(engine, 5)  # its rescue makes z's job pending: its trigger must not wait either
+        assert rescued == []
+        t1.commit()
+        t2.commit()
+    finally:
+        one.close()
+        two.close()
+    assert uncovered(engine) == []
+    found = sorted(r["id"] for r in claim(engine, 10))
+    assert found == sorted(by_store["x"] + by_store["y"] + [z_job])
 
 
 def test_enqueues_racing_claims_lose_no_job(clean_db, raw_engine):

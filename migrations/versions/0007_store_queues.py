@@ -6,7 +6,7 @@ Revises: 0006_rate_limiter
 """
 from alembic import op
 
-from jobprocessor.sqlfiles import execute_sql_file
+from jobprocessor.sqlfiles import execute_sql_file, execute_sql_file_statements
 
 revision = "0007_store_queues"
 down_revision = "0006_rate_limiter"
@@ -15,7 +15,10 @@ depends_on = None
 
 
 def upgrade():
-    execute_sql_file(op.get_bind(), "023_job_store_queues_v1.sql")
+    # statement by statement, each its own transaction: a CREATE TRIGGER holds its lock on jobs for an instant, not
+    # until the fill of the directory (which reads every pending job) has committed
+    with op.get_context().autocommit_block():
+        execute_sql_file_statements(op.get_bind(), "023_job_store_queues_v1.sql")
     execute_sql_file(op.get_bind(), "024_fair_claim_v2.sql")
 
 
@@ -27,4 +30,5 @@ def downgrade():
     op.execute("DROP FUNCTION IF EXISTS jobs_note_updated_pending()")
     op.execute("DROP FUNCTION IF EXISTS jobs_note_inserted_pending()")
     op.execute("DROP FUNCTION IF EXISTS job_store_queues_note(smallint[], text[], timestamptz[])")
+    op.execute("DROP TABLE IF EXISTS job_store_arrivals")
     op.execute("DROP TABLE IF EXISTS job_store_queues")
