@@ -18,7 +18,8 @@ latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING)
 explain:   EXPLAIN (ANALYZE, BUFFERS) of both statements on that queue, and, through auto_explain, of the statements
            jobs_fair_claim() runs inside.
 profile:   where the fair claim's cost goes: server CPU per call of jobs_fair_claim() alone, of the same function
-           without writing the turns of the stores served (step 7), and of FIFO's locked read, on that queue.
+           without writing the turns of the stores served (step 7), of v1's function (sql/022, with its table of
+           turns recreated) and of FIFO's locked read, on that queue, interleaved.
 enqueue:   what the directory's triggers cost an enqueue: server CPU per job of queries.enqueue, one job per
            transaction and in batches of 1000, with the insert trigger of sql/023 on and off, alternating.
 first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; process_pending() (the real
@@ -337,11 +338,22 @@ def cmd_profile(args) -> None:
     engine = fresh_schema(database_url())
     fill(engine, args.jobs, args.stores[-1])
     function_sql = (ROOT / "sql" / "024_fair_claim_v2.sql").read_text()
+    v1_sql = (ROOT / "sql" / "022_fair_claim_v1.sql").read_text()
+    v1_start = v1_sql.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
+    v1_function = v1_sql[v1_start:v1_sql.index("$fn$;", v1_start) + len("$fn$;")]
     with engine.begin() as conn:
         conn.exec_driver_sql(_variant_without_turn_writes(function_sql).replace("%", "%%"))
+        # v1 beside it, on the same queue: its table of turns (dropped by sql/024), every store served 4 h ago
+        conn.exec_driver_sql(v1_sql[v1_sql.index("CREATE TABLE IF NOT EXISTS job_store_turns"):
+                                    v1_sql.index(");", v1_sql.index("CREATE TABLE IF NOT EXISTS job_store_turns")) + 2])
+        conn.execute(text("INSERT INTO job_store_turns SELECT store_key, served_at, served_pos FROM job_store_queues "
+                          "WHERE priority = 5 ON CONFLICT DO NOTHING"))
+        conn.exec_driver_sql(v1_function.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v1(", 1)
+                             .replace("%", "%%"))
     statements = {
         "jobs_fair_claim(limit)": "SELECT count(*) FROM jobs_fair_claim(:limit)",
         "  without step 7 (turns)": "SELECT count(*) FROM bench_fair_claim_no_turns(:limit)",
+        "v1 (sql/022), same queue": "SELECT count(*) FROM bench_fair_claim_v1(:limit)",
         "FIFO locked read": "SELECT count(*) FROM (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= now() "
                             "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED) AS x",
         "1000 primary-key probes": CALIBRATION,
