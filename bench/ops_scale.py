@@ -10,7 +10,14 @@ fills it with generate_series, and prints:
      finish statements), with the shipped autovacuum settings and with the table's defaults, vs fresh
   4. cleanup of `--cleanup` old rows through the maintenance path: total time, and claim latency while it runs
 A claim is measured as the real statement (queries.claim, limit 10) in a transaction that is rolled back, so the
-table stays the same between samples. Takes about half an hour at 10M rows on 2 cores.
+table stays the same between samples (client wall time, the server process's CPU time per claim, buffers); part 1 also
+measures committed claims of fresh jobs, each followed by its finish. Takes about half an hour at 10M rows on 2 cores.
+
+    --history-only       part 1 only, keeps jobprocessor_bench
+    --interleaved N      part 1 again, on 0- and 1M-row databases built beside jobprocessor_bench, all three measured
+                         in turns for N rounds (ratios a shared machine does not skew)
+    --flow-only          part 3 again on the database a full run left (--flow-rate, --scenarios), with the
+                         auto_explain plans of one claim right after the flow
 """
 from __future__ import annotations
 
