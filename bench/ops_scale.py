@@ -330,7 +330,8 @@ def flow_only(args, results: dict) -> None:
         results["flow_defaults"] = flow_scenario(engine, "table defaults", args.flow, args.watch, args.flow_rate)
         restore_shipped_settings(engine)
         vacuum_analyze(engine)
-    out = ROOT / "bench" / "results" / f"ops_flow_{int(args.flow_rate)}_{'_'.join(args.scenarios)}.json"
+    tag = f"_{args.tag}" if args.tag else ""
+    out = ROOT / "bench" / "results" / f"ops_flow_{int(args.flow_rate)}_{'_'.join(args.scenarios)}{tag}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str))
     log(f"results written to {out.relative_to(ROOT)}")
@@ -411,6 +412,8 @@ def main() -> None:
     parser.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
                         help="only measure claim latency vs history: builds 0- and 1M-row databases next to the "
                              "existing jobprocessor_bench and measures the three in turns, ROUNDS rounds")
+    parser.add_argument("--tag", default="", help="with --flow-only: appended to the results file's name, so that "
+                                                   "runs under different server settings do not overwrite each other")
     parser.add_argument("--flow-only", action="store_true",
                         help="reuse the existing jobprocessor_bench database and run only the flow scenarios")
     args = parser.parse_args()
