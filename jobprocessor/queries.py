@@ -279,11 +279,16 @@ GET_JOB = f"SELECT {_SELECT_JOB} FROM jobs WHERE id = :id"
 # Newest first, keyset-paginated on id: `after` is the last id of the previous page, so every page is one indexed
 # range scan however deep it is (no OFFSET). One row more than the page tells whether another page follows.
 # psycopg2 sends the values inline, so the planner sees which filters are NULL and picks the index for the rest:
-# type(+status) jobs_type_status_idx, store_id(+status) jobs_store_status_idx, user_id(+store_id+status)
-# jobs_user_store_status_idx, batch_id jobs_batch_idx (sql/050_ops_indexes_v1.sql), none: the primary key.
+# type+status jobs_type_status_{live,finished}_idx, store_id+status jobs_store_status_{live,finished}_idx,
+# user_id+store_id+status jobs_user_store_status_{live,finished}_idx (the status picks the half, see
+# sql/055_ops_dashboard_indexes_v1.sql), batch_id jobs_batch_idx, none: the primary key. Without a status filter,
+# the third line (always true: the CHECK constraint allows no other status) lets the planner read both halves of a
+# split index (a BitmapOr) instead of scanning the table for a user's or a store's jobs.
 LIST_JOBS = f"""
 SELECT {_SELECT_JOB} FROM jobs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
+  AND (CAST(:status AS text) IS NOT NULL OR status IN ('pending', 'running')
+       OR status IN ('completed', 'failed', 'cancelled'))
   AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
   AND (CAST(:store_id AS text) IS NULL OR store_id = CAST(:store_id AS text))
   AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
