@@ -59,8 +59,11 @@ CREATE TABLE IF NOT EXISTS job_store_queues (
 );
 
 -- Serves the fair claim's read of a level's stores in wait order (jobs_fair_claim(), sql/024): a range scan from
--- the longest-waiting store, stopped after about as many rows as the claim has slots.
-CREATE INDEX IF NOT EXISTS job_store_queues_wait_idx ON job_store_queues (priority, wait_from, store_key);
+-- the longest-waiting store, stopped after about as many rows as the claim has slots. The key after wait_from is
+-- a lower bound of the rest of the claim's rank order (turn position, head's run_at, store), so that stores tied
+-- on their wait (a batch enqueued in one statement) are placed from the rows read, not after reading every tie.
+CREATE INDEX IF NOT EXISTS job_store_queues_wait_idx
+    ON job_store_queues (priority, wait_from, served_pos, head_lb, store_key);
 
 -- Small and rewritten by every claim (served_at of the stores served): vacuum it after a little churn, so the wait
 -- index the claim scans from its start does not fill up with dead entries of rows served long ago.

@@ -3,10 +3,12 @@
 -- by hand:  psql -v ON_ERROR_STOP=1 -f sql/024_fair_claim_v2.sql
 -- Idempotent (CREATE OR REPLACE). Locks: none on jobs. Never edit this file once released: add a _v3 file instead.
 --
--- The rule is v1's, unchanged (sql/022_fair_claim_v1.sql has it in full, jobprocessor/policies/fairness.py is the
--- same rule in Python, and the tests hold the two together): global priority; max-min fair water-filling within a
--- level, in rounds; in the partial round the stores that have waited longest -- greatest(oldest due job's run_at,
--- last turn) -- go first; within a store priority, run_at, id; p_max_per_store caps one store per call.
+-- The rule is v1's (sql/022_fair_claim_v1.sql has it in full, jobprocessor/policies/fairness.py is the same rule in
+-- Python, and the tests hold the two together): global priority; max-min fair water-filling within a level, in
+-- rounds; in the partial round the stores that have waited longest -- greatest(oldest due job's run_at, last turn)
+-- -- go first; within a store priority, run_at, id; p_max_per_store caps one store per call. One change: the last
+-- tie-break between stores is the store key, not the head job's id (the directory's index orders by it, so stores
+-- tied on their wait are placed from the rows read instead of after reading every tied store).
 -- jobs_fair_claim_probe() (the per-store locked reads) is v1's.
 --
 -- What changed, and why: v1 found a level's stores with a loose index scan, one probe per store waiting at the
@@ -68,6 +70,12 @@ DECLARE
     v_bound   timestamptz;         -- lower bound of the wait of every row not read yet
     v_after_w timestamptz;         -- keyset cursor: the last row read
     v_after_s text;
+    v_after_p integer;
+    v_after_h timestamptz;
+    v_bound_p integer;             -- with v_bound: the whole order key of the last row read, (wait_from, served_pos,
+    v_bound_h timestamptz;         -- head_lb, store_key), a lower bound of (wait, turn position, head run_at, store)
+    v_bound_s text;                -- of every row not read yet
+    ch_lb     timestamptz[];
     u_store   text[];              -- arrivals left after 0. (their row or its key is another transaction's now):
     u_prio    smallint[];          -- their stores are read at their level beside the directory's rows
     v_read    text[];              -- the stores read at the level: a row a concurrent claim has just served moves
@@ -193,7 +201,7 @@ BEGIN
         v_more := false;
         IF p_type IS NULL THEN
             v_more := true;
-            v_after_w := '-infinity'; v_after_s := '';
+            v_after_w := '-infinity'; v_after_p := -2147483648; v_after_h := '-infinity'; v_after_s := '';
             -- the stores of the arrivals left at this level: into the pool (placed by rank with the first chunk),
             -- and never read again from the directory at this level
             SELECT coalesce(array_agg(e.store_key), '{}'), coalesce(array_agg(greatest(h.run_at, o.served_at)), '{}'),
@@ -236,7 +244,7 @@ BEGIN
             INTO n_store, n_hid, n_allow
             FROM (SELECT h.store, h.id,
                          row_number() OVER (ORDER BY greatest(h.run_at, t.served_at), coalesce(t.served_pos, 0),
-                                            h.run_at, h.id) AS rk,
+                                            h.run_at, h.store) AS rk,
                          least(p_limit, coalesce(p_max_per_store - (SELECT count(*)::integer
                                                                       FROM unnest(c_store) AS u(store)
                                                                       WHERE u.store = h.store), p_limit)) AS allow
@@ -263,21 +271,25 @@ BEGIN
             IF v_more AND ((v_pos = 0 AND v_active <= v_left) OR v_pos > v_n) THEN
                 v_chunk := v_left + 8;
                 v_horizon := clock_timestamp();
-                SELECT coalesce(array_agg(d.store_key ORDER BY d.wait_from, d.store_key), '{}'),
-                       coalesce(array_agg(d.wait_from ORDER BY d.wait_from, d.store_key), '{}'),
+                SELECT coalesce(array_agg(d.store_key ORDER BY d.rn), '{}'),
+                       coalesce(array_agg(d.wait_from ORDER BY d.rn), '{}'),
                        coalesce(array_agg(CASE WHEN h.run_at <= now() THEN greatest(h.run_at, d.served_at) END
-                                          ORDER BY d.wait_from, d.store_key), '{}'),
-                       coalesce(array_agg(d.served_pos ORDER BY d.wait_from, d.store_key), '{}'),
-                       coalesce(array_agg(h.run_at ORDER BY d.wait_from, d.store_key), '{}'),
-                       coalesce(array_agg(h.id ORDER BY d.wait_from, d.store_key), '{}')
-                INTO ch_store, ch_wait, ch_key, ch_pos, ch_hrun, ch_hid
-                FROM (SELECT q.store_key, q.wait_from, q.served_at, q.served_pos
-                      FROM job_store_queues q
-                      WHERE q.priority = v_level AND q.wait_from <= v_horizon
-                        AND (q.wait_from, q.store_key) > (v_after_w, v_after_s)
-                        AND q.store_key <> ALL (v_read)
-                      ORDER BY q.wait_from, q.store_key
-                      LIMIT v_chunk) d
+                                          ORDER BY d.rn), '{}'),
+                       coalesce(array_agg(d.served_pos ORDER BY d.rn), '{}'),
+                       coalesce(array_agg(h.run_at ORDER BY d.rn), '{}'),
+                       coalesce(array_agg(h.id ORDER BY d.rn), '{}'),
+                       coalesce(array_agg(d.head_lb ORDER BY d.rn), '{}')
+                INTO ch_store, ch_wait, ch_key, ch_pos, ch_hrun, ch_hid, ch_lb
+                FROM (SELECT q.store_key, q.wait_from, q.served_at, q.served_pos, q.head_lb,
+                             row_number() OVER (ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key) AS rn
+                      FROM (SELECT q.store_key, q.wait_from, q.served_at, q.served_pos, q.head_lb
+                            FROM job_store_queues q
+                            WHERE q.priority = v_level AND q.wait_from <= v_horizon
+                              AND (q.wait_from, q.served_pos, q.head_lb, q.store_key)
+                                  > (v_after_w, v_after_p, v_after_h, v_after_s)
+                              AND q.store_key <> ALL (v_read)
+                            ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
+                            LIMIT v_chunk) q) d
                 LEFT JOIN LATERAL (
                     SELECT j.run_at, j.id
                     FROM jobs j
@@ -289,11 +301,11 @@ BEGIN
                 v_read := v_read || ch_store;
                 IF cardinality(ch_store) < v_chunk THEN
                     v_more := false;
-                    v_bound := 'infinity';
+                    v_bound := 'infinity'; v_bound_p := 0; v_bound_h := 'infinity'; v_bound_s := '';
                 ELSE
-                    v_after_w := ch_wait[cardinality(ch_store)];
-                    v_after_s := ch_store[cardinality(ch_store)];
-                    v_bound := v_after_w;
+                    v_after_w := ch_wait[cardinality(ch_store)]; v_after_p := ch_pos[cardinality(ch_store)];
+                    v_after_h := ch_lb[cardinality(ch_store)]; v_after_s := ch_store[cardinality(ch_store)];
+                    v_bound := v_after_w; v_bound_p := v_after_p; v_bound_h := v_after_h; v_bound_s := v_after_s;
                 END IF;
                 FOR k IN 1 .. cardinality(ch_store) LOOP
                     IF ch_key[k] IS NULL THEN  -- 8. nothing due at the level: tightened at the end
@@ -304,22 +316,22 @@ BEGIN
                     END IF;
                 END LOOP;
                 -- place the stores certain to rank before every row not read yet, in rank order
-                SELECT coalesce(array_agg(u.store ORDER BY u.key, u.pos, u.hrun, u.hid), '{}'),
-                       coalesce(array_agg(u.hid ORDER BY u.key, u.pos, u.hrun, u.hid), '{}'),
+                SELECT coalesce(array_agg(u.store ORDER BY u.key, u.pos, u.hrun, u.store), '{}'),
+                       coalesce(array_agg(u.hid ORDER BY u.key, u.pos, u.hrun, u.store), '{}'),
                        coalesce(array_agg(least(p_limit, coalesce(p_max_per_store - (
                                               SELECT count(*)::integer FROM unnest(c_store) AS c(store)
                                               WHERE c.store = u.store), p_limit))
-                                          ORDER BY u.key, u.pos, u.hrun, u.hid), '{}')
+                                          ORDER BY u.key, u.pos, u.hrun, u.store), '{}')
                 INTO n_store, n_hid, n_allow
                 FROM unnest(p_store, p_key, p_pos, p_hrun, p_hid) AS u(store, key, pos, hrun, hid)
-                WHERE u.key < v_bound;
+                WHERE (u.key, u.pos, u.hrun, u.store) < (v_bound, v_bound_p, v_bound_h, v_bound_s);
                 IF cardinality(n_store) > 0 THEN
                     SELECT coalesce(array_agg(u.store), '{}'), coalesce(array_agg(u.key), '{}'),
                            coalesce(array_agg(u.pos), '{}'), coalesce(array_agg(u.hrun), '{}'),
                            coalesce(array_agg(u.hid), '{}')
                     INTO p_store, p_key, p_pos, p_hrun, p_hid
                     FROM unnest(p_store, p_key, p_pos, p_hrun, p_hid) AS u(store, key, pos, hrun, hid)
-                    WHERE u.key >= v_bound;
+                    WHERE (u.key, u.pos, u.hrun, u.store) >= (v_bound, v_bound_p, v_bound_h, v_bound_s);
                 END IF;
                 FOR k IN 1 .. cardinality(n_store) LOOP
                     v_n := v_n + 1;

@@ -1,7 +1,8 @@
 """Which due jobs one claim takes: fair across stores, priority first.
 
-This is the specification of the claim's `due` step (jobs_fair_claim() in sql/022_fair_claim_v1.sql, which does the
-same with a few index probes per store and row locks); the tests give both the same queue and compare.
+This is the specification of the claim's `due` step (jobs_fair_claim() in sql/024_fair_claim_v2.sql, which does the
+same from the directory of store queues with a few index probes per store served, and row locks); the tests give
+both the same queue and compare.
 
 - Priority is global: a level gets slots only when every due job of the levels above it has one.
 - Within a level, each store's due jobs form a queue in (run_at, id) order, and slots go out in rounds: round r
@@ -10,8 +11,10 @@ same with a few index probes per store and row locks); the tests give both the s
   min(limit, due jobs) -- work-conserving; one store alone gets the whole limit.
 - Inside a round, and so for the last, partial round, queues go in rank order: the store that has waited longest
   first. A store waits since its oldest due job became due, or since it was last served, whichever is later (its
-  `Turn`); ties go to the store whose last job came earlier in the last call's claim order, then to the older
-  job. Serving a store restarts its wait, so with more stores than slots, successive calls serve every store in
+  `Turn`); ties go to the store whose last job came earlier in the last call's claim order, then to the store
+  whose oldest due job is older, then by store key (not by job id: the directory can order by a store's key
+  without reading its head, so stores tied on their wait -- a batch enqueued in one statement -- are placed from
+  the rows read). Serving a store restarts its wait, so with more stores than slots, successive calls serve every store in
   turn (round-robin), even when a store's jobs were all enqueued at once.
 - max_per_store, when set, caps one store's jobs per call across all levels.
 - Jobs without a store form one store of their own (key "").
@@ -47,8 +50,8 @@ def store_key(store_id: Optional[str]) -> str:
 
 def _rank_key(head: DueJob, turn: Optional[Turn]) -> tuple:
     if turn is None:
-        return (head.run_at, 0, head.run_at, head.id)
-    return (max(head.run_at, turn.served_at), turn.served_pos, head.run_at, head.id)
+        return (head.run_at, 0, head.run_at, head.store)
+    return (max(head.run_at, turn.served_at), turn.served_pos, head.run_at, head.store)
 
 
 def allocate(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] = None,
