@@ -40,8 +40,15 @@
 --     the claim tightens it the next time it reads the row.
 -- Waits: the triggers and the claim lock directory rows only with SKIP LOCKED, insert a row only under the try-lock
 -- of its key (pg_try_advisory_xact_lock(20224, ...), taken by whoever inserts one), and otherwise insert into
--- job_store_arrivals, which has no unique key; so an enqueue, a finish or a claim never waits for a directory row,
--- and no new deadlock between them is possible.
+-- job_store_arrivals, which has no unique key. So nothing waits for an enqueue or a finish, and claims wait for
+-- nothing. One wait remains: FOR KEY SHARE on a row whose newest version a claim is tightening (FOR UPDATE, then
+-- UPDATE) follows the update chain and waits for that claim to commit even with SKIP LOCKED (PostgreSQL locks the
+-- newer versions of a row changed by a non-key update that way); so an enqueue or a finish can wait for the rest
+-- of one claim statement, and a claim's rescue trigger for another claim (a cycle of two claims is then broken by
+-- the deadlock detector, aborting one claim). A claim never tightens a row it lowered itself in the same call.
+-- Transactions in REPEATABLE READ or SERIALIZABLE record arrivals only (locking a row changed since their snapshot
+-- would fail them). The fill below inserts rows without the try-lock: during the migration, an enqueue inserting
+-- a store's first row may wait for it (both go in key order, so they cannot deadlock).
 
 SET lock_timeout = '10s';
 SET statement_timeout = '60s';
@@ -182,6 +189,16 @@ AS $fn$
 DECLARE
     v_missing bigint;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- a REPEATABLE READ or SERIALIZABLE transaction would fail ("could not serialize access") on locking a
+        -- row a claim has changed since its snapshot, SKIP LOCKED or not: arrivals, plain inserts, cannot fail so
+        INSERT INTO job_store_arrivals (store_key, priority, run_at)
+        SELECT coalesce(i.store_id, ''), i.priority, min(i.run_at)
+        FROM inserted_jobs i
+        WHERE i.status = 'pending'
+        GROUP BY coalesce(i.store_id, ''), i.priority;
+        RETURN NULL;
+    END IF;
     WITH pairs AS (
         SELECT i.priority, coalesce(i.store_id, '') AS store_key, min(i.run_at) AS run_at
         FROM inserted_jobs i
@@ -214,6 +231,11 @@ CREATE OR REPLACE FUNCTION jobs_note_updated_pending() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN  -- as in jobs_note_inserted_pending()
+        INSERT INTO job_store_arrivals (store_key, priority, run_at)
+        VALUES (coalesce(NEW.store_id, ''), NEW.priority, NEW.run_at);
+        RETURN NULL;
+    END IF;
     PERFORM 1
     FROM job_store_queues d
     WHERE d.store_key = coalesce(NEW.store_id, '') AND d.priority = NEW.priority AND d.head_lb <= NEW.run_at

@@ -76,6 +76,8 @@ DECLARE
     v_bound_h timestamptz;         -- head_lb, store_key), a lower bound of (wait, turn position, head run_at, store)
     v_bound_s text;                -- of every row not read yet
     ch_lb     timestamptz[];
+    m_store   text[];              -- rows lowered by 0. in this claim: not tightened by 8. in the same claim (a
+    m_prio    smallint[];          -- transaction holding an older version FOR KEY SHARE would wait for it)
     u_store   text[];              -- arrivals left after 0. (their row or its key is another transaction's now):
     u_prio    smallint[];          -- their stores are read at their level beside the directory's rows
     v_read    text[];              -- the stores read at the level: a row a concurrent claim has just served moves
@@ -171,11 +173,16 @@ BEGIN
         ON CONFLICT (store_key, priority) DO NOTHING
         RETURNING store_key, priority
     )
-    DELETE FROM job_store_arrivals x
-    USING a
-    WHERE x.id = a.id
-      AND ((a.store_key, a.priority) IN (SELECT l.store_key, l.priority FROM lowered l)
-           OR (a.store_key, a.priority) IN (SELECT n.store_key, n.priority FROM added n));
+    , merged AS (
+        DELETE FROM job_store_arrivals x
+        USING a
+        WHERE x.id = a.id
+          AND ((a.store_key, a.priority) IN (SELECT l.store_key, l.priority FROM lowered l)
+               OR (a.store_key, a.priority) IN (SELECT n.store_key, n.priority FROM added n))
+    )
+    SELECT coalesce(array_agg(l.store_key), '{}'), coalesce(array_agg(l.priority), '{}')
+    INTO m_store, m_prio
+    FROM lowered l;
     SELECT coalesce(array_agg(x.store_key), '{}'), coalesce(array_agg(x.priority), '{}')
     INTO u_store, u_prio
     FROM (SELECT DISTINCT ar.store_key, ar.priority FROM job_store_arrivals ar) x;
@@ -493,6 +500,8 @@ BEGIN
               FROM job_store_queues q
               JOIN unnest(s_prio, s_store) AS s(priority, store_key)
                 ON q.priority = s.priority AND q.store_key = s.store_key
+              WHERE NOT EXISTS (SELECT 1 FROM unnest(m_store, m_prio) AS m(store_key, priority)
+                                WHERE m.store_key = q.store_key AND m.priority = q.priority)
               ORDER BY q.priority, q.store_key
               FOR UPDATE OF q SKIP LOCKED) x;
         UPDATE job_store_queues q

@@ -196,9 +196,10 @@ def test_two_enqueues_of_a_dry_store_one_committing_between_claims(clean_db, raw
     assert [r["id"] for r in claim(engine, 5)] == [late_id]
 
 
-def test_an_enqueue_never_waits_for_a_claim_tightening_its_row(clean_db, raw_engine):
+def test_an_enqueue_skips_a_row_a_claim_is_tightening(clean_db, raw_engine):
     """The other order: the claim holds the row (FOR UPDATE, until it commits) when the enqueue comes. The enqueue
-    does not wait for it (SKIP LOCKED): it records an arrival, and the next claim finds the job."""
+    does not wait for it (SKIP LOCKED): it records an arrival, and the next claim finds the job. (A hold on an older
+    version of a row updated by a non-key update would follow the update chain and wait: sql/023 says when.)"""
     engine = clean_db
     insert_jobs(engine, 1, store_id="'a'")
     assert len(claim(engine, 1)) == 1
@@ -311,6 +312,26 @@ def test_enqueues_racing_claims_lose_no_job(clean_db, raw_engine):
         idle = idle + 1 if not rows else 0
     assert len(enqueued) > 100
     assert sorted(claimed) == sorted(enqueued)  # each exactly once, none left behind
+
+
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_an_enqueue_in_a_snapshot_transaction_does_not_fail_on_a_row_a_claim_changed(clean_db, raw_engine, isolation):
+    """A caller enqueuing in its own REPEATABLE READ or SERIALIZABLE transaction, whose snapshot predates a claim that
+    served the store: locking the row would fail the transaction ("could not serialize access"); the trigger records
+    an arrival instead, and the job is claimed."""
+    engine = clean_db
+    insert_jobs(engine, 3, store_id="'a'")
+    with raw_engine.connect() as caller:
+        tx = caller.begin()
+        caller.execute(text(f"SET TRANSACTION ISOLATION LEVEL {isolation}"))
+        caller.execute(text("SELECT count(*) FROM jobs")).scalar()  # the snapshot is taken here
+        assert len(claim(engine, 1)) == 1  # serves 'a': its row changes after the caller's snapshot
+        new_id = caller.execute(text("INSERT INTO jobs (type, store_id) VALUES ('test.echo', 'a') RETURNING id")
+                                ).scalar()
+        caller.execute(text("UPDATE jobs SET run_at = run_at - interval '1 second' WHERE id = :id"), {"id": new_id})
+        tx.commit()
+    assert uncovered(engine) == []
+    assert new_id in [r["id"] for r in claim(engine, 10)]
 
 
 @pytest.mark.parametrize("run_at", ["now() - make_interval(secs => g)", "now()"], ids=["spread", "tied"])
