@@ -101,6 +101,51 @@ ALTER TABLE job_store_arrivals SET (
     autovacuum_vacuum_cost_delay = 0
 );
 
+-- The two writes that make a row cover jobs, shared by the triggers (job_store_queues_note()) and the claim's merge
+-- of arrivals (jobs_fair_claim(), sql/024). Input: one (store, priority) pair per element, with its earliest run_at.
+-- Neither waits: each returns the pairs it could do; the caller records or keeps the others as arrivals.
+
+-- Lower the existing rows of these pairs to their run_at, if nobody else holds them (SKIP LOCKED); the update's
+-- lock is held until the caller's transaction ends, so no claim can tighten them meanwhile.
+CREATE OR REPLACE FUNCTION job_store_queues_lower(p_priority smallint[], p_store text[], p_run_at timestamptz[])
+RETURNS TABLE (store_key text, priority smallint)
+LANGUAGE sql VOLATILE
+AS $fn$
+    WITH w AS (
+        SELECT u.priority, u.store_key, u.run_at
+        FROM unnest(p_priority, p_store, p_run_at) AS u(priority, store_key, run_at)
+    ), mine AS (
+        SELECT d.store_key, d.priority
+        FROM job_store_queues d JOIN w ON d.store_key = w.store_key AND d.priority = w.priority
+        ORDER BY d.store_key, d.priority
+        FOR NO KEY UPDATE OF d SKIP LOCKED
+    )
+    UPDATE job_store_queues d SET head_lb = least(d.head_lb, w.run_at)
+    FROM mine m JOIN w ON w.store_key = m.store_key AND w.priority = m.priority
+    WHERE d.store_key = m.store_key AND d.priority = m.priority
+    RETURNING d.store_key, d.priority
+$fn$;
+
+-- Insert the rows of these pairs that do not exist yet (a store's first job at a level), with the store's turn
+-- from its other rows, each under a transaction-scoped try-lock on its key: so no other transaction is inserting
+-- the same key, which the INSERT would wait for. Pairs that have a row are left alone.
+CREATE OR REPLACE FUNCTION job_store_queues_add(p_priority smallint[], p_store text[], p_run_at timestamptz[])
+RETURNS TABLE (store_key text, priority smallint)
+LANGUAGE sql VOLATILE
+AS $fn$
+    INSERT INTO job_store_queues AS d (store_key, priority, head_lb, served_at, served_pos)
+    SELECT w.store_key, w.priority, w.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
+    FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
+    LEFT JOIN LATERAL (SELECT o.served_at, o.served_pos FROM job_store_queues o
+                       WHERE o.store_key = w.store_key ORDER BY o.served_at DESC LIMIT 1) AS t ON true
+    WHERE NOT EXISTS (SELECT 1 FROM job_store_queues c
+                      WHERE c.store_key = w.store_key AND c.priority = w.priority)
+      AND pg_try_advisory_xact_lock(20224, hashtext(w.store_key || '/' || w.priority))
+    ORDER BY w.store_key, w.priority
+    ON CONFLICT (store_key, priority) DO NOTHING
+    RETURNING d.store_key, d.priority
+$fn$;
+
 -- Jobs became pending at these (store, priority) pairs, the earliest run_at of each. Never waits: every lock is
 -- SKIP LOCKED, a new row is inserted only under a try-lock on its key (so no other transaction is inserting it),
 -- and a pair none of that works for becomes an arrival (job_store_arrivals has no unique key).
@@ -111,6 +156,9 @@ AS $fn$
 DECLARE
     v_store    text[];
     v_priority smallint[];
+    r_store    text[];
+    r_priority smallint[];
+    r_run_at   timestamptz[];
 BEGIN
     -- 1. rows that cover the jobs: hold them FOR KEY SHARE until this transaction ends, so no claim can raise them
     -- above the jobs before they are committed and visible to it. Concurrent transactions of one store share this
@@ -125,55 +173,27 @@ BEGIN
           WHERE d.head_lb <= w.run_at
           ORDER BY d.store_key, d.priority
           FOR KEY SHARE OF d SKIP LOCKED) AS x;
-    -- 2. rows that start later than the jobs (a store that ran dry, a job moved earlier): lowered, if nobody else
-    -- holds them; the update's lock is held until this transaction ends (a claim cannot tighten them meanwhile)
-    WITH rest AS (
-        SELECT w.store_key, w.priority, w.run_at
-        FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
-        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_store, v_priority) AS h(store_key, priority)
-                          WHERE h.store_key = w.store_key AND h.priority = w.priority)
-    ), mine AS (
-        SELECT d.store_key, d.priority
-        FROM job_store_queues d JOIN rest r ON d.store_key = r.store_key AND d.priority = r.priority
-        ORDER BY d.store_key, d.priority
-        FOR NO KEY UPDATE OF d SKIP LOCKED
-    ), lowered AS (
-        UPDATE job_store_queues d SET head_lb = least(d.head_lb, r.run_at)
-        FROM mine m JOIN rest r ON r.store_key = m.store_key AND r.priority = m.priority
-        WHERE d.store_key = m.store_key AND d.priority = m.priority
-        RETURNING d.store_key, d.priority
-    )
+    -- the pairs not held: 2. rows that start later than the jobs (a store that ran dry, a job moved earlier) are
+    -- lowered, 3. a store's first row at the level is created -- each only if it can be done without waiting --
+    -- 4. the rest (a row another transaction is tightening, lowering or creating) become arrivals
+    SELECT coalesce(array_agg(w.priority), '{}'), coalesce(array_agg(w.store_key), '{}'),
+           coalesce(array_agg(w.run_at), '{}')
+    INTO r_priority, r_store, r_run_at
+    FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
+    WHERE NOT EXISTS (SELECT 1 FROM unnest(v_store, v_priority) AS h(store_key, priority)
+                      WHERE h.store_key = w.store_key AND h.priority = w.priority);
+    IF cardinality(r_store) = 0 THEN
+        RETURN;
+    END IF;
     SELECT v_store || coalesce(array_agg(l.store_key), '{}'), v_priority || coalesce(array_agg(l.priority), '{}')
     INTO v_store, v_priority
-    FROM lowered l;
-    -- 3. stores with no row yet at the level (a store's first job there): the row is inserted, with the store's
-    -- turn from its other rows, under a transaction-scoped try-lock on its key -- so no other transaction is
-    -- inserting the same key, which an INSERT would wait for
-    WITH rest AS (
-        SELECT w.store_key, w.priority, w.run_at
-        FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
-        WHERE NOT EXISTS (SELECT 1 FROM unnest(v_store, v_priority) AS h(store_key, priority)
-                          WHERE h.store_key = w.store_key AND h.priority = w.priority)
-    ), added AS (
-        INSERT INTO job_store_queues AS d (store_key, priority, head_lb, served_at, served_pos)
-        SELECT r.store_key, r.priority, r.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
-        FROM rest r
-        LEFT JOIN LATERAL (SELECT o.served_at, o.served_pos FROM job_store_queues o
-                           WHERE o.store_key = r.store_key ORDER BY o.served_at DESC LIMIT 1) AS t ON true
-        WHERE NOT EXISTS (SELECT 1 FROM job_store_queues c
-                          WHERE c.store_key = r.store_key AND c.priority = r.priority)
-          AND pg_try_advisory_xact_lock(20224, hashtext(r.store_key || '/' || r.priority))
-        ORDER BY r.store_key, r.priority
-        ON CONFLICT (store_key, priority) DO NOTHING
-        RETURNING d.store_key, d.priority
-    )
+    FROM job_store_queues_lower(r_priority, r_store, r_run_at) AS l;
     SELECT v_store || coalesce(array_agg(n.store_key), '{}'), v_priority || coalesce(array_agg(n.priority), '{}')
     INTO v_store, v_priority
-    FROM added n;
-    -- 4. the rest (a row another transaction is tightening, lowering or creating): arrivals, merged by a claim
+    FROM job_store_queues_add(r_priority, r_store, r_run_at) AS n;
     INSERT INTO job_store_arrivals (store_key, priority, run_at)
     SELECT w.store_key, w.priority, w.run_at
-    FROM unnest(p_priority, p_store, p_run_at) AS w(priority, store_key, run_at)
+    FROM unnest(r_priority, r_store, r_run_at) AS w(priority, store_key, run_at)
     WHERE NOT EXISTS (SELECT 1 FROM unnest(v_store, v_priority) AS h(store_key, priority)
                       WHERE h.store_key = w.store_key AND h.priority = w.priority);
 END

@@ -76,6 +76,15 @@ DECLARE
     v_bound_h timestamptz;         -- head_lb, store_key), a lower bound of (wait, turn position, head run_at, store)
     v_bound_s text;                -- of every row not read yet
     ch_lb     timestamptz[];
+    a_id      bigint[];            -- 0. the arrivals this claim locked
+    a_store   text[];
+    a_prio    smallint[];
+    a_run     timestamptz[];
+    pr_store  text[];              -- their (store, priority) pairs, each with its earliest run_at
+    pr_prio   smallint[];
+    pr_run    timestamptz[];
+    dn_store  text[];              -- the pairs lowered or created: their arrivals are deleted
+    dn_prio   smallint[];
     m_store   text[];              -- rows lowered by 0. in this claim: not tightened by 8. in the same claim (a
     m_prio    smallint[];          -- transaction holding an older version FOR KEY SHARE would wait for it)
     u_store   text[];              -- arrivals left after 0. (their row or its key is another transaction's now):
@@ -140,49 +149,34 @@ BEGIN
     -- then delete them; an arrival whose row another claim is writing (SKIP LOCKED), or whose new row another claim
     -- is creating (the try-lock), stays for the next claim. Bounded, so a backlog of arrivals is merged over a few
     -- calls. Nothing here waits.
-    WITH a AS (
-        SELECT x.id, x.store_key, x.priority, x.run_at
-        FROM job_store_arrivals x
-        ORDER BY x.id
-        LIMIT 10000
-        FOR UPDATE OF x SKIP LOCKED
-    ), pairs AS (
-        SELECT a.store_key, a.priority, min(a.run_at) AS run_at FROM a GROUP BY a.store_key, a.priority
-    ), mine AS (
-        SELECT d.store_key, d.priority
-        FROM job_store_queues d
-        JOIN pairs p ON p.store_key = d.store_key AND p.priority = d.priority
-        ORDER BY d.store_key, d.priority
-        FOR NO KEY UPDATE OF d SKIP LOCKED
-    ), lowered AS (
-        UPDATE job_store_queues d SET head_lb = least(d.head_lb, p.run_at)
-        FROM mine m
-        JOIN pairs p ON p.store_key = m.store_key AND p.priority = m.priority
-        WHERE d.store_key = m.store_key AND d.priority = m.priority
-        RETURNING d.store_key, d.priority
-    ), added AS (
-        INSERT INTO job_store_queues (store_key, priority, head_lb, served_at, served_pos)
-        SELECT p.store_key, p.priority, p.run_at, coalesce(t.served_at, '-infinity'), coalesce(t.served_pos, 0)
-        FROM pairs p
-        LEFT JOIN LATERAL (SELECT o.served_at, o.served_pos FROM job_store_queues o
-                           WHERE o.store_key = p.store_key ORDER BY o.served_at DESC LIMIT 1) AS t ON true
-        WHERE NOT EXISTS (SELECT 1 FROM job_store_queues d
-                          WHERE d.store_key = p.store_key AND d.priority = p.priority)
-          AND pg_try_advisory_xact_lock(20224, hashtext(p.store_key || '/' || p.priority))
-        ORDER BY p.store_key, p.priority
-        ON CONFLICT (store_key, priority) DO NOTHING
-        RETURNING store_key, priority
-    )
-    , merged AS (
+    SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.store_key), '{}'),
+           coalesce(array_agg(x.priority), '{}'), coalesce(array_agg(x.run_at), '{}')
+    INTO a_id, a_store, a_prio, a_run
+    FROM (SELECT ar.id, ar.store_key, ar.priority, ar.run_at
+          FROM job_store_arrivals ar
+          ORDER BY ar.id
+          LIMIT 10000
+          FOR UPDATE OF ar SKIP LOCKED) x;
+    m_store := '{}'; m_prio := '{}';
+    IF cardinality(a_id) > 0 THEN
+        -- one element per (store, priority), its earliest run_at: lowered, or created (sql/023's helpers)
+        SELECT array_agg(g.store_key), array_agg(g.priority), array_agg(g.run_at)
+        INTO pr_store, pr_prio, pr_run
+        FROM (SELECT u.store_key, u.priority, min(u.run_at) AS run_at
+              FROM unnest(a_store, a_prio, a_run) AS u(store_key, priority, run_at)
+              GROUP BY u.store_key, u.priority) g;
+        SELECT coalesce(array_agg(l.store_key), '{}'), coalesce(array_agg(l.priority), '{}')
+        INTO m_store, m_prio
+        FROM job_store_queues_lower(pr_prio, pr_store, pr_run) AS l;
+        SELECT m_store || coalesce(array_agg(n.store_key), '{}'), m_prio || coalesce(array_agg(n.priority), '{}')
+        INTO dn_store, dn_prio
+        FROM job_store_queues_add(pr_prio, pr_store, pr_run) AS n;
         DELETE FROM job_store_arrivals x
-        USING a
+        USING unnest(a_id, a_store, a_prio) AS a(id, store_key, priority)
         WHERE x.id = a.id
-          AND ((a.store_key, a.priority) IN (SELECT l.store_key, l.priority FROM lowered l)
-               OR (a.store_key, a.priority) IN (SELECT n.store_key, n.priority FROM added n))
-    )
-    SELECT coalesce(array_agg(l.store_key), '{}'), coalesce(array_agg(l.priority), '{}')
-    INTO m_store, m_prio
-    FROM lowered l;
+          AND EXISTS (SELECT 1 FROM unnest(dn_store, dn_prio) AS h(store_key, priority)
+                      WHERE h.store_key = a.store_key AND h.priority = a.priority);
+    END IF;
     SELECT coalesce(array_agg(x.store_key), '{}'), coalesce(array_agg(x.priority), '{}')
     INTO u_store, u_prio
     FROM (SELECT DISTINCT ar.store_key, ar.priority FROM job_store_arrivals ar) x;

@@ -30,5 +30,7 @@ def downgrade():
     op.execute("DROP FUNCTION IF EXISTS jobs_note_updated_pending()")
     op.execute("DROP FUNCTION IF EXISTS jobs_note_inserted_pending()")
     op.execute("DROP FUNCTION IF EXISTS job_store_queues_note(smallint[], text[], timestamptz[])")
+    op.execute("DROP FUNCTION IF EXISTS job_store_queues_add(smallint[], text[], timestamptz[])")
+    op.execute("DROP FUNCTION IF EXISTS job_store_queues_lower(smallint[], text[], timestamptz[])")
     op.execute("DROP TABLE IF EXISTS job_store_arrivals")
     op.execute("DROP TABLE IF EXISTS job_store_queues")
