@@ -50,7 +50,7 @@ def enqueue_command(job_type, payload, store_id, user_id, priority, run_at, max_
 
 
 @jobs_cli.command("process")
-@click.option("--limit", type=click.IntRange(1, 1000), help="default: JOBS_MAX_PER_RUN")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), help="default: JOBS_MAX_PER_RUN")
 @click.option("--budget", "budget_s", type=click.FloatRange(1, 900), help="seconds; default: JOBS_MAX_RUNTIME_S")
 @click.option("--type", "job_type", help="only jobs of this type")
 def process_command(limit, budget_s, job_type):

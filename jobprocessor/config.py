@@ -43,16 +43,40 @@ class Settings:
                                                              "embedded server and set it)")
     CRON_SECRET: str = _setting("", str, "shared secret for every endpoint but /healthz, >= 16 characters; unset: "
                                          "those endpoints answer 503 (fail closed)")
-    DB_POOL_MAX: int = _setting(10, int, "most database connections one process opens (each kept once opened)",
-                                1, 1000)
+    DB_POOL_MAX: int = _setting(30, int, "most database connections one process opens (each kept once opened); "
+                                         "sized for JOBS_MAX_TICKS_PER_PROCESS x JOBS_CONCURRENCY handler threads "
+                                         "that use the database, plus the request threads", 1, 1000)
     DB_POOL_MIN: int = _setting(2, int, "connections each gunicorn worker opens at start", 0, 1000)
-    JOBS_MAX_PER_RUN: int = _setting(10, int, "default `limit` of one /process-pending call", 1, 1000)
-    JOBS_MAX_RUNTIME_S: float = _setting(50.0, float, "default runtime budget of one call, seconds", 1, 900)
-    JOBS_CONCURRENCY: int = _setting(8, int, "handlers run at once inside one call", 1, 256)
-    JOBS_MAX_PER_STORE: int | None = _setting(None, _optional_int, "hard cap of jobs one store gets per claim; "
-                                                                   "unset: work-conserving fair share", 1, 1000)
-    JOBS_LEASE_S: float = _setting(300.0, float, "how long a claim is held before another call may rescue it, "
-                                                 "seconds", 2, 86400)
+    JOBS_MAX_PER_RUN: int = _setting(10000, int, "default `limit` of one /process-pending call: the most jobs it "
+                                                 "claims over all its rounds", 1, 1_000_000)
+    JOBS_MAX_RUNTIME_S: float = _setting(90.0, float, "default runtime budget of one call, seconds: a call claims "
+                                                      "and starts jobs until then; longer than the cron's interval "
+                                                      "so that calls overlap and the work never pauses", 1, 900)
+    JOBS_CONCURRENCY: int = _setting(8, int, "threads one call runs handlers on (types that pass a shared rate "
+                                             "limit get their own, see JOBS_MAX_IO_CONCURRENCY)", 1, 256)
+    JOBS_MAX_IO_CONCURRENCY: int = _setting(100, int, "most threads one call runs for the jobs of one shared rate "
+                                                      "limit (product.optimize: OpenAI); the call sizes them as "
+                                                      "rate x observed latency", 1, 1000)
+    JOBS_MAX_PER_STORE: int | None = _setting(None, _optional_int, "hard cap of jobs one store gets per claim "
+                                                                   "round; unset: work-conserving fair share",
+                                              1, 1000)
+    JOBS_LEASE_S: float = _setting(60.0, float, "lease of a claimed job, seconds; a call renews it every quarter "
+                                                "of this while the job's handler runs, so a dead process's jobs are "
+                                                "back within about this long", 5, 86400)
+    JOBS_STUCK_HANDLER_S: float = _setting(600.0, float, "how long past its deadline a handler that has not "
+                                                         "returned keeps its job's lease; then the lease runs out and "
+                                                         "another call may run the job again", 1, 86400)
+    JOBS_IDLE_GRACE_S: float = _setting(5.0, float, "a call whose queue ran dry ends after this many idle seconds "
+                                                    "(a call with nothing due at all answers at once)", 0, 600)
+    JOBS_MAX_TICKS_PER_PROCESS: int = _setting(2, int, "calls one process runs at once; another answers at once "
+                                                       "with \"busy\" (keeps request threads free for the API)",
+                                               1, 64)
+    JOBS_MAX_DEFERRALS: int = _setting(100, int, "a job put off more often than this (RetryLater, or cut short by "
+                                                 "a call's budget) fails", 1, 1_000_000)
+    JOBS_MAX_DEFERRAL_S: float = _setting(86400.0, float, "a job still put off this many seconds after the first "
+                                                          "time fails", 1, 365 * 86400)
+    JOBS_TICK_HISTORY_DAYS: float = _setting(7.0, float, "days of job_ticks (the calls' history) system.cleanup "
+                                                         "keeps", 0, 3650)
     JOBS_RESCUE_LIMIT: int = _setting(1000, int, "most expired leases one call rescues", 1, 100000)
     JOBS_DEFAULT_TIMEOUT_S: float = _setting(30.0, float, "timeout_s of a handler that declares none", 0.1, 86400)
     JOBS_DEFAULT_MAX_ATTEMPTS: int = _setting(3, int, "max_attempts of a handler that declares none", 1, 100)
@@ -102,7 +126,7 @@ class Settings:
                 if isinstance(value, float) and not math.isfinite(value):
                     raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
                 if (lo is not None and value < lo) or (hi is not None and value > hi):
-                    raise ConfigError(f"{f.name} must be between {lo:g} and {hi:g}, got {value!r}")
+                    raise ConfigError(f"{f.name} must be between {_number(lo)} and {_number(hi)}, got {value!r}")
         if not self.DATABASE_URL:
             raise ConfigError("DATABASE_URL is not set (make run and make test start an embedded PostgreSQL "
                               "and set it; in production point it at your database)")
@@ -124,6 +148,11 @@ class Settings:
     def documentation(cls) -> list[tuple[str, Any, str]]:
         """(variable, default, meaning) for the README table."""
         return [(f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
+
+
+def _number(value: float) -> str:
+    """1000000 as 1000000, not 1e+06; 0.1 as 0.1."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _parse(f: dataclasses.Field, raw: str) -> Any:

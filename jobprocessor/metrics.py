@@ -34,6 +34,16 @@ JOBS_RETRIED = Counter("jobprocessor_jobs_retried_total", "Jobs put back to pend
 JOBS_RESCUED = Counter("jobprocessor_jobs_rescued_total", "Running jobs whose lease expired, taken back by a call")
 HANDLER_SECONDS = Histogram("jobprocessor_handler_duration_seconds", "Handler run time, by type", ["type"],
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+JOBS_RELEASED = Counter("jobprocessor_jobs_released_total", "Jobs a call claimed and gave back unstarted (they did "
+                                                             "not fit in what was left of its budget), by type",
+                        ["type"])
+JOBS_ABANDONED = Counter("jobprocessor_jobs_abandoned_total", "Handlers still running past their deadline when their "
+                                                              "call answered (recorded late, or rescued), by type",
+                         ["type"])
+TICKS = Counter("jobprocessor_ticks_total", "/process-pending calls, by result (ran, idle: nothing due, busy: "
+                                            "refused, JOBS_MAX_TICKS_PER_PROCESS already running)", ["result"])
+TICK_SECONDS = Histogram("jobprocessor_tick_duration_seconds", "How long /process-pending calls ran",
+                         buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 90, 120, 300, 600, 900))
 SCHEDULED = Counter("jobprocessor_schedule_jobs_enqueued_total", "Jobs enqueued by recurring schedules")
 ARCHIVED = Counter("jobprocessor_cleanup_archived_total", "Completed jobs moved to jobs_archive by the cleanup")
 DELETED = Counter("jobprocessor_cleanup_deleted_total", "Failed/cancelled jobs deleted by the cleanup")
@@ -65,6 +75,19 @@ def observe_outcome(job_type: str, kind: str, seconds: float) -> None:
     if counter is not None:
         counter.labels(job_type).inc()
     HANDLER_SECONDS.labels(job_type).observe(seconds)
+
+
+def observe_released(job_type: str) -> None:
+    JOBS_RELEASED.labels(job_type).inc()
+
+
+def observe_abandoned(job_type: str) -> None:
+    JOBS_ABANDONED.labels(job_type).inc()
+
+
+def observe_tick(result: str, seconds: float) -> None:
+    TICKS.labels(result).inc()
+    TICK_SECONDS.observe(seconds)
 
 
 def observe_scheduled(enqueued: int) -> None:
@@ -149,6 +172,7 @@ def unregister_scrape_collector(collect: ScrapeCollector) -> None:
 
 QUEUE_HEALTH = "SELECT status, count, oldest_age_seconds, avg_duration_seconds FROM job_queue_health"
 QUEUE_ALERTS = "SELECT alert, severity FROM job_queue_alerts"
+LAST_TICK = "SELECT extract(epoch FROM now() - max(started_at)) AS age_s FROM job_ticks"  # job_ticks_started_idx
 
 
 def queue_metrics(engine: Engine) -> list[Metric]:
@@ -168,7 +192,13 @@ def queue_metrics(engine: Engine) -> list[Metric]:
             duration.add_metric([row.status], float(row.avg_duration_seconds or 0))
         for row in conn.execute(text(QUEUE_ALERTS)):
             alerts.add_metric([row.alert, row.severity], 1.0)
-    return [jobs, oldest, duration, alerts]
+        last_tick = conn.execute(text(LAST_TICK)).scalar()
+    families = [jobs, oldest, duration, alerts]
+    if last_tick is not None:
+        families.append(GaugeMetricFamily("jobprocessor_last_tick_age_seconds", "Seconds since the last "
+                                          "/process-pending call started (any process, any instance)",
+                                          value=float(last_tick)))
+    return families
 
 
 class _ScrapeTime:

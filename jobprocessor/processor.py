@@ -1,14 +1,24 @@
-"""One `/process-pending` call, as a pipeline:
+"""One /process-pending call (a tick), as a pipeline that works until its budget ends:
 
-    claim (rescue expired leases + lock due jobs, one statement)
-      -> run handlers on JOBS_CONCURRENCY threads, each job with a deadline, none started that cannot finish
-         inside the budget and its lease
-      -> record outcomes in batches (one UPDATE per batch), release what was not started
+    claim a round      rescue expired leases + lease due jobs, fair across stores: one statement; sized to the
+                       threads that are free (plus a prefetch of what they will get through in the next moment)
+      -> start         on a free thread of the job's lane, while the job type's runtime estimate fits in what is
+                       left of the budget (policies/runtime.py); its attempt is spent now, committed before its
+                       handler runs (one statement for the jobs starting together)
+      -> perform       with a deadline: the earlier of its timeout and the end of the budget
+      -> record        outcomes in batches (one UPDATE per batch); the leases of every job the call holds are
+                       renewed meanwhile (leases.py), so leases can be short and a dead process's jobs come back soon
+    ... next round as soon as threads are about to be free, until the call has claimed `limit` jobs, its budget is
+        spent, or its queue stayed dry for JOBS_IDLE_GRACE_S (a call with nothing due answers at once).
 
-The call returns within budget_s + GRACE_S even if a handler hangs: a handler past its deadline is abandoned (its
-thread is replaced so the others keep their concurrency). Its job stays `running` under its lease; if the handler
-ever returns, its thread records the outcome itself, and if it never does the lease runs out and a later call
-rescues the job. Nothing is lost either way.
+Lanes: handlers run on JOBS_CONCURRENCY threads, except the types that pass a shared rate limit (product.optimize:
+OpenAI), which get a lane of their own sized as rate x observed latency (up to JOBS_MAX_IO_CONCURRENCY), so an
+I/O-bound type can reach its rate without oversubscribing the CPU-bound ones.
+
+The call answers by budget_s + GRACE_S even if a handler hangs: a handler past its deadline + GRACE_S is
+abandoned (its thread is replaced so the lane keeps its concurrency). Its job stays `running`, its lease renewed
+while the thread lives (up to JOBS_STUCK_HANDLER_S past its deadline); when the handler returns its own thread
+records the outcome. A job that did not start is given back as it was (no attempt spent, its place kept).
 """
 from __future__ import annotations
 
@@ -22,26 +32,32 @@ import uuid
 from collections import Counter, deque
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from sqlalchemy.engine import Engine
 
-from . import maintenance, queries
+from . import maintenance, queries, ticks
 from .config import Settings
+from .executor import Run, execute, job_from_row
 from .extensions import db
-from .handlers.registry import HandlerSpec, Job, PermanentError, RetryLater, get_handler
-from .metrics import observe_claimed, observe_outcome
-from .policies.backoff import retry_delay
+from .handlers.registry import HandlerSpec, get_handler
+from .leases import LeaseKeeper, keeper_for
+from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
+from .policies import runtime
 from .queries import Outcome
+from .runtimes import RuntimeBook
 
 log = logging.getLogger("jobprocessor.process")
 
 GRACE_S = 2.0  # how long past a deadline the call waits for a handler before abandoning it
-LEASE_SAFETY_S = 2.0  # a job must finish this long before its lease ends, so no other call rescues it meanwhile
 FLUSH_EVERY_OUTCOMES = 500  # write outcomes when this many are waiting ...
-FLUSH_EVERY_S = 1.0  # ... or when the oldest has waited this long
-MAX_ERROR_CHARS = 2000
+FLUSH_EVERY_S = 0.25  # ... or when the oldest has waited this long (a killed call loses no more than that)
+POLL_S = 0.5  # a call with free threads and a dry queue asks again this often (PgBouncer carries no LISTEN)
+PREFETCH_HORIZON_S = 0.5  # a round also claims what the threads will get through in this long
+MAX_ROUND = 1000  # most jobs one claim statement asks for
+MIN_CLAIM_LEFT_S = 0.05  # no round is claimed with less of the budget left
 NO_STORE = ""  # the `stores` key of jobs without a store_id (a real store_id is never empty: CHECK constraint)
+CPU_LANE = "handlers"
 
 
 @dataclass
@@ -53,14 +69,19 @@ class RunSummary:
     released: int = 0
     rescued: int = 0
     abandoned: int = 0  # still running past their deadline when the call answered (recorded late or rescued)
-    lost: int = 0  # outcomes not written because another call had taken the job over after its lease ran out
+    lost: int = 0  # outcomes not written because another call had taken the job over
+    rounds: int = 0  # claim statements that claimed at least one job
     duration_ms: int = 0
     stores: dict = field(default_factory=dict)
     worker: str = ""
+    busy: bool = False  # refused: this process already runs JOBS_MAX_TICKS_PER_PROCESS calls
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        if self.claimed == 0:
+        if self.busy:
+            out["message"] = ("Busy: this process already runs its JOBS_MAX_TICKS_PER_PROCESS calls; this one did "
+                              "nothing (the running ones go on)")
+        elif self.claimed == 0:
             out["message"] = "No pending jobs"
         return out
 
@@ -68,240 +89,6 @@ class RunSummary:
 def worker_token() -> str:
     """Identifies one call's claim (locked_by): host, process and a random part, unique per call."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
-
-
-def _storable(text: str) -> str:
-    """PostgreSQL text holds neither NUL nor a lone surrogate (Python strings hold both); one such character in
-    one error message would fail the batch's whole UPDATE, so they are written as escapes instead."""
-    return text.replace("\x00", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _describe(exc: BaseException) -> str:
-    try:
-        message = str(exc)
-    except BaseException:  # noqa: BLE001 - a broken __str__ must not lose the job
-        message = "<error message could not be rendered>"
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def _error_text(exc: BaseException) -> str:
-    """`Type: message`, robust against exceptions whose __str__ itself raises, storable as text. When the handler's
-    own error handling raised, the error it was handling is named too: that is usually the real problem."""
-    text = _describe(exc)
-    origin = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if origin is not None:
-        text += f" (while handling {_describe(origin)})"
-    return _storable(text)[:MAX_ERROR_CHARS]
-
-
-def _result_json(result: Any) -> str:
-    document = json.dumps(result, allow_nan=False, separators=(",", ":"))
-    if "\\u0000" in document:
-        raise ValueError("it contains the NUL character, which PostgreSQL jsonb cannot store")
-    if "\\ud" in document:  # escaped astral characters are fine, lone surrogates are not
-        try:
-            json.dumps(result, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("it contains a lone surrogate (half a UTF-16 pair), which PostgreSQL jsonb cannot "
-                             "store") from None
-    return document
-
-
-def execute(job: Job, spec: Optional[HandlerSpec]) -> Outcome:
-    """Run one handler and turn what happened into an Outcome. Never raises."""
-    try:
-        if spec is None:
-            raise LookupError(f"no handler is registered for job type {job.type!r} in this process")
-        result = spec.func(job)
-    except RetryLater as exc:
-        return Outcome(job.id, "pending", error=_error_text(exc), delay_s=exc.seconds, give_back_attempt=True)
-    except PermanentError as exc:
-        return Outcome(job.id, "failed", error=_error_text(exc))
-    except BaseException as exc:  # noqa: BLE001 - any handler failure is the job's outcome, not the call's
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        error = _error_text(exc)
-        if job.attempts >= job.max_attempts:
-            return Outcome(job.id, "failed", error=f"attempts exhausted ({job.attempts}/{job.max_attempts}); "
-                                                   f"last error: {error}"[:MAX_ERROR_CHARS])
-        return Outcome(job.id, "pending", error=error, delay_s=retry_delay(job.attempts))
-    try:
-        return Outcome(job.id, "completed", result_json=_result_json(result))
-    except (TypeError, ValueError, RecursionError) as exc:
-        return Outcome(job.id, "failed", error=f"the handler's result is not JSON-serialisable: "
-                                               f"{_error_text(exc)}"[:MAX_ERROR_CHARS])
-
-
-def _job_from_row(row) -> Job:
-    return Job(id=row["id"], type=row["type"], payload=row["payload"], store_id=row["store_id"],
-               user_id=row["user_id"], priority=row["priority"], attempts=row["attempts"],
-               max_attempts=row["max_attempts"], batch_id=row["batch_id"])
-
-
-class _BatchRun:
-    """Runs one call's claimed jobs on worker threads and writes their outcomes in batches."""
-
-    def __init__(self, engine: Engine, settings: Settings, token: str, rows: list, *, finish_by: float,
-                 answer_by: float, app=None):
-        self.engine, self.settings, self.token, self.app = engine, settings, token, app
-        self.finish_by = finish_by  # no job may run past this (budget end, or lease end if sooner)
-        self.answer_by = answer_by  # the call answers by then whatever is still running
-        self.window = finish_by - time.monotonic()
-        self.pending = deque(rows)
-        self.cond = threading.Condition()
-        self.stopping = False
-        self.unflushed: list[Outcome] = []
-        self.oldest_unflushed = 0.0
-        self.in_flight: dict[int, float] = {}  # job id -> deadline (monotonic)
-        self.abandoned: set[int] = set()
-        self.active_threads = 0
-        self.counts: Counter = Counter()
-
-    # -- worker side --------------------------------------------------------------------------------------------
-
-    def _timeout_for(self, spec: Optional[HandlerSpec]) -> float:
-        declared = (spec.timeout_s if spec and spec.timeout_s else None) or self.settings.JOBS_DEFAULT_TIMEOUT_S
-        return min(declared, self.window)  # a handler slower than the whole budget gets the whole budget
-
-    def _hand_over(self, done: Optional[tuple[int, Outcome]]) -> tuple[bool, Optional[tuple[Job, Any]]]:
-        """Record the outcome of the job this thread just ran and take its next job, under one acquisition of the
-        lock (two per job cost a third of the CPU with quick handlers). Returns (late, next): late means the
-        coordinator abandoned the job just run, so this thread records that outcome itself and stops."""
-        with self.cond:
-            if done is not None:
-                job_id, outcome = done
-                self.in_flight.pop(job_id, None)
-                if job_id in self.abandoned:
-                    return True, None
-                self._record(outcome, _kind(outcome))
-            while self.pending and not self.stopping:
-                row = self.pending.popleft()
-                spec = get_handler(row["type"])
-                timeout = self._timeout_for(spec)
-                now = time.monotonic()
-                # cannot finish inside the budget (or none is left: a slow claim can use it up): give it back
-                if timeout <= 0 or now + timeout > self.finish_by + 0.05:
-                    self._record(Outcome(row["id"], "pending", delay_s=None, give_back_attempt=True), "released")
-                    continue
-                job = _job_from_row(row)
-                job.set_deadline(timeout)
-                self.in_flight[job.id] = now + timeout
-                return False, (job, spec)
-            return False, None
-
-    def _worker(self) -> None:
-        late, done = False, None
-        with (self.app.app_context() if self.app is not None else nullcontext()):
-            try:
-                while True:
-                    late, taken = self._hand_over(done)
-                    if late:
-                        self._write_late(done[1])
-                        return  # the coordinator stopped counting this thread and may have replaced it
-                    if taken is None:
-                        return
-                    job, spec = taken
-                    handler_started = time.monotonic()
-                    outcome = execute(job, spec)
-                    done = (job.id, outcome)  # from here on the outcome is recorded, whatever else fails
-                    try:
-                        observe_outcome(job.type, _kind(outcome), time.monotonic() - handler_started)
-                        if self.app is not None and db.session.registry.has():
-                            db.session.remove()  # a handler's own session never outlives its job
-                    except Exception:  # noqa: BLE001 - bookkeeping must not cost the job its outcome
-                        log.exception("after job %s: metrics or session clean-up failed", job.id)
-            finally:
-                with self.cond:
-                    if not late:
-                        self.active_threads -= 1
-                    self.cond.notify_all()
-
-    def _record(self, outcome: Outcome, kind: str) -> None:
-        """Under self.cond."""
-        if not self.unflushed:
-            self.oldest_unflushed = time.monotonic()
-        self.unflushed.append(outcome)
-        self.counts[kind] += 1
-        if len(self.unflushed) >= FLUSH_EVERY_OUTCOMES:
-            self.cond.notify_all()
-
-    def _write_late(self, outcome: Outcome) -> None:
-        try:
-            with self.engine.begin() as conn:
-                written = queries.finish(conn, self.token, [outcome])
-            log.info(json.dumps({"event": "late_outcome", "job_id": outcome.job_id, "status": outcome.status,
-                                 "written": bool(written), "worker": self.token}))
-        except Exception:  # noqa: BLE001 - the lease will bring the job back
-            log.exception("could not record the late outcome of job %s; its lease will expire", outcome.job_id)
-
-    def _start_thread(self) -> None:
-        self.active_threads += 1
-        threading.Thread(target=self._worker, name=f"job-{self.token[-6:]}", daemon=True).start()
-
-    # -- coordinator side -----------------------------------------------------------------------------------------
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException:
-            # the call fails (its outcomes could not be written): its threads must start no further jobs, whose
-            # outcomes nobody would record; what was not started waits for the lease like the rest of the claim
-            with self.cond:
-                self.stopping = True
-                # handlers still running record their own outcomes when they return (as abandoned ones do)
-                self.abandoned.update(self.in_flight)
-                self.cond.notify_all()
-            raise
-
-    def _run(self) -> None:
-        with self.cond:
-            for _ in range(min(self.settings.JOBS_CONCURRENCY, len(self.pending))):
-                self._start_thread()
-        while True:
-            with self.cond:
-                now = time.monotonic()
-                if self.active_threads == 0 or now >= self.answer_by:
-                    break
-                for job_id, deadline in self.in_flight.items():
-                    if now > deadline + GRACE_S and job_id not in self.abandoned:
-                        self.abandoned.add(job_id)  # overran its timeout: stop waiting, keep concurrency
-                        self.active_threads -= 1
-                        if self.pending:
-                            self._start_thread()
-                due_flush = self.unflushed and (len(self.unflushed) >= FLUSH_EVERY_OUTCOMES
-                                                or now - self.oldest_unflushed >= FLUSH_EVERY_S)
-                if not due_flush:
-                    self.cond.wait(timeout=0.1)
-                    continue
-                batch, self.unflushed = self.unflushed, []
-            self._flush(batch)
-        with self.cond:
-            self.stopping = True
-            while self.pending:
-                row = self.pending.popleft()
-                self._record(Outcome(row["id"], "pending", delay_s=None, give_back_attempt=True), "released")
-            for job_id in self.in_flight:
-                self.abandoned.add(job_id)
-            self.counts["abandoned"] = len(self.abandoned)
-            batch, self.unflushed = self.unflushed, []
-        self._flush(batch)
-
-    def _flush(self, batch: list[Outcome]) -> None:
-        if not batch:
-            return
-        for attempt in (1, 2):
-            try:
-                with self.engine.begin() as conn:
-                    written = queries.finish(conn, self.token, batch)
-                self.counts["lost"] += len(batch) - len(written)
-                return
-            except Exception:  # noqa: BLE001
-                if attempt == 2:
-                    # the jobs stay `running` under this call's lease and come back when it expires
-                    log.exception("could not record %d outcomes; their leases will expire and they will rerun",
-                                  len(batch))
-                    raise
-                time.sleep(0.2)
 
 
 def _kind(outcome: Outcome) -> str:
@@ -312,39 +99,510 @@ def _kind(outcome: Outcome) -> str:
     return "retried"
 
 
+class StartFailed(Exception):
+    """The start of a run could not be recorded (the database is unreachable): the job must not run."""
+
+
+class StartBatcher:
+    """Records runs as started, one statement for all the threads starting at the same moment (a group commit):
+    a thread waits for the statement that covers its job, so no handler runs before its attempt is counted."""
+
+    def __init__(self, engine: Engine, token: str):
+        self.engine, self.token = engine, token
+        self._cond = threading.Condition()
+        self._waiting: list[int] = []
+        self._writing = False
+        self._results: dict[int, tuple[bool, Optional[BaseException]]] = {}
+
+    def start(self, job_id: int) -> bool:
+        """True: the run is recorded, go; False: the job is no longer this call's (do not run it)."""
+        with self._cond:
+            self._waiting.append(job_id)
+            while job_id not in self._results:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                batch, self._waiting, self._writing = self._waiting, [], True
+                self._cond.release()
+                try:
+                    try:
+                        with self.engine.begin() as conn:
+                            marked, error = queries.start(conn, self.token, batch), None
+                    except Exception as exc:  # noqa: BLE001 - each waiting thread learns it below
+                        marked, error = set(), exc
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                for waiting_id in batch:
+                    self._results[waiting_id] = (waiting_id in marked, error)
+                self._cond.notify_all()
+            started, error = self._results.pop(job_id)
+        if error is not None:
+            raise StartFailed(str(error)) from error
+        return started
+
+
+@dataclass
+class _Lane:
+    name: str
+    target: int  # threads wanted now
+    wakeup: threading.Condition  # on the call's lock: the lane's idle threads wait on it
+    threads: int = 0  # live threads counted (abandoned ones are not)
+    busy: int = 0  # of which running a job
+    ready: deque = field(default_factory=deque)  # claimed rows not started yet
+
+
+@dataclass
+class _InFlight:
+    lane: _Lane
+    deadline: float  # monotonic
+    job_type: str
+
+
+class _Tick:
+    """One call: the coordinator (the request's thread) claims rounds and writes outcomes; lane threads run jobs."""
+
+    def __init__(self, engine: Engine, settings: Settings, token: str, *, limit: int, budget_s: float,
+                 job_type: Optional[str], app):
+        self.engine, self.settings, self.token, self.app = engine, settings, token, app
+        self.limit, self.budget_s, self.job_type = limit, budget_s, job_type
+        self.started = time.monotonic()
+        self.budget_end = self.started + budget_s
+        self.answer_by = self.budget_end + GRACE_S
+        self.keeper: LeaseKeeper = keeper_for(engine, settings.JOBS_LEASE_S)
+        self.book = RuntimeBook(engine, budget_s)
+        self.starts = StartBatcher(engine, token)
+        # one lock; the coordinator waits on `cond`, each lane's idle threads on their lane's `wakeup`, so a job
+        # finishing wakes only whoever has something to do about it
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.lanes: dict[str, _Lane] = {CPU_LANE: _Lane(CPU_LANE, settings.JOBS_CONCURRENCY,
+                                                        threading.Condition(self.lock))}
+        self.in_flight: dict[int, _InFlight] = {}
+        self.abandoned: set[int] = set()
+        self.unflushed: list[Outcome] = []
+        self.oldest_unflushed = 0.0
+        self.counts: Counter = Counter()
+        self.stores: Counter = Counter()
+        self.claimed = 0
+        self.rounds = 0
+        self.rescued = 0
+        self.tick_id: Optional[int] = None
+        self.busy_s = 0.0
+        self.mean_run_s: Optional[float] = None  # this call's observed mean handler time (an EWMA)
+        self.stopping = False  # no job starts any more
+        self.claiming = True  # the call may claim more rounds
+        self.dry_since: Optional[float] = None  # the last claim found nothing due
+        self.last_activity = self.started
+        self.spec_cache: dict[str, Optional[HandlerSpec]] = {}
+        self.schedules_enqueued = False
+
+    # -- the coordinator ----------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            # the call fails (a claim's or an outcome's write failed twice): no further job starts; running
+            # handlers record their own outcomes (as abandoned ones do); what was not started waits for its lease
+            with self.cond:
+                self.stopping = True
+                self.claiming = False
+                self.abandoned.update(self.in_flight)
+                # what this call can no longer write is let go: its leases run out and the jobs come back
+                unwritten = [o.job_id for o in self.unflushed]
+                unwritten += [row["id"] for lane in self.lanes.values() for row in lane.ready]
+                self.unflushed = []
+                self._wake_all()
+            self.keeper.release(unwritten)
+            raise
+
+    def _run(self) -> None:
+        first = self._claim_round(first=True)
+        if first == 0 and not self.schedules_enqueued:
+            return  # nothing due: the claim statement recorded the tick, final (one statement in all)
+        while True:
+            now = time.monotonic()
+            with self.cond:
+                self._abandon_overdue(now)
+                if self._finished(now):
+                    break
+                batch = self._take_flush(now)
+            if batch:
+                self._flush(batch)
+                continue
+            want = self._want_round(time.monotonic())
+            if want > 0:
+                self._claim_round(size=want)
+                continue
+            with self.cond:
+                self.cond.wait(timeout=self._sleep_for(time.monotonic()))
+        with self.cond:
+            self.stopping = True
+            self.claiming = False
+            for lane in self.lanes.values():
+                while lane.ready:
+                    self._release(lane.ready.popleft())
+            for job_id, flight in self.in_flight.items():
+                if job_id not in self.abandoned:
+                    self.abandoned.add(job_id)
+                    observe_abandoned(flight.job_type)
+            self.counts["abandoned"] = len(self.abandoned)
+            batch, self.unflushed = self.unflushed, []
+            self._wake_all()
+        self._flush(batch)
+
+    def _finished(self, now: float) -> bool:
+        """Under self.cond: the call is over (nothing left to run, or its time is up)."""
+        if now >= self.answer_by:
+            return True
+        if self.in_flight.keys() - self.abandoned or any(lane.ready for lane in self.lanes.values()):
+            return False
+        if not self.claiming:
+            return True
+        if self.dry_since is not None:  # the queue ran dry and everything claimed has finished
+            return now - max(self.dry_since, self.last_activity) >= self.settings.JOBS_IDLE_GRACE_S
+        return False
+
+    def _sleep_for(self, now: float) -> float:
+        wake = now + POLL_S
+        if self.unflushed:
+            wake = min(wake, self.oldest_unflushed + FLUSH_EVERY_S)
+        for job_id, flight in self.in_flight.items():
+            if job_id not in self.abandoned:
+                wake = min(wake, flight.deadline + GRACE_S)
+        return max(0.005, min(wake, self.answer_by) - now)
+
+    def _want_round(self, now: float) -> int:
+        """How many jobs to claim now (0: none)."""
+        with self.cond:
+            if not self.claiming:
+                return 0
+            left = self.budget_end - now
+            if self.claimed >= self.limit or left < MIN_CLAIM_LEFT_S:
+                self.claiming = False
+                self._wake_all()
+                return 0
+            if self.dry_since is not None and now - self.dry_since < POLL_S:
+                return 0
+            lanes = self.lanes.values()
+            return runtime.round_size(
+                free_threads=sum(max(0, lane.target - lane.busy) for lane in lanes),
+                threads=sum(lane.target for lane in lanes), ready=sum(len(lane.ready) for lane in lanes),
+                mean_run_s=self.mean_run_s, horizon_s=PREFETCH_HORIZON_S, left=self.limit - self.claimed,
+                max_round=MAX_ROUND)
+
+    def _claim_round(self, *, size: Optional[int] = None, first: bool = False) -> int:
+        """Claim one round; returns how many jobs it claimed."""
+        if first:
+            size = min(self.limit, MAX_ROUND, runtime.round_size(
+                free_threads=self.settings.JOBS_CONCURRENCY, threads=self.settings.JOBS_CONCURRENCY, ready=0,
+                mean_run_s=None, horizon_s=PREFETCH_HORIZON_S, left=self.limit, max_round=MAX_ROUND))
+        tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
+        try:
+            with self.engine.begin() as conn:
+                claim = queries.claim(conn, limit=size, worker=self.token, lease_s=self.settings.JOBS_LEASE_S,
+                                      job_type=self.job_type, rescue_limit=self.settings.JOBS_RESCUE_LIMIT,
+                                      max_per_store=self.settings.JOBS_MAX_PER_STORE, tick=tick)
+        except Exception:
+            if first:
+                raise  # nothing claimed yet: the caller answers 503
+            log.exception("a claim round failed; the call finishes the jobs it holds and claims no more")
+            with self.cond:
+                self.claiming = False
+                self._wake_all()
+            return 0
+        rows = claim.jobs
+        if first:
+            self.tick_id = claim.tick_id
+        self.rescued += claim.rescued
+        observe_claimed((row["type"] for row in rows), claim.rescued)
+        if rows:
+            self.keeper.hold([row["id"] for row in rows], self.token, self.answer_by + GRACE_S)
+            self.book.ensure_loaded({row["type"] for row in rows})
+        if claim.schedules_due:
+            self._enqueue_schedules()
+        now = time.monotonic()
+        with self.cond:
+            if rows:
+                self.rounds += 1
+                self.claimed += len(rows)
+                self.dry_since = None
+                self.last_activity = now
+                self._admit(rows, now)
+            elif not self.schedules_enqueued:
+                self.dry_since = now
+            if not self.claiming:
+                self._wake_all()
+        return len(rows)
+
+    def _enqueue_schedules(self) -> None:
+        """Maintenance: enqueue due recurring jobs; the next round claims them."""
+        scheduled = maintenance.run_due_schedules(self.engine, self.settings).get("schedules", {})
+        if scheduled.get("enqueued"):
+            self.schedules_enqueued = True
+            with self.cond:
+                self.dry_since = None
+
+    def _spec(self, job_type: str) -> Optional[HandlerSpec]:
+        if job_type not in self.spec_cache:
+            self.spec_cache[job_type] = get_handler(job_type)
+        return self.spec_cache[job_type]
+
+    def _timeout(self, spec: Optional[HandlerSpec]) -> float:
+        return (spec.timeout_s if spec and spec.timeout_s else None) or self.settings.JOBS_DEFAULT_TIMEOUT_S
+
+    def _lane_for(self, spec: Optional[HandlerSpec]) -> _Lane:
+        """Under self.cond."""
+        if spec is None or spec.rate_limited is None:
+            return self.lanes[CPU_LANE]
+        lane = self.lanes.get(spec.rate_limited)
+        if lane is None:
+            lane = self.lanes[spec.rate_limited] = _Lane(spec.rate_limited, 1, threading.Condition(self.lock))
+        lane.target = self._rate_limited_target(spec)
+        return lane
+
+    def _rate_limited_target(self, spec: HandlerSpec) -> int:
+        rate_per_s = self.settings.OPENAI_RPM / 60.0  # the one shared limit today (handlers.registry.RATE_LIMITS)
+        return runtime.rate_limited_threads(rate_per_s, self.book.mean(spec.type),
+                                            cap=self.settings.JOBS_MAX_IO_CONCURRENCY,
+                                            unmeasured=self.settings.JOBS_CONCURRENCY)
+
+    def _admit(self, rows: list, now: float) -> None:
+        """Under self.cond: route claimed rows to their lanes (giving back at once those that cannot start in what
+        is left of the budget, or that have no handler here), then start threads where jobs wait."""
+        misfits = 0
+        for row in rows:
+            self.stores[row["store_id"] or NO_STORE] += 1
+            spec = self._spec(row["type"])
+            if spec is None or not runtime.may_start(self.book.estimate(row["type"], self._timeout(spec)),
+                                                     self.budget_end - now):
+                self._release(row)
+                misfits += 1
+                continue
+            self._lane_for(spec).ready.append(row)
+        if misfits == len(rows):
+            # nothing of this round could start, and the budget only shrinks: claiming more would give back the
+            # same jobs again (a claim cannot yet leave out the types that no longer fit)
+            self.claiming = False
+        for lane in self.lanes.values():
+            self._staff(lane)
+
+    def _wake_all(self) -> None:
+        """Under self.cond: something every thread must see (the call stops claiming or starting)."""
+        self.cond.notify_all()
+        for lane in self.lanes.values():
+            lane.wakeup.notify_all()
+
+    def _staff(self, lane: _Lane) -> None:
+        """Under self.cond: wake idle threads for the jobs waiting, and start threads while jobs wait with no idle
+        thread to take them."""
+        if lane.ready:
+            lane.wakeup.notify(len(lane.ready))
+        while lane.ready and lane.threads < lane.target and lane.threads - lane.busy < len(lane.ready):
+            lane.threads += 1
+            threading.Thread(target=self._worker, args=(lane,), name=f"job-{lane.name}-{self.token[-6:]}",
+                             daemon=True).start()
+
+    def _release(self, row) -> None:
+        """Under self.cond: give a claimed job back unstarted, as it was (place in line, attempts)."""
+        self._record(Outcome(row["id"], "pending", delay_s=None), "released")
+        observe_released(row["type"])
+
+    def _abandon_overdue(self, now: float) -> None:
+        """Under self.cond."""
+        for job_id, flight in self.in_flight.items():
+            if now > flight.deadline + GRACE_S and job_id not in self.abandoned:
+                self.abandoned.add(job_id)  # overran its deadline: stop waiting, keep the lane's concurrency
+                observe_abandoned(flight.job_type)
+                flight.lane.threads -= 1
+                flight.lane.busy -= 1
+                self._staff(flight.lane)
+
+    def _take_flush(self, now: float) -> list:
+        """Under self.cond: the outcomes to write now, if it is time."""
+        due = self.unflushed and (len(self.unflushed) >= FLUSH_EVERY_OUTCOMES
+                                  or now - self.oldest_unflushed >= FLUSH_EVERY_S)
+        if not due:
+            return []
+        batch, self.unflushed = self.unflushed, []
+        return batch
+
+    def _record(self, outcome: Outcome, kind: str) -> None:
+        """Under self.cond."""
+        if not self.unflushed:
+            self.oldest_unflushed = time.monotonic()
+        self.unflushed.append(outcome)
+        self.counts[kind] += 1
+        if len(self.unflushed) >= FLUSH_EVERY_OUTCOMES:
+            self.cond.notify()
+
+    def _flush(self, batch: list[Outcome]) -> None:
+        if not batch:
+            return
+        for attempt in (1, 2):
+            try:
+                with self.engine.begin() as conn:
+                    written = queries.finish(conn, self.token, batch)
+                break
+            except Exception:  # noqa: BLE001
+                if attempt == 2:
+                    # the jobs stay `running` under this call's lease until it runs out; then they come back
+                    log.exception("could not record %d outcomes; their leases will expire and they will rerun",
+                                  len(batch))
+                    self.keeper.release([o.job_id for o in batch])
+                    raise
+                time.sleep(0.2)
+        self.counts["lost"] += len(batch) - len(written)
+        self.keeper.release([o.job_id for o in batch])
+        self.book.save()
+
+    # -- lane threads -------------------------------------------------------------------------------------------
+
+    def _next(self, lane: _Lane):
+        """Under self.cond: the next job this thread runs, as (row, spec, deadline_s, cut); None: the thread ends."""
+        while True:
+            if self.stopping or lane.threads > lane.target and not lane.ready:
+                return None
+            if not lane.ready:
+                if not self.claiming:
+                    return None
+                self.cond.notify()  # this thread is idle: the coordinator may want to claim a round
+                lane.wakeup.wait(timeout=POLL_S)
+                continue
+            row = lane.ready.popleft()
+            if len(lane.ready) <= max(1, lane.target // 2):
+                self.cond.notify()  # the coordinator may want to claim the next round before threads idle
+            spec = self._spec(row["type"])
+            timeout = self._timeout(spec)
+            left = self.budget_end - time.monotonic()
+            if not runtime.may_start(self.book.estimate(row["type"], timeout), left):
+                self._release(row)
+                continue
+            deadline_s, cut = runtime.deadline(timeout, left)
+            lane.busy += 1
+            self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
+            return row, spec, deadline_s, cut
+
+    def _worker(self, lane: _Lane) -> None:
+        with (self.app.app_context() if self.app is not None else nullcontext()):
+            try:
+                while True:
+                    with self.cond:
+                        taken = self._next(lane)
+                        if taken is None:
+                            lane.threads -= 1
+                            self.cond.notify()
+                            return
+                    row, spec, deadline_s, cut = taken
+                    if not self._run_one(lane, row, spec, deadline_s, cut):
+                        return  # abandoned meanwhile: this thread is no longer the lane's
+            except BaseException:
+                log.exception("a handler thread of call %s failed", self.token)
+                raise
+
+    def _run_one(self, lane: _Lane, row, spec, deadline_s: float, cut: bool) -> bool:
+        """Start, perform and record one job. False: the coordinator abandoned it meanwhile (this thread wrote the
+        outcome itself and must stop)."""
+        job_id = row["id"]
+        try:
+            started = self.starts.start(job_id)
+        except StartFailed:
+            log.exception("could not record the start of job %s; it is given back unstarted", job_id)
+            started = None
+        if not started:
+            with self.cond:
+                self.in_flight.pop(job_id, None)
+                lane.busy -= 1
+                if started is None:
+                    self._release(row)
+                    self.claiming = False
+                else:
+                    self.counts["lost"] += 1
+                    self.keeper.release([job_id])
+            return True
+        job = job_from_row(row, deadline_s=deadline_s)
+        self.keeper.hold_until(job_id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
+        handler_started = time.monotonic()
+        outcome = execute(job, spec, Run(cut_by_budget=cut, deferred_since=row["deferred_since"],
+                                         max_deferrals=self.settings.JOBS_MAX_DEFERRALS,
+                                         max_deferral_s=self.settings.JOBS_MAX_DEFERRAL_S))
+        elapsed = time.monotonic() - handler_started
+        try:
+            if outcome.status == "completed":
+                self.book.observe(job.type, elapsed)
+            observe_outcome(job.type, _kind(outcome), elapsed)
+            if self.app is not None and db.session.registry.has():
+                db.session.remove()  # a handler's own session never outlives its job
+        except Exception:  # noqa: BLE001 - bookkeeping must not cost the job its outcome
+            log.exception("after job %s: metrics or session clean-up failed", job_id)
+        with self.cond:
+            self.in_flight.pop(job_id, None)
+            self.busy_s += elapsed
+            self.mean_run_s = elapsed if self.mean_run_s is None else 0.8 * self.mean_run_s + 0.2 * elapsed
+            self.last_activity = time.monotonic()
+            if job_id in self.abandoned:
+                late = True
+            else:
+                late = False
+                lane.busy -= 1
+                self._record(outcome, _kind(outcome))
+        if late:
+            self._write_late(outcome)
+            return False
+        return True
+
+    def _write_late(self, outcome: Outcome) -> None:
+        try:
+            with self.engine.begin() as conn:
+                written = queries.finish(conn, self.token, [outcome])
+            log.info(json.dumps({"event": "late_outcome", "job_id": outcome.job_id, "status": outcome.status,
+                                 "written": bool(written), "worker": self.token}))
+        except Exception:  # noqa: BLE001 - the lease will bring the job back
+            log.exception("could not record the late outcome of job %s; its lease will expire", outcome.job_id)
+        finally:
+            self.keeper.release([outcome.job_id])
+        self.book.save()
+
+    # -- the result ---------------------------------------------------------------------------------------------
+
+    def summary(self) -> RunSummary:
+        summary = RunSummary(claimed=self.claimed, rescued=self.rescued, rounds=self.rounds, worker=self.token,
+                             stores=dict(self.stores))
+        for name in ("succeeded", "retried", "failed", "released", "abandoned", "lost"):
+            setattr(summary, name, self.counts[name])
+        summary.duration_ms = int((time.monotonic() - self.started) * 1000)
+        return summary
+
+    def record_tick(self, summary: RunSummary) -> None:
+        """Write the call's figures into its job_ticks row (the first claim inserted it). Best effort."""
+        if self.tick_id is None or (self.claimed == 0 and self.rescued == 0 and not self.schedules_enqueued):
+            return  # nothing happened after the first claim: its row is already final
+        try:
+            with self.engine.begin() as conn:
+                ticks.finish(conn, self.tick_id, asdict(summary), self.busy_s)
+        except Exception:  # noqa: BLE001 - the outcomes are written; the history misses one row's figures
+            log.exception("could not record tick %s", self.tick_id)
+
+
 def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s: float,
                     job_type: Optional[str] = None, app=None) -> RunSummary:
-    """Claim up to `limit` due jobs and run them within `budget_s` seconds. The endpoint and the CLI call this."""
-    started = time.monotonic()
+    """Claim and run due jobs in rounds for up to `budget_s` seconds, at most `limit` of them. The endpoint and the
+    CLI call this."""
     token = worker_token()
-
-    def claim_up_to(n: int) -> queries.ClaimResult:
-        with engine.begin() as conn:
-            return queries.claim(conn, limit=n, worker=token, lease_s=settings.JOBS_LEASE_S, job_type=job_type,
-                                 rescue_limit=settings.JOBS_RESCUE_LIMIT, max_per_store=settings.JOBS_MAX_PER_STORE)
-
-    claim = claim_up_to(limit)
-    jobs, rescued = list(claim.jobs), claim.rescued
-    if claim.schedules_due:  # maintenance: enqueue due recurring jobs, then give them this call's spare slots
-        scheduled = maintenance.run_due_schedules(engine, settings).get("schedules", {})
-        if scheduled.get("enqueued") and len(jobs) < limit:
-            try:
-                extra = claim_up_to(limit - len(jobs))
-                jobs, rescued = jobs + list(extra.jobs), rescued + extra.rescued
-            except Exception:  # noqa: BLE001 - the jobs already claimed still run; the new ones wait for a call
-                log.exception("could not claim the jobs just scheduled; the next call will")
-    summary = RunSummary(claimed=len(jobs), rescued=rescued, worker=token)
-    observe_claimed((row["type"] for row in jobs), rescued)
-    summary.stores = dict(Counter(row["store_id"] or NO_STORE for row in jobs))
-    if jobs:
-        run = _BatchRun(engine, settings, token, jobs,
-                        finish_by=min(started + budget_s, started + settings.JOBS_LEASE_S - LEASE_SAFETY_S),
-                        answer_by=started + budget_s + GRACE_S, app=app)
-        run.run()
-        for name in ("succeeded", "retried", "failed", "released", "abandoned", "lost"):
-            setattr(summary, name, run.counts[name])
-    summary.duration_ms = int((time.monotonic() - started) * 1000)
+    if not ticks.GATE.try_enter(settings.JOBS_MAX_TICKS_PER_PROCESS):
+        observe_tick("busy", 0.0)
+        return RunSummary(worker=token, busy=True)
+    try:
+        tick = _Tick(engine, settings, token, limit=limit, budget_s=budget_s, job_type=job_type, app=app)
+        tick.run()
+        summary = tick.summary()
+        tick.record_tick(summary)
+    finally:
+        ticks.GATE.leave()
+    observe_tick("ran" if summary.claimed else "idle", summary.duration_ms / 1000.0)
     log.info(json.dumps({"event": "process_pending", **summary.to_dict(), "limit": limit, "budget_s": budget_s,
+                         "busy_s": round(tick.busy_s, 3),
                          "distribution": f"claimed {summary.claimed} from {len(summary.stores)} stores",
                          "type": job_type}))
     return summary

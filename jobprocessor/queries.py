@@ -15,19 +15,22 @@ from sqlalchemy.engine import Connection
 JOB_COLUMNS = (
     "id", "type", "payload", "status", "priority", "store_id", "user_id", "run_at", "created_at", "started_at",
     "completed_at", "attempts", "max_attempts", "last_error", "result", "locked_by", "locked_until",
-    "idempotency_key", "batch_id",
+    "idempotency_key", "batch_id", "deferrals", "deferred_since",
 )
 _SELECT_JOB = ", ".join(f"jobs.{c}" for c in JOB_COLUMNS)
 # What a claim returns: what the pipeline needs to run a job, no more (decoding the other columns of 1000 claimed
 # rows cost a third of the claim's client time in the benchmark's profile).
 CLAIMED_COLUMNS = ("id", "type", "payload", "priority", "store_id", "user_id", "run_at", "attempts", "max_attempts",
-                   "batch_id")
+                   "batch_id", "deferrals", "deferred_since")
 _RETURNING_CLAIMED = ", ".join(f"jobs.{c}" for c in CLAIMED_COLUMNS)
 
 # --- claim -------------------------------------------------------------------------------------------------------
 
-# Expired leases: a worker that died or hung past JOBS_LEASE_S. Back to pending (run again), or failed when the
-# attempt it was running was its last. Bounded (LIMIT) and SKIP LOCKED so concurrent callers split the work.
+# Expired leases: a process that died (its calls renew the leases of the jobs they hold while their handlers'
+# threads live, jobprocessor/leases.py), or a handler stuck past JOBS_STUCK_HANDLER_S. A job whose handler had
+# started (started_at set: its attempt is spent) goes back to pending, or to failed when that was its last attempt;
+# one that was only leased (claimed ahead of a free thread, never started) goes back to pending as it was. Bounded
+# (LIMIT) and SKIP LOCKED so concurrent callers split the work.
 _RESCUE_CTE = """
 expired AS (
     SELECT id FROM jobs
@@ -38,9 +41,14 @@ expired AS (
 ),
 rescued AS (
     UPDATE jobs
-    SET status = CASE WHEN jobs.attempts >= jobs.max_attempts THEN 'failed' ELSE 'pending' END,
-        completed_at = CASE WHEN jobs.attempts >= jobs.max_attempts THEN now() END,
-        last_error = 'lease expired: ' || coalesce(jobs.locked_by, '?') || ' did not finish within its lease',
+    SET status = CASE WHEN jobs.started_at IS NOT NULL AND jobs.attempts >= jobs.max_attempts
+                      THEN 'failed' ELSE 'pending' END,
+        completed_at = CASE WHEN jobs.started_at IS NOT NULL AND jobs.attempts >= jobs.max_attempts THEN now() END,
+        last_error = CASE WHEN jobs.started_at IS NULL THEN jobs.last_error
+                          ELSE 'lease expired: ' || coalesce(jobs.locked_by, '?')
+                               || ' did not finish within its lease (its process stopped renewing it)' END,
+        started_at = CASE WHEN jobs.started_at IS NOT NULL AND jobs.attempts >= jobs.max_attempts
+                          THEN jobs.started_at END,
         locked_by = NULL,
         locked_until = NULL
     FROM expired
@@ -84,24 +92,41 @@ due AS (
     FOR UPDATE SKIP LOCKED
 )"""
 
-# The claim itself; started_at/attempts/lease are set in the same statement that locks, so a job is never
-# "claimed but not running" as far as the table can tell. The rescue runs in the same statement (one round trip
-# and, with nothing due, one cheap indexed statement per call); its counts come back beside the claimed rows
-# (a LEFT JOIN, so there is always one row to read them from).
-_CLAIM_TAIL = f"""
+# The claim itself: the jobs are leased to this call (status running, locked_by its token, locked_until) in the
+# statement that locks them, so a job is never "claimed but not leased" as far as the table can tell. No attempt is
+# spent here: START marks a job's run when a thread is about to run it (a killed call costs an attempt only to the
+# jobs whose handlers had started; the rest come back as they were when their lease ends). The rescue runs in the
+# same statement (one round trip and, with nothing due, one cheap indexed statement per call); its counts come back
+# beside the claimed rows (a LEFT JOIN, so there is always one row to read them from). A call's first claim also
+# records the call in job_ticks (final at once when it claims nothing, so a call with nothing due stays one
+# statement); later rounds leave that out.
+_CLAIMED_CTE = f"""
 claimed AS (
     UPDATE jobs
     SET status = 'running',
-        attempts = jobs.attempts + 1,
-        started_at = now(),
+        started_at = NULL,
         locked_by = :worker,
         locked_until = now() + make_interval(secs => :lease_s)
     FROM due
     WHERE jobs.id = due.id
     RETURNING {_RETURNING_CLAIMED}, due.claim_order
-)
+)"""
+
+_TICK_CTE = """
+tick AS (
+    INSERT INTO job_ticks (worker, job_limit, budget_s, job_type, rounds, claimed, rescued, ended_at)
+    SELECT :worker, :tick_limit, :tick_budget_s, CAST(:tick_job_type AS text),
+           CASE WHEN EXISTS (SELECT 1 FROM claimed) THEN 1 ELSE 0 END,
+           (SELECT count(*) FROM claimed), (SELECT count(*) FROM rescued),
+           CASE WHEN NOT EXISTS (SELECT 1 FROM claimed) THEN now() END
+    RETURNING id
+)"""
+
+
+def _claim_select(tick_id: str) -> str:
+    return f"""
 SELECT claimed.*,
-       r.rescued_pending, r.rescued_failed,
+       r.rescued_pending, r.rescued_failed, {tick_id} AS tick_id,
        -- whether a recurring job is due (job_schedules_due_idx): asked here so that a call with nothing to do
        -- stays one statement; the processor enqueues due schedules only when this says so
        EXISTS (SELECT 1 FROM job_schedules WHERE enabled AND next_run_at <= now()) AS schedules_due
@@ -111,8 +136,22 @@ FROM (SELECT count(*) FILTER (WHERE status = 'pending') AS rescued_pending,
 LEFT JOIN claimed ON true
 """
 
+
+_CLAIM_TAIL = _CLAIMED_CTE + _claim_select("CAST(NULL AS bigint)")
+_CLAIM_TAIL_WITH_TICK = _CLAIMED_CTE + "," + _TICK_CTE + _claim_select("(SELECT id FROM tick)")
+
 CLAIM = "WITH " + _RESCUE_CTE + "," + _FAIR_DUE_CTE + "," + _CLAIM_TAIL
+CLAIM_FIRST = "WITH " + _RESCUE_CTE + "," + _FAIR_DUE_CTE + "," + _CLAIM_TAIL_WITH_TICK
 FIFO_CLAIM = "WITH " + _RESCUE_CTE + "," + _FIFO_DUE_CTE + "," + _CLAIM_TAIL
+
+
+@dataclass(frozen=True)
+class TickStart:
+    """What a call's first claim records about the call in job_ticks."""
+
+    limit: int
+    budget_s: float
+    job_type: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +160,7 @@ class ClaimResult:
     rescued_pending: int
     rescued_failed: int
     schedules_due: bool = False  # a recurring job's slot has come (see schedules.enqueue_due)
+    tick_id: Optional[int] = None  # the job_ticks row the first claim of a call inserted
 
     @property
     def rescued(self) -> int:
@@ -128,10 +168,16 @@ class ClaimResult:
 
 
 def claim(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
-          rescue_limit: int = 1000, max_per_store: Optional[int] = None) -> ClaimResult:
-    """Rescue expired leases and claim up to `limit` due jobs fairly across stores, in one statement."""
-    return _claim(conn, CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
-                  rescue_limit=rescue_limit, max_per_store=max_per_store)
+          rescue_limit: int = 1000, max_per_store: Optional[int] = None,
+          tick: Optional[TickStart] = None) -> ClaimResult:
+    """Rescue expired leases and lease up to `limit` due jobs fairly across stores to `worker`, in one statement;
+    with `tick`, also record the call in job_ticks (a call's first claim)."""
+    if tick is None:
+        return _claim(conn, CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
+                      rescue_limit=rescue_limit, max_per_store=max_per_store)
+    return _claim(conn, CLAIM_FIRST, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
+                  rescue_limit=rescue_limit, max_per_store=max_per_store, tick_limit=tick.limit,
+                  tick_budget_s=tick.budget_s, tick_job_type=tick.job_type)
 
 
 def claim_fifo(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
@@ -149,7 +195,57 @@ def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
     # the last rounds, not some store's whole share
     jobs.sort(key=lambda row: (row["claim_order"] or 0, row["priority"], row["run_at"], row["id"]))
     return ClaimResult(jobs, int(first["rescued_pending"]), int(first["rescued_failed"]),
-                       bool(first["schedules_due"]))
+                       bool(first["schedules_due"]), first["tick_id"])
+
+
+# --- start and keep ------------------------------------------------------------------------------------------------
+
+# A job's run starts: its attempt is spent and started_at set, in one statement for every job starting at that
+# moment, committed before any of their handlers runs (so a process killed by a handler still counts that run).
+# `started_at IS NULL` makes a repeat harmless; the locked_by fence keeps a job another call has taken over out.
+START = """
+UPDATE jobs SET attempts = attempts + 1, started_at = now()
+WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running' AND locked_by = :worker AND started_at IS NULL
+RETURNING id
+"""
+
+
+def start(conn: Connection, worker: str, job_ids: Sequence[int]) -> set[int]:
+    """Mark these leased jobs as running their handler now; returns the ids marked (a missing one is no longer
+    this call's: do not run it)."""
+    if not job_ids:
+        return set()
+    return {row[0] for row in conn.execute(text(START), {"ids": array_literal(list(job_ids)), "worker": worker})}
+
+
+# The heartbeat: the leases of the jobs a process still holds move forward. Rows locked right now (being finished,
+# or started) are skipped rather than waited for: their lease is renewed by the next beat, long before it ends. The
+# rows are locked in id order, so two beats of one process never deadlock each other.
+EXTEND_LEASES = """
+WITH held AS (
+    SELECT j.id
+    FROM jobs j
+    JOIN unnest(CAST(:ids AS bigint[]), CAST(:workers AS text[])) AS h(id, worker) ON j.id = h.id
+    WHERE j.status = 'running' AND j.locked_by = h.worker
+    ORDER BY j.id
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE jobs SET locked_until = greatest(jobs.locked_until, now() + make_interval(secs => :lease_s))
+FROM held
+WHERE jobs.id = held.id
+RETURNING jobs.id
+"""
+
+
+def extend_leases(conn: Connection, held: Sequence[tuple[int, str]], lease_s: float) -> set[int]:
+    """Renew the leases of (job id, lease token) pairs; returns the ids renewed."""
+    if not held:
+        return set()
+    return {row[0] for row in conn.execute(text(EXTEND_LEASES), {
+        "ids": array_literal([job_id for job_id, _ in held]),
+        "workers": array_literal([worker for _, worker in held]),
+        "lease_s": lease_s,
+    })}
 
 
 # --- finish ------------------------------------------------------------------------------------------------------
@@ -163,7 +259,8 @@ class Outcome:
     result_json: Optional[str] = None  # already serialised (and checked) JSON
     error: Optional[str] = None
     delay_s: Optional[float] = 0.0  # pending: run again after this many seconds (None: keep run_at)
-    give_back_attempt: bool = False  # RetryLater and released jobs do not spend an attempt
+    give_back_attempt: bool = False  # RetryLater and budget cuts give the run's attempt back
+    deferred: bool = False  # RetryLater or a budget cut: counted in jobs.deferrals (bounded)
 
 
 # One statement for the whole batch: the outcomes arrive as parallel arrays, unnest() turns them into rows.
@@ -175,6 +272,8 @@ SET status = o.status,
     result = CASE WHEN o.status = 'completed' THEN CAST(o.result AS jsonb) ELSE j.result END,
     last_error = coalesce(o.error, j.last_error),
     attempts = j.attempts - o.give_back,
+    deferrals = j.deferrals + o.deferred,
+    deferred_since = CASE WHEN o.deferred = 1 THEN coalesce(j.deferred_since, now()) ELSE j.deferred_since END,
     -- a retry waits delay_s; a released job (delay_s NULL) keeps its run_at, and so its place in line
     run_at = CASE WHEN o.status = 'pending' AND o.delay_s IS NOT NULL
                   THEN now() + make_interval(secs => o.delay_s) ELSE j.run_at END,
@@ -183,8 +282,9 @@ SET status = o.status,
     locked_by = NULL,
     locked_until = NULL
 FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:results AS text[]),
-            CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:give_backs AS int[]))
-     AS o(id, status, result, error, delay_s, give_back)
+            CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:give_backs AS int[]),
+            CAST(:deferred AS int[]))
+     AS o(id, status, result, error, delay_s, give_back, deferred)
 WHERE j.id = o.id AND j.status = 'running' AND j.locked_by = :worker
 RETURNING j.id
 """
@@ -202,6 +302,7 @@ def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[in
         "errors": array_literal([o.error for o in outcomes]),
         "delays": array_literal([None if o.delay_s is None else float(o.delay_s) for o in outcomes]),
         "give_backs": array_literal([1 if o.give_back_attempt else 0 for o in outcomes]),
+        "deferred": array_literal([1 if o.deferred else 0 for o in outcomes]),
     }
     return {row[0] for row in conn.execute(text(FINISH), params)}
 
@@ -298,10 +399,10 @@ ORDER BY id DESC
 LIMIT :limit
 """
 
-# Manual retry gives a failed or cancelled job a fresh set of attempts, due now.
+# Manual retry gives a failed or cancelled job a fresh set of attempts (and of deferrals), due now.
 RETRY_JOB = f"""
 UPDATE jobs SET status = 'pending', attempts = 0, run_at = now(), started_at = NULL, completed_at = NULL,
-                result = NULL, locked_by = NULL, locked_until = NULL
+                result = NULL, locked_by = NULL, locked_until = NULL, deferrals = 0, deferred_since = NULL
 WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING {_SELECT_JOB}
 """

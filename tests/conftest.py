@@ -27,8 +27,9 @@ def _database_url() -> str:
 
 
 def make_settings(database_url: str, **overrides) -> Settings:
+    # no idle grace: a test's call ends as soon as its queue is dry (tests of the grace set it)
     values = dict(DATABASE_URL=normalise_database_url(database_url), CRON_SECRET=SECRET,
-                  JOBPROCESSOR_HANDLERS=("tests.job_handlers",))
+                  JOBPROCESSOR_HANDLERS=("tests.job_handlers",), JOBS_IDLE_GRACE_S=0.0)
     values.update(overrides)
     return Settings.from_env({}, **values)
 
@@ -137,7 +138,7 @@ class Gunicorn:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, DATABASE_URL=database_url, CRON_SECRET=SECRET,
-                        JOBPROCESSOR_HANDLERS="tests.job_handlers", WEB_CONCURRENCY=str(workers),
+                        JOBPROCESSOR_HANDLERS="tests.job_handlers", WEB_CONCURRENCY=str(workers), JOBS_IDLE_GRACE_S="0",
                         GUNICORN_THREADS=str(threads), GUNICORN_ACCESSLOG="", PYTHONPATH=str(ROOT),
                         **(env or {}))
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"

@@ -14,7 +14,10 @@ def test_contract_defaults():
     s = Settings.from_env({"DATABASE_URL": URL})
     assert (s.DB_POOL_MAX, s.DB_POOL_MIN, s.JOBS_MAX_PER_RUN, s.JOBS_MAX_RUNTIME_S, s.JOBS_CONCURRENCY,
             s.JOBS_MAX_PER_STORE, s.JOBS_LEASE_S, s.JOBPROCESSOR_HANDLERS, s.CRON_SECRET) == \
-        (10, 2, 10, 50.0, 8, None, 300.0, (), "")
+        (30, 2, 10000, 90.0, 8, None, 60.0, (), "")
+    assert (s.JOBS_MAX_IO_CONCURRENCY, s.JOBS_IDLE_GRACE_S, s.JOBS_MAX_TICKS_PER_PROCESS, s.JOBS_MAX_DEFERRALS,
+            s.JOBS_MAX_DEFERRAL_S, s.JOBS_STUCK_HANDLER_S, s.JOBS_TICK_HISTORY_DAYS) == \
+        (100, 5.0, 2, 100, 86400.0, 600.0, 7.0)
 
 
 def test_values_are_read_from_the_environment():
@@ -26,7 +29,8 @@ def test_values_are_read_from_the_environment():
 
 @pytest.mark.parametrize("name,value,words", [
     ("JOBS_MAX_PER_RUN", "ten", "JOBS_MAX_PER_RUN must be a whole number"),
-    ("JOBS_MAX_PER_RUN", "0", "JOBS_MAX_PER_RUN must be between 1 and 1000"),
+    ("JOBS_MAX_PER_RUN", "0", "JOBS_MAX_PER_RUN must be between 1 and 1000000"),
+    ("JOBS_LEASE_S", "2", "JOBS_LEASE_S must be between 5 and"),
     ("JOBS_MAX_RUNTIME_S", "-5", "JOBS_MAX_RUNTIME_S must be between"),
     ("JOBS_MAX_RUNTIME_S", "nan", "JOBS_MAX_RUNTIME_S must be a finite number"),
     ("JOBS_CONCURRENCY", "1.5", "JOBS_CONCURRENCY must be a whole number"),

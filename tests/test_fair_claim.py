@@ -240,7 +240,7 @@ def test_four_concurrent_callers_claim_each_job_once(clean_db):
     assert len(ids) == len(set(ids)) == 9950
     assert all(claimed)  # every caller got work
     jobs = fetch_jobs(engine)
-    assert {(job["status"], job["attempts"]) for job in jobs} == {("running", 1)}
+    assert {(job["status"], job["attempts"]) for job in jobs} == {("running", 0)}  # leased: no run started yet
     assert {job["locked_by"] for job in jobs} == {f"caller-{k}" for k in range(4)}
 
 
@@ -276,18 +276,20 @@ def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
 
 
 def test_endpoint_reports_the_distribution_and_applies_the_configured_cap(database_url, clean_db, caplog):
-    """POST /process-pending: JOBS_MAX_PER_STORE from the settings caps each store; the response's `stores` and the
-    log line show the distribution."""
+    """POST /process-pending: JOBS_MAX_PER_STORE from the settings caps each store per claim round; the response's
+    `stores` and the log line show the distribution."""
     engine = clean_db
     insert_jobs(engine, 30, store_id="'a'")
     insert_jobs(engine, 30, store_id="'b'")
     insert_jobs(engine, 2)  # no store
-    app = create_app(make_settings(database_url, JOBS_MAX_PER_STORE=5))
+    # 48 threads: the first round asks for 50 jobs; capped at 5 per store it gets 12, so the call needs more rounds
+    app = create_app(make_settings(database_url, JOBS_MAX_PER_STORE=5, JOBS_CONCURRENCY=48))
     with app.app_context(), caplog.at_level(logging.INFO, logger="jobprocessor.process"):
         summary = app.test_client().post("/process-pending", json={"limit": 50}, headers=AUTH).json
         from jobprocessor.extensions import db
 
         db.engine.dispose()
-    assert summary["claimed"] == 12 and summary["stores"] == {"a": 5, "b": 5, "": 2}
+    assert summary["claimed"] == 50 and summary["stores"] == {"a": 24, "b": 24, "": 2}
+    assert summary["rounds"] >= 5  # at most 5 + 5 + 2 per round (uncapped, the first round would take all 50)
     record = next(json.loads(r.getMessage()) for r in caplog.records if '"process_pending"' in r.getMessage())
-    assert record["distribution"] == "claimed 12 from 3 stores" and record["stores"] == summary["stores"]
+    assert record["distribution"] == "claimed 50 from 3 stores" and record["stores"] == summary["stores"]

@@ -156,20 +156,20 @@ def test_counters_are_summed_over_gunicorn_workers_and_survive_a_dead_worker(dat
             assert value(scraped, "jobprocessor_jobs_completed_total", type="test.sleep") == 24
             assert value(scraped, "jobprocessor_jobs_claimed_total", type="test.sleep") == 24
             assert value(scraped, "jobprocessor_queue_jobs", status="completed") == 24
-            assert value(scraped, "jobprocessor_db_pool_size") == 2 * 10  # DB_POOL_MAX per live worker
+            assert value(scraped, "jobprocessor_db_pool_size") == 2 * 30  # DB_POOL_MAX per live worker
 
         os.kill(int(sorted(pids)[0]), signal.SIGKILL)  # a worker dies; the master replaces it
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
                 scraped = scrape_http()
-                if value(scraped, "jobprocessor_db_pool_size") == 2 * 10:
+                if value(scraped, "jobprocessor_db_pool_size") == 2 * 30:
                     break
             except requests.RequestException:
                 pass
             time.sleep(0.3)
         assert value(scraped, "jobprocessor_jobs_completed_total", type="test.sleep") == 24  # kept
-        assert value(scraped, "jobprocessor_db_pool_size") == 2 * 10  # the dead worker's live gauge is gone
+        assert value(scraped, "jobprocessor_db_pool_size") == 2 * 30  # the dead worker's live gauge is gone
 
 
 def test_metrics_include_the_shared_openai_limiter(client):

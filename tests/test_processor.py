@@ -101,11 +101,14 @@ def test_exception_whose_message_cannot_render_still_records_an_error(app, engin
     assert one(engine, job_id)["last_error"] == "Unprintable: <error message could not be rendered>"
 
 
-def test_job_without_a_registered_handler_is_retried_not_lost(app, engine, settings):
-    (job_id,) = insert_jobs(engine, 1, "nobody.handles.this")
-    assert run(app, engine, settings).retried == 1
-    job = one(engine, job_id)
-    assert job["status"] == "pending" and "no handler is registered" in job["last_error"]
+def test_job_without_a_registered_handler_is_given_back_unspent(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "nobody.handles.this", run_at="now() - interval '1 minute'")
+    before = one(engine, job_id)
+    summary = run(app, engine, settings)
+    assert (summary.released, summary.retried, summary.failed) == (1, 0, 0)
+    job = one(engine, job_id)  # waits, as it was, for a process that has its handler
+    assert job["status"] == "pending" and job["attempts"] == 0 and job["run_at"] == before["run_at"]
+    assert job["last_error"] is None and job["locked_by"] is None
 
 
 # --- order and schedule --------------------------------------------------------------------------------------------
@@ -199,21 +202,27 @@ def test_hung_handler_is_abandoned_then_recorded_late(app, engine, settings):
 
 
 def test_expired_leases_are_rescued(app, engine, settings):
-    retry = insert_jobs(engine, 2, "test.echo", status="'running'", attempts="1", max_attempts="3",
-                        locked_by="'dead-worker'", locked_until="now() - interval '1 second'")
-    spent = insert_jobs(engine, 1, "test.echo", status="'running'", attempts="3", max_attempts="3",
-                        locked_by="'dead-worker'", locked_until="now() - interval '1 second'")
+    started = dict(status="'running'", locked_by="'dead-worker'", locked_until="now() - interval '1 second'",
+                   started_at="now() - interval '2 minutes'")
+    retry = insert_jobs(engine, 2, "test.echo", attempts="1", max_attempts="3", **started)
+    spent = insert_jobs(engine, 1, "test.echo", attempts="3", max_attempts="3", **started)
+    # leased ahead of a free thread, never started: its attempt was never spent
+    (unstarted,) = insert_jobs(engine, 1, "test.echo", status="'running'", attempts="2", max_attempts="2",
+                               locked_by="'dead-worker'", locked_until="now() - interval '1 second'",
+                               last_error="'an earlier error'")
     alive = insert_jobs(engine, 1, "test.echo", status="'running'", attempts="1", locked_by="'live-worker'",
-                        locked_until="now() + interval '5 minutes'")
+                        locked_until="now() + interval '5 minutes'", started_at="now()")
     summary = run(app, engine, settings)
-    assert summary.rescued == 3
+    assert summary.rescued == 4
     assert one(engine, spent[0])["status"] == "failed"
     assert "lease expired: dead-worker" in one(engine, spent[0])["last_error"]
     assert [one(engine, i)["status"] for i in retry] == ["pending", "pending"]
+    back = one(engine, unstarted)
+    assert (back["status"], back["attempts"], back["last_error"]) == ("pending", 2, "an earlier error")
     assert one(engine, alive[0])["status"] == "running"
     second = run(app, engine, settings)  # rescued jobs are due again
-    assert second.claimed == 2 and all(one(engine, i)["status"] == "completed" for i in retry)
-    assert one(engine, retry[0])["attempts"] == 2
+    assert second.claimed == 3 and all(one(engine, i)["status"] == "completed" for i in retry + [unstarted])
+    assert one(engine, retry[0])["attempts"] == 2 and one(engine, unstarted)["attempts"] == 3
 
 
 def test_a_stale_worker_cannot_overwrite_a_job_it_no_longer_owns(engine):
@@ -288,14 +297,13 @@ def test_claim_takes_at_most_limit(app, engine, settings, limit):
 
 
 def test_no_job_starts_when_the_budget_is_already_spent(app, engine, settings):
-    from jobprocessor.processor import _BatchRun
-
-    rows = fetch_jobs(engine, "id = ANY(:ids)", ids=insert_jobs(engine, 3, "test.sleep"))
-    with engine.begin() as conn:  # claim them as a call would, so the outcomes can be written
-        claimed = queries.claim(conn, limit=3, worker="late-call", lease_s=60).jobs
-    assert len(claimed) == 3 and len(rows) == 3
-    now = time.monotonic()
-    run = _BatchRun(engine, settings, "late-call", claimed, finish_by=now - 1, answer_by=now + 5, app=app)
-    run.run()
-    assert run.counts["released"] == 3 and run.counts["succeeded"] == 0
-    assert [j["status"] for j in fetch_jobs(engine)] == ["pending"] * 3
+    # a budget shorter than the claim itself: every job claimed is given back unstarted, as it was
+    ids = insert_jobs(engine, 3, "test.sleep", run_at="now() - interval '1 minute'")
+    before = {j["id"]: j["run_at"] for j in fetch_jobs(engine)}
+    summary = run(app, engine, settings, budget_s=0.0001)
+    assert (summary.claimed, summary.released, summary.succeeded) == (3, 3, 0)
+    for job in fetch_jobs(engine, "id = ANY(:ids)", ids=ids):
+        assert (job["status"], job["attempts"], job["started_at"]) == ("pending", 0, None)
+        assert job["run_at"] == before[job["id"]]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM job_executions")).scalar_one() == 0

@@ -79,8 +79,7 @@ def test_every_way_to_pending_keeps_the_store_covered(clean_db):
     assert arrivals(engine) == []
     ids = [r["id"] for r in claimed]
     # a retry (later), a release (keeps its old run_at), a failure and a completion
-    finish(engine, [Outcome(ids[0], "pending", delay_s=30.0), Outcome(ids[1], "pending", delay_s=None,
-                                                                       give_back_attempt=True),
+    finish(engine, [Outcome(ids[0], "pending", delay_s=30.0), Outcome(ids[1], "pending", delay_s=None),
                     Outcome(ids[2], "failed", error="x"), Outcome(ids[3], "completed", result_json="{}")])
     assert uncovered(engine) == []
     # an expired lease: the claim's own rescue makes the job pending again, with its old run_at
@@ -240,7 +239,7 @@ def test_finishes_and_claims_in_any_order_never_wait_for_directory_rows(clean_db
         t1, t2 = one.begin(), two.begin()
         for conn in (one, two):
             conn.execute(text("SET LOCAL lock_timeout = '2s'"))
-        release = dict(delay_s=None, give_back_attempt=True)
+        release = dict(delay_s=None)  # given back unstarted: as it was
         queries.finish(one, WORKER, [Outcome(by_store["x"][0], "pending", **release),
                                      Outcome(by_store["y"][0], "pending", **release)])
         queries.finish(two, WORKER, [Outcome(by_store["y"][1], "pending", **release),

@@ -1,5 +1,6 @@
 """A test-only audit trail of job status changes, written by a trigger, so fault tests can prove what happened to
-every job: each claim (-> running, with the claiming call's token), each outcome and each lease rescue.
+every job: each claim (-> running, with the claiming call's token), each start of a run (attempts + 1, status
+unchanged), each outcome and each lease rescue.
 
 Used by the fault tests (tests/test_faults_gunicorn.py) and the soak (tests/chaos/soak.py). Never part of the
 product schema: install() adds it to a test database, uninstall() removes it.
@@ -16,6 +17,7 @@ CREATE TABLE IF NOT EXISTS job_transitions (
     old_locked_by text,
     new_locked_by text,
     old_locked_until timestamptz,
+    old_attempts int NOT NULL,
     attempts int NOT NULL,
     max_attempts int NOT NULL,
     rescue boolean NOT NULL,
@@ -25,16 +27,20 @@ CREATE TABLE IF NOT EXISTS job_transitions (
 CREATE OR REPLACE FUNCTION log_job_transition() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO job_transitions (job_id, old_status, new_status, old_locked_by, new_locked_by, old_locked_until,
-                                 attempts, max_attempts, rescue, gave_back)
-    VALUES (NEW.id, OLD.status, NEW.status, OLD.locked_by, NEW.locked_by, OLD.locked_until, NEW.attempts,
-            NEW.max_attempts, coalesce(NEW.last_error LIKE 'lease expired:%' AND OLD.status = 'running'
-                                       AND NEW.last_error IS DISTINCT FROM OLD.last_error, false),
+                                 old_attempts, attempts, max_attempts, rescue, gave_back)
+    VALUES (NEW.id, OLD.status, NEW.status, OLD.locked_by, NEW.locked_by, OLD.locked_until, OLD.attempts,
+            NEW.attempts, NEW.max_attempts,
+            -- a rescue: a started job's expired lease (its last_error says so), or an unstarted one's (it goes
+            -- back as it was, after its lease ended)
+            coalesce(OLD.status = 'running' AND NEW.status <> 'running'
+                     AND ((NEW.last_error LIKE 'lease expired:%' AND NEW.last_error IS DISTINCT FROM OLD.last_error)
+                          OR (OLD.started_at IS NULL AND OLD.locked_until < now())), false),
             NEW.attempts < OLD.attempts);
     RETURN NEW;
 END $$;
 DROP TRIGGER IF EXISTS job_transitions_log ON jobs;
-CREATE TRIGGER job_transitions_log AFTER UPDATE OF status ON jobs
-    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+CREATE TRIGGER job_transitions_log AFTER UPDATE OF status, attempts ON jobs
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.attempts IS DISTINCT FROM NEW.attempts)
     EXECUTE FUNCTION log_job_transition();
 """
 
@@ -73,20 +79,31 @@ VIOLATIONS = {
         SELECT t.job_id FROM job_transitions t
         JOIN job_transitions f ON f.job_id = t.job_id AND f.new_status IN ('completed', 'failed') AND t.at > f.at
         WHERE t.old_status <> 'cancelled'""",
-    # attempts counts runs started: every claim adds one, a released job or RetryLater gives its one back
-    "attempts_not_claims": """
+    # attempts counts runs started: every start adds one, RetryLater or a budget cut gives its one back; a claim
+    # alone spends nothing
+    "attempts_not_starts": """
         SELECT j.id FROM jobs j
-        LEFT JOIN (SELECT job_id, count(*) FILTER (WHERE new_status = 'running') AS claims,
+        LEFT JOIN (SELECT job_id,
+                          count(*) FILTER (WHERE old_status = 'running' AND new_status = 'running'
+                                             AND attempts = old_attempts + 1) AS starts,
                           count(*) FILTER (WHERE gave_back) AS given_back
                    FROM job_transitions GROUP BY job_id) c ON c.job_id = j.id
-        WHERE j.attempts <> coalesce(c.claims, 0) - coalesce(c.given_back, 0)""",
+        WHERE j.attempts <> coalesce(c.starts, 0) - coalesce(c.given_back, 0)""",
+    # a claim changed attempts, or a run started twice in one lease
+    "claim_spent_an_attempt": """
+        SELECT job_id FROM job_transitions WHERE old_status <> 'running' AND new_status = 'running'
+                                              AND attempts <> old_attempts""",
+    "started_twice_in_one_lease": """
+        SELECT job_id FROM job_transitions
+        WHERE old_status = 'running' AND new_status = 'running' AND attempts > old_attempts
+        GROUP BY job_id, new_locked_by HAVING count(*) > 1""",
     "over_max_attempts": "SELECT id FROM jobs WHERE attempts > max_attempts",
     # a lease rescued before it had run out
     "rescued_early": "SELECT job_id FROM job_transitions WHERE rescue AND at < old_locked_until",
     # two claims of one job overlapping: a claim while the previous one still held the job
     "claimed_while_held": """
         SELECT t.job_id FROM job_transitions t
-        WHERE t.new_status = 'running' AND t.old_status <> 'pending'""",
+        WHERE t.new_status = 'running' AND t.old_status NOT IN ('pending', 'running')""",
     # still running after its lease: nobody will finish it and nobody rescued it
     "stuck_running": "SELECT id FROM jobs WHERE status = 'running' AND locked_until < now() - interval '1 second'",
     # an execution (job_executions row) started after the job was final
@@ -110,7 +127,15 @@ def violations(engine) -> dict[str, list]:
 def claims_by_worker(engine) -> dict[str, int]:
     with engine.connect() as conn:
         return dict(conn.execute(text(
-            "SELECT new_locked_by, count(*) FROM job_transitions WHERE new_status = 'running' GROUP BY 1")).all())
+            "SELECT new_locked_by, count(*) FROM job_transitions WHERE new_status = 'running' "
+            "AND old_status <> 'running' GROUP BY 1")).all())
+
+
+def starts_by_worker(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return dict(conn.execute(text(
+            "SELECT new_locked_by, count(*) FROM job_transitions WHERE old_status = 'running' "
+            "AND new_status = 'running' AND attempts = old_attempts + 1 GROUP BY 1")).all())
 
 
 def outcomes_by_worker(engine) -> dict[tuple[str, str], int]:
@@ -118,7 +143,7 @@ def outcomes_by_worker(engine) -> dict[tuple[str, str], int]:
     with engine.connect() as conn:
         rows = conn.execute(text(
             "SELECT old_locked_by, new_status, count(*) FROM job_transitions "
-            "WHERE old_status = 'running' AND NOT rescue GROUP BY 1, 2")).all()
+            "WHERE old_status = 'running' AND new_status <> 'running' AND NOT rescue GROUP BY 1, 2")).all()
     return {(worker, status): n for worker, status, n in rows}
 
 

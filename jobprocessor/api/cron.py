@@ -11,6 +11,7 @@ from .errors import ApiError
 from .params import get_param, int_param, json_body, number_param, str_param
 
 bp = Blueprint("cron", __name__)
+MAX_LIMIT = 1_000_000  # jobs one call may claim over all its rounds
 
 
 @bp.route("/process-pending", methods=["POST", "GET"])
@@ -20,7 +21,7 @@ def process_pending_endpoint():
     body = json_body(required=False) if request.method == "POST" else None
     if body is not None and not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object of parameters.")
-    limit = int_param("limit", get_param("limit", body), 1, 1000, settings.JOBS_MAX_PER_RUN)
+    limit = int_param("limit", get_param("limit", body), 1, MAX_LIMIT, settings.JOBS_MAX_PER_RUN)
     budget_s = number_param("budget_s", get_param("budget_s", body), 1, 900, settings.JOBS_MAX_RUNTIME_S)
     job_type = str_param("type", get_param("type", body))
     if job_type is not None and get_handler(job_type) is None:

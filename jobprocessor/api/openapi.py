@@ -80,6 +80,9 @@ _SCHEMAS = {
             "locked_until": _NULLABLE_TIME,
             "idempotency_key": _NULLABLE_TEXT,
             "batch_id": _NULLABLE_TEXT,
+            "deferrals": {"type": "integer", "minimum": 0,
+                          "description": "times put off without spending an attempt (RetryLater, cut by a budget)"},
+            "deferred_since": _NULLABLE_TIME,
         },
     },
     "NewJob": {
@@ -139,18 +142,21 @@ _SCHEMAS = {
             "rescued": {"type": "integer", "minimum": 0, "description": "expired leases taken back"},
             "abandoned": {"type": "integer", "minimum": 0, "description": "still running past their deadline"},
             "lost": {"type": "integer", "minimum": 0},
+            "rounds": {"type": "integer", "minimum": 0, "description": "claim rounds that claimed jobs"},
             "duration_ms": {"type": "integer", "minimum": 0},
             "stores": {"type": "object", "additionalProperties": {"type": "integer"},
                        "description": "jobs claimed per store_id (\"\" for jobs without one)"},
             "worker": {"type": "string"},
-            "message": {"type": "string", "enum": ["No pending jobs"]},
+            "busy": {"type": "boolean", "description": "true: refused at once, this process already runs "
+                                                      "JOBS_MAX_TICKS_PER_PROCESS calls"},
+            "message": {"type": "string"},
         },
     },
     "RunParameters": {
         "type": "object",
         "description": "the same parameters as the query string (which wins); null means the default",
         "properties": {
-            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "nullable": True},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000000, "nullable": True},
             "budget_s": {"type": "number", "minimum": 1, "maximum": 900, "nullable": True},
             "type": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NO_NUL, "nullable": True},
         },
@@ -184,10 +190,10 @@ _SCHEMAS = {
 }
 
 _RUN_QUERY = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-     "description": "most jobs to claim (default JOBS_MAX_PER_RUN)"},
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000},
+     "description": "most jobs to claim over all the call's rounds (default JOBS_MAX_PER_RUN)"},
     {"name": "budget_s", "in": "query", "schema": {"type": "number", "minimum": 1, "maximum": 900},
-     "description": "seconds the call may run handlers (default JOBS_MAX_RUNTIME_S)"},
+     "description": "seconds the call claims and runs jobs (default JOBS_MAX_RUNTIME_S)"},
     {"name": "type", "in": "query", "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NO_NUL},
      "description": "only jobs of this registered type; unknown: 422"},
 ]

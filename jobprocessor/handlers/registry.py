@@ -34,6 +34,9 @@ class HandlerSpec:
     # checks a payload at enqueue (raising PermanentError: the API answers 422) so a job that can never work is
     # refused up front instead of failing later; the handler should run the same check itself
     validate_payload: Optional[Callable[[Any], Any]] = None
+    # the shared rate limit its calls pass (e.g. "openai"): such a type is I/O-bound, and a call runs as many of
+    # its jobs at once as that rate and their observed latency need (its own lane of threads), not JOBS_CONCURRENCY
+    rate_limited: Optional[str] = None
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Job:
     attempts: int
     max_attempts: int
     batch_id: Optional[str]
+    deferrals: int = 0  # times it was put off without spending an attempt (RetryLater, cut by a budget's end)
     deadline: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     _deadline_monotonic: float = field(default=0.0, repr=False)
 
@@ -63,8 +67,11 @@ class Job:
 _registry: dict[str, HandlerSpec] = {}
 
 
+RATE_LIMITS = ("openai",)  # the shared limits a handler may declare (jobprocessor/ratelimit)
+
+
 def handler(job_type: str, *, max_attempts: Optional[int] = None, timeout_s: Optional[float] = None,
-            validate_payload: Optional[Callable[[Any], Any]] = None):
+            validate_payload: Optional[Callable[[Any], Any]] = None, rate_limited: Optional[str] = None):
     """Register the decorated function as the handler of `job_type`."""
     if not isinstance(job_type, str) or not job_type or len(job_type) > 200:
         raise ValueError("job type must be a non-empty string of at most 200 characters")
@@ -72,12 +79,14 @@ def handler(job_type: str, *, max_attempts: Optional[int] = None, timeout_s: Opt
         raise ValueError("max_attempts must be between 1 and 100")
     if timeout_s is not None and not timeout_s > 0:
         raise ValueError("timeout_s must be positive")
+    if rate_limited is not None and rate_limited not in RATE_LIMITS:
+        raise ValueError(f"rate_limited must be one of {', '.join(RATE_LIMITS)}")
 
     def register(func: Callable[[Job], Any]) -> Callable[[Job], Any]:
         existing = _registry.get(job_type)
         if existing is not None and existing.func.__qualname__ != func.__qualname__:
             raise ValueError(f"a handler for {job_type!r} is already registered ({existing.func.__qualname__})")
-        _registry[job_type] = HandlerSpec(job_type, func, max_attempts, timeout_s, validate_payload)
+        _registry[job_type] = HandlerSpec(job_type, func, max_attempts, timeout_s, validate_payload, rate_limited)
         return func
 
     return register

@@ -1,0 +1,120 @@
+"""Recent run times per job type, shared by every process and instance (table job_type_runtimes,
+sql/057_job_type_runtimes_v1.sql), and one call's view of them.
+
+A call reads the rows of the types it claims once, adds the run times of its own successful jobs as they finish
+(so its first wave already informs the rest of the call), and appends a sample of them to the shared rows each time
+it writes outcomes. jobprocessor/policies/runtime.py turns the samples into estimates.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import defaultdict
+from typing import Iterable, Optional, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from .policies import runtime
+from .policies.runtime import Estimate
+
+log = logging.getLogger("jobprocessor.runtimes")
+
+LOAD = "SELECT type, recent_s FROM job_type_runtimes WHERE type = ANY(CAST(:types AS text[]))"
+
+# One statement for every type of a batch. The newest SAMPLES_KEPT samples stay (the array is cut from the front).
+# Rows are written in type order, so two calls appending to the same types never deadlock each other.
+APPEND = """
+INSERT INTO job_type_runtimes AS t (type, recent_s, runs, updated_at)
+SELECT u.type, ARRAY(SELECT CAST(x AS real) FROM jsonb_array_elements_text(u.samples) AS x), u.runs, now()
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS u(type text, samples jsonb, runs bigint)
+ORDER BY u.type
+ON CONFLICT (type) DO UPDATE SET
+    recent_s = (t.recent_s || excluded.recent_s)[greatest(1, cardinality(t.recent_s || excluded.recent_s)
+                                                             - CAST(:keep AS integer) + 1):],
+    runs = t.runs + excluded.runs,
+    updated_at = now()
+"""
+
+
+def load(engine: Engine, job_types: Iterable[str]) -> dict[str, list[float]]:
+    types = sorted(set(job_types))
+    if not types:
+        return {}
+    from .queries import array_literal
+
+    with engine.connect() as conn:
+        rows = conn.execute(text(LOAD), {"types": array_literal(types)}).all()
+    return {row.type: [float(x) for x in row.recent_s] for row in rows}
+
+
+def append(engine: Engine, samples: dict[str, Sequence[float]], runs: dict[str, int]) -> None:
+    rows = [{"type": t, "samples": [round(float(x), 6) for x in samples[t]], "runs": runs.get(t, len(samples[t]))}
+            for t in sorted(samples) if samples[t]]
+    if not rows:
+        return
+    with engine.begin() as conn:
+        conn.execute(text(APPEND), {"rows": json.dumps(rows), "keep": runtime.SAMPLES_KEPT})
+
+
+class RuntimeBook:
+    """One call's estimates: the shared samples (read once per type) plus the call's own, and what is still to be
+    appended to the shared rows. Thread-safe."""
+
+    def __init__(self, engine: Engine, budget_s: float):
+        self.engine, self.budget_s = engine, budget_s
+        self._lock = threading.Lock()
+        self._samples: dict[str, list[float]] = {}
+        self._unsaved: dict[str, list[float]] = defaultdict(list)
+        self._runs: dict[str, int] = defaultdict(int)
+
+    def ensure_loaded(self, job_types: Iterable[str]) -> None:
+        """Read the shared samples of types this call has not seen yet (one statement)."""
+        with self._lock:
+            missing = {t for t in job_types if t not in self._samples}
+        if not missing:
+            return
+        try:
+            shared = load(self.engine, missing)
+        except Exception:  # noqa: BLE001 - without the shared figures the call still works, on timeouts
+            log.exception("could not read the run-time estimates of %s", sorted(missing))
+            shared = {}
+        with self._lock:
+            for job_type in missing:
+                self._samples.setdefault(job_type, shared.get(job_type, []))
+
+    def estimate(self, job_type: str, timeout_s: float) -> Estimate:
+        with self._lock:
+            samples = self._samples.get(job_type, ())
+            return runtime.estimate(samples, timeout_s, self.budget_s)
+
+    def mean(self, job_type: str) -> Optional[float]:
+        with self._lock:
+            samples = self._samples.get(job_type, ())
+        found = runtime.estimate(samples, float("inf"), float("inf"))
+        return found.mean_s
+
+    def observe(self, job_type: str, seconds: float) -> None:
+        """A successful run of `job_type` took `seconds`."""
+        with self._lock:
+            kept = self._samples.setdefault(job_type, [])
+            kept.append(seconds)
+            if len(kept) > runtime.SAMPLES_KEPT:
+                del kept[:len(kept) - runtime.SAMPLES_KEPT]
+            self._unsaved[job_type].append(seconds)
+            self._runs[job_type] += 1
+
+    def save(self) -> None:
+        """Append a sample of the runs observed since the last save to the shared rows. Best effort."""
+        with self._lock:
+            unsaved = {t: runtime.sample_run_times(v) for t, v in self._unsaved.items() if v}
+            runs = dict(self._runs)
+            self._unsaved.clear()
+            self._runs.clear()
+        if not unsaved:
+            return
+        try:
+            append(self.engine, unsaved, runs)
+        except Exception:  # noqa: BLE001 - estimates are an optimisation; the outcomes are already written
+            log.exception("could not save run-time samples of %s", sorted(unsaved))
