@@ -107,6 +107,27 @@ def health_command(as_json):
     click.echo(f"\nstatus: {report.status}")
 
 
+@jobs_cli.command("ticks")
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON (what GET /ticks returns)")
+def ticks_command(limit, as_json):
+    """What the latest /process-pending calls did (job_ticks), newest first."""
+    from . import ticks
+
+    with db.engine.connect() as conn:
+        rows = ticks.recent(conn, limit=limit)
+        age = ticks.last_tick_age_s(conn)
+    if as_json:
+        click.echo(json.dumps({"ticks": rows, "last_tick_age_s": age}, default=str))
+        return
+    if not rows:
+        click.echo("No tick recorded yet: is the cron calling /process-pending?")
+        return
+    click.echo(_table(rows, ["id", "started_at", "duration_s", "rounds", "claimed", "succeeded", "retried", "failed",
+                             "released", "rescued", "abandoned", "busy_s", "worker"]))
+    click.echo(f"\nlast tick started {age:.0f} s ago")
+
+
 @jobs_cli.command("cleanup")
 @click.option("--completed-days", type=click.FloatRange(0, 36500),
               help="archive completed jobs older than this; default JOBS_CLEANUP_KEEP_COMPLETED_DAYS")

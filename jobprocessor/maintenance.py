@@ -7,7 +7,8 @@
                                      claim statement itself.
     run_cleanup(engine, settings, budget_s=...)
                                      archive/delete old finished jobs through cleanup_old_jobs(), one batch per short
-                                     transaction with its own statement_timeout, until done or the budget is spent
+                                     transaction with its own statement_timeout, until done or the budget is spent,
+                                     then the tick history older than JOBS_TICK_HISTORY_DAYS, in batches
                                      (the system.cleanup handler and `flask jobs cleanup`)
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from . import schedules
+from . import schedules, ticks
 from .config import Settings
 from .metrics import observe_cleanup, observe_scheduled
 
@@ -74,6 +75,7 @@ class CleanupReport:
     batches: int = 0
     done: bool = False  # nothing older than the retention is left
     timed_out_batches: int = 0  # batches cancelled by the statement timeout (the batch size was halved after each)
+    ticks_deleted: int = 0  # rows of job_ticks older than JOBS_TICK_HISTORY_DAYS
     duration_ms: int = 0
 
     def as_dict(self) -> dict:
@@ -141,6 +143,8 @@ def run_cleanup(engine: Engine, settings: Settings, *, budget_s: float,
         if counts["done"]:
             report.done = True
             break
+    if deadline - time.monotonic() > 0.5:
+        report.ticks_deleted = ticks.prune(engine, timedelta(days=settings.JOBS_TICK_HISTORY_DAYS))
     report.duration_ms = int((time.monotonic() - started) * 1000)
     log.info(json.dumps({"event": "cleanup", **report.as_dict(), "batch_size": size}))
     observe_cleanup(report.archived, report.deleted)

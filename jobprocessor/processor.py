@@ -192,7 +192,8 @@ class _Tick:
         self.mean_run_s: Optional[float] = None  # this call's observed mean handler time (an EWMA)
         self.stopping = False  # no job starts any more
         self.claiming = True  # the call may claim more rounds
-        self.dry_since: Optional[float] = None  # the last claim found nothing due
+        self.dry_since: Optional[float] = None  # since when claims have found nothing due
+        self.last_empty_claim = 0.0
         self.last_activity = self.started
         self.spec_cache: dict[str, Optional[HandlerSpec]] = {}
         self.schedules_enqueued = False
@@ -283,7 +284,7 @@ class _Tick:
                 self.claiming = False
                 self._wake_all()
                 return 0
-            if self.dry_since is not None and now - self.dry_since < POLL_S:
+            if self.dry_since is not None and now - self.last_empty_claim < POLL_S:
                 return 0
             lanes = self.lanes.values()
             return runtime.round_size(
@@ -331,7 +332,9 @@ class _Tick:
                 self.last_activity = now
                 self._admit(rows, now)
             elif not self.schedules_enqueued:
-                self.dry_since = now
+                self.last_empty_claim = now
+                if self.dry_since is None:
+                    self.dry_since = now
             if not self.claiming:
                 self._wake_all()
         return len(rows)

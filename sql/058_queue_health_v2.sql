@@ -10,16 +10,17 @@ ALTER TABLE job_queue_alert_settings
     ADD COLUMN IF NOT EXISTS no_tick_after_s bigint NOT NULL DEFAULT 300
         CONSTRAINT job_queue_alert_settings_no_tick_after_s_check CHECK (no_tick_after_s > 0);
 ALTER TABLE job_queue_alert_settings
-    ADD COLUMN IF NOT EXISTS stuck_handler_after_s bigint NOT NULL DEFAULT 3600
+    ADD COLUMN IF NOT EXISTS stuck_handler_after_s bigint NOT NULL DEFAULT 900
         CONSTRAINT job_queue_alert_settings_stuck_handler_after_s_check CHECK (stuck_handler_after_s > 0);
 COMMENT ON COLUMN job_queue_alert_settings.no_tick_after_s IS
     'seconds since the last /process-pending call started at which "no_tick" fires (critical while jobs are due)';
 COMMENT ON COLUMN job_queue_alert_settings.stuck_handler_after_s IS
-    'seconds a handler may run before "stuck_handler" fires';
+    'seconds a handler may run before "stuck_handler" fires (900: longer than any call''s budget)';
 
 -- v1's alerts (sql/052_queue_health_v1.sql describes them), and:
 --   no_tick         the newest row of job_ticks started no_tick_after_s ago or more: the cron stopped calling
---                   (critical while due jobs wait); also critical when no call was ever recorded and jobs are due
+--                   (critical while due jobs wait); also critical when no call was ever recorded and a job has been
+--                   due for no_tick_after_s
 --   stuck_handler   running jobs whose handler started stuck_handler_after_s ago or more: a process keeps a job's
 --                   lease while its handler's thread lives (up to JOBS_STUCK_HANDLER_S), so a hung handler shows
 --                   here, not as running_past_lease
@@ -84,16 +85,16 @@ WHERE last_hour.finished >= s.failure_rate_min_jobs
 UNION ALL
 SELECT 'no_tick',
        CASE WHEN due.n > 0 THEN 'critical' ELSE 'warning' END,
-       round(ticks.age_s::numeric, 1),
+       round(coalesce(ticks.age_s, due.oldest_wait_s)::numeric, 1),
        s.no_tick_after_s::numeric,
        CASE WHEN ticks.last_started IS NULL
-            THEN format('no /process-pending call has been recorded yet and %s jobs are due: is the cron set up?',
-                        due.n)
+            THEN format('no /process-pending call has been recorded yet and %s jobs are due, the oldest for %s s: '
+                        'is the cron set up?', due.n, round(due.oldest_wait_s::numeric))
             ELSE format('the last /process-pending call started %s s ago (warning at %s s%s): is the cron still '
                         'calling?', round(ticks.age_s::numeric), s.no_tick_after_s,
                         CASE WHEN due.n > 0 THEN format('; %s jobs are due', due.n) ELSE '' END) END
 FROM ticks, due, s
-WHERE ticks.age_s >= s.no_tick_after_s OR (ticks.last_started IS NULL AND due.n > 0)
+WHERE ticks.age_s >= s.no_tick_after_s OR (ticks.last_started IS NULL AND due.oldest_wait_s >= s.no_tick_after_s)
 UNION ALL
 SELECT 'stuck_handler', 'warning', stuck.n::numeric, s.stuck_handler_after_s::numeric,
        format('%s handlers have been running for up to %s s (warning at %s s): their process keeps their lease '

@@ -65,7 +65,8 @@ def raw_engine(database_url):
 @pytest.fixture
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues "
+        conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
+                          "job_type_runtimes "
                           "RESTART IDENTITY"))
     return raw_engine
 

@@ -124,3 +124,10 @@ def system_exit(job):
 @handler("fault.huge_error", max_attempts=3, timeout_s=5)
 def huge_error(job):
     raise RuntimeError("x" * 1_000_000)
+
+
+@handler("fault.exit", max_attempts=1, timeout_s=5)
+def exit_process(job):
+    """A poison pill: kills its own process (what a segfaulting C extension or an OOM kill looks like)."""
+    _record(job)
+    os._exit(1)

@@ -74,3 +74,25 @@ def broken_error(job):
             raise RuntimeError("__str__ exploded")
 
     raise Unprintable()
+
+
+@handler("test.until_deadline", max_attempts=3, timeout_s=30)
+def until_deadline(job):
+    """Works until its deadline, then gives up: what a well-behaved handler does when the budget ends first."""
+    time.sleep(job.time_left())
+    raise TimeoutError(f"job {job.id} ran out of time")
+
+
+@handler("test.no_timeout", max_attempts=3)
+def no_timeout(job):
+    """Declares no timeout_s (the service default applies): what the start rule must not be fooled by."""
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_executions (job_id, pid, attempt) VALUES (:id, :pid, :attempt)"),
+                     {"id": job.id, "pid": os.getpid(), "attempt": job.attempts})
+    time.sleep(float(job.payload.get("seconds", 0.1)))
+    return {"deadline": job.deadline.isoformat()}
+
+
+@handler("test.deferred_forever", max_attempts=3, timeout_s=10)
+def deferred_forever(job):
+    raise RetryLater(0, f"not yet (deferral {job.deferrals + 1})")

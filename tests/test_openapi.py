@@ -24,7 +24,7 @@ CONTRACT_ENDPOINTS = {
     ("post", "/jobs"), ("get", "/jobs"), ("get", "/jobs/{job_id}"),
     ("post", "/jobs/{job_id}/retry"), ("post", "/jobs/{job_id}/cancel"),
     ("get", "/batches/{batch_id}"), ("get", "/queue/health"), ("get", "/rate-limiter/stats"),
-    ("get", "/metrics"), ("get", "/healthz"), ("get", "/openapi.json"),
+    ("get", "/metrics"), ("get", "/healthz"), ("get", "/openapi.json"), ("get", "/ticks"),
 }
 
 

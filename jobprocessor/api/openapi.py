@@ -182,6 +182,19 @@ _SCHEMAS = {
                        "description": "the alerts that fire now (job_queue_alerts: severity, message, ...)"},
         },
     },
+    "Ticks": {
+        "type": "object",
+        "required": ["ticks", "last_tick_age_s"],
+        "properties": {
+            "ticks": {"type": "array", "items": {"type": "object", "description": "one call: worker, started_at, "
+                                                                                "ended_at (null: running or died), "
+                                                                                "duration_s, rounds, claimed, "
+                                                                                "succeeded, ..., busy_s"}},
+            "last_tick_age_s": {"type": "number", "nullable": True,
+                                "description": "seconds since the last call started (null: none recorded)"},
+            "next_before": {"type": "integer", "nullable": True},
+        },
+    },
     "RateLimiterStats": {
         "type": "object",
         "description": "the shared OpenAI limiter: used and limit per window (requests, tokens), utilisation, "
@@ -291,6 +304,17 @@ _PATHS = {
     "/queue/health": {"get": {
         "summary": "The job_queue_health view and the alerts that fire now", "operationId": "queue_health",
         "responses": {"200": _json("Health rows and alerts.", _ref("QueueHealth")), **_COMMON}}},
+    "/ticks": {"get": {
+        "summary": "What the latest /process-pending calls did (job_ticks), newest first", "operationId": "ticks",
+        "parameters": [
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+            {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                         "maximum": 9223372036854775807},
+             "description": "the next_before of the previous page"},
+        ],
+        "responses": {"200": _json("Ticks, the age of the last one, and the next page's `before`.",
+                                   _ref("Ticks")),
+                      "400": _error("A parameter is out of range or malformed."), **_COMMON}}},
     "/rate-limiter/stats": {"get": {
         "summary": "The shared OpenAI rate limiter", "operationId": "rate_limiter_stats",
         "responses": {"200": _json("Used and limit per window, utilisation, jobs waiting.",

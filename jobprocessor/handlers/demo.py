@@ -36,9 +36,11 @@ def flaky(job):
 
 @handler("demo.rate_limited", max_attempts=3, timeout_s=5)
 def rate_limited(job):
-    if job.attempts == 1 and not job.payload.get("done"):
+    """Asks to run again later once (RetryLater spends no attempt; job.deferrals counts the times it was put off),
+    then succeeds."""
+    if job.deferrals == 0 and not job.payload.get("done"):
         raise RetryLater(float(job.payload.get("seconds", 5)), "upstream asked us to slow down (demo)")
-    return {"ok": True}
+    return {"ok": True, "deferred": job.deferrals}
 
 
 @handler("demo.invalid", max_attempts=3, timeout_s=5)
