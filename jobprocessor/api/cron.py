@@ -14,7 +14,7 @@ bp = Blueprint("cron", __name__)
 
 
 @bp.route("/process-pending", methods=["POST", "GET"])
-@require_secret
+@require_secret(trigger=True)
 def process_pending_endpoint():
     settings = current_app.extensions["jobprocessor"].settings
     body = json_body(required=False) if request.method == "POST" else None
