@@ -28,7 +28,7 @@ def rejected(call) -> str:
     return info.value.reason
 
 
-# --- QStash ------------------------------------------------------------------------------------------------------------
+# --- QStash -----------------------------------------------------------------------------------------------------------
 
 def check_qstash(token, body=BODY, url=URL, keys=KEYS):
     return qstash.verify(token, body, url, keys, LEEWAY)
@@ -86,8 +86,8 @@ def test_qstash_tampered_body_is_refused():
 
 
 @pytest.mark.parametrize("url", ["https://jobs.example.test/process-pending?limit=1000",
-                                 "https://other.example.test/process-pending", "http://jobs.example.test/process-pending",
-                                 "https://jobs.example.test/jobs"])
+                                 "https://other.example.test/process-pending",
+                                 "http://jobs.example.test/process-pending", "https://jobs.example.test/jobs"])
 def test_qstash_token_for_another_url_is_refused(url):
     assert "another URL" in rejected(lambda: check_qstash(qstash_token(url, BODY)))
 
@@ -99,14 +99,16 @@ def test_qstash_token_missing_a_claim_is_refused(claim):
 
 
 def test_qstash_wrong_issuer_and_odd_claims_are_refused():
-    assert rejected(lambda: check_qstash(qstash_token(URL, BODY, iss="Upstash2"))) == "the token's issuer is not Upstash"
+    assert rejected(lambda: check_qstash(qstash_token(URL, BODY, iss="Upstash2"))) == \
+        "the token's issuer is not Upstash"
     assert "jti" in rejected(lambda: check_qstash(qstash_token(URL, BODY, jti="x" * 300)))
     assert "body" in rejected(lambda: check_qstash(qstash_token(URL, BODY, body=12)))
 
 
 def test_qstash_alg_none_is_refused():
     now = int(time.time())
-    claims = {"iss": "Upstash", "sub": URL, "exp": now + 300, "nbf": now, "jti": "jwt_x", "body": qstash.body_hash(BODY)}
+    claims = {"iss": "Upstash", "sub": URL, "exp": now + 300, "nbf": now, "jti": "jwt_x",
+              "body": qstash.body_hash(BODY)}
     token = unsigned_token({"alg": "none", "typ": "JWT"}, claims)
     assert rejected(lambda: check_qstash(token)) == "the token's algorithm is not accepted"
 
@@ -119,7 +121,20 @@ def test_qstash_garbage_and_a_100_kb_token_are_refused_without_echo(token):
         assert reason == "the token is longer than 8192 characters"
 
 
-# --- Google OIDC ---------------------------------------------------------------------------------------------------------
+def test_qstash_reads_the_body_only_after_the_signature_verified():
+    reads = []
+
+    def body():
+        reads.append(1)
+        return BODY
+
+    assert "neither" in rejected(lambda: check_qstash(qstash_token(URL, BODY, key=QSTASH_WRONG), body=body))
+    assert "expired" in rejected(lambda: check_qstash(qstash_token(URL, BODY, now=time.time() - 900), body=body))
+    assert reads == []
+    assert check_qstash(qstash_token(URL, BODY), body=body) and reads == [1]
+
+
+# --- Google OIDC ------------------------------------------------------------------------------------------------------
 
 class Clock:
     def __init__(self):
@@ -308,7 +323,7 @@ def test_google_100_kb_token_is_refused_before_parsing(cache, jwks_server):
     assert jwks_server.count() == 0
 
 
-# --- timestamped HMAC ---------------------------------------------------------------------------------------------------
+# --- timestamped HMAC -------------------------------------------------------------------------------------------------
 
 NOW = 1_700_000_000.0
 
@@ -359,12 +374,26 @@ def test_hmac_wrong_secret_and_tampered_body_are_refused():
     assert "not HMAC" in rejected(lambda: check_hmac(int(NOW) + 1, signature))  # the timestamp is signed
 
 
+def test_hmac_reads_the_body_only_for_well_formed_headers_inside_the_window():
+    reads = []
+
+    def body():
+        reads.append(1)
+        return BODY
+
+    signature = timestamped_hmac.sign(HMAC_SECRET, int(NOW), BODY)
+    for timestamp, presented in ((str(int(NOW) - 400), signature), ("soon", signature), (str(int(NOW)), "sha256=x")):
+        rejected(lambda: timestamped_hmac.verify(timestamp, presented, body, HMAC_SECRET, NOW))
+    assert reads == []
+    assert timestamped_hmac.verify(str(int(NOW)), signature, body, HMAC_SECRET, NOW) and reads == [1]
+
+
 def test_hmac_needs_both_headers():
     assert "send both" in rejected(lambda: timestamped_hmac.verify(None, "sha256=" + "0" * 64, b"", HMAC_SECRET, NOW))
     assert "send both" in rejected(lambda: timestamped_hmac.verify("1700000000", None, b"", HMAC_SECRET, NOW))
 
 
-# --- configuration -------------------------------------------------------------------------------------------------------
+# --- configuration ----------------------------------------------------------------------------------------------------
 
 DB = "postgresql://u@127.0.0.1:5432/db"
 

@@ -89,7 +89,7 @@ class JwksServer:
         self.httpd.server_close()
 
 
-# --- tokens ------------------------------------------------------------------------------------------------------------
+# --- tokens -----------------------------------------------------------------------------------------------------------
 
 def qstash_token(url: str, request_body: bytes = b"", key: str = QSTASH_CURRENT, now: float | None = None,
                  **overrides) -> str:

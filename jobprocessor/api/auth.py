@@ -81,7 +81,7 @@ def _attempts(on: dict[str, bool]) -> Iterator[tuple[str, Callable[[], Verified]
         def check_hmac() -> Verified:
             if not on["hmac"]:
                 raise Rejected("TRIGGER_HMAC_SECRET is not set on this server")
-            return timestamped_hmac.verify(timestamp, signature, raw_body(), settings.TRIGGER_HMAC_SECRET,
+            return timestamped_hmac.verify(timestamp, signature, raw_body, settings.TRIGGER_HMAC_SECRET,
                                            time.time())
         yield "hmac", check_hmac
     upstash = headers.get(qstash.HEADER)
@@ -90,7 +90,7 @@ def _attempts(on: dict[str, bool]) -> Iterator[tuple[str, Callable[[], Verified]
             if not on["qstash"]:
                 raise Rejected("QSTASH_CURRENT_SIGNING_KEY is not set on this server")
             keys = [k for k in (settings.QSTASH_CURRENT_SIGNING_KEY, settings.QSTASH_NEXT_SIGNING_KEY) if k]
-            return qstash.verify(upstash, raw_body(), called_url(), keys, settings.TRIGGER_JWT_LEEWAY_S)
+            return qstash.verify(upstash, raw_body, called_url(), keys, settings.TRIGGER_JWT_LEEWAY_S)
         yield "qstash", check_qstash
     if bearer is not None and on["google_oidc"]:
         def check_oidc() -> Verified:

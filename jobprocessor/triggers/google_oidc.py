@@ -20,7 +20,8 @@ MAX_KID_CHARS = 256
 _REQUIRED = ["iss", "aud", "exp", "iat", "email"]
 
 
-def verify(token: str, keys: JwksCache, audience: str, allowed_emails: Sequence[str], leeway_s: float) -> Verified:
+def verify(token: str, keys: JwksCache, audience: str, allowed_emails: Sequence[str],
+           leeway_s: float) -> Verified:
     check_token_size(token)
     try:
         header = jwt.get_unverified_header(token)

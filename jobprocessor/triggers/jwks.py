@@ -90,7 +90,6 @@ class JwksCache:
         self._fresh_until = float("-inf")
         self._no_fetch_before = float("-inf")  # the rate limit
         self._lock = threading.Lock()
-        self.fetch_attempts = 0
 
     def key_for(self, kid: str) -> Any:
         keys, now = self._keys, self._clock()
@@ -113,7 +112,6 @@ class JwksCache:
         """One fetch attempt unless the rate limit forbids it; True when one was made."""
         if now < self._no_fetch_before:
             return False
-        self.fetch_attempts += 1
         try:
             keys, lifetime = self._fetch(self.url)
         except Exception as exc:  # noqa: BLE001 - any failure: keep the keys we hold

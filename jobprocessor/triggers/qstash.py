@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jwt
 
@@ -25,7 +25,9 @@ def body_hash(body: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode("ascii")
 
 
-def verify(token: str, body: bytes, url: str, keys: Sequence[str], leeway_s: float) -> Verified:
+def verify(token: str, body: bytes | Callable[[], bytes], url: str, keys: Sequence[str],
+           leeway_s: float) -> Verified:
+    """`body` may be a function that reads it: the body is read only once the token's signature verified."""
     check_token_size(token)
     claims = None
     for key in keys:  # current first, then next: a rotation needs no downtime
@@ -42,7 +44,7 @@ def verify(token: str, body: bytes, url: str, keys: Sequence[str], leeway_s: flo
     if claims["sub"] != url:
         raise Rejected("the token was issued for another URL (its sub is not this endpoint's public URL; behind "
                        "a proxy set TRIGGER_PUBLIC_URL)")
-    claimed_body = claims["body"]
+    claimed_body, body = claims["body"], body() if callable(body) else body
     if not isinstance(claimed_body, str) or not hmac.compare_digest(claimed_body.rstrip("="),
                                                                     body_hash(body).rstrip("=")):
         raise Rejected("the body does not match the token's body hash")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from typing import Callable
 
 from .outcome import Rejected, Verified
 
@@ -23,7 +24,9 @@ def sign(secret: str, timestamp: str | int, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
-def verify(timestamp: str | None, signature: str | None, body: bytes, secret: str, now: float) -> Verified:
+def verify(timestamp: str | None, signature: str | None, body: bytes | Callable[[], bytes], secret: str,
+           now: float) -> Verified:
+    """`body` may be a function that reads it: headers and window are checked before the body is read."""
     if timestamp is None or signature is None:
         raise Rejected(f"send both {TIMESTAMP_HEADER} and {SIGNATURE_HEADER}")
     if not _TIMESTAMP.fullmatch(timestamp):
@@ -33,7 +36,7 @@ def verify(timestamp: str | None, signature: str | None, body: bytes, secret: st
         raise Rejected(f"{SIGNATURE_HEADER} must be sha256=<64 hex digits>")
     if abs(now - int(timestamp)) > WINDOW_S:
         raise Rejected(f"the timestamp is more than {WINDOW_S} s away from the server's clock")
-    expected = sign(secret, timestamp, body)[len("sha256="):]
+    expected = sign(secret, timestamp, body() if callable(body) else body)[len("sha256="):]
     if not hmac.compare_digest(expected, presented.group(1).lower()):
         raise Rejected('the signature is not HMAC-SHA256(TRIGGER_HMAC_SECRET, timestamp + "." + body)')
     return Verified("hmac", replay_key=expected, valid_until=float(int(timestamp) + WINDOW_S))
