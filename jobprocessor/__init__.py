@@ -6,6 +6,7 @@ Nothing reads configuration at import time.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
@@ -65,6 +66,14 @@ def _import_handler_modules(settings: Settings) -> None:
             raise ConfigError(f"JOBPROCESSOR_HANDLERS: cannot import {name!r} ({exc})") from exc
 
 
+def _log_auth_methods(settings: Settings) -> None:
+    """One line per process saying which auth methods are on (never a secret): a scheduler that gets 401s or 503s
+    can be matched against it."""
+    from .triggers import enabled_methods
+
+    logging.getLogger("jobprocessor").info(json.dumps({"event": "auth_methods", **enabled_methods(settings)}))
+
+
 def warm_pool(app: Flask) -> int:
     """Open DB_POOL_MIN connections now, so a worker's first calls do not pay for connecting (gunicorn's
     post_worker_init calls this). Best effort: a database that is down now is reported by the first request."""
@@ -115,6 +124,7 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     register_cli(app)
     _import_handler_modules(settings)
     _configure_logging()
+    _log_auth_methods(settings)
     return app
 
 

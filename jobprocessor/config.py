@@ -9,8 +9,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 MIN_SECRET_LENGTH = 16
+# RFC 7518 3.2: an HS256 key at least as long as the hash; the signing keys Upstash gives are 32 characters
+MIN_QSTASH_KEY_LENGTH = 32
+GOOGLE_JWKS_URL = "https://www.googleapis.com/oauth2/v3/certs"
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ConfigError(ValueError):
@@ -35,6 +40,23 @@ def _optional_int(raw: str) -> int | None:
 
 def _modules(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _emails(raw: str) -> tuple[str, ...]:
+    # e-mail addresses compare case-insensitively (Google writes service accounts in lower case)
+    return tuple(name.strip().lower() for name in raw.split(",") if name.strip())
+
+
+def _check_url(name: str, url: str, allow_query: bool = False) -> None:
+    """An absolute http(s) URL; plain http only to this machine (keys or a public URL fetched or compared over an
+    open network could be forged)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an absolute https:// URL")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ConfigError(f"{name} must use https:// (plain http:// only for 127.0.0.1 or localhost)")
+    if not allow_query and (parts.query or parts.fragment):
+        raise ConfigError(f"{name} must not have a query string or fragment")
 
 
 @dataclass(frozen=True)
@@ -90,6 +112,22 @@ class Settings:
     JOBS_CLEANUP_STATEMENT_TIMEOUT_S: float = _setting(30.0, float, "statement_timeout of one cleanup batch, seconds "
                                                                     "(a batch that hits it is rolled back and the "
                                                                     "batch size halved)", 1, 3600)
+    # --- trigger auth beside CRON_SECRET (jobprocessor/triggers/): each method is on when its setting is set ---
+    QSTASH_CURRENT_SIGNING_KEY: str = _setting("", str, "Upstash QStash current signing key: `Upstash-Signature` "
+                                                        "admits /process-pending; unset: QStash off")
+    QSTASH_NEXT_SIGNING_KEY: str = _setting("", str, "Upstash QStash next signing key, also accepted (key rotation)")
+    TRIGGER_PUBLIC_URL: str = _setting("", str, "public base URL schedulers call (https://host[/prefix]); QStash's "
+                                                "`sub` must be it + path and query; unset: the URL the app sees")
+    GOOGLE_OIDC_AUDIENCE: str = _setting("", str, "`aud` a Google OIDC token (Cloud Scheduler, Cloud Tasks) must "
+                                                  "carry to admit /process-pending; unset: Google OIDC off")
+    GOOGLE_OIDC_ALLOWED_EMAILS: tuple = _setting((), _emails, "comma-separated service-account e-mails whose "
+                                                              "tokens are admitted; required with the audience")
+    GOOGLE_OIDC_JWKS_URL: str = _setting(GOOGLE_JWKS_URL, str, "where Google's signing keys (JWKS) are fetched; "
+                                                               "cached as its Cache-Control says")
+    TRIGGER_JWT_LEEWAY_S: float = _setting(30.0, float, "clock skew allowed on the exp, nbf and iat of QStash and "
+                                                        "Google tokens, seconds", 0, 300)
+    TRIGGER_HMAC_SECRET: str = _setting("", str, "secret of the timestamped HMAC (`X-Jobprocessor-Signature`) that "
+                                                 "admits /process-pending, >= 16 characters; unset: HMAC off")
     JOBPROCESSOR_HANDLERS: tuple = _setting((), _modules, "comma-separated modules imported at start-up to "
                                                           "register handlers")
     MAX_REQUEST_BYTES: int = _setting(4 * 1024 * 1024, int, "largest request body accepted (413 above)",
@@ -134,12 +172,36 @@ class Settings:
             raise ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL")
         if self.CRON_SECRET and len(self.CRON_SECRET) < MIN_SECRET_LENGTH:
             raise ConfigError(f"CRON_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+        self._check_trigger_auth()
         if self.DB_POOL_MIN > self.DB_POOL_MAX:
             raise ConfigError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         if self.OPENAI_BASE_URL and not self.OPENAI_BASE_URL.startswith(("http://", "https://")):
             raise ConfigError("OPENAI_BASE_URL must be an http:// or https:// URL")
         if not self.OPENAI_MODEL.strip():
             raise ConfigError("OPENAI_MODEL must not be empty")
+
+    def _check_trigger_auth(self) -> None:
+        """Each trigger method is all there or off: half a configuration is refused rather than left open."""
+        for name in ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY"):
+            value = getattr(self, name)
+            if value and len(value) < MIN_QSTASH_KEY_LENGTH:
+                raise ConfigError(f"{name} must be at least {MIN_QSTASH_KEY_LENGTH} characters long (copy the "
+                                  "key from the Upstash console)")
+        if self.QSTASH_NEXT_SIGNING_KEY and not self.QSTASH_CURRENT_SIGNING_KEY:
+            raise ConfigError("QSTASH_NEXT_SIGNING_KEY is set but QSTASH_CURRENT_SIGNING_KEY is not; set both")
+        if self.TRIGGER_PUBLIC_URL:
+            _check_url("TRIGGER_PUBLIC_URL", self.TRIGGER_PUBLIC_URL)
+        if self.GOOGLE_OIDC_AUDIENCE and not self.GOOGLE_OIDC_ALLOWED_EMAILS:
+            # anyone with a Google account can mint a token for any audience: the e-mail is what names the caller
+            raise ConfigError("GOOGLE_OIDC_ALLOWED_EMAILS must list the service accounts allowed to call when "
+                              "GOOGLE_OIDC_AUDIENCE is set")
+        if self.GOOGLE_OIDC_ALLOWED_EMAILS and not self.GOOGLE_OIDC_AUDIENCE:
+            raise ConfigError("GOOGLE_OIDC_AUDIENCE must be set when GOOGLE_OIDC_ALLOWED_EMAILS is")
+        if any("@" not in email for email in self.GOOGLE_OIDC_ALLOWED_EMAILS):
+            raise ConfigError("GOOGLE_OIDC_ALLOWED_EMAILS must be e-mail addresses separated by commas")
+        _check_url("GOOGLE_OIDC_JWKS_URL", self.GOOGLE_OIDC_JWKS_URL, allow_query=True)
+        if self.TRIGGER_HMAC_SECRET and len(self.TRIGGER_HMAC_SECRET) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"TRIGGER_HMAC_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
 
     def __repr__(self) -> str:  # never print the secret or the database password
         return "Settings(...)"

@@ -30,7 +30,7 @@ WRONG = [
 # --- the comparison -------------------------------------------------------------------------------------------------
 
 def test_every_presented_secret_goes_through_compare_digest(client, monkeypatch):
-    import jobprocessor.api.auth as auth
+    import jobprocessor.triggers.cron_secret as auth
 
     calls = []
     original = hmac.compare_digest

@@ -40,6 +40,9 @@ JUSTIFIED = {
     ("030_rate_limiter_v1.sql", "require-concurrent-index-creation"):
         "the index is on rate_limiter_waits, created a statement earlier in the same transaction (CONCURRENTLY "
         "cannot run in one); the table holds one row per waiting job at most",
+    ("070_trigger_replays_v1.sql", "require-concurrent-index-creation"):
+        "the index is on trigger_replays, created a statement earlier in the same transaction (CONCURRENTLY "
+        "cannot run in one); the table holds the signed triggers of the last few minutes",
 }
 
 

@@ -15,7 +15,7 @@ MAX_LIMIT = 1_000_000  # jobs one call may claim over all its rounds
 
 
 @bp.route("/process-pending", methods=["POST", "GET"])
-@require_secret
+@require_secret(trigger=True)
 def process_pending_endpoint():
     settings = current_app.extensions["jobprocessor"].settings
     body = json_body(required=False) if request.method == "POST" else None

@@ -217,7 +217,15 @@ _RUN_RESPONSES = {
     "415": _error("A body that is not application/json."),
     "422": _error("No handler is registered for `type`."),
     **_COMMON,
+    "401": {**_error("No configured method admitted the request: the message names each method tried and why it "
+                     "refused (expired, wrong key, body or URL not the signed ones, replayed, ...)."),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+    "503": _error("The database is unreachable, or no auth method is configured at all (fail closed)."),
 }
+
+# The trigger endpoint's callers: any one of these admits a call (README, "Signed triggers")
+_TRIGGER_SECURITY = [{"bearer": []}, {"cronSecret": []}, {"qstash": []}, {"googleOidc": []},
+                     {"hmacTimestamp": [], "hmacSignature": []}]
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True,
            "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_JOB_ID}}
@@ -237,6 +245,7 @@ _PATHS = {
         "post": {
             "summary": "Claim due jobs and run them within the budget (the cron's entry point)",
             "operationId": "process_pending",
+            "security": _TRIGGER_SECURITY,
             "parameters": _RUN_QUERY,
             "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("RunParameters")}}},
             "responses": _RUN_RESPONSES,
@@ -244,6 +253,7 @@ _PATHS = {
         "get": {
             "summary": "The same as POST, for Vercel Cron (which sends GET with the Bearer header)",
             "operationId": "process_pending_get",
+            "security": _TRIGGER_SECURITY,
             "parameters": _RUN_QUERY,
             "responses": _RUN_RESPONSES,
         },
@@ -327,7 +337,10 @@ _PATHS = {
         "summary": "Liveness: 200 when the database answers", "operationId": "healthz", "security": [],
         "responses": {
             "200": _json("The database answers.", {"type": "object", "required": ["status"], "properties": {
-                "status": {"type": "string", "enum": ["ok"]}, "database": {"type": "string"}}}),
+                "status": {"type": "string", "enum": ["ok"]}, "database": {"type": "string"},
+                "auth": {"type": "object", "description": "which auth methods are on (never their secrets)",
+                         "properties": {name: {"type": "boolean"} for name in
+                                        ("cron_secret", "qstash", "google_oidc", "hmac")}}}}),
             "503": _error("The database is unreachable.")}}},
     "/openapi.json": {"get": {
         "summary": "This description", "operationId": "openapi",
@@ -341,7 +354,8 @@ SPEC = {
         "title": "jobprocessor",
         "version": "1",
         "description": "Cron-triggered background jobs out of PostgreSQL. Every endpoint but /healthz needs "
-                       "`Authorization: Bearer <CRON_SECRET>` or `X-Cron-Secret: <CRON_SECRET>`. Every error "
+                       "`Authorization: Bearer <CRON_SECRET>` or `X-Cron-Secret: <CRON_SECRET>`; /process-pending "
+                       "also takes a QStash signature, a Google OIDC token or a timestamped HMAC. Every error "
                        "is JSON: {\"error\": code, \"message\": sentence}.",
     },
     "security": [{"bearer": []}, {"cronSecret": []}],
@@ -351,6 +365,20 @@ SPEC = {
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "description": "the CRON_SECRET (Vercel Cron sends it)"},
             "cronSecret": {"type": "apiKey", "in": "header", "name": "X-Cron-Secret"},
+            "qstash": {"type": "apiKey", "in": "header", "name": "Upstash-Signature",
+                       "description": "/process-pending only: Upstash QStash's JWT (HS256 with "
+                                      "QSTASH_CURRENT_SIGNING_KEY or QSTASH_NEXT_SIGNING_KEY; iss, sub = the URL "
+                                      "called, exp/nbf, body = base64url SHA-256 of the body; a jti once)"},
+            "googleOidc": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "/process-pending only: a Google ID token (Cloud Scheduler, Cloud Tasks): "
+                                          "RS256 by Google's keys (GOOGLE_OIDC_JWKS_URL), aud = "
+                                          "GOOGLE_OIDC_AUDIENCE, email in GOOGLE_OIDC_ALLOWED_EMAILS, verified"},
+            "hmacTimestamp": {"type": "apiKey", "in": "header", "name": "X-Jobprocessor-Timestamp",
+                              "description": "/process-pending only: unix seconds, within 300 s of the server's "
+                                             "clock"},
+            "hmacSignature": {"type": "apiKey", "in": "header", "name": "X-Jobprocessor-Signature",
+                              "description": "/process-pending only: sha256=<hex HMAC-SHA256(TRIGGER_HMAC_SECRET, "
+                                             "timestamp + \".\" + raw body)>; each signature once"},
         },
     },
 }

@@ -17,14 +17,20 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def json_body(required: bool) -> Any:
-    """The request's JSON body. Empty body: None (or 400 if required). Wrong type, bad UTF-8, bad JSON: 4xx."""
+def raw_body() -> bytes:
+    """The request's body as sent (read once, kept for later readers), 413 above MAX_REQUEST_BYTES."""
     raw = request.get_data(cache=True)
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # a chunked body (no Content-Length): werkzeug stops reading at the limit without a word and hands over
         # the truncated start; a body that reaches the limit is too large, as it is with a Content-Length
         raise RequestEntityTooLarge()
+    return raw
+
+
+def json_body(required: bool) -> Any:
+    """The request's JSON body. Empty body: None (or 400 if required). Wrong type, bad UTF-8, bad JSON: 4xx."""
+    raw = raw_body()
     if not raw.strip():
         if required:
             raise ApiError(400, "missing_body", "The request needs a JSON body.")
