@@ -126,7 +126,8 @@ def run(args, command: str, case: str) -> int:
         print(f"  enqueued {len(jobs):,} jobs through POST /jobs in {time.monotonic() - began:.1f} s", flush=True)
         cron = Cron(srv.base, minute_s, scale.s(MAX_TIME_S), method=args.method, query=args.query)
         print(f"  cron: {cron.shown()}", flush=True)
-        ticks = args.minutes if case == "cadence" else None
+        # the cron fires no tick past the run's last minute (a capped headline: none at the cap itself)
+        ticks = args.minutes if case == "cadence" else math.ceil(args.max_minutes)
         t0 = cron.start(ticks)
         done_at_cap, capped, finished_at = None, False, None
         minute = 0
