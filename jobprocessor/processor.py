@@ -45,6 +45,7 @@ from .leases import LeaseKeeper, keeper_for
 from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
 from .policies import runtime
 from .queries import Outcome
+from .ratelimit import gate
 from .runtimes import RuntimeBook
 
 log = logging.getLogger("jobprocessor.process")
@@ -56,6 +57,8 @@ POLL_S = 0.5  # a call with free threads and a dry queue asks again this often (
 PREFETCH_HORIZON_S = 0.5  # a round also claims what the threads will get through in this long
 MAX_ROUND = 1000  # most jobs one claim statement asks for
 MIN_CLAIM_LEFT_S = 0.05  # no round is claimed with less of the budget left
+GATE_S = 1.0  # a rate-limited job starts only when its limit has room within this long (else it waits in line)
+GATE_READ_EVERY_S = 0.2  # a lane reads its limit's state at most this often
 NO_STORE = ""  # the `stores` key of jobs without a store_id (a real store_id is never empty: CHECK constraint)
 CPU_LANE = "handlers"
 
@@ -142,14 +145,44 @@ class StartBatcher:
         return started
 
 
+class _Gate:
+    """A rate-limited lane's view of its limit: seconds until it has room, read at most every GATE_READ_EVERY_S by
+    one thread (the others use the last reading). A failed read opens the gate: the limiter itself still decides."""
+
+    def __init__(self, read):
+        self.read = read
+        self._lock = threading.Lock()
+        self._value, self._at = 0.0, float("-inf")
+
+    def wait_s(self) -> float:
+        now = time.monotonic()
+        if now - self._at >= GATE_READ_EVERY_S and self._lock.acquire(blocking=False):
+            try:
+                try:
+                    self._value = self.read()
+                except Exception:  # noqa: BLE001 - the handler's own acquire copes with a limiter it cannot reach
+                    log.exception("could not read the rate limit's state")
+                    self._value = 0.0
+                self._at = time.monotonic()
+            finally:
+                self._lock.release()
+        return max(0.0, self._value - (time.monotonic() - self._at))
+
+
 @dataclass
 class _Lane:
     name: str
     target: int  # threads wanted now
     wakeup: threading.Condition  # on the call's lock: the lane's idle threads wait on it
+    gate: Optional[_Gate] = None  # rate-limited lanes: start only when the limit has room soon
     threads: int = 0  # live threads counted (abandoned ones are not)
     busy: int = 0  # of which running a job
     ready: deque = field(default_factory=deque)  # claimed rows not started yet
+    mean_run_s: Optional[float] = None  # mean successful run time in this call (an EWMA)
+
+    def load(self) -> runtime.LaneLoad:
+        return runtime.LaneLoad(free=max(0, self.target - self.busy), threads=self.target, ready=len(self.ready),
+                                mean_run_s=self.mean_run_s)
 
 
 @dataclass
@@ -189,7 +222,6 @@ class _Tick:
         self.rescued = 0
         self.tick_id: Optional[int] = None
         self.busy_s = 0.0
-        self.mean_run_s: Optional[float] = None  # this call's observed mean handler time (an EWMA)
         self.stopping = False  # no job starts any more
         self.claiming = True  # the call may claim more rounds
         self.dry_since: Optional[float] = None  # since when claims have found nothing due
@@ -286,19 +318,15 @@ class _Tick:
                 return 0
             if self.dry_since is not None and now - self.last_empty_claim < POLL_S:
                 return 0
-            lanes = self.lanes.values()
-            return runtime.round_size(
-                free_threads=sum(max(0, lane.target - lane.busy) for lane in lanes),
-                threads=sum(lane.target for lane in lanes), ready=sum(len(lane.ready) for lane in lanes),
-                mean_run_s=self.mean_run_s, horizon_s=PREFETCH_HORIZON_S, left=self.limit - self.claimed,
-                max_round=MAX_ROUND)
+            return runtime.round_size([lane.load() for lane in self.lanes.values()], horizon_s=PREFETCH_HORIZON_S,
+                                      left=self.limit - self.claimed, max_round=MAX_ROUND)
 
     def _claim_round(self, *, size: Optional[int] = None, first: bool = False) -> int:
         """Claim one round; returns how many jobs it claimed."""
         if first:
-            size = min(self.limit, MAX_ROUND, runtime.round_size(
-                free_threads=self.settings.JOBS_CONCURRENCY, threads=self.settings.JOBS_CONCURRENCY, ready=0,
-                mean_run_s=None, horizon_s=PREFETCH_HORIZON_S, left=self.limit, max_round=MAX_ROUND))
+            with self.cond:
+                size = runtime.round_size([lane.load() for lane in self.lanes.values()], horizon_s=PREFETCH_HORIZON_S,
+                                          left=self.limit, max_round=MAX_ROUND)
         tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
         try:
             with self.engine.begin() as conn:
@@ -361,7 +389,10 @@ class _Tick:
             return self.lanes[CPU_LANE]
         lane = self.lanes.get(spec.rate_limited)
         if lane is None:
-            lane = self.lanes[spec.rate_limited] = _Lane(spec.rate_limited, 1, threading.Condition(self.lock))
+            limit = spec.rate_limited
+            lane = self.lanes[limit] = _Lane(
+                limit, 1, threading.Condition(self.lock),
+                gate=_Gate(lambda: gate.for_limit(limit, self.engine, self.settings)))
         lane.target = self._rate_limited_target(spec)
         return lane
 
@@ -383,7 +414,10 @@ class _Tick:
                 self._release(row)
                 misfits += 1
                 continue
-            self._lane_for(spec).ready.append(row)
+            lane = self._lane_for(spec)
+            if lane.mean_run_s is None:  # measured by earlier calls: this call's rounds are sized right at once
+                lane.mean_run_s = self.book.mean(row["type"])
+            lane.ready.append(row)
         if misfits == len(rows):
             # nothing of this round could start, and the budget only shrinks: claiming more would give back the
             # same jobs again (a claim cannot yet leave out the types that no longer fit)
@@ -487,10 +521,27 @@ class _Tick:
             self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
             return row, spec, deadline_s, cut
 
+    def _wait_for_room(self, lane: _Lane) -> bool:
+        """A rate-limited lane's thread waits (holding no job) until its limit has room soon. False: the thread
+        ends (the call stops, or has nothing left for it)."""
+        while True:
+            wait = lane.gate.wait_s()
+            if wait <= GATE_S:
+                return True
+            with self.cond:
+                if self.stopping or (not self.claiming and not lane.ready):
+                    return False
+                lane.wakeup.wait(timeout=min(POLL_S, wait - GATE_S))
+
     def _worker(self, lane: _Lane) -> None:
         with (self.app.app_context() if self.app is not None else nullcontext()):
             try:
                 while True:
+                    if lane.gate is not None and not self._wait_for_room(lane):
+                        with self.cond:
+                            lane.threads -= 1
+                            self.cond.notify()
+                        return
                     with self.cond:
                         taken = self._next(lane)
                         if taken is None:
@@ -542,7 +593,8 @@ class _Tick:
         with self.cond:
             self.in_flight.pop(job_id, None)
             self.busy_s += elapsed
-            self.mean_run_s = elapsed if self.mean_run_s is None else 0.8 * self.mean_run_s + 0.2 * elapsed
+            if outcome.status == "completed":  # deferrals and failures are often quick: not what a round needs
+                lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
             self.last_activity = time.monotonic()
             if job_id in self.abandoned:
                 late = True

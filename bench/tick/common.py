@@ -47,6 +47,7 @@ UNSCALED_SETTINGS = ("JOBS_CLEANUP_STATEMENT_TIMEOUT_S",)
 CODE_CONSTANTS = (
     "jobprocessor.processor.GRACE_S", "jobprocessor.processor.FLUSH_EVERY_S", "jobprocessor.processor.POLL_S",
     "jobprocessor.processor.PREFETCH_HORIZON_S", "jobprocessor.processor.MIN_CLAIM_LEFT_S",
+    "jobprocessor.processor.GATE_S", "jobprocessor.processor.GATE_READ_EVERY_S",
     "jobprocessor.ratelimit.limiter.MAX_INLINE_WAIT_S", "jobprocessor.ratelimit.limiter.MIN_CALL_S",
     "jobprocessor.ratelimit.limiter.MIN_RESCHEDULE_S", "jobprocessor.ratelimit.limiter.UNAVAILABLE_RETRY_S",
     "jobprocessor.handlers.openai_call.SETTLE_MARGIN_S", "jobprocessor.policies.openai_errors.THROTTLE_FALLBACK_S",

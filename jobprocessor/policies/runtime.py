@@ -75,19 +75,34 @@ def rate_limited_threads(rate_per_s: float, mean_latency_s: Optional[float], cap
     return max(1, min(cap, wanted))
 
 
-def round_size(*, free_threads: int, threads: int, ready: int, mean_run_s: Optional[float], horizon_s: float,
-               left: int, max_round: int, min_prefetch: int = 2) -> int:
-    """How many jobs the next claim round asks for: enough for the threads that are free now, plus what all the
-    threads will get through within `horizon_s` (so quick jobs come in big rounds and slow ones in small ones),
-    minus what is already claimed and waiting. 0: no claim now."""
+@dataclass(frozen=True)
+class LaneLoad:
+    """One lane of a call, as the round size sees it."""
+
+    free: int  # threads that could take a job now (wanted threads minus those running one)
+    threads: int  # threads wanted
+    ready: int  # jobs claimed and not started
+    mean_run_s: Optional[float]  # the lane's mean successful run time so far (None: unknown)
+
+
+def prefetch(lane: LaneLoad, horizon_s: float, min_prefetch: int = 2) -> int:
+    """Jobs the lane's threads get through in `horizon_s`: quick jobs come in big rounds, slow ones in small ones."""
+    if lane.mean_run_s is None or lane.mean_run_s <= 0:
+        return min_prefetch
+    return max(min_prefetch, math.ceil(lane.threads * horizon_s / max(lane.mean_run_s, 1e-6)))
+
+
+def round_size(lanes: Sequence[LaneLoad], *, horizon_s: float, left: int, max_round: int,
+               min_prefetch: int = 2) -> int:
+    """How many jobs the next claim round asks for: enough for the threads that are free now, plus what the threads
+    will get through within `horizon_s`, minus what is already claimed and waiting. 0: no claim now. A claim does
+    not choose its jobs' lanes, so what one lane has waiting counts against what the others want: the jobs claimed
+    ahead of the threads stay bounded whatever the mix."""
     if left <= 0:
         return 0
-    if mean_run_s is None or mean_run_s <= 0:
-        ahead = min_prefetch
-    else:
-        ahead = max(min_prefetch, math.ceil(threads * horizon_s / max(mean_run_s, 1e-6)))
-    idle_soon = max(0, free_threads - ready)  # threads that will find nothing to take
-    queued = max(0, ready - free_threads)  # jobs that will still wait once every free thread took one
+    idle_soon = sum(max(0, lane.free - lane.ready) for lane in lanes)  # threads that will find nothing to take
+    queued = sum(max(0, lane.ready - lane.free) for lane in lanes)  # jobs still waiting once free threads took one
+    ahead = sum(prefetch(lane, horizon_s, min_prefetch) for lane in lanes)
     wanted = idle_soon + ahead - queued
     if idle_soon == 0 and wanted < max(1, ahead // 2):
         return 0  # no thread will idle and half the prefetch is still there: a claim now would bring too little

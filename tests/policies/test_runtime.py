@@ -88,31 +88,49 @@ def test_rate_limited_threads_stay_within_bounds(rate, latency, cap, unmeasured)
     assert 1 <= runtime.rate_limited_threads(rate, latency, cap=cap, unmeasured=unmeasured) <= cap
 
 
+def one_lane(free, threads, ready, mean):
+    return [runtime.LaneLoad(free=free, threads=threads, ready=ready, mean_run_s=mean)]
+
+
 def test_round_sizes():
     base = dict(horizon_s=0.5, left=10_000, max_round=1000)
     # unmeasured: the free threads plus a small prefetch
-    assert runtime.round_size(free_threads=8, threads=8, ready=0, mean_run_s=None, **base) == 10
+    assert runtime.round_size(one_lane(8, 8, 0, None), **base) == 10
     # quick jobs come in big rounds, slow ones in small ones
-    assert runtime.round_size(free_threads=8, threads=8, ready=0, mean_run_s=0.0001, **base) == 1000
-    assert runtime.round_size(free_threads=8, threads=8, ready=0, mean_run_s=0.2, **base) == 8 + 20
-    assert runtime.round_size(free_threads=75, threads=75, ready=0, mean_run_s=8, **base) == 75 + 5
+    assert runtime.round_size(one_lane(8, 8, 0, 0.0001), **base) == 1000
+    assert runtime.round_size(one_lane(8, 8, 0, 0.2), **base) == 8 + 20
+    assert runtime.round_size(one_lane(75, 75, 0, 8), **base) == 75 + 5
     # enough waiting and no thread idle: no claim; a thread about to idle: a claim
-    assert runtime.round_size(free_threads=0, threads=8, ready=20, mean_run_s=0.2, **base) == 0
-    assert runtime.round_size(free_threads=2, threads=8, ready=0, mean_run_s=0.2, **base) == 2 + 20
+    assert runtime.round_size(one_lane(0, 8, 20, 0.2), **base) == 0
+    assert runtime.round_size(one_lane(2, 8, 0, 0.2), **base) == 2 + 20
     # never past the call's limit
-    assert runtime.round_size(free_threads=8, threads=8, ready=0, mean_run_s=0.2, horizon_s=0.5, left=3,
-                              max_round=1000) == 3
+    assert runtime.round_size(one_lane(8, 8, 0, 0.2), horizon_s=0.5, left=3, max_round=1000) == 3
 
 
-@given(free=st.integers(0, 300), threads=st.integers(1, 300), ready=st.integers(0, 2000),
-       mean=st.one_of(st.none(), st.floats(min_value=0, max_value=600)), left=st.integers(0, 10**6),
-       max_round=st.integers(1, 1000))
-def test_round_size_bounds(free, threads, ready, mean, left, max_round):
-    size = runtime.round_size(free_threads=free, threads=threads, ready=ready, mean_run_s=mean, horizon_s=0.5,
-                              left=left, max_round=max_round)
+def test_jobs_waiting_in_one_lane_hold_back_the_others_wants():
+    # the handler threads are all free but the queue holds only rate-limited jobs, whose lane is full: the jobs
+    # claimed for nobody stay bounded (at most what the free lane wants), instead of growing every round
+    cpu = runtime.LaneLoad(free=8, threads=8, ready=0, mean_run_s=None)
+    full = runtime.LaneLoad(free=0, threads=75, ready=0, mean_run_s=8.0)
+    assert runtime.round_size([cpu, full], horizon_s=0.5, left=10_000, max_round=1000) == 8 + 2 + 5
+    waiting = runtime.LaneLoad(free=0, threads=75, ready=15, mean_run_s=8.0)
+    assert runtime.round_size([cpu, waiting], horizon_s=0.5, left=10_000, max_round=1000) == 0
+
+
+@given(lanes=st.lists(st.builds(runtime.LaneLoad, free=st.integers(0, 300), threads=st.integers(1, 300),
+                                ready=st.integers(0, 2000),
+                                mean_run_s=st.one_of(st.none(), st.floats(min_value=0, max_value=600))),
+                      min_size=1, max_size=4),
+       left=st.integers(0, 10**6), max_round=st.integers(1, 1000))
+def test_round_size_bounds(lanes, left, max_round):
+    size = runtime.round_size(lanes, horizon_s=0.5, left=left, max_round=max_round)
     assert 0 <= size <= min(left, max_round)
-    if free > ready and left > 0:
-        assert size >= min(free - ready, left, max_round)  # a thread that would idle gets a job
+    idle = sum(max(0, lane.free - lane.ready) for lane in lanes)
+    queued = sum(max(0, lane.ready - lane.free) for lane in lanes)
+    if idle > queued and left > 0:
+        assert size >= min(idle - queued, left, max_round)  # threads that would idle get jobs
+    ahead = sum(runtime.prefetch(lane, 0.5) for lane in lanes)
+    assert size <= sum(lane.free for lane in lanes) + ahead  # never more than the threads and their prefetch
 
 
 def test_sample_run_times_keeps_small_batches_and_samples_big_ones():
