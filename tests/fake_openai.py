@@ -162,7 +162,10 @@ class FakeOpenAI:
         self.rpm, self.tpm, self.latency_s, self.api_key = rpm, tpm, latency_s, api_key
         self.reasoning_tokens, self.accounting, self.retry_after_ms = reasoning_tokens, accounting, retry_after_ms
         self.completion_tokens, self.long_answers = completion_tokens, long_answers
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # answer sizes (under self.lock)
+        # latencies and ids: its own generator, so the fake's threads never touch the global one (hypothesis
+        # objects when a server thread still answering a slow request draws from it during a later test)
+        self.noise = random.Random(seed)
         self.requests, self.tokens = Bucket(rpm, request_capacity), Bucket(tpm, token_capacity)
         self.lock = threading.Lock()
         self.calls: list[Call] = []
@@ -233,7 +236,7 @@ class FakeOpenAI:
         if "slow" in markers:
             return float(markers["slow"] or 1)
         if isinstance(self.latency_s, tuple):
-            return random.uniform(*self.latency_s)
+            return self.noise.uniform(*self.latency_s)
         return float(self.latency_s)
 
     def rate_headers(self) -> dict:
@@ -304,7 +307,7 @@ class FakeOpenAI:
         if "refuse" in markers:
             message.update(content=None, refusal="I'm sorry, I can't help with that.")
         response = {
-            "id": f"chatcmpl-fake{random.getrandbits(48):x}", "object": "chat.completion",
+            "id": f"chatcmpl-fake{self.noise.getrandbits(48):x}", "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model"), "service_tier": "default",
             "system_fingerprint": None,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
@@ -377,7 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", f"req_fake{random.getrandbits(48):x}")
+        self.send_header("x-request-id", f"req_fake{self.server_state.noise.getrandbits(48):x}")
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
