@@ -60,6 +60,12 @@ WHERE recorded_at < now() - interval '{STALE_RETRY_CAPS}' AND job_id <> CAST(:jo
 
 CLEAR_RETRY_CAP = "DELETE FROM openai_output_retry_caps WHERE job_id = CAST(:job_id AS bigint)"
 
+# a cut-off that is not added as an answer (an escalated retry's) is still counted, for the operators
+COUNT_CUT_OFF = """
+INSERT INTO openai_output_stats AS s (job_type, model, cut_offs) VALUES (:job_type, :model, 1)
+ON CONFLICT (job_type, model) DO UPDATE SET cut_offs = s.cut_offs + 1, updated_at = now()
+"""
+
 LIST_ROWS = "SELECT job_type, model, weights, answers, cut_offs FROM openai_output_stats ORDER BY job_type, model"
 
 
@@ -97,10 +103,12 @@ class OutputStatsStore:
 
     def record(self, job_type: str, model: str, *, tokens: Optional[int], cut_off: bool = False,
                job_id: Optional[int] = None, retry_cap: Optional[int] = None) -> Optional[OutputStats]:
-        """Add one answer of `tokens` (None: add none) and set the job's retry cap (None: clear it, the job got a
-        whole answer). Returns the stats after it (None when no answer was added)."""
+        """Add one answer of `tokens` (None: add none; a cut-off is counted anyway) and set the job's retry cap
+        (None: clear it, the job got a whole answer). Returns the stats after it (None when no answer was added)."""
         stats = None
         with self.engine.begin() as conn:
+            if tokens is None and cut_off:
+                conn.execute(text(COUNT_CUT_OFF), {"job_type": job_type, "model": model})
             if tokens is not None:
                 key = {"job_type": job_type, "model": model}
                 row = conn.execute(text(LOCK_ROW), key).mappings().first()
