@@ -34,7 +34,8 @@ Behaviour per request is chosen by markers anywhere in the request body (tests p
     [[fake:truncate]]   finish_reason "length" whatever the cap         [[fake:slow=S]]  S seconds latency
     [[fake:need=N]]     this answer needs N completion tokens (cut off if the cap is lower)
 and for everyone by attributes: latency_s (a number or a (lo, hi) range), storm_until (monotonic time: every
-request until then is a 429), down (close connections without answering).
+request until then is a 429), down (close connections without answering). rate_headers=False leaves out the
+x-ratelimit-* headers (429s keep Retry-After): a client must then stay under the limits by its own count.
 """
 from __future__ import annotations
 
@@ -155,13 +156,14 @@ class FakeOpenAI:
                  reasoning_tokens: Tokens = 32, charge_max_tokens: bool = False, retry_after_ms: bool = False,
                  request_capacity: Optional[float] = None, token_capacity: Optional[float] = None,
                  accounting: Optional[str] = None, completion_tokens: Tokens = None,
-                 long_answers: Optional[tuple] = None, seed: Optional[int] = None):
+                 long_answers: Optional[tuple] = None, seed: Optional[int] = None, rate_headers: bool = True):
         accounting = accounting or ("max_tokens" if charge_max_tokens else "usage")
         if accounting not in ACCOUNTINGS:
             raise ValueError(f"accounting must be one of {ACCOUNTINGS}, got {accounting!r}")
         self.rpm, self.tpm, self.latency_s, self.api_key = rpm, tpm, latency_s, api_key
         self.reasoning_tokens, self.accounting, self.retry_after_ms = reasoning_tokens, accounting, retry_after_ms
-        self.completion_tokens, self.long_answers = completion_tokens, long_answers
+        self.completion_tokens, self.long_answers, self.send_rate_headers = completion_tokens, long_answers, \
+            rate_headers
         self.rng = random.Random(seed)  # answer sizes (under self.lock)
         # latencies and ids: its own generator, so the fake's threads never touch the global one (hypothesis
         # objects when a server thread still answering a slow request draws from it during a later test)
@@ -240,7 +242,10 @@ class FakeOpenAI:
         return float(self.latency_s)
 
     def rate_headers(self) -> dict:
-        """Under self.lock, after the buckets were refilled."""
+        """Under self.lock, after the buckets were refilled. None with rate_headers=False (a test of the client's
+        own count, without the server's help)."""
+        if not self.send_rate_headers:
+            return {}
         return {
             "x-ratelimit-limit-requests": str(int(self.requests.capacity)),
             "x-ratelimit-limit-tokens": str(int(self.tokens.capacity)),
