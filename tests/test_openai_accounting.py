@@ -126,48 +126,57 @@ def test_the_limiter_charges_exactly_what_the_server_counts(make_app, raw_engine
 SERVER_TPM, TOLD_TPM = 240_000, 216_000  # the server allows 4,000 tokens/s; the project is told 3,600 (90 %)
 
 
-def _server():
+def _server(rate_headers: bool = True):
     # a strict server: its token bucket holds 2 s (OpenAI's may hold a minute, which would hide any overshoot)
     return FakeOpenAI(accounting="openai", rpm=100_000, tpm=SERVER_TPM, token_capacity=SERVER_TPM / 30,
-                      completion_tokens=(150, 300), latency_s=(0.2, 0.6), seed=11)
+                      completion_tokens=(150, 300), latency_s=(0.2, 0.6), seed=11, rate_headers=rate_headers)
+
+
+def run_threads(app, n_threads: int, seconds: float, max_calls: int = 10**9) -> tuple[Counter, list]:
+    """`n_threads` handler threads run product jobs back to back, as fast as the limiter lets them, for `seconds`
+    (or until `max_calls` jobs are done); a RetryLater is what the queue does with it: run the job again soon."""
+    stop_at, errors, done = time.monotonic() + seconds, [], Counter()
+    lock = threading.Lock()
+    next_id = iter(range(1, 1_000_000))
+
+    def worker() -> None:
+        with app.app_context():
+            while time.monotonic() < stop_at:
+                with lock:
+                    job_id = next(next_id)
+                if job_id > max_calls:
+                    return
+                job = Job(id=job_id, type="product.optimize", payload=payload(job_id), store_id="s",
+                          user_id=None, priority=5, attempts=1, max_attempts=5, batch_id=None)
+                while time.monotonic() < stop_at:
+                    job.set_deadline(30)
+                    try:
+                        optimize_product(job)
+                        done["ok"] += 1
+                        break
+                    except RetryLater as exc:
+                        done["retry_later"] += 1
+                        time.sleep(min(exc.seconds, 1.0))
+                    except Exception as exc:  # noqa: BLE001 - recorded, fails the test
+                        errors.append(repr(exc))
+                        break
+
+    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 60)
+    return done, errors
 
 
 @pytest.mark.slow
 def test_threads_use_the_token_budget_with_no_429(make_app, raw_engine):
     """12 handler threads run product jobs as fast as the limiter lets them for 15 s. The server counts each request
-    as OpenAI does (the cap, 1,200 until answers are known, then about 370; or the input, about 380): no 429, and
-    the charges reach close to what the project was told."""
-    with _server() as fake:
+    as OpenAI does (the cap, 1,200 until answers are known, then about 370; or the input, about 355): no 429, and
+    the charges reach close to what the project was told. No x-ratelimit-* headers: by the limiter's own count."""
+    with _server(rate_headers=False) as fake:
         app = make_app(fake, OPENAI_TPM=TOLD_TPM, OPENAI_RPM=100_000, OPENAI_MAX_OUTPUT_TOKENS=1200)
-        stop_at, errors, done = time.monotonic() + 15, [], Counter()
-        lock = threading.Lock()
-        next_id = iter(range(1, 1_000_000))
-
-        def worker() -> None:
-            with app.app_context():
-                while time.monotonic() < stop_at:
-                    with lock:
-                        job_id = next(next_id)
-                    job = Job(id=job_id, type="product.optimize", payload=payload(job_id), store_id="s",
-                              user_id=None, priority=5, attempts=1, max_attempts=5, batch_id=None)
-                    while time.monotonic() < stop_at:
-                        job.set_deadline(30)
-                        try:
-                            optimize_product(job)
-                            done["ok"] += 1
-                            break
-                        except RetryLater as exc:  # what the queue does: run it again later, no attempt spent
-                            done["retry_later"] += 1
-                            time.sleep(min(exc.seconds, 1.0))
-                        except Exception as exc:  # noqa: BLE001 - recorded, fails the test
-                            errors.append(repr(exc))
-                            break
-
-        threads = [threading.Thread(target=worker) for _ in range(12)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        done, errors = run_threads(app, 12, 15)
     assert not errors, errors[:3]
     calls = fake.snapshot()
     assert fake.count(429) == 0, Counter(c.limited_by for c in calls if c.status == 429)
@@ -178,6 +187,21 @@ def test_threads_use_the_token_budget_with_no_429(make_app, raw_engine):
     assert limiter_row(raw_engine)["reserved_tokens"] == fake.charged()
     print(f"\nthreads: {len(calls)} requests, {rate:.0f} tokens/s charged = {rate / (TOLD_TPM / 60):.1%} of the "
           f"told limit, 0 x 429, caps {caps[0]} -> {caps[-1]}, {done}")
+
+
+def test_short_answers_give_nothing_back_so_the_server_never_refuses(make_app, raw_engine):
+    """Answers far shorter than the cap (the cap stays at its bound: fewer answers than MIN_ANSWERS). A limiter
+    that gave the unused part back would send several times what the server counts and get 429s at once. The
+    server sends no x-ratelimit-* headers here: the limiter's own count must be right."""
+    with FakeOpenAI(accounting="openai", rpm=100_000, tpm=600_000, token_capacity=20_000, rate_headers=False,
+                    completion_tokens=(20, 40), latency_s=(0.1, 0.3), seed=8) as fake:
+        app = make_app(fake, OPENAI_TPM=540_000, OPENAI_RPM=100_000, OPENAI_MAX_OUTPUT_TOKENS=3000)
+        done, errors = run_threads(app, 8, 20, max_calls=output_cap.MIN_ANSWERS)
+    assert not errors and done["ok"] == output_cap.MIN_ANSWERS, (done, errors[:3])
+    calls = fake.snapshot()
+    assert fake.count(429) == 0 and {c.max_tokens for c in calls} == {3000}
+    assert all(c.total_tokens < c.charged / 4 for c in calls)  # each used a fraction of its charge
+    assert limiter_row(raw_engine)["reserved_tokens"] == fake.charged() == 3000 * len(calls)
 
 
 @pytest.mark.e2e

@@ -393,19 +393,20 @@ def test_call_charge_is_the_larger_of_the_cap_and_the_input_estimate():
 
 @given(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]),
                                         "content": st.text(max_size=400)}), min_size=1, max_size=4),
-       st.integers(0, 5000), st.booleans())
+       st.one_of(st.integers(0, 300), st.integers(0, 5000)), st.booleans())
 def test_the_charge_is_what_the_fake_server_counts_for_the_same_request(messages, cap, with_format):
     """tests/fake_openai.py implements OpenAI's rule on the request body it receives, independently: the same
-    number, for any text (non-ASCII included: characters, not bytes)."""
+    numbers (the input's characters, and the charge), for any text (non-ASCII included: characters, not bytes)."""
     import json
 
-    from tests.fake_openai import openai_charge
+    from tests.fake_openai import openai_charge, openai_input_chars
 
     response_format = RESPONSE_FORMAT if with_format else None
     body = {"model": "m", "messages": messages, "max_completion_tokens": cap}
     if response_format:
         body["response_format"] = response_format
     body = json.loads(json.dumps(body))  # as it arrives: through JSON
+    assert tokens.input_chars(messages, response_format) == openai_input_chars(body)
     assert tokens.call_charge(messages, cap, response_format) == openai_charge(body)
 
 

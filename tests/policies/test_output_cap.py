@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 from jobprocessor.policies import output_cap as oc
 from jobprocessor.policies.output_cap import OutputStats
 
-answers = st.integers(0, 20_000)
-histories = st.lists(answers, max_size=150)
+# answer sizes of one scale per history (drawn per example), so percentiles land anywhere from tens to thousands
+scales = st.sampled_from([50, 300, 1000, 3000, 20_000])
+histories = scales.flatmap(lambda hi: st.one_of(st.lists(st.integers(0, hi), max_size=30),
+                                                st.lists(st.integers(0, hi), min_size=20, max_size=150)))
 max_outputs = st.integers(16, 100_000)
 
 
@@ -54,7 +56,9 @@ def test_bounded(history, max_output):
     assert min(oc.MIN_CAP, max_output) <= cap <= max_output
 
 
-@given(st.lists(st.tuples(answers, st.integers(0, 5000)), max_size=150), max_outputs)
+@settings(max_examples=300)
+@given(scales.flatmap(lambda hi: st.lists(st.tuples(st.integers(0, hi), st.integers(0, hi)),
+                                          min_size=oc.MIN_ANSWERS - 1, max_size=150)), max_outputs)
 def test_monotone_in_the_answers(pairs, max_output):
     """Answers at least as large, one for one, never give a smaller cap."""
     smaller = [a for a, _ in pairs]
@@ -62,18 +66,26 @@ def test_monotone_in_the_answers(pairs, max_output):
     assert oc.output_cap(stats_of(smaller), max_output) <= oc.output_cap(stats_of(larger), max_output)
 
 
-@given(st.lists(answers, min_size=oc.MIN_ANSWERS, max_size=150), st.integers(0, 30_000), max_outputs)
+@given(scales.flatmap(lambda hi: st.lists(st.integers(0, hi), min_size=oc.MIN_ANSWERS, max_size=150)),
+       st.integers(0, 30_000), max_outputs)
 def test_an_answer_at_least_the_percentile_never_lowers_the_cap(history, extra, max_output):
     stats = stats_of(history)
     bigger = oc.observe(stats, oc.percentile_tokens(stats) + extra)
     assert oc.output_cap(bigger, max_output) >= oc.output_cap(stats, max_output)
 
 
+# a full window (decayed weights never total more than 1 / (1 - DECAY) = WINDOW_ANSWERS), spread as drawn
+full_windows = st.lists(st.floats(0.01, 1), min_size=1, max_size=60).map(
+    lambda ws: tuple(w * oc.WINDOW_ANSWERS / sum(ws) for w in ws))
+
+
 @settings(max_examples=30, deadline=None)
-@given(histories, st.integers(1, 20_000), max_outputs)
-def test_decays_after_enough_answers_of_a_new_size(history, size, max_output):
-    """Whatever came before, FORGET_ANSWERS answers of one size give the cap of that size alone."""
-    stats = stats_of(history)
+@given(full_windows, st.integers(1, 10_000), max_outputs)
+def test_decays_after_enough_answers_of_a_new_size(window, size, max_output):
+    """Whatever came before, even a full window of answers all larger than the new size: FORGET_ANSWERS answers of
+    one size give the cap of that size alone."""
+    above = oc.bin_of(size) + 1
+    stats = OutputStats((0.0,) * above + window, answers=10**6)
     for _ in range(oc.FORGET_ANSWERS):
         stats = oc.observe(stats, size)
     assert oc.output_cap(stats, max_output) == oc.output_cap(stats_of([size] * oc.MIN_ANSWERS), max_output)
