@@ -196,33 +196,6 @@ def store_ceiling(url: str, engine, processes: int, threads: int, seconds: float
     return total / seconds
 
 
-class TreeGunicorn(Gunicorn):
-    """The tests' gunicorn runner, serving the code of another source tree (its wsgi.py, gunicorn.conf.py and
-    jobprocessor package come first on the path)."""
-
-    def __init__(self, root: Path, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.root = root
-        self.env["PYTHONPATH"] = str(root)
-
-    def __enter__(self) -> "TreeGunicorn":
-        self.log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py", "--bind",
-             f"127.0.0.1:{self.port}"], cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError("gunicorn did not start:\n" + self.log_path.read_text())
-
-
 def export_tree(ref: str) -> Path:
     """`git archive` of `ref` into a temporary directory (the working tree is not touched)."""
     target = Path(tempfile.mkdtemp(prefix="bench-before-"))
@@ -239,11 +212,11 @@ def accounting_run(url: str, engine, root: Path, label: str, args) -> dict:
     with FakeOpenAI(accounting="openai", rpm=args.server_rpm, tpm=args.server_tpm, latency_s=(4.0, 12.0),
                     completion_tokens=(150, 400), long_answers=(0.01, (600, 900)), seed=10,
                     rate_headers=not args.no_rate_headers) as fake, \
-            TreeGunicorn(root, url, workers=3, threads=args.callers + 2,
-                         env={"OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": fake.base_url,
-                              "OPENAI_RPM": str(args.rpm), "OPENAI_TPM": str(args.tpm),
-                              "JOBS_CONCURRENCY": str(args.concurrency), "DB_POOL_MAX": "40",
-                              "LOG_LEVEL": "WARNING"}) as server:
+            Gunicorn(url, workers=3, threads=args.callers + 2, root=root,
+                     env={"OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": fake.base_url,
+                          "OPENAI_RPM": str(args.rpm), "OPENAI_TPM": str(args.tpm),
+                          "JOBS_CONCURRENCY": str(args.concurrency), "DB_POOL_MAX": "40",
+                          "LOG_LEVEL": "WARNING"}) as server:
         enqueue(server.base, jobs)
         done = threading.Event()
 

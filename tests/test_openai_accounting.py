@@ -24,6 +24,7 @@ from jobprocessor.policies import output_cap
 from tests.conftest import AUTH, Gunicorn, fetch_jobs
 from tests.fake_openai import FakeOpenAI
 from tests.limiter_fixtures import fresh_limiter, limiter_row, openai_settings  # noqa: F401 - fixture
+from tests.test_product_optimize import process
 
 PRODUCT = {"title": "Organic cotton T-shirt", "description": "Soft 180 g/m² jersey tee, pre-shrunk.",
            "sku": "TS-2041", "vendor": "Acme"}
@@ -57,12 +58,6 @@ def enqueue(client, payloads: list[dict]) -> list[int]:
     response = client.post("/jobs", json={"jobs": jobs}, headers=AUTH)
     assert response.status_code == 201, response.json
     return response.json["ids"]
-
-
-def process(client, budget_s: float = 20, limit: int = 100) -> dict:
-    response = client.post("/process-pending", json={"budget_s": budget_s, "limit": limit}, headers=AUTH)
-    assert response.status_code == 200, response.json
-    return response.json
 
 
 def drain(client, engine, budget_s: float = 20) -> None:
