@@ -18,12 +18,21 @@ Cases:
   last job completed) against that floor.
 - store: the limiter's own ceiling, without HTTP: processes x threads doing reserve + settle on the shared row.
 The first two check: 0 x 429 from the fake, every job completed, each job called exactly once, every reservation settled.
+- accounting (issue 10): OpenAI's token accounting, before and after, side by side in one run. The fake counts
+  tokens as OpenAI documents it (accounting="openai": each request on arrival the larger of its cap and its input
+  characters / 4, nothing back) and allows --server-rpm / --server-tpm (500 / 500,000, its bucket a whole minute as
+  OpenAI's); the project is told --rpm / --tpm (450 / 450,000); answers need 150-400 completion tokens (1 % need
+  600-900), latency 4-12 s. "before" runs the code of --before (default: where this branch left main) from a
+  `git archive` of it, against the same database (migrated by this tree: extra columns and tables it ignores);
+  "after" runs this tree. Reports requests/min from the second minute on, 429s, and tokens charged per request.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -65,6 +74,8 @@ def reset(engine) -> None:
         conn.execute(text("TRUNCATE jobs RESTART IDENTITY"))
         conn.execute(text("DELETE FROM rate_limiter_waits"))
         conn.execute(text("DELETE FROM rate_limiter"))
+        conn.execute(text("DELETE FROM openai_output_stats"))
+        conn.execute(text("DELETE FROM openai_output_retry_caps"))
 
 
 def enqueue(base: str, n: int) -> list[int]:
@@ -185,18 +196,124 @@ def store_ceiling(url: str, engine, processes: int, threads: int, seconds: float
     return total / seconds
 
 
+def export_tree(ref: str) -> Path:
+    """`git archive` of `ref` into a temporary directory (the working tree is not touched)."""
+    target = Path(tempfile.mkdtemp(prefix="bench-before-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def accounting_run(url: str, engine, root: Path, label: str, args) -> dict:
+    """One side of the accounting case: the code in `root` for args.minutes against the fake in OpenAI mode."""
+    reset(engine)
+    minutes = args.minutes
+    jobs = int(args.rpm * minutes * 1.3)
+    with FakeOpenAI(accounting="openai", rpm=args.server_rpm, tpm=args.server_tpm, latency_s=(4.0, 12.0),
+                    completion_tokens=(150, 400), long_answers=(0.01, (600, 900)), seed=10,
+                    rate_headers=not args.no_rate_headers) as fake, \
+            Gunicorn(url, workers=3, threads=args.callers + 2, root=root,
+                     env={"OPENAI_API_KEY": fake.api_key, "OPENAI_BASE_URL": fake.base_url,
+                          "OPENAI_RPM": str(args.rpm), "OPENAI_TPM": str(args.tpm),
+                          "JOBS_CONCURRENCY": str(args.concurrency), "DB_POOL_MAX": "40",
+                          "LOG_LEVEL": "WARNING"}) as server:
+        enqueue(server.base, jobs)
+        done = threading.Event()
+
+        def caller() -> None:
+            session = requests.Session()
+            while not done.is_set():
+                try:
+                    response = session.post(server.base + "/process-pending",
+                                            json={"limit": 200, "budget_s": args.budget}, headers=AUTH,
+                                            timeout=args.budget + 30)
+                    if response.status_code == 200 and response.json()["claimed"] == 0:
+                        time.sleep(0.2)
+                except requests.RequestException:
+                    time.sleep(0.2)
+
+        threads = [threading.Thread(target=caller, daemon=True) for _ in range(args.callers)]
+        started = time.time()
+        for thread in threads:
+            thread.start()
+        for minute in range(1, minutes + 1):
+            time.sleep(max(0.0, started + 60 * minute - time.time()))
+            calls = [c for c in fake.snapshot() if started + 60 * (minute - 1) <= c.at < started + 60 * minute]
+            ok = [c for c in calls if c.status == 200]
+            print(f"  {label} minute {minute}: {len(ok)} requests served, {len(calls) - len(ok)} x 429, "
+                  f"{sum(c.charged for c in ok) / max(1, len(ok)):.0f} tokens charged per request, "
+                  f"caps {sorted({c.max_tokens for c in ok})[:3]}...", flush=True)
+        calls = fake.snapshot()
+        done.set()
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT reserved_requests, reserved_tokens, settled_requests, "
+                                    "settled_reserved_tokens, used_tokens, throttled FROM rate_limiter")).first()
+            statuses = dict(conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
+    window = [c for c in calls if started + 60 <= c.at < started + 60 * minutes]
+    served = [c for c in window if c.status == 200]
+    all_served = [c for c in calls if c.status == 200]
+    # what the limiter kept counted per request after settling: before, the reservation minus the give-back (the
+    # usage); after, the whole reservation (nothing is given back)
+    kept = row.reserved_tokens - (row.settled_reserved_tokens - row.used_tokens) if label == "before" \
+        else row.reserved_tokens
+    return {
+        "label": label, "rpm_from_minute_2": len(served) / (minutes - 1), "served": len(all_served),
+        "throttled_429": fake.count(429), "limiter_throttled": row.throttled,
+        "server_charge_per_request": sum(c.charged for c in all_served) / max(1, len(all_served)),
+        "reserved_per_request": row.reserved_tokens / max(1, row.reserved_requests),
+        "kept_per_request": kept / max(1, row.reserved_requests),
+        "cut_offs": sum(1 for c in all_served if c.finish_reason == "length"),
+        "last_cap": all_served[-1].max_tokens if all_served else None, "statuses": statuses,
+        "load_avg": os.getloadavg(),
+    }
+
+
+def accounting_case(url: str, engine, args) -> None:
+    before_ref = args.before or subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], check=True,
+                                               capture_output=True, text=True).stdout.strip()
+    before_root = export_tree(before_ref)
+    print(f"\naccounting: server (fake, accounting=openai) {args.server_rpm} RPM / {args.server_tpm} TPM"
+          f"{', no x-ratelimit-* headers' if args.no_rate_headers else ''}; project told {args.rpm} / {args.tpm}; "
+          f"{args.minutes} min each; before = {before_ref[:12]}, after = this tree", flush=True)
+    results = [accounting_run(url, engine, before_root, "before", args),
+               accounting_run(url, engine, ROOT, "after", args)]
+    print("\n| | requests/min from minute 2 (of " + str(args.rpm) + ") | 429s | server's charge per request | "
+          "limiter reserved per request | limiter kept per request | cut-offs | last cap | jobs |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['label']} | {r['rpm_from_minute_2']:.1f} ({r['rpm_from_minute_2'] / args.rpm:.1%}) | "
+              f"{r['throttled_429']} | {r['server_charge_per_request']:.0f} | {r['reserved_per_request']:.0f} | "
+              f"{r['kept_per_request']:.0f} | {r['cut_offs']} | {r['last_cap']} | {r['statuses']} |")
+    print(f"load average at the end: {os.getloadavg()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=("utilisation", "backlog", "store", "all"), default="all")
-    parser.add_argument("--rpm", type=int, default=300, help="utilisation case: the limit (default 300)")
+    parser.add_argument("--case", choices=("utilisation", "backlog", "store", "accounting", "all"), default="all")
+    parser.add_argument("--rpm", type=int, default=None, help="the limit the project is told: utilisation case "
+                        "(default 300), accounting case (default 450)")
+    parser.add_argument("--tpm", type=int, default=450_000, help="accounting case: the told TPM (default 450000)")
+    parser.add_argument("--server-rpm", type=int, default=500, help="accounting case: the fake's RPM (default 500)")
+    parser.add_argument("--server-tpm", type=int, default=500_000, help="accounting case: the fake's TPM")
+    parser.add_argument("--minutes", type=int, default=4, help="accounting case: minutes per side (default 4)")
+    parser.add_argument("--no-rate-headers", action="store_true", help="accounting case: the fake sends no "
+                        "x-ratelimit-* headers (each limiter by its own count)")
+    parser.add_argument("--before", default=None, help="accounting case: the git ref of 'before' (default: the "
+                        "merge-base of HEAD and main)")
     parser.add_argument("--seconds", type=float, default=90, help="utilisation case: how long (default 90)")
     parser.add_argument("--scale", type=float, default=5, help="backlog case: 450 x scale RPM (default 5)")
     parser.add_argument("--backlog-jobs", type=int, default=5000)
     parser.add_argument("--callers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=16, help="JOBS_CONCURRENCY (default 16)")
+    parser.add_argument("--concurrency", type=int, default=None, help="JOBS_CONCURRENCY (default 16; accounting: "
+                        "30, for the ~60 calls in flight 450/min at 8 s needs)")
     parser.add_argument("--budget", type=float, default=90, help="budget_s of each call (default 90: product."
                         "optimize's 60 s timeout leaves 30 s of each call to start jobs in)")
     args = parser.parse_args()
+    if args.case == "accounting":
+        args.rpm = args.rpm or 450
+        args.concurrency = args.concurrency or 30
+    args.rpm = args.rpm or 300
+    args.concurrency = args.concurrency or 16
     url = database_url()
     migrate(url)
     engine = create_engine(normalise_database_url(url))
@@ -213,6 +330,8 @@ def main() -> None:
               f"{r['span_s']:.1f} s = {r['achieved_rpm']:.1f} RPM = {r['achieved_rpm'] / r['rpm']:.1%} of the limit; "
               f"429s: {r['throttled_429']}; called twice: {r['called_twice']}; reserved/settled: {r['reserved']}/"
               f"{r['settled']}; cron calls {r['cron_calls']}; load avg {r['load_avg']}; errors {r['errors']}")
+    if args.case == "accounting":  # minutes long: not part of "all"
+        accounting_case(url, engine, args)
     if args.case in ("backlog", "all"):
         rpm = int(450 * args.scale)
         floor_s = args.backlog_jobs / rpm * 60

@@ -142,10 +142,14 @@ class Settings:
     OPENAI_RPM: int = _setting(450, int, "requests per minute all processes and instances together may send to "
                                          "OpenAI (the shared limiter)", 1, 10_000_000)
     OPENAI_TPM: int = _setting(450_000, int, "tokens per minute all processes and instances together may use "
-                                             "(the shared limiter)", 1, 10_000_000_000)
-    OPENAI_MAX_OUTPUT_TOKENS: int = _setting(4096, int, "max_completion_tokens of one product.optimize call "
-                                                        "(reasoning included); reserved from OPENAI_TPM until the "
-                                                        "call settles", 16, 1_000_000)
+                                             "(the shared limiter), counted as OpenAI does: each request, on "
+                                             "arrival, the larger of its output cap and its input characters / 4",
+                               1, 10_000_000_000)
+    OPENAI_MAX_OUTPUT_TOKENS: int = _setting(4096, int, "upper bound of the output cap (max_completion_tokens, "
+                                                        "reasoning included) of one OpenAI call; the cap follows "
+                                                        "what answers of the job type and model use (p99 plus "
+                                                        "margin), this until there is data; a cut-off answer is "
+                                                        "asked again with a larger cap", 16, 1_000_000)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> "Settings":

@@ -133,14 +133,16 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """A real gunicorn serving wsgi:app on loopback."""
+    """A real gunicorn serving wsgi:app on loopback (from `root`: this tree, or another source tree's code)."""
 
-    def __init__(self, database_url: str, workers: int = 2, threads: int = 4, env: dict | None = None):
+    def __init__(self, database_url: str, workers: int = 2, threads: int = 4, env: dict | None = None,
+                 root: Path = ROOT):
+        self.root = root
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = dict(os.environ, DATABASE_URL=database_url, CRON_SECRET=SECRET,
                         JOBPROCESSOR_HANDLERS="tests.job_handlers", WEB_CONCURRENCY=str(workers), JOBS_IDLE_GRACE_S="0",
-                        GUNICORN_THREADS=str(threads), GUNICORN_ACCESSLOG="", PYTHONPATH=str(ROOT),
+                        GUNICORN_THREADS=str(threads), GUNICORN_ACCESSLOG="", PYTHONPATH=str(root),
                         **(env or {}))
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"
         self.proc: subprocess.Popen | None = None
@@ -149,7 +151,7 @@ class Gunicorn:
         self.log = open(self.log_path, "w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py", "--bind",
-             f"127.0.0.1:{self.port}"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+             f"127.0.0.1:{self.port}"], cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         import requests
 
         for _ in range(150):

@@ -1,7 +1,7 @@
 """Fixtures for the rate-limiter tests (import them into a test module: `from tests.limiter_fixtures import ...`).
 
 The limiter's tables are not part of conftest's per-test clean-up (they belong to this feature), so each test that
-uses the limiter starts from an empty limiter with `fresh_limiter`.
+uses the limiter starts from an empty limiter, and no output-size history, with `fresh_limiter`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def reset_limiter(engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM rate_limiter_waits"))
         conn.execute(text("DELETE FROM rate_limiter"))
+        conn.execute(text("DELETE FROM openai_output_stats"))
+        conn.execute(text("DELETE FROM openai_output_retry_caps"))
 
 
 def limiter_row(engine, name: str = "openai"):

@@ -14,7 +14,7 @@ from jobprocessor.handlers import PermanentError
 from jobprocessor.handlers.openai_call import UpstreamError
 from jobprocessor.handlers.product_optimize import build_messages, parse_answer, validate_payload
 from tests.conftest import AUTH, fetch_jobs, free_port
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, openai_charge
 from tests.limiter_fixtures import fake, fresh_limiter, limiter_row, openai_settings  # noqa: F401 - fixtures
 
 PRODUCT = {"title": "Organic cotton T-shirt", "description": "Soft 180 g/m² jersey tee.", "sku": "TS-2041",
@@ -167,9 +167,11 @@ def test_a_product_is_optimised_through_the_limiter(make_app, fake, raw_engine):
     assert body["response_format"]["json_schema"]["strict"] is True
     row = limiter_row(raw_engine)
     assert row["reserved_requests"] == row["settled_requests"] == row["sent_requests"] == 1
-    assert row["used_tokens"] == call.total_tokens < row["reserved_tokens"]  # reserved the estimate, settled usage
+    # charged what OpenAI counts for the request as sent, kept; its usage recorded beside it
+    assert row["reserved_tokens"] == openai_charge(body) == 400 and row["used_tokens"] == call.total_tokens
     stats = client.get("/rate-limiter/stats", headers=AUTH).json
     assert stats["requests_used"] == 1 and stats["tokens_used"] == call.total_tokens
+    assert stats["tokens_charged"] == 400 and stats["tokens_utilisation_pct"] == 0.1
     assert stats["requests_limit"] == 450 and stats["tokens_limit"] == 450_000
     assert stats["requests_in_flight"] == 0 and stats["waiting_jobs"] == 0
 
@@ -300,7 +302,7 @@ def test_a_call_slower_than_the_deadline_times_out_and_is_retried(make_app, fake
     job, = fetch_jobs(raw_engine)
     assert job["status"] == "pending" and job["attempts"] == 1 and "did not answer within" in job["last_error"]
     row = limiter_row(raw_engine)
-    assert row["sent_requests"] == 1 and row["used_tokens"] == row["reserved_tokens"]  # usage unknown: estimate kept
+    assert row["sent_requests"] == 1 and row["used_tokens"] == row["reserved_tokens"]  # usage unknown: the charge
 
 
 def test_the_server_is_believed_when_it_says_less_remains(make_app, raw_engine):

@@ -101,20 +101,23 @@ def _conforms(events, capacity, rate, extra=lambda a, b: 0.0):
 
 @settings(max_examples=150, deadline=None)
 @given(st.integers(1, 600), st.integers(60, 60_000),
-       st.lists(st.tuples(st.floats(0, 3), st.integers(0, 400), st.floats(0, 5)), min_size=1, max_size=80))
+       st.lists(st.tuples(st.floats(0, 3), st.integers(0, 400), st.floats(0, 5), st.floats(0, 3)), min_size=1,
+                max_size=80))
 def test_starts_in_any_interval_stay_within_one_bucket_plus_the_rate(rpm, tpm, steps):
-    """However callers arrive and however long they may wait: the calls started in any interval [a, b], and the
-    tokens they reserved, are at most one bucket plus the rate times (b - a). (Calls larger than the bucket are left
-    out here: they wait for a full bucket and then run into debt, tested below.)"""
+    """However callers arrive and however long they may wait, and whatever their answers then use: the calls
+    started in any interval [a, b], and the tokens they were charged, are at most one bucket plus the rate times
+    (b - a). (Calls larger than the bucket are left out here: they wait for a full bucket and then run into debt,
+    tested below.)"""
     limits = Limits(rpm=rpm, tpm=tpm)
     state, now, events = core.new_state(T0), T0, []
-    for dt, want, max_wait in steps:
+    for dt, want, max_wait, used_fraction in steps:
         now += dt
         want = min(want, int(limits.token_capacity))
         state, decision = core.reserve(state, limits, now, want, max_wait)
         if decision.granted:
             events.append((now + decision.wait_s, 1, want))
-            state = core.settle(state, limits, now, decision.reservation, Settlement(sent=True, used_tokens=want))
+            state = core.settle(state, limits, now, decision.reservation,
+                                Settlement(sent=True, used_tokens=int(want * used_fraction)))
     events.sort()
     _conforms(events, (limits.request_capacity, False), limits.request_rate)
     _conforms(events, (limits.token_capacity, True), limits.token_rate)
@@ -122,46 +125,66 @@ def test_starts_in_any_interval_stay_within_one_bucket_plus_the_rate(rpm, tpm, s
 
 @settings(max_examples=150, deadline=None)
 @given(st.integers(1, 600), st.integers(60, 60_000),
-       st.lists(st.tuples(st.floats(0, 3), st.integers(0, 400), st.floats(0, 1), st.floats(0, 2)),
+       st.lists(st.tuples(st.floats(0, 3), st.integers(0, 400), st.floats(0, 1), st.floats(0, 2), st.booleans()),
                 min_size=1, max_size=80))
-def test_refunds_of_unused_tokens_can_only_add_what_they_give_back(rpm, tpm, steps):
-    """Calls that start at once and settle later for less than they reserved: the tokens they used in [a, b] are
-    within one bucket plus the rate times (b - a) plus the tokens given back in [a, b] (a refund that arrives while
-    the bucket would otherwise have been full is budget the bucket could not have held; that excess is bounded by
-    the unused reservations of calls in flight, a small fraction of the server's own minute of capacity). Requests
-    are never given back for a sent call, so they conform strictly."""
+def test_only_calls_that_never_reached_the_server_give_back(rpm, tpm, steps):
+    """Calls that start at once and settle later, most for less than they were charged (as OpenAI, nothing comes
+    back for them), some never sent (no connection: request and tokens come back, the server never saw them). The
+    tokens charged by SENT calls in any [a, b] are within one bucket plus the rate times (b - a) plus what unsent
+    calls gave back in [a, b]: budget the server never counted, since those calls never arrived. Requests likewise.
+    With no unsent call, both conform strictly whatever the usage (the server's rule, exactly)."""
     limits = Limits(rpm=rpm, tpm=tpm)
-    state, now, events, refunds, pending = core.new_state(T0), T0, [], [], []
-    for dt, want, used_fraction, latency in steps:
+    state, now, events, give_backs, pending = core.new_state(T0), T0, [], [], []
+    for dt, want, used_fraction, latency, sent in steps:
         now += dt
         for item in sorted((p for p in pending if p[0] <= now), key=lambda p: p[0]):
-            state = core.settle(state, limits, item[0], item[1], Settlement(sent=True, used_tokens=item[2]))
-            refunds.append((item[0], item[1].tokens - item[2]))
+            at, reservation, used, was_sent = item
+            state = core.settle(state, limits, at, reservation,
+                                Settlement(sent=was_sent, used_tokens=used if was_sent else 0))
+            if not was_sent:
+                give_backs.append((at, 1, reservation.tokens))
             pending.remove(item)
         want = min(want, int(limits.token_capacity))
         state, decision = core.reserve(state, limits, now, want, 0.0)
         if decision.granted:
-            used = int(want * used_fraction)
-            events.append((now, 1, used))
-            pending.append((now + latency, decision.reservation, used))
+            if sent:
+                events.append((now, 1, want))
+            pending.append((now + latency, decision.reservation, int(want * used_fraction), sent))
     events.sort()
-    _conforms(events, (limits.request_capacity, False), limits.request_rate)
+    _conforms(events, (limits.request_capacity, False), limits.request_rate,
+              extra=lambda a, b: sum(r for t, r, _ in give_backs if a <= t <= b))
     _conforms(events, (limits.token_capacity, True), limits.token_rate,
-              extra=lambda a, b: sum(r for t, r in refunds if a <= t <= b))
+              extra=lambda a, b: sum(k for t, _, k in give_backs if a <= t <= b))
+
+
+@given(st.integers(0, 400), st.one_of(st.none(), st.integers(0, 100_000)), st.floats(0, 10))
+def test_a_sent_call_keeps_its_whole_charge_whatever_it_used(charge, used, later):
+    limits = Limits(rpm=600, tpm=60_000)
+    state, decision = grant(core.new_state(T0), limits, T0, tokens_=charge)
+    at = T0 + later
+    settled = core.settle(state, limits, at, decision.reservation, Settlement(sent=True, used_tokens=used))
+    for free_at, rate, capacity in (("token_free_at", limits.token_rate, limits.token_capacity),
+                                    ("request_free_at", limits.request_rate, limits.request_capacity)):
+        assert core.available(getattr(settled, free_at), at, rate, capacity) == \
+            pytest.approx(core.available(getattr(state, free_at), at, rate, capacity))
+    assert settled.used_tokens == (charge if used is None else used)
+    assert sum(settled.window_charged) == charge and sum(settled.window_tokens) == settled.used_tokens
 
 
 # --- settle ---------------------------------------------------------------------------------------------------------
 
-def test_settle_gives_back_unused_tokens_and_charges_overuse():
+def test_settle_keeps_the_charge_whatever_the_answer_used():
     limits = Limits(rpm=10_000, tpm=6_000)  # 100 tokens/s
     state = core.new_state(T0)
     state, d1 = grant(state, limits, T0, tokens_=100)
-    refunded = core.settle(state, limits, T0, d1.reservation, Settlement(sent=True, used_tokens=40))
-    assert core.start_time(refunded, limits, T0, 60) == pytest.approx(T0)  # 60 back: a 60-token call fits now
-    charged = core.settle(state, limits, T0, d1.reservation, Settlement(sent=True, used_tokens=150))
-    assert core.start_time(charged, limits, T0, 100) == pytest.approx(T0 + 1.5)
-    assert refunded.used_tokens == 40 and charged.used_tokens == 150
-    assert refunded.settled_requests == 1 and refunded.settled_reserved_tokens == 100
+    short = core.settle(state, limits, T0, d1.reservation, Settlement(sent=True, used_tokens=40))
+    long = core.settle(state, limits, T0, d1.reservation, Settlement(sent=True, used_tokens=150))
+    for settled in (short, long):  # a 60-token call waits 0.6 s either way: nothing back, nothing more
+        assert core.start_time(settled, limits, T0, 60) == pytest.approx(T0 + 0.6)
+    assert short.used_tokens == 40 and long.used_tokens == 150
+    assert short.settled_requests == 1 and short.settled_reserved_tokens == 100
+    figures = core.stats(short, limits, T0)
+    assert figures["tokens_used"] == 40 and figures["tokens_charged"] == 100
 
 
 def test_settle_of_an_unsent_call_gives_the_request_back_and_never_overfills():
@@ -171,13 +194,15 @@ def test_settle_of_an_unsent_call_gives_the_request_back_and_never_overfills():
     assert core.start_time(state, limits, T0, 0) == pytest.approx(T0 + 1)
     state = core.settle(state, limits, T0, d1.reservation, Settlement(sent=False, used_tokens=0))
     assert core.start_time(state, limits, T0, 0) == pytest.approx(T0)
-    assert state.sent_requests == 0 and state.window_requests[-1] == 0
+    assert core.available(state.token_free_at, T0, limits.token_rate, limits.token_capacity) == \
+        limits.token_capacity  # the tokens came back too: the server never counted them
+    assert state.sent_requests == 0 and state.window_requests[-1] == 0 and state.window_charged[-1] == 0
     # a second give-back cannot push the bucket past full
     state = core.settle(state, limits, T0, d1.reservation, Settlement(sent=False, used_tokens=0))
     assert core.available(state.request_free_at, T0, limits.request_rate, limits.request_capacity) == 1.0
 
 
-def test_unknown_usage_keeps_the_estimate_charged():
+def test_unknown_usage_counts_the_charge_as_used():
     limits = Limits(rpm=10_000, tpm=6_000)
     state = core.new_state(T0)
     state, d1 = grant(state, limits, T0, tokens_=100)
@@ -270,11 +295,12 @@ def test_window_counts_the_last_minute_only():
     limits = Limits(rpm=600, tpm=600_000)
     state = core.new_state(T0)
     for second in (0, 10, 59):
-        state, d = grant(state, limits, T0 + second)
+        state, d = grant(state, limits, T0 + second, tokens_=1000)
         state = core.settle(state, limits, T0 + second, d.reservation, Settlement(sent=True, used_tokens=100))
     figures = core.stats(state, limits, T0 + 59.5)
-    assert (figures["requests_used"], figures["tokens_used"]) == (3, 300)
-    assert figures["requests_utilisation_pct"] == 0.5 and figures["tokens_utilisation_pct"] == 0.1
+    assert (figures["requests_used"], figures["tokens_used"], figures["tokens_charged"]) == (3, 300, 3000)
+    # utilisation of the token limit is what it counts: the charges
+    assert figures["requests_utilisation_pct"] == 0.5 and figures["tokens_utilisation_pct"] == 0.5
     assert core.stats(state, limits, T0 + 60.5)["requests_used"] == 2  # second 0 fell out
     assert core.stats(state, limits, T0 + 200)["requests_used"] == 0
     assert figures["requests_in_flight"] == 0 and figures["reserved_total"] == 3 == figures["settled_total"]
@@ -282,10 +308,11 @@ def test_window_counts_the_last_minute_only():
 
 def test_advance_window_shifts_and_clears():
     ring = tuple(range(60))
-    second, reqs, toks = core.advance_window(100, ring, ring, 103)
-    assert second == 103 and reqs[:57] == ring[3:] and reqs[57:] == (0, 0, 0)
-    assert core.advance_window(100, ring, ring, 99) == (100, ring, ring)
-    assert core.advance_window(100, (), (), 100)[1] == (0,) * 60  # an empty (new) row reads as zeros
+    second, reqs, toks, charges = core.advance_window(100, ring, ring, ring, now_second=103)
+    assert second == 103 and reqs[:57] == ring[3:] and reqs[57:] == (0, 0, 0) and charges == reqs
+    assert core.advance_window(100, ring, ring, now_second=99) == (100, ring, ring)
+    assert core.advance_window(100, (), (), now_second=100)[1] == (0,) * 60  # an empty (new) row reads as zeros
+    assert core.advance_window(100, ring, now_second=500) == (500, (0,) * 60)
 
 
 def test_stats_in_flight_and_hold():
@@ -344,43 +371,43 @@ def test_server_view_from_headers():
     assert server_view({"x-ratelimit-remaining-tokens": "-1", "retry-after": "3"}, T0) == ServerView(retry_after_s=3)
 
 
-# --- the token estimate ---------------------------------------------------------------------------------------------------
+# --- what a call is charged --------------------------------------------------------------------------------------------
 
-def test_text_tokens():
-    assert tokens.text_tokens("") == 0
-    assert tokens.text_tokens("a" * 40) == 10  # prose-like: 4 characters per token
-    assert tokens.text_tokens('{"a":1,"b":[2,3]}') == 17  # JSON: every mark and number is a piece
-    assert tokens.text_tokens("1234567") == 3  # numbers split in chunks of up to three digits
-    assert tokens.text_tokens("日本語") == 3  # one per non-ASCII character
-    assert tokens.text_tokens("café") == 1 + 1
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "p", "strict": True, "schema": {"type": "object"}}}
 
 
-@given(st.text(max_size=300), st.text(max_size=300))
-def test_text_tokens_is_additive_within_rounding(a, b):
-    assert tokens.text_tokens(a + b) <= tokens.text_tokens(a) + tokens.text_tokens(b) + 1
-    assert tokens.text_tokens(a + b) >= max(tokens.text_tokens(a), tokens.text_tokens(b))
+def test_input_chars_count_roles_contents_and_the_response_format():
+    messages = [{"role": "system", "content": "x" * 80}, {"role": "user", "name": "bo",
+                                                         "content": [{"type": "text", "text": "yé"}]}]
+    assert tokens.input_chars(messages) == 6 + 80 + 4 + 2 + 2
+    schema_chars = len('{"type":"json_schema","json_schema":{"name":"p","strict":true,"schema":{"type":"object"}}}')
+    assert tokens.input_chars(messages, RESPONSE_FORMAT) == 94 + schema_chars
 
 
-def test_estimate_call_counts_messages_schema_and_the_whole_output_allowance():
-    messages = [{"role": "system", "content": "x" * 80}, {"role": "user", "content": "y" * 40}]
-    base = tokens.estimate_call(messages, 0)
-    assert base == tokens.REPLY_PRIMING + 2 * tokens.MESSAGE_OVERHEAD + 20 + 10 + tokens.text_tokens("system") + \
-        tokens.text_tokens("user")
-    assert tokens.estimate_call(messages, 500) == base + 500
-    assert tokens.estimate_call(messages, 0, {"type": "object"}) > base
+def test_call_charge_is_the_larger_of_the_cap_and_the_input_estimate():
+    messages = [{"role": "user", "content": "x" * 3996}]  # 4000 characters: 1000 tokens
+    assert tokens.call_charge(messages, 400) == 1000
+    assert tokens.call_charge(messages, 1500) == 1500
+    assert tokens.call_charge([{"role": "user", "content": "x" * 3997}], 0) == 1001  # rounded up
 
 
-def test_estimate_is_above_a_word_and_punctuation_count_of_product_json():
-    """A real tokenizer finds about 58 tokens in this product (o200k/cl100k merge some quotes and colons); a count
-    of words plus punctuation marks is a little above that. The estimate must not be below either."""
+@given(st.lists(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant"]),
+                                        "content": st.text(max_size=400)}), min_size=1, max_size=4),
+       st.one_of(st.integers(0, 300), st.integers(0, 5000)), st.booleans())
+def test_the_charge_is_what_the_fake_server_counts_for_the_same_request(messages, cap, with_format):
+    """tests/fake_openai.py implements OpenAI's rule on the request body it receives, independently: the same
+    numbers (the input's characters, and the charge), for any text (non-ASCII included: characters, not bytes)."""
     import json
 
-    from tests.fake_openai import count_tokens
+    from tests.fake_openai import openai_charge, openai_input_chars
 
-    product = {"title": "Organic cotton T-shirt, slim fit (men)", "sku": "TS-2041-BLK-M", "price": "19.90",
-               "description": "Soft, breathable 180 g/m² jersey; pre-shrunk; made in Portugal."}
-    text = json.dumps(product, ensure_ascii=False)
-    assert tokens.text_tokens(text) >= max(58, count_tokens(text))
+    response_format = RESPONSE_FORMAT if with_format else None
+    body = {"model": "m", "messages": messages, "max_completion_tokens": cap}
+    if response_format:
+        body["response_format"] = response_format
+    body = json.loads(json.dumps(body))  # as it arrives: through JSON
+    assert tokens.input_chars(messages, response_format) == openai_input_chars(body)
+    assert tokens.call_charge(messages, cap, response_format) == openai_charge(body)
 
 
 # --- the error policy ----------------------------------------------------------------------------------------------------

@@ -197,8 +197,9 @@ _SCHEMAS = {
     },
     "RateLimiterStats": {
         "type": "object",
-        "description": "the shared OpenAI limiter: used and limit per window (requests, tokens), utilisation, "
-                       "jobs waiting on it",
+        "description": "the shared OpenAI limiter: used and limit per window (requests; tokens used and tokens "
+                       "charged, as OpenAI counts them), utilisation, jobs waiting on it, and output_caps: per job "
+                       "type and model, the max_completion_tokens calls send now",
     },
 }
 

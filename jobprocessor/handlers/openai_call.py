@@ -1,6 +1,12 @@
-"""One OpenAI chat call for a job, through the shared limiter: estimate, acquire a slot, call with the SDK (its own
-retries off: the queue owns retries; timeout from the job's deadline), settle with the real usage and what the
-server said, log one line, and turn a failure into what the queue should do with the job.
+"""One OpenAI chat call for a job, through the shared limiter: choose the output cap from what answers of the job's
+type and model use (policies/output_cap.py), reserve what OpenAI will count for the call (policies/tokens.py),
+call with the SDK (its own retries off: the queue owns retries; timeout from the job's deadline), settle with what
+the server said, log one line, and turn a failure into what the queue should do with the job.
+
+An answer cut off by its cap (finish_reason "length") is asked again with a larger cap without spending an
+attempt: in the same run when the job's deadline leaves time for it, else the job is rescheduled (RetryLater) and
+its next run starts from that cap (ratelimit/output_stats.py keeps it). The cap at least doubles each time, so at
+OPENAI_MAX_OUTPUT_TOKENS a cut-off answer is returned as it is and fails as it always did (the caller's check).
 """
 from __future__ import annotations
 
@@ -9,15 +15,18 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import openai
 
-from ..policies import openai_errors, tokens
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..policies import openai_errors, output_cap, tokens
 from ..ratelimit.core import Settlement
 from ..ratelimit.headers import server_view
-from ..ratelimit.limiter import Grant, SharedLimiter
+from ..ratelimit.limiter import MIN_CALL_S, MIN_RESCHEDULE_S, Grant, SharedLimiter
+from ..ratelimit.output_stats import CapView, OutputStatsStore
 from .registry import Job, PermanentError, RetryLater
 
 log = logging.getLogger("jobprocessor.openai")
@@ -39,6 +48,8 @@ class ChatAnswer:
     model: str
     usage: dict
     request_id: Optional[str]
+    max_output_tokens: int = 0  # the cap this answer was asked with
+    cut_offs: int = 0  # answers cut off and asked again in this run before this one
 
 
 _clients: dict[tuple[str, str], openai.OpenAI] = {}
@@ -121,13 +132,60 @@ def _job_error(error: BaseException, outcome: Settlement, figures: dict, setting
     return UpstreamError(redact(f"the OpenAI call failed: {type(error).__name__}: {error}", key))
 
 
-def chat_json(job: Job, settings, limiter: SharedLimiter, *, messages: list, schema: dict,
-              schema_name: str) -> ChatAnswer:
+def chat_json(job: Job, settings, limiter: SharedLimiter, *, messages: list, schema: dict, schema_name: str,
+              output_stats: Optional[OutputStatsStore] = None) -> ChatAnswer:
     """Ask for a JSON answer that follows `schema` (structured outputs, strict). Raises RetryLater, PermanentError
-    or UpstreamError as the queue should treat the job; returns the answer unchecked (the caller validates it)."""
+    or UpstreamError as the queue should treat the job; returns the answer unchecked (the caller validates it; an
+    answer still cut off at OPENAI_MAX_OUTPUT_TOKENS comes back with finish_reason "length")."""
+    stats = output_stats if output_stats is not None else OutputStatsStore(limiter.store.engine)
     max_output = settings.OPENAI_MAX_OUTPUT_TOKENS
-    estimate = tokens.estimate_call(messages, max_output, schema)
-    grant: Grant = limiter.acquire(job, estimate)
+    response_format = {"type": "json_schema", "json_schema": {"name": schema_name, "strict": True, "schema": schema}}
+    shared_cap, cap = _read_caps(stats, job, settings.OPENAI_MODEL).caps(max_output)
+    counted, cut_offs, min_call_s = cap == shared_cap, 0, MIN_CALL_S
+    while True:
+        answer, latency_s = _call_once(job, settings, limiter, messages, response_format, cap, min_call_s)
+        answer = replace(answer, cut_offs=cut_offs)
+        if answer.finish_reason != "length":
+            _record(stats, job, settings.OPENAI_MODEL, tokens=answer.usage.get("completion_tokens"))
+            return answer
+        # cut off: a cut-off at the shared cap is an answer of at least that size; an escalated one is not counted
+        # again (one answer that never fits would otherwise drag the shared cap up on every step)
+        next_cap = output_cap.retry_cap(cap, shared_cap, max_output)
+        _record(stats, job, settings.OPENAI_MODEL, tokens=cap if counted else None, cut_off=True,
+                retry_cap=next_cap or max_output)
+        if next_cap is None:
+            return answer
+        min_call_s = max(MIN_CALL_S, latency_s * next_cap / cap)  # generation time grows with the tokens asked
+        if job.time_left() - SETTLE_MARGIN_S < min_call_s:
+            raise RetryLater(MIN_RESCHEDULE_S, f"the answer was cut off at {cap} output tokens "
+                                               f"(max_completion_tokens); too little of the job's deadline is left "
+                                               f"to ask again now, so it asks again with {next_cap} when it runs "
+                                               "next (no attempt spent)")
+        cap, counted, cut_offs = next_cap, False, cut_offs + 1
+
+
+def _read_caps(stats: OutputStatsStore, job: Job, model: str) -> CapView:
+    try:
+        return stats.read(job.type, model, job.id)
+    except SQLAlchemyError:  # no estimate: the upper bound, the safe side (a call costs more, none is cut off)
+        log.warning("could not read the output cap estimate for %s; using OPENAI_MAX_OUTPUT_TOKENS", job.type,
+                    exc_info=True)
+        return CapView(output_cap.OutputStats(), None)
+
+
+def _record(stats: OutputStatsStore, job: Job, model: str, **what) -> None:
+    try:
+        stats.record(job.type, model, job_id=job.id, **what)
+    except SQLAlchemyError:  # the estimate misses one answer; the job's outcome matters more
+        log.warning("could not record the answer's size for job %s", job.id, exc_info=True)
+
+
+def _call_once(job: Job, settings, limiter: SharedLimiter, messages: list, response_format: dict, cap: int,
+               min_call_s: float) -> tuple[ChatAnswer, float]:
+    """One request with output cap `cap`: reserve what the server will count, call, settle. Returns the answer and
+    the call's latency in seconds; raises as chat_json says."""
+    charge = tokens.call_charge(messages, cap, response_format)
+    grant: Grant = limiter.acquire(job, charge, min_call_s=min_call_s)
     timeout = max(0.5, job.time_left() - SETTLE_MARGIN_S)
     client = client_for(settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL)
     started = time.monotonic()
@@ -136,22 +194,21 @@ def chat_json(job: Job, settings, limiter: SharedLimiter, *, messages: list, sch
         raw = client.chat.completions.with_raw_response.create(
             model=settings.OPENAI_MODEL,
             messages=messages,
-            response_format={"type": "json_schema",
-                             "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
-            max_completion_tokens=max_output,
+            response_format=response_format,
+            max_completion_tokens=cap,
             timeout=timeout,
             # OpenAI's customer-supplied request id: ties its logs (and a support request) to this job and attempt
             extra_headers={"X-Client-Request-Id": f"jobprocessor-{job.id}-{job.attempts}-{uuid.uuid4().hex[:8]}"},
         )
     except openai.APIError as exc:
         error = exc
-    except BaseException:  # unexpected (a bug, an interrupt): keep the estimate charged, then propagate
+    except BaseException:  # unexpected (a bug, an interrupt): keep the charge, then propagate
         try:
             limiter.settle(grant, Settlement(sent=True))
         except Exception:  # noqa: BLE001 - the original exception matters more
             log.exception("could not settle the rate limiter for job %s", job.id)
         raise
-    latency_ms = int((time.monotonic() - started) * 1000)
+    latency_s = time.monotonic() - started
     answer: Optional[ChatAnswer] = None
     if error is None:
         view = server_view(raw.headers, time.time())
@@ -161,7 +218,7 @@ def chat_json(job: Job, settings, limiter: SharedLimiter, *, messages: list, sch
             usage = _usage(completion)
             answer = ChatAnswer(content=choice.message.content, refusal=getattr(choice.message, "refusal", None),
                                 finish_reason=choice.finish_reason, model=completion.model, usage=usage,
-                                request_id=raw.request_id)
+                                request_id=raw.request_id, max_output_tokens=cap)
             outcome, kind = Settlement(sent=True, used_tokens=usage.get("total_tokens"), succeeded=True,
                                        view=view), "ok"
         except Exception as exc:  # noqa: BLE001 - a body the SDK cannot read is a malformed answer
@@ -169,30 +226,33 @@ def chat_json(job: Job, settings, limiter: SharedLimiter, *, messages: list, sch
             outcome, kind = Settlement(sent=True, view=view), "malformed"
     else:
         outcome, kind = _settlement(error, time.time())
-    figures = _settle_and_log(limiter, grant, outcome, job, kind, estimate, latency_ms,
+    figures = _settle_and_log(limiter, grant, outcome, job, kind, charge, int(latency_s * 1000),
                               status=raw.status_code if raw is not None else getattr(error, "status_code", None),
                               request_id=answer.request_id if answer else getattr(error, "request_id", None),
-                              model=settings.OPENAI_MODEL)
+                              model=settings.OPENAI_MODEL, cap=cap,
+                              finish_reason=answer.finish_reason if answer else None)
     if isinstance(error, UpstreamError):
         raise error
     if error is not None:
         raise _job_error(error, outcome, figures, settings, timeout) from None
-    return answer
+    return answer, latency_s
 
 
-def _settle_and_log(limiter: SharedLimiter, grant: Grant, outcome: Settlement, job: Job, kind: str, estimate: int,
-                    latency_ms: int, *, status: Optional[int], request_id: Optional[str], model: str) -> dict:
+def _settle_and_log(limiter: SharedLimiter, grant: Grant, outcome: Settlement, job: Job, kind: str, charge: int,
+                    latency_ms: int, *, status: Optional[int], request_id: Optional[str], model: str, cap: int,
+                    finish_reason: Optional[str]) -> dict:
     try:
         figures = limiter.settle(grant, outcome)
-    except Exception:  # noqa: BLE001 - the estimate stays charged (the safe side); the job's outcome still counts
+    except Exception:  # noqa: BLE001 - the charge stays (the safe side); the job's outcome still counts
         log.exception("could not settle the rate limiter for job %s", job.id)
         figures = {}
     log.info(json.dumps({
         "event": "openai_call", "job_id": job.id, "attempt": job.attempts, "model": model, "status": status,
         "outcome": kind, "waited_ms": int(grant.waited_s * 1000), "latency_ms": latency_ms,
-        "estimated_tokens": estimate, "used_tokens": outcome.used_tokens, "request_id": request_id,
+        "max_completion_tokens": cap, "finish_reason": finish_reason, "charged_tokens": charge,
+        "used_tokens": outcome.used_tokens, "request_id": request_id,
         **{k: figures.get(k) for k in ("requests_used", "requests_limit", "requests_utilisation_pct", "tokens_used",
-                                       "tokens_limit", "tokens_utilisation_pct", "waiting_jobs", "requests_in_flight",
-                                       "hold_s")},
+                                       "tokens_charged", "tokens_limit", "tokens_utilisation_pct", "waiting_jobs",
+                                       "requests_in_flight", "hold_s")},
     }))
     return figures

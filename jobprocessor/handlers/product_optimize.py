@@ -11,7 +11,9 @@ The result stored in jobs.result:
 
 Every call passes the shared rate limiter (OPENAI_RPM / OPENAI_TPM across all processes and instances). A payload
 that cannot work fails at once (and is refused with 422 at enqueue); an answer that is not the promised JSON is
-retried like any transient failure; 429/5xx reschedule the job without spending an attempt.
+retried like any transient failure; 429/5xx reschedule the job without spending an attempt. An answer cut off by
+the output cap is asked again with a larger one without spending an attempt (openai_call.chat_json); only one cut
+off at OPENAI_MAX_OUTPUT_TOKENS is a failure (retried with an attempt spent).
 """
 from __future__ import annotations
 
@@ -103,10 +105,13 @@ def build_messages(request: ProductRequest) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-def parse_answer(content: Optional[str], finish_reason: Optional[str]) -> dict:
-    """The model's answer, checked against RESULT_SCHEMA and ANSWER_LIMITS. Raises UpstreamError (a retry)."""
+def parse_answer(content: Optional[str], finish_reason: Optional[str], cap: Optional[int] = None) -> dict:
+    """The model's answer, checked against RESULT_SCHEMA and ANSWER_LIMITS. Raises UpstreamError (a retry).
+    chat_json returns a cut-off answer only once its cap reached OPENAI_MAX_OUTPUT_TOKENS (`cap`)."""
     if finish_reason == "length":
-        raise UpstreamError("the model's answer was cut off at OPENAI_MAX_OUTPUT_TOKENS before the JSON ended")
+        at = f" ({cap} tokens)" if cap else ""
+        raise UpstreamError(f"the model's answer was cut off at OPENAI_MAX_OUTPUT_TOKENS{at} before the JSON ended; "
+                            "raise OPENAI_MAX_OUTPUT_TOKENS if answers this long are expected")
     if not content:
         raise UpstreamError("the model's answer was empty")
     try:
@@ -144,5 +149,5 @@ def optimize_product(job):
                        schema=RESULT_SCHEMA, schema_name="optimized_product")
     if answer.refusal:
         raise PermanentError(f"the model refused to rewrite this product: {answer.refusal[:500]}")
-    return {"product": parse_answer(answer.content, answer.finish_reason), "language": request.language,
-            "model": answer.model, "usage": answer.usage}
+    return {"product": parse_answer(answer.content, answer.finish_reason, answer.max_output_tokens),
+            "language": request.language, "model": answer.model, "usage": answer.usage}

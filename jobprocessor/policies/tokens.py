@@ -1,61 +1,59 @@
-"""How many tokens a chat call will count against the per-minute budget, estimated before the call. Pure.
+"""What one chat request counts against OpenAI's tokens per minute, computed before the call. Pure.
 
-No tokenizer: the exact ones (tiktoken) download their encoding files on first use, and no network is allowed at
-run time. The estimate only has to be a little high, never far low, because the limiter reserves it before the
-call and settles with the response's real `usage` right after; a high estimate costs budget for the length of one
-call, a low one could overshoot for that long.
+OpenAI's rule (platform.openai.com/docs/guides/rate-limits, "Reduce the max_tokens to match the size of your
+completions"): a request is counted when it arrives, as the larger of its max_tokens (max_completion_tokens) and an
+estimate of its input from its character count, and nothing is given back when the answer is shorter. The shared
+limiter reserves exactly that (ratelimit/core.py) and never settles the difference, so it counts what the server
+counts: a request fits our budget when, and only when, it fits the server's.
 
-    text tokens     = max(ceil(ascii_chars / 4), ascii_pieces) + non_ascii_chars
-    ascii_pieces    = runs of letters + chunks of up to 3 digits + punctuation/symbol characters (ASCII part)
-    message tokens  = sum(text tokens of each message and its role + MESSAGE_OVERHEAD) + REPLY_PRIMING
-    response schema = text tokens of its JSON (structured outputs put the schema in the prompt)
-    reservation     = message tokens + schema tokens + max_output_tokens
+    input characters = for every message: its role, its name if any, its content (a string, or the text of each
+                       content part); plus response_format and tools, each as compact JSON
+    charge           = max(max_output_tokens, ceil(input characters / 4))
 
-Why two measures: BPE tokenizers average about 4 characters per token on English prose, but product data is JSON
-full of quotes, colons, SKUs and numbers, where nearly every punctuation mark is a token of its own and numbers split
-into chunks of up to three digits; counting those pieces is then the better (higher) figure, close to or a little
-above what a real tokenizer finds. Every non-ASCII character counts as a whole token: CJK text runs about one
-token per character, and accented letters inside words cost less, so this errs high. The overheads are the chat
-framing OpenAI documents (about 3 tokens per message plus 3 to prime the reply), rounded up. max_output_tokens is
-counted whole: the server's own limiter counts a request's max tokens too.
+Which characters is our reading of "the character count of your request", chosen on the generous side so the
+charge is never below the server's for our own requests: the framing (roles) and the structured-output schema are
+counted too, since the model reads them; the schema is counted as the compact JSON that is sent. Characters are
+Unicode code points (what "characters" means for text). Should a server count more, its x-ratelimit-remaining-tokens
+header says so, and the limiter believes the lower figure (ratelimit/core.observe). tests/fake_openai.py implements
+the same rule independently, from the request body it receives; the tests compare the two numbers.
 """
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Iterable, Mapping, Optional
 
-ASCII_CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD = 4
-REPLY_PRIMING = 3
-_PIECES = re.compile(r"[A-Za-z]+|[0-9]{1,3}|[^\sA-Za-z0-9]")
+CHARS_PER_TOKEN = 4
 
 
-def text_tokens(text: str) -> int:
-    ascii_text = "".join(ch for ch in text if ord(ch) < 128)
-    pieces = len(_PIECES.findall(ascii_text))
-    return max(math.ceil(len(ascii_text) / ASCII_CHARS_PER_TOKEN), pieces) + (len(text) - len(ascii_text))
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _content_text(content: Any) -> str:
+def _content_chars(content: Any) -> int:
     if isinstance(content, str):
-        return content
+        return len(content)
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return "".join(part.get("text", "") if isinstance(part, Mapping) else str(part) for part in content)
-    return "" if content is None else json.dumps(content, ensure_ascii=False)
+        return sum(len(part.get("text") or "") for part in content if isinstance(part, Mapping))
+    return 0 if content is None else len(_compact(content))
 
 
-def message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
-    total = REPLY_PRIMING
+def input_chars(messages: Iterable[Mapping[str, Any]], response_format: Optional[Mapping[str, Any]] = None,
+                tools: Optional[list] = None) -> int:
+    """The characters of a request's input, as the module docstring defines them."""
+    total = 0
     for message in messages:
-        total += MESSAGE_OVERHEAD + text_tokens(_content_text(message.get("content")))
-        total += text_tokens(str(message.get("role", "")))
+        total += len(str(message.get("role") or "")) + len(str(message.get("name") or ""))
+        total += _content_chars(message.get("content"))
+    for extra in (response_format, tools):
+        if extra is not None:
+            total += len(_compact(extra))
     return total
 
 
-def estimate_call(messages: Iterable[Mapping[str, Any]], max_output_tokens: int,
-                  response_schema: Optional[Mapping[str, Any]] = None) -> int:
-    """Tokens to reserve for one chat call: its input (messages and schema) plus its whole output allowance."""
-    schema = text_tokens(json.dumps(response_schema, separators=(",", ":"))) if response_schema else 0
-    return message_tokens(messages) + schema + max(0, int(max_output_tokens))
+def call_charge(messages: Iterable[Mapping[str, Any]], max_output_tokens: int,
+                response_format: Optional[Mapping[str, Any]] = None, tools: Optional[list] = None) -> int:
+    """Tokens one request counts against tokens/min when it arrives: the larger of its output cap and its input
+    estimate. Reserved before the call, never given back."""
+    estimate = math.ceil(input_chars(messages, response_format, tools) / CHARS_PER_TOKEN)
+    return max(max(0, int(max_output_tokens)), estimate)

@@ -12,11 +12,14 @@ budget: a minute with demand sends `rpm` requests, plus at most one burst.
 
 A reservation is granted now or at a start time in the near future (the caller sleeps until then, with no lock
 held); if that start time is further away than the caller can wait, nothing is reserved and the caller learns when
-the budget refills. A settlement gives back what a call did not use (or charges what it used beyond its estimate).
-A give-back is exact while the bucket is in debt, the usual state under load; one that arrives when the bucket
-would otherwise have filled up lets the next second use up to that many extra tokens. That excess is bounded by the
-unused reservations of the calls in flight, a small part of the minute of capacity the server itself allows
-(tests/test_ratelimit_core.py states both bounds as properties).
+the budget refills.
+
+What a call is charged is what OpenAI counts: when it arrives, the larger of its output cap and its input estimate
+(policies/tokens.py), and nothing back when the answer is shorter. So a settlement gives nothing back for a call
+that reached the server, whatever its usage: the starts in any interval, and the tokens they were charged, stay
+within one bucket plus the rate times the interval, exactly as the server counts them. Only a call that never
+reached the server (no connection) gets its request and its tokens back; the server never saw it. The usage is
+recorded for the stats, beside what was charged (tests/test_ratelimit_core.py states these as properties).
 The server's x-ratelimit-* headers and Retry-After can only make the limiter more careful, never less.
 
 All times are seconds on one clock (the database's, so that every host agrees).
@@ -70,7 +73,8 @@ class State:
     hold_until: float
     window_second: int
     window_requests: tuple = ()
-    window_tokens: tuple = ()
+    window_tokens: tuple = ()  # usage (the answers' total_tokens) per second
+    window_charged: tuple = ()  # tokens charged per second: what the server counts against tokens/min
     reserved_requests: int = 0
     reserved_tokens: int = 0
     settled_requests: int = 0
@@ -116,8 +120,9 @@ class ServerView:
 
 @dataclass(frozen=True)
 class Settlement:
-    """How a reserved call ended. sent: the request reached the server (False only when it never connected);
-    used_tokens: the response's usage.total_tokens, None when unknown (the estimate is then kept)."""
+    """How a reserved call ended. sent: the request reached the server (False only when it never connected: then
+    its request and tokens are given back); used_tokens: the response's usage.total_tokens, for the stats only
+    (None when unknown: the charge is recorded as the usage)."""
 
     sent: bool
     used_tokens: Optional[int] = None
@@ -130,7 +135,8 @@ class Settlement:
 def new_state(now: float) -> State:
     """Full buckets, empty window."""
     return State(request_free_at=now, token_free_at=now, hold_until=now, window_second=int(now),
-                 window_requests=(0,) * WINDOW_S, window_tokens=(0,) * WINDOW_S, updated_at=now)
+                 window_requests=(0,) * WINDOW_S, window_tokens=(0,) * WINDOW_S, window_charged=(0,) * WINDOW_S,
+                 updated_at=now)
 
 
 def available(free_at: float, now: float, rate: float, capacity: float) -> float:
@@ -160,21 +166,24 @@ def _ring(values: tuple) -> tuple:
     return tuple(values) if len(values) == WINDOW_S else (0,) * WINDOW_S
 
 
-def advance_window(second: int, requests: tuple, tokens: tuple, now_second: int) -> tuple[int, tuple, tuple]:
-    """Shift the per-second ring so that its newest slot is `now_second` (slots that fell out are dropped)."""
-    requests, tokens = _ring(requests), _ring(tokens)
+def advance_window(second: int, *rings: tuple, now_second: int) -> tuple:
+    """Shift per-second rings so that their newest slot is `now_second` (slots that fell out are dropped).
+    Returns (second, ring, ring, ...)."""
+    rings = tuple(_ring(values) for values in rings)
     shift = now_second - second
     if shift <= 0:
-        return second, requests, tokens
+        return (second, *rings)
     if shift >= WINDOW_S:
-        return now_second, (0,) * WINDOW_S, (0,) * WINDOW_S
-    return now_second, requests[shift:] + (0,) * shift, tokens[shift:] + (0,) * shift
+        return (now_second, *((0,) * WINDOW_S for _ in rings))
+    return (now_second, *(values[shift:] + (0,) * shift for values in rings))
 
 
-def _record(state: State, now: float, requests: int, tokens: int) -> State:
-    second, reqs, toks = advance_window(state.window_second, state.window_requests, state.window_tokens, int(now))
+def _record(state: State, now: float, requests: int, tokens: int, charged: int) -> State:
+    second, reqs, toks, charges = advance_window(state.window_second, state.window_requests, state.window_tokens,
+                                                 state.window_charged, now_second=int(now))
     return replace(state, window_second=second, window_requests=reqs[:-1] + (reqs[-1] + requests,),
-                   window_tokens=toks[:-1] + (toks[-1] + tokens,))
+                   window_tokens=toks[:-1] + (toks[-1] + tokens,),
+                   window_charged=charges[:-1] + (charges[-1] + charged,))
 
 
 # --- reserve / settle / learn -------------------------------------------------------------------------------------
@@ -208,15 +217,16 @@ def reserve(state: State, limits: Limits, now: float, tokens: int, max_wait_s: f
 
 
 def settle(state: State, limits: Limits, now: float, reservation: Reservation, outcome: Settlement) -> State:
-    """Account for a finished call: give back (or charge) the difference between reserved and used, record the
-    usage in the window, then learn from what the server said."""
+    """Account for a finished call: a call that reached the server keeps its whole charge (the server gives nothing
+    back); one that never reached it gets its request and tokens back. Record the usage and the charge in the
+    window, then learn from what the server said."""
     now = _clock(state, now)
     used = reservation.tokens if outcome.used_tokens is None else max(0, int(outcome.used_tokens))
-    unused_requests = 0 if outcome.sent else 1
+    unsent_requests, unsent_tokens = (0, 0) if outcome.sent else (1, reservation.tokens)
     state = replace(
         state,
-        request_free_at=_give_back(state.request_free_at, now, unused_requests / limits.request_rate),
-        token_free_at=_give_back(state.token_free_at, now, (reservation.tokens - used) / limits.token_rate),
+        request_free_at=_give_back(state.request_free_at, now, unsent_requests / limits.request_rate),
+        token_free_at=_give_back(state.token_free_at, now, unsent_tokens / limits.token_rate),
         settled_requests=state.settled_requests + 1,
         settled_reserved_tokens=state.settled_reserved_tokens + reservation.tokens,
         sent_requests=state.sent_requests + (1 if outcome.sent else 0),
@@ -225,7 +235,7 @@ def settle(state: State, limits: Limits, now: float, reservation: Reservation, o
         error_streak=0 if outcome.succeeded else state.error_streak + (1 if outcome.server_error else 0),
         updated_at=now,
     )
-    state = _record(state, now, 1 if outcome.sent else 0, used)
+    state = _record(state, now, 1 if outcome.sent else 0, used, reservation.tokens if outcome.sent else 0)
     if outcome.throttled:
         state = _throttled(state, limits, now, outcome.view)
     if outcome.view is not None:
@@ -301,8 +311,9 @@ def _pct(used: float, limit: float) -> float:
 def stats(state: State, limits: Limits, now: float) -> dict:
     """The figures of GET /rate-limiter/stats, /metrics and the per-call log line (waiting jobs: the store adds)."""
     now = _clock(state, now)
-    _, reqs, toks = advance_window(state.window_second, state.window_requests, state.window_tokens, int(now))
-    used_requests, used_tokens = sum(reqs), sum(toks)
+    _, reqs, toks, charges = advance_window(state.window_second, state.window_requests, state.window_tokens,
+                                            state.window_charged, now_second=int(now))
+    used_requests, used_tokens, charged_tokens = sum(reqs), sum(toks), sum(charges)
     next_slot = start_time(state, limits, now, 0) - now
     return {
         "window_s": WINDOW_S,
@@ -310,8 +321,9 @@ def stats(state: State, limits: Limits, now: float) -> dict:
         "requests_limit": limits.rpm,
         "requests_utilisation_pct": _pct(used_requests, limits.rpm),
         "tokens_used": used_tokens,
+        "tokens_charged": charged_tokens,
         "tokens_limit": limits.tpm,
-        "tokens_utilisation_pct": _pct(used_tokens, limits.tpm),
+        "tokens_utilisation_pct": _pct(charged_tokens, limits.tpm),
         "requests_in_flight": state.reserved_requests - state.settled_requests,
         "tokens_in_flight": state.reserved_tokens - state.settled_reserved_tokens,
         "next_slot_s": round(max(0.0, next_slot), 3),

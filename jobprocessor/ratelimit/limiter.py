@@ -2,7 +2,7 @@
 settle.
 
     limiter = SharedLimiter.for_app()
-    grant = limiter.acquire(job, estimated_tokens)      # may sleep; may raise RetryLater or PermanentError
+    grant = limiter.acquire(job, charged_tokens)        # may sleep; may raise RetryLater or PermanentError
     ... one HTTP call ...
     figures = limiter.settle(grant, Settlement(...))    # the stats after it, for the call's log line
 """
@@ -48,15 +48,16 @@ class SharedLimiter:
         settings = current_app.extensions["jobprocessor"].settings
         return cls(LimiterStore(db.engine, name), Limits(settings.OPENAI_RPM, settings.OPENAI_TPM))
 
-    def acquire(self, job: Job, tokens: int) -> Grant:
-        """Reserve one request and `tokens` for `job`'s next call. Sleeps until the slot when that is short and
-        inside the job's deadline; otherwise raises RetryLater for when the budget refills (no attempt spent)."""
+    def acquire(self, job: Job, tokens: int, min_call_s: float = MIN_CALL_S) -> Grant:
+        """Reserve one request and `tokens` (what the server will count for the call) for `job`'s next call.
+        Sleeps until the slot when that is short and leaves `min_call_s` of the job's deadline for the call;
+        otherwise raises RetryLater for when the budget refills (no attempt spent)."""
         if not self.limits.fits(tokens):
-            raise PermanentError(f"this call needs about {tokens} tokens, more than the whole per-minute budget "
+            raise PermanentError(f"this call counts {tokens} tokens, more than the whole per-minute budget "
                                  f"(OPENAI_TPM={self.limits.tpm}); it can never be sent")
-        max_wait = core.max_inline_wait(job.time_left(), MAX_INLINE_WAIT_S, MIN_CALL_S)
+        max_wait = core.max_inline_wait(job.time_left(), MAX_INLINE_WAIT_S, min_call_s)
         if max_wait < 0:  # too little of the deadline left for a call: run again soon, with a fresh deadline
-            raise RetryLater(MIN_RESCHEDULE_S, f"rate limiter: less than {MIN_CALL_S:g}s of the job's deadline "
+            raise RetryLater(MIN_RESCHEDULE_S, f"rate limiter: less than {min_call_s:g}s of the job's deadline "
                                                "left for the call; rescheduled")
         try:
             decision = self.store.reserve(self.limits, tokens, max_wait_s=max_wait, job_id=job.id)

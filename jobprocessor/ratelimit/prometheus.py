@@ -27,9 +27,11 @@ def families(stats: dict) -> Iterator[Metric]:
     window = stats["window_s"]
     yield by_unit("used", f"Requests and tokens used in the last {window} s, all processes together",
                   stats["requests_used"], stats["tokens_used"])
+    yield by_unit("charged", f"Tokens charged in the last {window} s: what OpenAI counts against its tokens/min",
+                  None, stats["tokens_charged"])
     yield by_unit("limit", "The per-minute budget (OPENAI_RPM, OPENAI_TPM)",
                   stats["requests_limit"], stats["tokens_limit"])
-    yield by_unit("utilisation_ratio", f"Used in the last {window} s over the per-minute limit",
+    yield by_unit("utilisation_ratio", f"Charged in the last {window} s over the per-minute limit",
                   stats["requests_utilisation_pct"] / 100.0, stats["tokens_utilisation_pct"] / 100.0)
     yield by_unit("in_flight", "Reserved for calls not yet settled", stats["requests_in_flight"],
                   stats["tokens_in_flight"])
@@ -47,6 +49,11 @@ def families(stats: dict) -> Iterator[Metric]:
     yield CounterMetricFamily(f"{PREFIX}_calls", "Calls settled", value=stats["settled_total"])
     yield CounterMetricFamily(f"{PREFIX}_tokens_used", "Tokens used (settled usage)",
                               value=stats["used_tokens_total"])
+    caps = GaugeMetricFamily("jobprocessor_openai_output_cap_tokens", "max_completion_tokens calls send now, per "
+                                                                      "job type and model", labels=["type", "model"])
+    for row in stats.get("output_caps", ()):
+        caps.add_metric([row["job_type"], row["model"]], float(row["max_completion_tokens"]))
+    yield caps
 
 
 def collect() -> Iterator[Metric]:

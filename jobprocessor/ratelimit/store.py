@@ -1,4 +1,5 @@
-"""The limiter's state in PostgreSQL (table rate_limiter, sql/030_rate_limiter_v1.sql), shared by every process.
+"""The limiter's state in PostgreSQL (table rate_limiter, sql/030_rate_limiter_v1.sql and _v2), shared by every
+process.
 
 Each operation is one short transaction: lock the limiter's row (SELECT ... FOR UPDATE, which also reads the
 database clock, the one clock every host agrees on), let the pure core compute the new state, write it back in one
@@ -42,7 +43,7 @@ CREATE_ROW = "INSERT INTO rate_limiter (name) VALUES (:name) ON CONFLICT (name) 
 _SET_LIST = ",\n    ".join(
     f"{c} = to_timestamp(CAST(:{c} AS float8))" if c in _TIMES else
     f"{c} = CAST(:{c} AS integer[])" if c == "window_requests" else
-    f"{c} = CAST(:{c} AS bigint[])" if c == "window_tokens" else
+    f"{c} = CAST(:{c} AS bigint[])" if c in ("window_tokens", "window_charged") else
     f"{c} = :{c}"
     for c in _COLUMNS)
 
@@ -90,6 +91,7 @@ def _state(row) -> State:
     values = {c: row[c] for c in _COLUMNS}
     values["window_requests"] = tuple(values["window_requests"] or ())
     values["window_tokens"] = tuple(values["window_tokens"] or ())
+    values["window_charged"] = tuple(values["window_charged"] or ())
     return State(**values)
 
 
@@ -97,6 +99,7 @@ def _params(name: str, state: State) -> dict:
     params = {c: getattr(state, c) for c in _COLUMNS}
     params["window_requests"] = list(state.window_requests)
     params["window_tokens"] = list(state.window_tokens)
+    params["window_charged"] = list(state.window_charged)
     params["name"] = name
     return params
 
