@@ -96,3 +96,6 @@ def no_timeout(job):
 @handler("test.deferred_forever", max_attempts=3, timeout_s=10)
 def deferred_forever(job):
     raise RetryLater(0, f"not yet (deferral {job.deferrals + 1})")
+
+
+from tests import workflow_handlers  # noqa: E402,F401 - the workflow tests' handlers, registered with these
