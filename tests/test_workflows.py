@@ -449,3 +449,35 @@ def test_cleanup_takes_steps_and_edges_with_their_jobs(client, engine):
         assert conn.execute(text("SELECT count(*) FROM job_steps")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM job_dependencies")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM jobs_archive")).scalar() == 1
+
+
+# --- the Python API and the CLI ------------------------------------------------------------------------------------
+
+def test_python_enqueue_with_workflow_fields(app, engine):
+    from jobprocessor.enqueue import enqueue, enqueue_batch, enqueue_many
+
+    parent = enqueue("wf.stage", {"stage": "import"})
+    child = enqueue("wf.stage", {"stage": "export"}, depends_on=[parent], on_parent_failure="run")
+    assert statuses(engine, [parent, child]) == ["pending", "waiting"]
+    ids = enqueue_many([{"type": "wf.stage", "batch_id": "py"}, {"type": "wf.stage", "batch_id": "py"}])
+    written = enqueue_batch([{"type": "wf.stage", "batch_id": "py2"}], on_complete={"type": "wf.stage"})
+    assert len(ids) == 2 and written.on_complete[1] and statuses(engine, [written.on_complete[0]]) == ["waiting"]
+    assert enqueue("wf.stage", singleton_key="one") == enqueue("wf.stage", singleton_key="one")
+
+
+def test_cli_enqueue_with_dependencies_and_show(app, engine):
+    runner = app.test_cli_runner()
+    parent = insert_jobs(engine, 1)[0]
+    out = runner.invoke(args=["jobs", "enqueue", "wf.stage", "--depends-on", str(parent), "--on-parent-failure",
+                              "run"])
+    assert out.exit_code == 0, out.output
+    import json
+
+    child = json.loads(out.output)["first_id"]
+    assert statuses(engine, [child]) == ["waiting"]
+    shown = runner.invoke(args=["jobs", "show", str(child)])
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.output)
+    assert body["status"] == "waiting" and body["parents"][0]["id"] == parent
+    missing = runner.invoke(args=["jobs", "enqueue", "wf.stage", "--depends-on", "99999"])
+    assert missing.exit_code != 0 and "does not exist" in missing.output
