@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import traceback
 
 from sqlalchemy import create_engine, text
 
@@ -55,8 +54,9 @@ def finisher(database_url: str, rounds: int, per_round: int, fail_ids, barrier, 
             try:
                 with engine.begin() as conn:
                     finished += len(queries.finish(conn, token, outcomes))
-            except Exception:  # noqa: BLE001 - a deadlock here is what the test looks for
-                errors.append(traceback.format_exc(limit=1))
+            except Exception as exc:  # noqa: BLE001 - a deadlock here is what the test looks for
+                cause = getattr(exc, "orig", exc)
+                errors.append(f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
             barrier.wait(60)
     finally:
         engine.dispose()
