@@ -143,6 +143,30 @@ def test_a_child_of_parents_that_already_ended_settles_at_enqueue(client, engine
     assert job(engine, body["ids"][3])["last_error"] == f"cancelled: parent job {body['ids'][1]} was cancelled"
 
 
+def test_a_parent_in_the_request_that_is_a_repeat_stands_for_the_existing_job(client, engine):
+    """An idempotent repeat (or an existing singleton) referenced by position: the child waits for the existing job,
+    counted once even when it also names that job by id."""
+    first = post(client, {"type": "wf.stage", "idempotency_key": "import-1"}, 201).json["id"]
+    single = post(client, {"type": "wf.stage", "singleton_key": "sync-1"}, 201).json["id"]
+    body = post(client, {"jobs": [
+        {"type": "wf.stage", "idempotency_key": "import-1"},
+        {"type": "wf.stage", "singleton_key": "sync-1"},
+        {"type": "wf.stage", "depends_on": [{"index": 0}, first]},
+        {"type": "wf.stage", "depends_on": [{"index": 1}, {"index": 0}]},
+    ]}, 201).json
+    assert body["ids"][:2] == [first, single] and [j["created"] for j in body["jobs"]] == [False, False, True, True]
+    a, b = body["ids"][2:]
+    assert [job(engine, a)["waits_for"], job(engine, b)["waits_for"]] == [1, 2]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT has_dependents FROM jobs WHERE id = ANY(:ids)"),
+                            {"ids": [first, single]}).scalars().all() == [True, True]
+    claim(engine)
+    finish(engine, [Outcome(first, "completed", result_json="{}")])
+    assert statuses(engine, [a, b]) == ["pending", "waiting"]
+    finish(engine, [Outcome(single, "completed", result_json="{}")])
+    assert statuses(engine, [b]) == ["pending"]
+
+
 def test_the_claim_never_reads_waiting_jobs(client, engine):
     """Waiting jobs are not pending: with 300 of them due and nothing pending, a claim claims nothing, and none of
     its plans (the fair claim function's own statements included) reads anything but the pending-only indexes."""

@@ -1,20 +1,19 @@
 """The enqueue transaction of jobs with workflow fields (dependencies, a batch callback, singleton and debounce keys).
 
-In one transaction, a few statements whatever the number of jobs:
-  1. lock the existing parents (named by id, and the jobs of the batches waited for), in id order, FOR NO KEY
-     UPDATE, and mark those that have not ended as having dependents: a parent's end now waits for this
-     transaction, and its trigger will see the edges written here (sql/013_jobs_workflows_v1.sql);
-  2. take ids for the new jobs from the jobs sequence, so every edge and count is known before the INSERT;
-  3. one INSERT of every job: `waiting` with waits_for = its number of parents, else `pending`; ON CONFLICT DO
-     NOTHING covers idempotency keys and singleton keys (jobs_singleton_key_idx). A job not inserted maps to the
-     existing one; a debounced one replaces the waiting job's payload and moves its run_at instead (a running job
-     with the key gives it up, and the new one is inserted);
-  4. the edges of the new children, in one INSERT; a batch callback's registration;
-  5. settle: parents that had already ended are resolved at once by jobs_workflow_resolve(), the same function
-     the triggers call when a parent ends (a child of completed parents is pending before this commits; of a
-     failed one, cancelled).
-A deadlock (a rare order of enqueues and finishes around one job) or serialisation failure is retried by
-with_retry() with the whole transaction.
+Two statements in the common case, whatever the number of jobs:
+  1. PREPARE: lock the existing parents (named by id, and the jobs of the batches waited for), in id order, FOR NO
+     KEY UPDATE, and mark those that have not ended as having dependents -- a parent's end now waits for this
+     transaction, and its trigger will see the edges written here (sql/013_jobs_workflows_v1.sql) -- and take ids
+     for the new jobs from the jobs sequence, so every edge and count is known before the INSERT;
+  2. INSERT every job -- `waiting` with waits_for = its number of parents, else `pending` -- and the edges of the
+     children inserted. ON CONFLICT DO NOTHING covers idempotency keys and singleton keys (jobs_singleton_key_idx):
+     a job not inserted maps to the existing one; a debounced one replaces the waiting job's payload and moves its
+     run_at instead (a running job with the key gives it up, and the new one is inserted);
+then, only when needed: the edges to jobs an idempotent repeat stood for, a batch callback's registration, and the
+settle -- parents that had already ended are resolved at once by jobs_workflow_resolve(), the same function the
+triggers call when a parent ends (a child of completed parents is pending before this commits; of a failed one,
+cancelled). A deadlock (a rare order of enqueues and finishes around one job) or serialisation failure is retried
+by with_retry() with the whole transaction.
 """
 from __future__ import annotations
 
@@ -61,41 +60,57 @@ def with_retry(engine: Engine, work: Callable[[Connection], T], attempts: int = 
     raise AssertionError("unreachable")
 
 
-# 1. The existing parents, locked in id order; what they are now (after the locks: their latest state).
-LOCK_PARENTS = """
-SELECT id, status, batch_id FROM jobs
-WHERE id = ANY(CAST(:ids AS bigint[])) OR batch_id = ANY(CAST(:batches AS text[]))
-ORDER BY id
-LIMIT :cap
-FOR NO KEY UPDATE
+# 1 and 2. The existing parents, locked in id order (what they are now: after the locks, their latest state), those
+# that have not ended marked as having dependents; and ids for the new jobs. One statement, one row.
+PREPARE = """
+WITH locked AS (
+    SELECT id, status, batch_id, has_dependents FROM jobs
+    WHERE id = ANY(CAST(:ids AS bigint[])) OR batch_id = ANY(CAST(:batches AS text[]))
+    ORDER BY id
+    LIMIT :cap
+    FOR NO KEY UPDATE
+), marked AS (
+    UPDATE jobs SET has_dependents = true
+    FROM locked
+    WHERE jobs.id = locked.id AND NOT locked.has_dependents
+      AND locked.status NOT IN ('completed', 'failed', 'cancelled')
+)
+SELECT (SELECT coalesce(json_agg(json_build_array(l.id, l.status, l.batch_id) ORDER BY l.id), '[]') FROM locked l)
+           AS parents,
+       ARRAY(SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)) AS new_ids
 """
 
-MARK_PARENTS = """
-UPDATE jobs SET has_dependents = true
-WHERE id = ANY(CAST(:ids AS bigint[])) AND NOT has_dependents
-"""
-
-NEW_IDS = "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)"
-
-# 3. Every job of the request in one INSERT, with the ids taken in step 2. Rows with keys go in key order: two
-# requests with the same keys wait for each other's rows (ON CONFLICT waits for an insert in flight) in one order,
-# and cannot deadlock, whatever order each lists them in.
+# 3 and 4. Every job of the request in one INSERT, with the ids taken above, and the edges of the children inserted
+# (those whose parent in the request was not inserted -- an idempotent repeat -- are written afterwards, to the job
+# it stands for). Rows with keys go in key order: two requests with the same keys wait for each other's rows (ON
+# CONFLICT waits for an insert in flight) in one order, and cannot deadlock, whatever order each lists them in.
 INSERT = """
-INSERT INTO jobs (id, type, payload, priority, store_id, user_id, run_at, max_attempts, idempotency_key, batch_id,
-                  status, waits_for, on_parent_failure, has_dependents, singleton_key)
-SELECT r.id, r.type, r.payload, r.priority, r.store_id, r.user_id,
-       CASE WHEN r.debounce_s IS NOT NULL THEN now() + make_interval(secs => r.debounce_s)
-            ELSE coalesce(r.run_at, now()) END,
-       r.max_attempts, r.idempotency_key, r.batch_id,
-       CASE WHEN r.waits_for > 0 THEN 'waiting' ELSE 'pending' END,
-       r.waits_for, r.on_parent_failure, r.has_dependents, r.singleton_key
-FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-     AS r(id bigint, type text, payload jsonb, priority smallint, store_id text, user_id text, run_at timestamptz,
-          max_attempts int, idempotency_key text, batch_id text, waits_for int, on_parent_failure text,
-          has_dependents boolean, singleton_key text, debounce_s float8)
-ORDER BY r.singleton_key, r.idempotency_key, r.id
-ON CONFLICT DO NOTHING
-RETURNING id
+WITH inserted AS (
+    INSERT INTO jobs (id, type, payload, priority, store_id, user_id, run_at, max_attempts, idempotency_key,
+                      batch_id, status, waits_for, on_parent_failure, has_dependents, singleton_key)
+    SELECT r.id, r.type, r.payload, r.priority, r.store_id, r.user_id,
+           CASE WHEN r.debounce_s IS NOT NULL THEN now() + make_interval(secs => r.debounce_s)
+                ELSE coalesce(r.run_at, now()) END,
+           r.max_attempts, r.idempotency_key, r.batch_id,
+           CASE WHEN r.waits_for > 0 THEN 'waiting' ELSE 'pending' END,
+           r.waits_for, r.on_parent_failure, r.has_dependents, r.singleton_key
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+         AS r(id bigint, type text, payload jsonb, priority smallint, store_id text, user_id text,
+              run_at timestamptz, max_attempts int, idempotency_key text, batch_id text, waits_for int,
+              on_parent_failure text, has_dependents boolean, singleton_key text, debounce_s float8)
+    ORDER BY r.singleton_key, r.idempotency_key, r.id
+    ON CONFLICT DO NOTHING
+    RETURNING id
+), edges AS (
+    INSERT INTO job_dependencies (parent_id, child_id)
+    SELECT e.parent_id, e.child_id
+    FROM unnest(CAST(:parents AS bigint[]), CAST(:children AS bigint[])) AS e(parent_id, child_id)
+    WHERE e.child_id IN (SELECT id FROM inserted)
+      AND (e.parent_id <> ALL(CAST(:new_ids AS bigint[])) OR e.parent_id IN (SELECT id FROM inserted))
+    ORDER BY e.parent_id, e.child_id
+    ON CONFLICT DO NOTHING
+)
+SELECT id FROM inserted
 """
 
 BY_IDEMPOTENCY_KEY = "SELECT idempotency_key, id FROM jobs WHERE idempotency_key = ANY(CAST(:keys AS text[]))"
@@ -151,33 +166,29 @@ class _Parents:
 
 def enqueue(conn: Connection, rows: Sequence[dict], plan: Plan, callback: Optional[dict] = None) -> Written:
     all_rows = list(rows) + ([callback] if callback is not None else [])
-    parents = _lock_parents(conn, rows, plan)
-    new_ids = [row[0] for row in conn.execute(text(NEW_IDS), {"n": len(all_rows)})]
+    parents, new_ids = _prepare(conn, rows, plan, len(all_rows))
     planned = [_parent_ids(i, all_rows, plan, parents, new_ids) for i in range(len(all_rows))]
     ids, created, debounced = _insert(conn, all_rows, plan, new_ids, planned)
 
-    # the parents as they are: a row of the request that was not inserted stands for the existing job it mapped to
-    edges_parent, edges_child, counts_fix = [], [], []
-    late: set[int] = set()
+    # a child whose parent in the request was not inserted waits for the existing job that row stands for
+    late_parents, late_edges, counts_fix = set(), [], []
     for i in range(len(all_rows)):
-        if not created[i] or not planned[i]:
+        if not created[i] or not any(not created[p] for p in plan.positions[i]):
             continue
-        actual = set(planned[i]) - {new_ids[p] for p in plan.positions[i]}
+        actual = set(planned[i]) - {new_ids[p] for p in plan.positions[i]} | {ids[p] for p in plan.positions[i]}
         for p in plan.positions[i]:
-            actual.add(ids[p])
             if not created[p]:
-                late.add(ids[p])
-        for parent_id in sorted(actual):
-            edges_parent.append(parent_id)
-            edges_child.append(ids[i])
+                late_parents.add(ids[p])
+                late_edges.append((ids[p], ids[i]))
         if len(actual) != len(planned[i]):  # two references that turned out to be one job
             counts_fix.append((ids[i], len(actual)))
-    late -= set(parents.status)
-    if late:
-        parents.status.update(_lock(conn, sorted(late)))
-    if edges_parent:
-        conn.execute(text(INSERT_EDGES), {"parents": array_literal(edges_parent),
-                                          "children": array_literal(edges_child)})
+    late_parents -= set(parents.status)
+    if late_parents:
+        parents.status.update({job_id: status for job_id, (status, _) in
+                               _lock(conn, sorted(late_parents))["parents"].items()})
+    if late_edges:
+        conn.execute(text(INSERT_EDGES), {"parents": array_literal([p for p, _ in late_edges]),
+                                          "children": array_literal([c for _, c in late_edges])})
     if counts_fix:
         conn.execute(text(FIX_WAITS_FOR), {"ids": array_literal([c for c, _ in counts_fix]),
                                            "counts": array_literal([n for _, n in counts_fix])})
@@ -187,34 +198,36 @@ def enqueue(conn: Connection, rows: Sequence[dict], plan: Plan, callback: Option
         on_complete = (ids[position], created[position])
         if created[position]:
             _register_callback(conn, plan.callback_batch, ids[position])
-    ended = sorted(set(edges_parent) & {job_id for job_id, status in parents.status.items() if status in FINAL})
+    # parents that had ended already: their edges resolve now (the children of completed ones may be pending
+    # before this commits; of failed ones, cancelled)
+    waited_for = {ids[p] for i in range(len(all_rows)) if created[i] for p in plan.positions[i]}
+    waited_for.update(parent for i in range(len(all_rows)) if created[i] for parent in planned[i])
+    ended = sorted(job_id for job_id, status in parents.status.items() if status in FINAL and job_id in waited_for)
     if ended:
         conn.execute(text(SETTLE), {"ids": array_literal(ended)})
     return Written([(ids[i], created[i]) for i in range(len(rows))], frozenset(debounced), on_complete)
 
 
-def _lock(conn: Connection, ids: Sequence[int], batches: Sequence[str] = ()) -> list:
+def _lock(conn: Connection, ids: Sequence[int], batches: Sequence[str] = (), n_new: int = 0) -> dict:
     """Lock these jobs (and the batches' jobs) in id order, mark those that have not ended as having dependents;
-    returns their rows (id, status, batch_id) as they are now."""
-    rows = conn.execute(text(LOCK_PARENTS), {"ids": array_literal(list(ids)), "batches": array_literal(list(batches)),
-                                             "cap": MAX_BATCH_PARENTS + 1}).all()
-    if len(rows) > MAX_BATCH_PARENTS:
+    returns {id: (status, batch_id)} as they are now (and, with n_new, also takes that many new ids: "new_ids")."""
+    row = conn.execute(text(PREPARE), {"ids": array_literal(list(ids)), "batches": array_literal(list(batches)),
+                                       "cap": MAX_BATCH_PARENTS + 1, "n": n_new}).one()
+    if len(row.parents) > MAX_BATCH_PARENTS:
         raise InvalidJob("depends_on", f"the request waits for more than {MAX_BATCH_PARENTS} existing jobs",
                          status=422, code="too_many_parents")
-    live = [row.id for row in rows if row.status not in FINAL]
-    if live:
-        conn.execute(text(MARK_PARENTS), {"ids": array_literal(live)})
-    return rows
+    return {"parents": {job_id: (status, batch_id) for job_id, status, batch_id in row.parents},
+            "new_ids": list(row.new_ids)}
 
 
-def _lock_parents(conn: Connection, rows: Sequence[dict], plan: Plan) -> _Parents:
+def _prepare(conn: Connection, rows: Sequence[dict], plan: Plan, n_new: int) -> tuple[_Parents, list[int]]:
+    """Lock and mark the existing parents, check they exist, take the new ids."""
     parents = _Parents()
-    if not plan.parent_ids and not plan.batches:
-        return parents
-    for row in _lock(conn, sorted(plan.parent_ids), sorted(plan.batches)):
-        parents.status[row.id] = row.status
-        if row.batch_id in plan.batches:
-            parents.batch_jobs.setdefault(row.batch_id, []).append(row.id)
+    locked = _lock(conn, sorted(plan.parent_ids), sorted(plan.batches), n_new)
+    for job_id, (status, batch_id) in locked["parents"].items():
+        parents.status[job_id] = status
+        if batch_id in plan.batches:
+            parents.batch_jobs.setdefault(batch_id, []).append(job_id)
     for i, row in enumerate(rows):
         links = links_of(row)
         missing = [job_id for job_id in links.parent_ids if job_id not in parents.status]
@@ -225,7 +238,7 @@ def _lock_parents(conn: Connection, rows: Sequence[dict], plan: Plan) -> _Parent
                 and not any(rows[p].get("batch_id") == links.batch for p in plan.positions[i])):
             raise InvalidJob(f"jobs[{i}].depends_on_batch", f"jobs[{i}]: batch {links.batch!r} has no jobs to wait "
                                                             "for", status=422, index=i, code="unknown_batch")
-    return parents
+    return parents, locked["new_ids"]
 
 
 def _parent_ids(i: int, all_rows: Sequence[dict], plan: Plan, parents: _Parents, new_ids: Sequence[int]) -> list[int]:
@@ -257,16 +270,19 @@ def _document(all_rows: Sequence[dict], plan: Plan, new_ids: Sequence[int], plan
 
 def _insert(conn: Connection, all_rows: Sequence[dict], plan: Plan, new_ids: Sequence[int],
             planned: Sequence[list[int]]) -> tuple[list[int], list[bool], set[int]]:
-    """Insert the rows; those an idempotency or singleton key turns away map to the existing job (a debounced one
-    updates it). Returns per row its id and whether it was created, and the debounced positions."""
+    """Insert the rows and their edges; those an idempotency or singleton key turns away map to the existing job (a
+    debounced one updates it). Returns per row its id and whether it was created, and the debounced positions."""
     n = len(all_rows)
     ids: list[Optional[int]] = [None] * n
     created = [False] * n
     debounced: set[int] = set()
     todo = list(range(n))
+    edges = [(parent_id, new_ids[i]) for i in range(n) for parent_id in planned[i]]
+    edge_params = {"parents": array_literal([p for p, _ in edges]), "children": array_literal([c for _, c in edges]),
+                   "new_ids": array_literal(list(new_ids))}
     for _ in range(MAX_KEY_ROUNDS):
         inserted = {row[0] for row in conn.execute(text(INSERT), {
-            "rows": _document(all_rows, plan, new_ids, planned, todo)})}
+            "rows": _document(all_rows, plan, new_ids, planned, todo), **edge_params})}
         retry = []
         turned_away = []
         for i in todo:
