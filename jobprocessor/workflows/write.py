@@ -80,6 +80,8 @@ SELECT (SELECT coalesce(json_agg(json_build_array(l.id, l.status, l.batch_id) OR
        ARRAY(SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)) AS new_ids
 """
 
+NEW_IDS = "SELECT ARRAY(SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n))"
+
 # 3 and 4. Every job of the request in one INSERT, with the ids taken above, and the edges of the children inserted
 # (those whose parent in the request was not inserted -- an idempotent repeat -- are written afterwards, to the job
 # it stands for). Rows with keys go in key order: two requests with the same keys wait for each other's rows (ON
@@ -126,6 +128,13 @@ DEBOUNCE = """
 UPDATE jobs SET payload = CAST(:payload AS jsonb), run_at = now() + make_interval(secs => :debounce_s)
 WHERE id = :id AND status IN ('waiting', 'pending')
 RETURNING id
+"""
+
+DEBOUNCE_BY_KEY = """
+UPDATE jobs j SET payload = r.payload, run_at = now() + make_interval(secs => r.debounce_s)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(key text, type text, payload jsonb, debounce_s float8)
+WHERE j.singleton_key = r.key AND j.type = r.type AND j.status IN ('waiting', 'pending')
+RETURNING j.singleton_key, j.id
 """
 
 # A running job gives up its debounce key: the burst that arrived while it ran becomes a new job.
@@ -223,6 +232,8 @@ def _lock(conn: Connection, ids: Sequence[int], batches: Sequence[str] = (), n_n
 def _prepare(conn: Connection, rows: Sequence[dict], plan: Plan, n_new: int) -> tuple[_Parents, list[int]]:
     """Lock and mark the existing parents, check they exist, take the new ids."""
     parents = _Parents()
+    if not plan.parent_ids and not plan.batches:  # nothing to lock (only keys, or parents within the request)
+        return parents, list(conn.execute(text(NEW_IDS), {"n": n_new}).scalar())
     locked = _lock(conn, sorted(plan.parent_ids), sorted(plan.batches), n_new)
     for job_id, (status, batch_id) in locked["parents"].items():
         parents.status[job_id] = status
@@ -276,7 +287,9 @@ def _insert(conn: Connection, all_rows: Sequence[dict], plan: Plan, new_ids: Seq
     ids: list[Optional[int]] = [None] * n
     created = [False] * n
     debounced: set[int] = set()
-    todo = list(range(n))
+    todo = _debounce_first(conn, all_rows, ids, debounced)
+    if not todo:
+        return ids, created, debounced  # type: ignore[return-value]
     edges = [(parent_id, new_ids[i]) for i in range(n) for parent_id in planned[i]]
     edge_params = {"parents": array_literal([p for p, _ in edges]), "children": array_literal([c for _, c in edges]),
                    "new_ids": array_literal(list(new_ids))}
@@ -327,6 +340,30 @@ def _insert(conn: Connection, all_rows: Sequence[dict], plan: Plan, new_ids: Seq
             return ids, created, debounced  # type: ignore[return-value]
         todo = retry
     raise RuntimeError("singleton keys kept changing hands under concurrent enqueues; try again")
+
+
+def _debounce_first(conn: Connection, all_rows: Sequence[dict], ids: list, debounced: set[int]) -> list[int]:
+    """A burst's usual case first: the key's job is waiting to run, and takes the newest payload and run_at (one
+    UPDATE for every debounced key of the request; the last row of a key wins). Returns the rows still to insert."""
+    last: dict[str, int] = {}
+    for i, row in enumerate(all_rows):
+        links = links_of(row)
+        if links.debounce_s is not None and row.get("idempotency_key") is None:
+            last[links.singleton_key] = i
+    if not last:
+        return list(range(len(all_rows)))
+    document = json.dumps([{"key": key, "type": all_rows[i]["type"], "payload": all_rows[i]["payload"],
+                            "debounce_s": links_of(all_rows[i]).debounce_s} for key, i in last.items()])
+    holders = dict(conn.execute(text(DEBOUNCE_BY_KEY), {"rows": document}).all())
+    todo = []
+    for i, row in enumerate(all_rows):
+        key = links_of(row).singleton_key
+        if key in holders and key in last:
+            ids[i] = holders[key]
+            debounced.add(i)
+        else:
+            todo.append(i)
+    return todo
 
 
 def _lookup(conn: Connection, statement: str, keys: Sequence[Optional[str]]) -> dict[str, int]:
