@@ -214,6 +214,10 @@ def cmd_claim(args) -> None:
             if waiting:
                 add_waiting(conn)
                 vacuum(engine)
+            scans, buffers = claim_plans(engine, conn, args.limit)
+            print(f"  waiting jobs {waiting:7d}: the claim's scans of jobs (all its plans): {'; '.join(scans)}")
+            print(f"  waiting jobs {waiting:7d}: the claim statement's {buffers}; reads jobs_waiting_idx: "
+                  f"{'jobs_waiting_idx' in ' '.join(scans)}")
             for _ in range(2):
                 for enabled in (True, False):
                     triggers(conn, enabled)
@@ -222,21 +226,40 @@ def cmd_claim(args) -> None:
                     print(f"  waiting jobs {waiting:7d}, workflow triggers {'on ' if enabled else 'off'}  "
                           f"{wall:7.2f} | {spent:7.2f}")
         triggers(conn, True)
-        conn.execute(text("LOAD 'auto_explain'"))
-        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice",
-                        "log_analyze = on", "log_buffers = on"):
-            conn.execute(text(f"SET auto_explain.{setting}"))
-        dbapi = conn.connection.dbapi_connection
-        del dbapi.notices[:]
-        queries.claim(conn, limit=args.limit, worker=WORKER, lease_s=60)
-        conn.rollback()
-        plans = "".join(dbapi.notices)
-        scans = sorted({line.strip().lstrip("->").strip().split("  (")[0] for line in plans.splitlines()
-                        if " on jobs" in line and "Scan" in line})
-        print("  the claim's scans of jobs (auto_explain, nested statements included):")
-        for scan in scans:
-            print(f"    {scan}")
-        print(f"  jobs_waiting_idx read: {'jobs_waiting_idx' in plans}")
+
+
+def claim_plans(engine, conn, limit: int) -> tuple[list[str], str]:
+    """The claim statement as sent, run again on the raw connection with every plan logged (SQLAlchemy's psycopg2
+    dialect clears the notices of its own executions): the scans of jobs in all its plans (the fair claim
+    function's own statements included), and the buffers of the whole statement."""
+    from sqlalchemy import event
+
+    sent = []
+
+    def record(c, cursor, statement, parameters, *rest):
+        sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    queries.claim(conn, limit=limit, worker=WORKER, lease_s=60)
+    conn.rollback()
+    event.remove(engine, "before_cursor_execute", record)
+    statement, parameters = next((st, p) for st, p in sent if "jobs_fair_claim" in st)
+    dbapi = conn.connection.dbapi_connection
+    cursor = dbapi.cursor()
+    cursor.execute("LOAD 'auto_explain'")
+    for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice", "log_analyze = on",
+                    "log_buffers = on", "log_timing = off"):
+        cursor.execute(f"SET auto_explain.{setting}")
+    dbapi.notices = []
+    cursor.execute(statement, parameters)
+    dbapi.rollback()
+    cursor.execute("SET auto_explain.log_min_duration = -1")
+    plans = "".join(dbapi.notices)
+    scans = sorted({line.strip().lstrip("->").strip().split("  (")[0] for line in plans.splitlines()
+                    if " on jobs" in line and "Scan" in line})
+    last = plans.split("Query Text: WITH ")[-1]
+    buffers = next(line.strip() for line in last.splitlines() if "Buffers:" in line)
+    return scans, buffers
 
 
 def cmd_cleanup(args) -> None:

@@ -202,6 +202,29 @@ def test_the_claim_never_reads_waiting_jobs(client, engine):
                                                                  "jobs_pkey")) for line in scans_of_jobs), plans
 
 
+def test_listings_read_waiting_jobs_through_their_index(client, engine):
+    """GET /jobs?status=waiting reads jobs_waiting_idx; a listing without a status reads it beside both halves of the
+    dashboard indexes (a BitmapOr), so a store's waiting jobs are listed without a scan of the table."""
+    with engine.begin() as conn:
+        conn.execute(text("""
+            INSERT INTO jobs (type, status, store_id, user_id, completed_at, waits_for, on_parent_failure)
+            SELECT 'type-' || (g % 5),
+                   (ARRAY['pending', 'running', 'completed', 'failed', 'cancelled', 'waiting'])[1 + g % 6],
+                   's' || (g % 200), 'u' || (g % 50), CASE WHEN g % 6 IN (2, 3, 4) THEN now() END,
+                   CASE WHEN g % 6 = 5 THEN 1 ELSE 0 END, CASE WHEN g % 6 = 5 THEN 'cancel' END
+            FROM generate_series(1, 20000) AS g"""))
+        conn.execute(text("ANALYZE jobs"))
+    from tests.test_ops_indexes import LIST_PARAMS, plan
+
+    assert "jobs_waiting_idx" in plan(engine, queries.LIST_JOBS, {**LIST_PARAMS, "status": "waiting"})
+    no_status = plan(engine, queries.LIST_JOBS, {**LIST_PARAMS, "store_id": "s1"})
+    assert "jobs_waiting_idx" in no_status and "jobs_store_status_live_idx" in no_status, no_status
+    body = client.get("/jobs?store_id=s5&limit=500", headers=AUTH).json
+    assert {j["status"] for j in body["jobs"]} == {"waiting", "running", "failed"}  # g % 200 = 5: g % 6 odd
+    assert len(body["jobs"]) == 100
+    assert "jobs_waiting_idx" in plan(engine, "SELECT * FROM job_queue_health")
+
+
 def test_every_path_that_ends_a_parent_resolves_its_children(client, engine):
     """A lease rescue that fails the parent (its last attempt), a manual cancel of a pending or waiting parent, a
     bulk UPDATE, a DELETE of a parent that had not ended: each resolves the children in the same statement."""
