@@ -106,7 +106,7 @@ _SCHEMAS = {
                              "items": {"type": "object", "properties": {
                                  "id": {"type": "integer"}, "type": _NULLABLE_TEXT, "status": _NULLABLE_TEXT}}},
                 "children_total": {"type": "integer", "minimum": 0},
-                "steps": {"type": "array", "description": "finished job.step() results, oldest first (first 100)",
+                "steps": {"type": "array", "description": "finished job.step() results, oldest first (first 20)",
                           "items": {"type": "object", "properties": {
                               "name": {"type": "string"}, "result": {"description": "any JSON"},
                               "created_at": {"type": "string", "format": "date-time"}}}},

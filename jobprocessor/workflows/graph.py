@@ -1,11 +1,13 @@
 """What GET /jobs/<id> shows beside the job's row: its parents and children (the first SHOWN of each, by id, and how
-many there are), its finished steps, and the batch whose on_complete job it is. One statement."""
+many there are), its first SHOWN_STEPS finished steps (each at most JOBS_MAX_STEP_BYTES: the answer stays bounded),
+and the batch whose on_complete job it is. One statement."""
 from __future__ import annotations
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 SHOWN = 100
+SHOWN_STEPS = 20
 
 # A deleted (archived) parent still shows, with status null: the edge stays until its child goes.
 LINKS = """
@@ -25,7 +27,7 @@ SELECT
     (SELECT coalesce(json_agg(json_build_object('name', s.name, 'result', s.result, 'created_at', s.created_at)
                               ORDER BY s.created_at, s.name), '[]')
      FROM (SELECT name, result, created_at FROM job_steps WHERE job_id = :id
-           ORDER BY created_at, name LIMIT :shown) AS s) AS steps,
+           ORDER BY created_at, name LIMIT :shown_steps) AS s) AS steps,
     (SELECT count(*) FROM job_steps WHERE job_id = :id) AS steps_total,
     (SELECT batch_id FROM job_batch_callbacks WHERE job_id = :id) AS on_complete_of
 """
@@ -37,7 +39,7 @@ WHERE b.batch_id = :batch_id
 
 
 def read(conn: Connection, job_id: int) -> dict:
-    row = conn.execute(text(LINKS), {"id": job_id, "shown": SHOWN}).mappings().one()
+    row = conn.execute(text(LINKS), {"id": job_id, "shown": SHOWN, "shown_steps": SHOWN_STEPS}).mappings().one()
     return {key: row[key] for key in ("parents", "parents_total", "children", "children_total", "steps",
                                       "steps_total", "on_complete_of")}
 
