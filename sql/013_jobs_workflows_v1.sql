@@ -26,7 +26,9 @@
 --     nothing kept across transactions, so it works through PgBouncer in transaction mode);
 --   * a statement-level trigger (one call per UPDATE statement, which reads that setting and returns) resolves
 --     every job the statement ended at once: jobs_workflow_resolve(), one UPDATE of the edges and one of the
---     children whatever their number (a parent with 1,000 waiting children: one statement's work, no round trip);
+--     children whatever their number (a parent with 1,000 waiting children: one statement's work, no round trip),
+--     and, for a cascade, the same again per level in a loop (never nested trigger calls: a chain of any length
+--     costs no stack);
 --   * a statement-level DELETE trigger (transition table: deletes are cleanup's batches and manual) resolves the
 --     jobs deleted before they ended, and removes the edges, steps and callback of deleted jobs.
 -- Races. A child's counter is changed only under its row lock, so concurrent finishes of its parents (each in its
@@ -163,24 +165,31 @@ $fn$;
 
 -- These jobs ended (or were deleted before they ended): resolve their children's edges, and release, cancel or
 -- keep waiting each child. Called by the triggers below for whatever a statement ended, and by an enqueue for the
--- parents it names that had already ended. See the header for the locking.
+-- parents it names that had already ended. See the header for the locking. A cascade goes level by level in a loop
+-- here (the children this call cancels are the next level), not through nested trigger calls: a chain of any length
+-- costs one call, never the stack (a finish, or a claim whose rescue fails a chain's head, must not fail for it).
 CREATE OR REPLACE FUNCTION jobs_workflow_resolve(p_ended bigint[]) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
+    v_ended  bigint[] := p_ended;
     v_child  bigint[];
     v_n      integer[];
     v_failed bigint[];
     v_how    text[];
+    v_next   text;
+    v_outer  text := current_setting('jobprocessor.workflow_resolving', true);
 BEGIN
+    -- the statement trigger leaves the children cancelled below to this loop
+    PERFORM set_config('jobprocessor.workflow_resolving', 'on', true);
     -- 1. lock the waiting children in id order; when one of the jobs ended other than completed, every waiting
-    -- descendant the cascade can reach (it cancels level by level, in statements of its own, below)
-    IF EXISTS (SELECT 1 FROM unnest(p_ended) AS e(id) LEFT JOIN jobs j ON j.id = e.id
+    -- descendant the cascade can reach (the later levels of the loop find theirs locked already)
+    IF EXISTS (SELECT 1 FROM unnest(v_ended) AS e(id) LEFT JOIN jobs j ON j.id = e.id
                WHERE j.status IS DISTINCT FROM 'completed') THEN
         PERFORM 1 FROM jobs j
         WHERE j.id IN (WITH RECURSIVE reach(id) AS (
                            SELECT d.child_id FROM job_dependencies d
-                           WHERE d.parent_id = ANY(p_ended) AND NOT d.resolved
+                           WHERE d.parent_id = ANY(v_ended) AND NOT d.resolved
                            UNION
                            SELECT d.child_id FROM job_dependencies d JOIN reach r ON d.parent_id = r.id
                            WHERE NOT d.resolved)
@@ -191,60 +200,67 @@ BEGIN
     ELSE
         PERFORM 1 FROM jobs j
         WHERE j.id IN (SELECT d.child_id FROM job_dependencies d
-                       WHERE d.parent_id = ANY(p_ended) AND NOT d.resolved)
+                       WHERE d.parent_id = ANY(v_ended) AND NOT d.resolved)
           AND j.status = 'waiting'
         ORDER BY j.id
         FOR NO KEY UPDATE OF j;
     END IF;
 
-    -- 2. resolve the edges, each once; per child: how many resolved, and the first parent that did not complete
-    WITH ended AS (
-        SELECT e.id, CASE WHEN j.id IS NULL THEN 'was deleted'
-                          WHEN j.status = 'completed' THEN NULL
-                          WHEN j.status = 'cancelled' THEN 'was cancelled'
-                          WHEN j.status = 'failed' THEN 'failed'
-                          ELSE 'was deleted before it ended' END AS how
-        FROM unnest(p_ended) AS e(id) LEFT JOIN jobs j ON j.id = e.id
-    ), done AS (
-        UPDATE job_dependencies d SET resolved = true
-        FROM ended
-        WHERE d.parent_id = ended.id AND NOT d.resolved
-        RETURNING d.child_id, d.parent_id, ended.how
-    ), per_child AS (
-        SELECT done.child_id, count(*)::integer AS n,
-               min(done.parent_id) FILTER (WHERE done.how IS NOT NULL) AS failed_parent,
-               (array_agg(done.how ORDER BY done.parent_id) FILTER (WHERE done.how IS NOT NULL))[1] AS how
-        FROM done GROUP BY done.child_id
-    )
-    SELECT array_agg(p.child_id), array_agg(p.n), array_agg(p.failed_parent), array_agg(p.how)
-    INTO v_child, v_n, v_failed, v_how
-    FROM per_child p;
-    IF v_child IS NULL THEN
-        RETURN;
-    END IF;
+    LOOP
+        -- 2. resolve the edges, each once; per child: how many resolved, and the first parent that did not complete
+        WITH ended AS (
+            SELECT e.id, CASE WHEN j.id IS NULL THEN 'was deleted'
+                              WHEN j.status = 'completed' THEN NULL
+                              WHEN j.status = 'cancelled' THEN 'was cancelled'
+                              WHEN j.status = 'failed' THEN 'failed'
+                              ELSE 'was deleted before it ended' END AS how
+            FROM unnest(v_ended) AS e(id) LEFT JOIN jobs j ON j.id = e.id
+        ), done AS (
+            UPDATE job_dependencies d SET resolved = true
+            FROM ended
+            WHERE d.parent_id = ended.id AND NOT d.resolved
+            RETURNING d.child_id, d.parent_id, ended.how
+        ), per_child AS (
+            SELECT done.child_id, count(*)::integer AS n,
+                   min(done.parent_id) FILTER (WHERE done.how IS NOT NULL) AS failed_parent,
+                   (array_agg(done.how ORDER BY done.parent_id) FILTER (WHERE done.how IS NOT NULL))[1] AS how
+            FROM done GROUP BY done.child_id
+        )
+        SELECT array_agg(p.child_id), array_agg(p.n), array_agg(p.failed_parent), array_agg(p.how)
+        INTO v_child, v_n, v_failed, v_how
+        FROM per_child p;
+        EXIT WHEN v_child IS NULL;
 
-    -- 3. the children (a statement of its own: its snapshot sees what committed while step 1 waited). A child
-    -- released gets run_at = now() at the earliest (its wait in line starts now, not at its enqueue); a batch
-    -- callback gets the batch's counts. Cancelling a child that has dependents cascades through the triggers.
-    UPDATE jobs j
-    SET waits_for = j.waits_for - c.n,
-        status = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
-                      THEN 'cancelled'
-                      WHEN j.waits_for - c.n <= 0 THEN 'pending'
-                      ELSE 'waiting' END,
-        completed_at = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
-                            THEN now() ELSE j.completed_at END,
-        last_error = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
-                          THEN format('cancelled: parent job %s %s', c.failed_parent, c.how)
-                          ELSE j.last_error END,
-        run_at = CASE WHEN (c.failed_parent IS NULL OR j.on_parent_failure = 'run') AND j.waits_for - c.n <= 0
-                      THEN greatest(j.run_at, now()) ELSE j.run_at END,
-        payload = CASE WHEN cb.batch_id IS NOT NULL AND j.waits_for - c.n <= 0
-                       THEN j.payload || jsonb_build_object('batch', job_batch_summary(cb.batch_id))
-                       ELSE j.payload END
-    FROM unnest(v_child, v_n, v_failed, v_how) AS c(child_id, n, failed_parent, how)
-    LEFT JOIN job_batch_callbacks cb ON cb.job_id = c.child_id
-    WHERE j.id = c.child_id AND j.status = 'waiting';
+        -- 3. the children (a statement of its own: its snapshot sees what committed while step 1 waited). A child
+        -- released gets run_at = now() at the earliest (its wait in line starts now, not at its enqueue); a batch
+        -- callback gets the batch's counts. A cancelled child that has dependents is noted by the row trigger: it
+        -- is the next level.
+        UPDATE jobs j
+        SET waits_for = j.waits_for - c.n,
+            status = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
+                          THEN 'cancelled'
+                          WHEN j.waits_for - c.n <= 0 THEN 'pending'
+                          ELSE 'waiting' END,
+            completed_at = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
+                                THEN now() ELSE j.completed_at END,
+            last_error = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
+                              THEN format('cancelled: parent job %s %s', c.failed_parent, c.how)
+                              ELSE j.last_error END,
+            run_at = CASE WHEN (c.failed_parent IS NULL OR j.on_parent_failure = 'run') AND j.waits_for - c.n <= 0
+                          THEN greatest(j.run_at, now()) ELSE j.run_at END,
+            payload = CASE WHEN cb.batch_id IS NOT NULL AND j.waits_for - c.n <= 0
+                           THEN j.payload || jsonb_build_object('batch', job_batch_summary(cb.batch_id))
+                           ELSE j.payload END
+        FROM unnest(v_child, v_n, v_failed, v_how) AS c(child_id, n, failed_parent, how)
+        LEFT JOIN job_batch_callbacks cb ON cb.job_id = c.child_id
+        WHERE j.id = c.child_id AND j.status = 'waiting';
+
+        v_next := current_setting('jobprocessor.workflow_ended', true);
+        EXIT WHEN v_next IS NULL OR v_next = '';
+        PERFORM set_config('jobprocessor.workflow_ended', '', true);
+        v_ended := string_to_array(v_next, ',')::bigint[];
+    END LOOP;
+    PERFORM set_config('jobprocessor.workflow_resolving', coalesce(v_outer, ''), true);
 END
 $fn$;
 
@@ -261,14 +277,15 @@ BEGIN
 END
 $fn$;
 
--- Statement: resolve what the statement's rows ended (one call per UPDATE statement: a read of the setting).
+-- Statement: resolve what the statement's rows ended (one call per UPDATE statement: a read of the setting). Inside
+-- jobs_workflow_resolve() (its own UPDATE of the children) it leaves them to the resolution's loop.
 CREATE OR REPLACE FUNCTION jobs_workflow_after_update() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
     v_ended text := current_setting('jobprocessor.workflow_ended', true);
 BEGIN
-    IF v_ended <> '' THEN
+    IF v_ended <> '' AND current_setting('jobprocessor.workflow_resolving', true) IS DISTINCT FROM 'on' THEN
         PERFORM set_config('jobprocessor.workflow_ended', '', true);
         PERFORM jobs_workflow_resolve(string_to_array(v_ended, ',')::bigint[]);
     END IF;

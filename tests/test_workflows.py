@@ -128,6 +128,19 @@ def test_a_failed_parent_cancels_its_waiting_descendants_naming_it(app, client, 
     assert set(executions(engine)) == {root, report, unrelated}  # the cancelled ones never ran
 
 
+def test_a_long_chain_is_cancelled_in_one_statement_without_recursion(client, engine):
+    """A pipeline of 600 jobs, each waiting for the one before: its head's failure cancels all of them in the FINISH
+    statement (level by level in one call of the resolution, not one nested trigger call per level: that would run
+    out of stack, and the statement -- a finish, or the claim whose rescue failed the head -- would fail for good)."""
+    head = insert_jobs(engine, 1)[0]
+    ids = post(client, {"jobs": [{"type": "wf.stage", "depends_on": [head]}] + [
+        {"type": "wf.stage", "depends_on": [{"index": i}]} for i in range(599)]}, 201).json["ids"]
+    claim(engine)
+    finish(engine, [Outcome(head, "failed", error="boom")])
+    assert set(statuses(engine, ids)) == {"cancelled"}
+    assert job(engine, ids[-1])["last_error"] == f"cancelled: parent job {ids[-2]} was cancelled"
+
+
 def test_a_child_of_parents_that_already_ended_settles_at_enqueue(client, engine):
     ids = insert_jobs(engine, 3, status="CASE g WHEN 1 THEN 'completed' WHEN 2 THEN 'failed' ELSE 'cancelled' END",
                       completed_at="now()")
