@@ -146,27 +146,36 @@ class StartBatcher:
 
 
 class _Gate:
-    """A rate-limited lane's view of its limit: seconds until it has room, read at most every GATE_READ_EVERY_S by
-    one thread (the others use the last reading). A failed read opens the gate: the limiter itself still decides."""
+    """A rate-limited lane's view of its limit: how long until it has room, read at most every GATE_READ_EVERY_S by
+    one thread. Between readings every job let through is counted against the room it will use (one call's worth
+    of budget), so the lane's threads do not all rush through on one reading and then wait in the limiter. A failed
+    read opens the gate: the limiter itself still decides."""
 
     def __init__(self, read):
-        self.read = read
+        self.read = read  # -> (seconds until a typical call may start, seconds of budget one call uses)
         self._lock = threading.Lock()
-        self._value, self._at = 0.0, float("-inf")
+        self._wait, self._cost, self._at = 0.0, 0.0, float("-inf")
+        self._reading = False
 
-    def wait_s(self) -> float:
-        now = time.monotonic()
-        if now - self._at >= GATE_READ_EVERY_S and self._lock.acquire(blocking=False):
+    def admit(self) -> float:
+        """0: go (and count this job); else seconds to wait before asking again."""
+        with self._lock:
+            stale = time.monotonic() - self._at >= GATE_READ_EVERY_S and not self._reading
+            self._reading = self._reading or stale
+        if stale:  # one thread reads; the others go on with the last reading
             try:
-                try:
-                    self._value = self.read()
-                except Exception:  # noqa: BLE001 - the handler's own acquire copes with a limiter it cannot reach
-                    log.exception("could not read the rate limit's state")
-                    self._value = 0.0
-                self._at = time.monotonic()
-            finally:
-                self._lock.release()
-        return max(0.0, self._value - (time.monotonic() - self._at))
+                wait, cost = self.read()
+            except Exception:  # noqa: BLE001 - the handler's own acquire copes with a limiter it cannot reach
+                log.exception("could not read the rate limit's state")
+                wait, cost = 0.0, 0.0
+            with self._lock:
+                self._wait, self._cost, self._at, self._reading = wait, cost, time.monotonic(), False
+        with self._lock:
+            wait = self._wait - (time.monotonic() - self._at)
+            if wait <= GATE_S:
+                self._wait = max(wait, 0.0) + self._cost + (time.monotonic() - self._at)
+                return 0.0
+            return wait - GATE_S
 
 
 @dataclass
@@ -525,13 +534,13 @@ class _Tick:
         """A rate-limited lane's thread waits (holding no job) until its limit has room soon. False: the thread
         ends (the call stops, or has nothing left for it)."""
         while True:
-            wait = lane.gate.wait_s()
-            if wait <= GATE_S:
+            wait = lane.gate.admit()
+            if wait <= 0:
                 return True
             with self.cond:
                 if self.stopping or (not self.claiming and not lane.ready):
                     return False
-                lane.wakeup.wait(timeout=min(POLL_S, wait - GATE_S))
+                lane.wakeup.wait(timeout=min(POLL_S, wait))
 
     def _worker(self, lane: _Lane) -> None:
         with (self.app.app_context() if self.app is not None else nullcontext()):

@@ -276,3 +276,17 @@ def test_cleanup_prunes_old_ticks(app, engine, settings):
                           "SELECT 'w', now() - make_interval(days => g), 10, 50 FROM generate_series(1, 10) g"))
     report = run_cleanup(engine, dataclasses.replace(settings, JOBS_TICK_HISTORY_DAYS=3.5), budget_s=30)
     assert report.ticks_deleted == 7 and len(ticks_table(engine)) == 3
+
+
+def test_every_round_is_fair_across_stores(app, engine, settings):
+    # one big store enqueued first, then 9 stores with one job each: the first round (4 threads + prefetch) already
+    # serves the small stores before the big store's backlog, and the later rounds serve what is left
+    insert_jobs(engine, 60, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'big'",
+                run_at="now() - interval '1 hour'")
+    insert_jobs(engine, 9, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'small-' || g")
+    summary = run(app, engine, settings, budget_s=20, JOBS_CONCURRENCY=4)
+    assert summary.succeeded == 69 and summary.rounds >= 3
+    with engine.connect() as conn:
+        order = [row.store_id for row in conn.execute(text(
+            "SELECT j.store_id FROM job_executions e JOIN jobs j ON j.id = e.job_id ORDER BY e.at"))]
+    assert {s for s in order[:12] if s != "big"} == {f"small-{i}" for i in range(1, 10)}
