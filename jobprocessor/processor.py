@@ -188,10 +188,11 @@ class _Lane:
     busy: int = 0  # of which running a job
     ready: deque = field(default_factory=deque)  # claimed rows not started yet
     mean_run_s: Optional[float] = None  # mean successful run time in this call (an EWMA)
+    gated_until: float = 0.0  # monotonic: its limit has no room before then (its free threads are not free)
 
     def load(self) -> runtime.LaneLoad:
-        return runtime.LaneLoad(free=max(0, self.target - self.busy), threads=self.target, ready=len(self.ready),
-                                mean_run_s=self.mean_run_s)
+        free = 0 if time.monotonic() < self.gated_until else max(0, self.target - self.busy)
+        return runtime.LaneLoad(free=free, threads=self.target, ready=len(self.ready), mean_run_s=self.mean_run_s)
 
 
 @dataclass
@@ -538,6 +539,7 @@ class _Tick:
             if wait <= 0:
                 return True
             with self.cond:
+                lane.gated_until = time.monotonic() + wait
                 if self.stopping or (not self.claiming and not lane.ready):
                     return False
                 lane.wakeup.wait(timeout=min(POLL_S, wait))
