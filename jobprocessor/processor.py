@@ -236,6 +236,7 @@ class _Tick:
         self.claiming = True  # the call may claim more rounds
         self.dry_since: Optional[float] = None  # since when claims have found nothing due
         self.last_empty_claim = 0.0
+        self.next_due: Optional[float] = None  # monotonic: when the next pending job falls due (asked when dry)
         self.last_activity = self.started
         self.spec_cache: dict[str, Optional[HandlerSpec]] = {}
         self.schedules_enqueued = False
@@ -304,7 +305,11 @@ class _Tick:
         if not self.claiming:
             return True
         if self.dry_since is not None:  # the queue ran dry and everything claimed has finished
-            return now - max(self.dry_since, self.last_activity) >= self.settings.JOBS_IDLE_GRACE_S
+            grace = self.settings.JOBS_IDLE_GRACE_S
+            if now - max(self.dry_since, self.last_activity) < grace:
+                return False
+            # a job falling due within another grace (a retry, a rescheduled call) is work this call still does
+            return self.next_due is None or self.next_due > min(now + grace, self.budget_end - MIN_CLAIM_LEFT_S)
         return False
 
     def _sleep_for(self, now: float) -> float:
@@ -373,9 +378,22 @@ class _Tick:
                 self.last_empty_claim = now
                 if self.dry_since is None:
                     self.dry_since = now
+        if not rows and not first:
+            self._look_ahead()
             if not self.claiming:
                 self._wake_all()
         return len(rows)
+
+    def _look_ahead(self) -> None:
+        """The queue is dry: when does the next pending job fall due? Best effort (one cheap statement)."""
+        try:
+            with self.engine.connect() as conn:
+                due_in = queries.next_due_in_s(conn)
+        except Exception:  # noqa: BLE001 - without it the call just ends after its idle grace
+            log.exception("could not read when the next job falls due")
+            due_in = None
+        with self.cond:
+            self.next_due = None if due_in is None else time.monotonic() + due_in
 
     def _enqueue_schedules(self) -> None:
         """Maintenance: enqueue due recurring jobs; the next round claims them."""
@@ -409,8 +427,7 @@ class _Tick:
     def _rate_limited_target(self, spec: HandlerSpec) -> int:
         rate_per_s = self.settings.OPENAI_RPM / 60.0  # the one shared limit today (handlers.registry.RATE_LIMITS)
         return runtime.rate_limited_threads(rate_per_s, self.book.mean(spec.type),
-                                            cap=self.settings.JOBS_MAX_IO_CONCURRENCY,
-                                            unmeasured=self.settings.JOBS_CONCURRENCY)
+                                            cap=self.settings.JOBS_MAX_IO_CONCURRENCY, timeout_s=self._timeout(spec))
 
     def _admit(self, rows: list, now: float) -> None:
         """Under self.cond: route claimed rows to their lanes (giving back at once those that cannot start in what

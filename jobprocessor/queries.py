@@ -198,6 +198,24 @@ def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
                        bool(first["schedules_due"]), first["tick_id"])
 
 
+# When the next pending job falls due, in seconds from now (NULL: no pending job lies in the future): asked by a call
+# whose queue ran dry, to keep going a little if one is about to. One probe per priority level (1..10, the CHECK's
+# bounds) of jobs_claim_idx (priority, run_at, id) WHERE status = 'pending': ten index descents however large a
+# backlog of scheduled jobs.
+NEXT_DUE = """
+SELECT extract(epoch FROM min(n.run_at) - now())
+FROM generate_series(1, 10) AS p(priority)
+CROSS JOIN LATERAL (SELECT j.run_at FROM jobs j
+                    WHERE j.status = 'pending' AND j.priority = p.priority AND j.run_at > now()
+                    ORDER BY j.run_at LIMIT 1) AS n
+"""
+
+
+def next_due_in_s(conn: Connection) -> Optional[float]:
+    value = conn.execute(text(NEXT_DUE)).scalar()
+    return None if value is None else float(value)
+
+
 # --- start and keep ------------------------------------------------------------------------------------------------
 
 # A job's run starts: its attempt is spent and started_at set, in one statement for every job starting at that

@@ -139,6 +139,13 @@ def test_a_call_whose_queue_runs_dry_ends_after_the_idle_grace(app, engine, sett
     assert time.monotonic() - started < 1
 
 
+def test_a_job_falling_due_within_the_grace_is_run_by_the_same_call(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.later_once", payload="'{\"seconds\": 1.5}'")
+    summary = run(app, engine, settings, budget_s=20, JOBS_IDLE_GRACE_S=2.0)
+    assert (summary.claimed, summary.retried, summary.succeeded) == (2, 1, 1)
+    assert one(engine, job_id)["status"] == "completed"
+
+
 # --- leases follow the work -------------------------------------------------------------------------------------------
 
 def test_a_handler_that_runs_past_the_lease_keeps_its_job(app, engine, settings):
