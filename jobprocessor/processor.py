@@ -320,7 +320,8 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
 
     def claim_up_to(n: int) -> queries.ClaimResult:
         with engine.begin() as conn:
-            return queries.claim(conn, limit=n, worker=token, lease_s=settings.JOBS_LEASE_S, job_type=job_type,
+            return queries.claim(conn, limit=n, worker=token, lease_s=settings.JOBS_LEASE_S,
+                                 job_types=[job_type] if job_type else None,
                                  rescue_limit=settings.JOBS_RESCUE_LIMIT, max_per_store=settings.JOBS_MAX_PER_STORE)
 
     claim = claim_up_to(limit)

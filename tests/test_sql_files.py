@@ -37,6 +37,12 @@ JUSTIFIED = {
     ("024_fair_claim_v2.sql", "ban-drop-table"):
         "job_store_turns is v1's table of store turns, which 023 copied into job_store_queues; from this revision on "
         "nothing reads or writes it (the function that did is replaced in the same file)",
+    ("025_job_store_queues_v2.sql", "ban-drop-function"):
+        "job_store_queues_note() was v1's helper of the triggers; the same file replaces the trigger functions that "
+        "called it (job_store_queues_cover() does its work now), so nothing calls it",
+    ("026_fair_claim_v3.sql", "ban-drop-function"):
+        "v1's per-store probe and v1's directory writes were called only by jobs_fair_claim() v2, which the same "
+        "file replaces (the old signature is dropped and recreated as a wrapper of v3 inside one DO block)",
     ("030_rate_limiter_v1.sql", "require-concurrent-index-creation"):
         "the index is on rate_limiter_waits, created a statement earlier in the same transaction (CONCURRENTLY "
         "cannot run in one); the table holds one row per waiting job at most",
