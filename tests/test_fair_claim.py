@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import threading
 import time
 from collections import Counter
@@ -165,6 +166,23 @@ def test_type_filter_and_future_jobs(clean_db):
     assert claim_and_check(engine, 100) == []
 
 
+def test_a_claim_statement_of_the_previous_release_still_works(clean_db):
+    """During a deploy, processes of the previous release call jobs_fair_claim(integer, text, integer, bigint[])
+    (one type or none): it is a set of one type, or every type, and calls with fewer arguments are v3's."""
+    engine = clean_db
+    insert_jobs(engine, 3, store_id="'a'")
+    insert_jobs(engine, 3, job_type="test.sleep", store_id="'a'")
+    with engine.begin() as conn:
+        old_typed = conn.execute(text("SELECT j.type FROM jobs_fair_claim(CAST(10 AS integer), CAST('test.sleep' AS "
+                                      "text), CAST(NULL AS integer), '{}'::bigint[]) f JOIN jobs j ON j.id = f.job_id")
+                                 ).scalars().all()
+        old_all = conn.execute(text("SELECT count(*) FROM jobs_fair_claim(CAST(10 AS integer), CAST(NULL AS text), "
+                                    "CAST(NULL AS integer), '{}'::bigint[])")).scalar()
+        new_default = conn.execute(text("SELECT count(*) FROM jobs_fair_claim(10)")).scalar()
+        conn.rollback()
+    assert old_typed == ["test.sleep"] * 3 and old_all == 6 and new_default == 6
+
+
 def test_nothing_due_is_one_cheap_statement_and_still_rescues(clean_db):
     engine = clean_db
     insert_jobs(engine, 5, store_id="'a'", run_at="now() + interval '1 hour'")
@@ -248,6 +266,44 @@ QUEUED_TYPES = ["test.a", "test.b", "test.c"]
 # the sets of types a claim may ask for: every type (None), one, some, all queued ones plus one never queued (what a
 # process with more handlers than the queue has types passes), and none of the queued ones
 TYPE_SETS = st.one_of(st.none(), st.lists(st.sampled_from(QUEUED_TYPES + ["test.z"]), max_size=4))
+
+
+def test_processes_claiming_with_type_sets_take_each_job_once_and_only_their_types(database_url, clean_db):
+    """4 OS processes claim concurrently (rounds of 20) from 40 stores holding 4 types, each process for its own
+    set of types -- as processes with different handlers do -- and none for the fourth type: every job of a wanted
+    type is claimed exactly once, by a process that asked for its type; the jobs of the fourth type stay pending."""
+    engine = clean_db
+    insert_jobs(engine, 3200, job_type="test.a", store_id="'s' || (g % 40)",
+                run_at="now() - make_interval(secs => g % 600)")
+    with engine.begin() as conn:  # the same jobs, four types at random
+        conn.execute(text("UPDATE jobs SET type = (ARRAY['test.a', 'test.b', 'test.c', 'test.d'])"
+                          "[1 + (hashint4(id::int) & 3)]"))
+    sets = {"p-ab": ["test.a", "test.b"], "p-bc": ["test.b", "test.c"], "p-ac": ["test.a", "test.c", "test.z"],
+            "p-abc": ["test.a", "test.b", "test.c"]}
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(len(sets)), ctx.Queue()
+    from tests.typed_claim_worker import claim_until_idle
+
+    procs = [ctx.Process(target=claim_until_idle, args=(database_url, name, types, start, results))
+             for name, types in sets.items()]
+    for proc in procs:
+        proc.start()
+    reports = [results.get(timeout=180) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    assert [r[3] for r in reports] == [None] * len(sets)
+    claimed = {name: ids for name, ids, _, _ in reports}
+    for name, ids in claimed.items():
+        assert ids and {job_type for _, job_type in ids} <= set(sets[name]), name
+    every = [job_id for ids in claimed.values() for job_id, _ in ids]
+    assert len(every) == len(set(every))  # never twice
+    with engine.connect() as conn:
+        wanted = {r[0] for r in conn.execute(text("SELECT id FROM jobs WHERE type <> 'test.d'"))}
+        left = dict(conn.execute(text("SELECT type, count(*) FROM jobs WHERE status = 'pending' GROUP BY type")).all())
+    assert set(every) == wanted  # every job of a wanted type, once
+    assert list(left) == ["test.d"]
+    windows = sorted((began, ended, name) for name, _, spans, _ in reports for began, ended in spans)
+    assert any(b[0] < a[1] and b[2] != a[2] for a, b in zip(windows, windows[1:]))  # the claims overlapped
 
 
 @st.composite
