@@ -4,7 +4,7 @@
 -- sql/025_job_store_queues_v2.sql, the directory it reads) and runnable by hand:
 --   psql -v ON_ERROR_STOP=1 -f sql/026_fair_claim_v3.sql
 -- Idempotent (CREATE OR REPLACE; types and the old signature's replacement in DO blocks). Locks: none on jobs or
--- on the directory (it creates functions and types, and drops v1's and v2's helpers). Never edit this file once
+-- on the directory (it creates functions and types, and drops v1's helpers). Never edit this file once
 -- released: add a _v4 file instead. It replaces sql/022 and sql/024 entirely: nothing here refers to them.
 --
 -- THE RULE. jobprocessor/policies/fairness.py (allocate()) is the executable specification; this function takes
@@ -22,14 +22,17 @@
 -- THE PHASES (marked in the function below):
 --   1. merge arrivals   job_store_arrivals_merge() (sql/025): jobs that became pending with no row to hold them
 --                       join the directory. The stores of the arrivals it cannot merge yet are read beside the
---                       directory (4.), so a transaction still open never hides another one's committed job.
+--                       directory (3.), so a transaction still open never hides another one's committed job.
 --   2. levels           the next priority level with a directory row that may hold a wanted due job (one index
 --                       descent of job_store_queues_wait_idx), or an arrival left.
---   3. read the directory  rows of the level in wait_from order (a lower bound of each store's wait), a chunk at a
---                       time; each store's real head (its oldest wanted pending job: one probe) gives its real
---                       rank; a store whose rank is below the order key of the last row read ranks before every
---                       row not read yet, so it is "placed", in rank order; the others wait in a pool for the
---                       next chunk. About one probe per slot, whatever the number of stores.
+--   3. read the directory  rows of the level in wait_from order (a lower bound of each store's wait, for any
+--                       types), a chunk at a time (3a); each store's real head (its oldest wanted pending job: one
+--                       probe) gives its real rank (3b); a store whose rank is below the order key of the last row
+--                       read ranks before every row not read yet, so it is "placed", in rank order (3c); the others
+--                       wait in a pool for the next chunk. About one probe per slot, whatever the number of stores.
+--                       A claim of one type whose jobs come late in the stores (their oldest jobs being of other
+--                       types) would place few stores per chunk that way: it reads the level in order of the
+--                       directory's bound for that type instead (3a'), which costs one entry per row of the level.
 --   4. whole rounds     with every store of the level known and at least one slot per live store: each takes
 --                       floor(slots / live stores) jobs in one locked read (fewer if it runs dry or hits its cap,
 --                       and then it drops out); repeated until fewer slots than live stores are left.
@@ -44,16 +47,17 @@
 -- Where tenant flow control (issue 11, part 2) plugs in, each marked "flow control" below: which types a claim may
 -- take at all (paused types: out of `wanted` before 1.); which stores may run now and how much (paused stores and
 -- store/type pairs, max_running from live leases, starts per minute: the store's `allowance` and `via_types` when
--- it is placed in 3., 0 = not placed); weights (the share each live store is owed in 4., and the order of 5.).
+-- it is placed in 3c, 0 = not placed); weights (the share each live store is owed in 4., and the order of 5.).
 --
--- TYPES. The directory knows, per (store, priority), a superset of the types it covers (sql/025). A row whose
--- types do not meet the wanted ones is not read; a store whose every type is wanted is read as an untyped claim
--- reads it (jobs_fair_idx, one probe for its head); a store that also holds other types is read one wanted type at
--- a time (jobs_fair_type_idx: one probe per wanted type it holds, so its unwanted jobs are never walked). So a claim
--- for the types a process has handlers for (usually a superset of the queue's) costs what an untyped claim costs.
--- What a type filter can cost: the directory rows read and passed over because they hold only unwanted types --
--- about 1 us each, at most one per (store, priority) that has waited longer than the stores served; measured in
--- docs/BENCHMARKS.md.
+-- TYPES. The directory knows, per (store, priority), a superset of the types it covers, each with a lower bound of
+-- its oldest pending job (sql/025). A row that holds none of the wanted types is passed over unprobed. A store whose
+-- every type is wanted is read as an untyped claim reads it (jobs_fair_idx: one descent for its head, one range
+-- read per round). A store that also holds other types is read by type (jobs_fair_type_idx: its wanted types' heads
+-- and next jobs, so its unwanted jobs are never walked), except that a claim of several types finds such a store's
+-- head among its next 8 jobs in jobs_fair_idx when it can (usually the first or second). So a claim for the types a
+-- process has handlers for -- usually a superset of the queue's -- costs what an untyped claim costs; a claim that
+-- leaves some queued types out costs a few more probes; rows holding only unwanted types cost about a microsecond
+-- each when they are read (they are, while they wait longer than the stores served). Measured in docs/BENCHMARKS.md.
 --
 -- LOCKS (every statement that touches job_store_queues, job_store_arrivals or jobs in the claim's path; "waits"
 -- is what it can wait for. Row-lock conflicts that matter: FOR UPDATE conflicts with every other row lock; FOR NO
@@ -77,10 +81,20 @@
 -- So a claim waits for nothing (SKIP LOCKED everywhere, try-locks for new keys); an enqueue or a finish waits at
 -- most for the rest of one claim statement, in the one case above.
 --
--- CONSTANTS. A chunk of the directory is the slots left + 8 rows: a few rows of stores with nothing due, or not
--- certain yet to rank first, do not force a second read (v2 measured 108 rows read for 100 slots at 1,000
--- stores). The merge takes at most 10,000 arrivals (sql/025). Advisory-lock class 20224 is the directory's
--- "creating this row" try-lock (sql/025); 20223 was v1's, gone with its table of turns.
+-- CONSTANTS. A chunk of the directory is the slots left + 8 rows, plus the candidates read and not placed yet: a
+-- few rows of stores with nothing due, or not certain yet to rank first, do not force a second read (v2 measured
+-- 108 rows read for 100 slots at 1,000 stores), and a level that places few stores per row read is read in growing
+-- chunks. A head among a store's next 8 jobs: a claim of several types looks no further before probing type by
+-- type. The merge takes at most 10,000 arrivals (sql/025). Advisory-lock class 20224 is the directory's "creating
+-- this row" try-lock (sql/025); 20223 was v1's, gone with its table of turns.
+--
+-- PLANS. The function's statements are planned once per session (plan_cache_mode = force_generic_plan): their
+-- custom plans cost more to make than to run, and their best plan does not depend on the values. The planner is
+-- told not to sort what an index can give in order, and not to scan the directory sequentially or by bitmap
+-- (enable_sort, enable_seqscan, enable_bitmapscan off): the directory is small but rewritten by every claim, its
+-- statistics lag, a sequential scan would read every dead version left since the last vacuum, and the generic
+-- estimates (a type filter, a keyset cursor) would otherwise prefer reading a whole level and sorting it to
+-- reading the first rows of job_store_queues_wait_idx in order. The directory's writes (sql/025) may sort.
 
 SET lock_timeout = '10s';
 SET statement_timeout = '60s';
@@ -175,10 +189,7 @@ AS $fn$
     WHERE every_type.id IS NOT NULL OR walked.id IS NOT NULL OR by_type.id IS NOT NULL
 $fn$;
 
--- Plans: each statement is planned once per session (force_generic_plan): most cost more to plan than to run, and
--- their best plan does not depend on the values. Every read goes through an index (enable_seqscan off): the
--- directory is small but rewritten by every claim, and a sequential scan would read every dead version left since
--- the last vacuum.
+-- (PLANS, at the top, says why the planner settings.)
 CREATE OR REPLACE FUNCTION jobs_fair_claim(p_limit integer, p_types text[] DEFAULT NULL,
                                            p_max_per_store integer DEFAULT NULL, p_skip bigint[] DEFAULT '{}')
 RETURNS TABLE (job_id bigint, claim_order integer)
