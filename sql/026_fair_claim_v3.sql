@@ -23,8 +23,8 @@
 --   1. merge arrivals   job_store_arrivals_merge() (sql/025): jobs that became pending with no row to hold them
 --                       join the directory. The stores of the arrivals it cannot merge yet are read beside the
 --                       directory (3.), so a transaction still open never hides another one's committed job.
---   2. levels           the next priority level with a directory row that may hold a wanted due job (one index
---                       descent of job_store_queues_wait_idx), or an arrival left.
+--   2. levels           the next priority level with a directory row that may hold a due job (one index descent
+--                       of job_store_queues_wait_idx), or an arrival left.
 --   3. read the directory  rows of the level in wait_from order (a lower bound of each store's wait, for any
 --                       types), a chunk at a time (3a); each store's real head (its oldest wanted pending job: one
 --                       probe) gives its real rank (3b); a store whose rank is below the order key of the last row
@@ -81,10 +81,10 @@
 -- So a claim waits for nothing (SKIP LOCKED everywhere, try-locks for new keys); an enqueue or a finish waits at
 -- most for the rest of one claim statement, in the one case above.
 --
--- CONSTANTS. A chunk of the directory is the slots left + 8 rows, plus the candidates read and not placed yet: a
--- few rows of stores with nothing due, or not certain yet to rank first, do not force a second read (v2 measured
--- 108 rows read for 100 slots at 1,000 stores), and a level that places few stores per row read is read in growing
--- chunks. A head among a store's next 8 jobs: a claim of several types looks no further before probing type by
+-- CONSTANTS. A chunk of the directory is the slots left + 8 rows that may hold a wanted type, plus the
+-- candidates read and not placed yet: a few rows of stores with nothing due, or not certain yet to rank first, do
+-- not force a second read (v2 measured 108 rows read for 100 slots at 1,000 stores), and a level that places few
+-- of the stores it reads is read in chunks that grow. A head among a store's next 8 jobs: a claim of several types looks no further before probing type by
 -- type. The merge takes at most 10,000 arrivals (sql/025). Advisory-lock class 20224 is the directory's "creating
 -- this row" try-lock (sql/025); 20223 was v1's, gone with its table of turns.
 --
@@ -219,7 +219,8 @@ DECLARE
     after_pos         integer;      -- head_lb, store_key), or in 3a' the same with the type's head for head_lb --
     after_head        timestamptz;  -- which is also a lower bound of the rank (for the wanted types) of every row
     after_store       text;         -- not read yet
-    chunk_size        integer;      -- rows per read: slots left + 8, plus the candidates not placed yet
+    chunk_size        integer;      -- rows per read: slots left + 8, plus the candidates not placed yet (a level
+                                    -- that places few of the stores it reads is read in growing chunks)
     rows_read         integer;
     rows_out_of_order integer;      -- 3a, a claim of one type: rows whose bound for that type lies beyond the edge
     last_wait         timestamptz;
@@ -290,14 +291,14 @@ BEGIN
     <<levels>>
     LOOP
         -----------------------------------------------------------------------------------------------------------
-        -- 2. LEVELS: the next one with a row that may hold a wanted due job, or an arrival left
+        -- 2. LEVELS: the next one with a row that may hold a due job, or an arrival left (whether it holds a wanted
+        -- one is for 3. to find: a filter here would walk the same rows of other types once more)
         -----------------------------------------------------------------------------------------------------------
         EXIT levels WHEN slots_left = 0;
         horizon := clock_timestamp();
         SELECT least((SELECT q.priority
                       FROM job_store_queues q
                       WHERE q.priority > coalesce(cur_level, 0) AND q.wait_from <= horizon
-                        AND (wanted IS NULL OR q.types IS NULL OR q.types && wanted)
                       ORDER BY q.priority
                       LIMIT 1),
                      (SELECT min(u.priority) FROM unnest(arrival_levels) AS u(priority)
@@ -383,10 +384,11 @@ BEGIN
                               WHERE q.priority = cur_level AND q.wait_from <= horizon
                                 AND (q.wait_from, q.served_pos, q.head_lb, q.store_key)
                                     > (after_wait, after_pos, after_head, after_store)
+                                AND (wanted IS NULL OR q.types IS NULL OR q.types && wanted)
                                 AND q.store_key NOT IN (SELECT unnest(read_stores))
                               ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
                               LIMIT chunk_size) AS q
-                    ), edge AS (
+                    ), edge AS MATERIALIZED (  -- (computed once, not once per row below)
                         SELECT (array_agg(c.wait_from ORDER BY c.nth DESC))[1] AS e_wait,
                                (array_agg(c.served_pos ORDER BY c.nth DESC))[1] AS e_pos,
                                (array_agg(c.head_lb ORDER BY c.nth DESC))[1] AS e_head,
@@ -398,8 +400,7 @@ BEGIN
                                                   CASE WHEN wanted IS NULL OR c.types <@ wanted THEN NULL
                                                        ELSE coalesce(c.types, wanted) END,
                                                   c.served_at, NULL, c.served_pos, NULL, NULL, '-infinity', 0, 0, 0,
-                                                  NULL, false)::jobs_fair_queue ORDER BY c.nth)
-                                    FILTER (WHERE wanted IS NULL OR c.types IS NULL OR c.types && wanted), '{}'),
+                                                  NULL, false)::jobs_fair_queue ORDER BY c.nth), '{}'),
                            coalesce(array_agg(c.store_key) FILTER (WHERE c.types IS NULL), '{}'),
                            -- for a claim of one type: the rows whose bound for that type is beyond the edge (the
                            -- wait order cannot place them now)

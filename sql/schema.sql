@@ -459,7 +459,8 @@ DECLARE
     after_pos         integer;      -- head_lb, store_key), or in 3a' the same with the type's head for head_lb --
     after_head        timestamptz;  -- which is also a lower bound of the rank (for the wanted types) of every row
     after_store       text;         -- not read yet
-    chunk_size        integer;      -- rows per read: slots left + 8, plus the candidates not placed yet
+    chunk_size        integer;      -- rows per read: slots left + 8, plus the candidates not placed yet (a level
+                                    -- that places few of the stores it reads is read in growing chunks)
     rows_read         integer;
     rows_out_of_order integer;      -- 3a, a claim of one type: rows whose bound for that type lies beyond the edge
     last_wait         timestamptz;
@@ -530,14 +531,14 @@ BEGIN
     <<levels>>
     LOOP
         -----------------------------------------------------------------------------------------------------------
-        -- 2. LEVELS: the next one with a row that may hold a wanted due job, or an arrival left
+        -- 2. LEVELS: the next one with a row that may hold a due job, or an arrival left (whether it holds a wanted
+        -- one is for 3. to find: a filter here would walk the same rows of other types once more)
         -----------------------------------------------------------------------------------------------------------
         EXIT levels WHEN slots_left = 0;
         horizon := clock_timestamp();
         SELECT least((SELECT q.priority
                       FROM job_store_queues q
                       WHERE q.priority > coalesce(cur_level, 0) AND q.wait_from <= horizon
-                        AND (wanted IS NULL OR q.types IS NULL OR q.types && wanted)
                       ORDER BY q.priority
                       LIMIT 1),
                      (SELECT min(u.priority) FROM unnest(arrival_levels) AS u(priority)
@@ -623,10 +624,11 @@ BEGIN
                               WHERE q.priority = cur_level AND q.wait_from <= horizon
                                 AND (q.wait_from, q.served_pos, q.head_lb, q.store_key)
                                     > (after_wait, after_pos, after_head, after_store)
+                                AND (wanted IS NULL OR q.types IS NULL OR q.types && wanted)
                                 AND q.store_key NOT IN (SELECT unnest(read_stores))
                               ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
                               LIMIT chunk_size) AS q
-                    ), edge AS (
+                    ), edge AS MATERIALIZED (  -- (computed once, not once per row below)
                         SELECT (array_agg(c.wait_from ORDER BY c.nth DESC))[1] AS e_wait,
                                (array_agg(c.served_pos ORDER BY c.nth DESC))[1] AS e_pos,
                                (array_agg(c.head_lb ORDER BY c.nth DESC))[1] AS e_head,
@@ -638,8 +640,7 @@ BEGIN
                                                   CASE WHEN wanted IS NULL OR c.types <@ wanted THEN NULL
                                                        ELSE coalesce(c.types, wanted) END,
                                                   c.served_at, NULL, c.served_pos, NULL, NULL, '-infinity', 0, 0, 0,
-                                                  NULL, false)::jobs_fair_queue ORDER BY c.nth)
-                                    FILTER (WHERE wanted IS NULL OR c.types IS NULL OR c.types && wanted), '{}'),
+                                                  NULL, false)::jobs_fair_queue ORDER BY c.nth), '{}'),
                            coalesce(array_agg(c.store_key) FILTER (WHERE c.types IS NULL), '{}'),
                            -- for a claim of one type: the rows whose bound for that type is beyond the edge (the
                            -- wait order cannot place them now)
