@@ -81,10 +81,10 @@
 -- So a claim waits for nothing (SKIP LOCKED everywhere, try-locks for new keys); an enqueue or a finish waits at
 -- most for the rest of one claim statement, in the one case above.
 --
--- CONSTANTS. A chunk of the directory is the slots left + 8 rows that may hold a wanted type, plus the
--- candidates read and not placed yet: a few rows of stores with nothing due, or not certain yet to rank first, do
--- not force a second read (v2 measured 108 rows read for 100 slots at 1,000 stores), and a level that places few
--- of the stores it reads is read in chunks that grow. A head among a store's next 8 jobs: a claim of several types looks no further before probing type by
+-- CONSTANTS. A chunk of the directory is as many rows (that may hold a wanted type) as stores are still needed --
+-- one more than the slots left, at first -- + 8, plus the candidates read and not placed yet: a few rows of stores
+-- with nothing due, or not certain yet to rank first, do not force a second read (v2 measured 108 rows read for
+-- 100 slots at 1,000 stores), and a level that places few of the stores it reads is read in chunks that grow. A head among a store's next 8 jobs: a claim of several types looks no further before probing type by
 -- type. The merge takes at most 10,000 arrivals (sql/025). Advisory-lock class 20224 is the directory's "creating
 -- this row" try-lock (sql/025); 20223 was v1's, gone with its table of turns.
 --
@@ -219,8 +219,8 @@ DECLARE
     after_pos         integer;      -- head_lb, store_key), or in 3a' the same with the type's head for head_lb --
     after_head        timestamptz;  -- which is also a lower bound of the rank (for the wanted types) of every row
     after_store       text;         -- not read yet
-    chunk_size        integer;      -- rows per read: slots left + 8, plus the candidates not placed yet (a level
-                                    -- that places few of the stores it reads is read in growing chunks)
+    chunk_size        integer;      -- rows per read: the stores still needed + 8, plus the candidates not placed
+                                    -- yet (a level that places few of the stores it reads is read in growing chunks)
     rows_read         integer;
     rows_out_of_order integer;      -- 3a, a claim of one type: rows whose bound for that type lies beyond the edge
     last_wait         timestamptz;
@@ -371,7 +371,10 @@ BEGIN
                 -- whose last one bounds the rows not read yet just as well (3a').
                 -----------------------------------------------------------------------------------------------------
                 horizon := clock_timestamp();
-                chunk_size := slots_left + 8 + cardinality(pool);
+                -- as many rows as stores are still needed (whole rounds: one more than the slots left over the live
+                -- queues; a partial round that ran past them: the slots left), + 8, + the candidates not placed yet
+                chunk_size := CASE WHEN partial_at IS NULL THEN slots_left - live_queues + 1 ELSE slots_left END
+                              + 8 + cardinality(pool);
                 IF NOT by_type_bound THEN
                     -- 3a. in wait order
                     WITH chunk AS (

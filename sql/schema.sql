@@ -459,8 +459,8 @@ DECLARE
     after_pos         integer;      -- head_lb, store_key), or in 3a' the same with the type's head for head_lb --
     after_head        timestamptz;  -- which is also a lower bound of the rank (for the wanted types) of every row
     after_store       text;         -- not read yet
-    chunk_size        integer;      -- rows per read: slots left + 8, plus the candidates not placed yet (a level
-                                    -- that places few of the stores it reads is read in growing chunks)
+    chunk_size        integer;      -- rows per read: the stores still needed + 8, plus the candidates not placed
+                                    -- yet (a level that places few of the stores it reads is read in growing chunks)
     rows_read         integer;
     rows_out_of_order integer;      -- 3a, a claim of one type: rows whose bound for that type lies beyond the edge
     last_wait         timestamptz;
@@ -611,7 +611,10 @@ BEGIN
                 -- whose last one bounds the rows not read yet just as well (3a').
                 -----------------------------------------------------------------------------------------------------
                 horizon := clock_timestamp();
-                chunk_size := slots_left + 8 + cardinality(pool);
+                -- as many rows as stores are still needed (whole rounds: one more than the slots left over the live
+                -- queues; a partial round that ran past them: the slots left), + 8, + the candidates not placed yet
+                chunk_size := CASE WHEN partial_at IS NULL THEN slots_left - live_queues + 1 ELSE slots_left END
+                              + 8 + cardinality(pool);
                 IF NOT by_type_bound THEN
                     -- 3a. in wait order
                     WITH chunk AS (
