@@ -15,12 +15,14 @@ latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING)
            type), with the types of a process's handlers (the four queued types and three more), and with three
            of the four queued types. At the largest store count also: a queue with 1,000 more stores holding only
            a fifth type nobody asks for, which have waited longest (what a type filter can cost), and a queue with
-           nothing due yet (all run_at in the future). For each claim size in `--limits`.
+           nothing due yet (all run_at in the future), and the queue of the first line with every store served in the
+           last 10 minutes instead (the steady state of a drained backlog). For each claim size in `--limits`.
            Wall time is measured by the client; server CPU time (from /proc, for a server on this machine) is
            steadier on a shared machine; `pk` is the server CPU time of 1,000 primary-key probes in the same run,
            to scale the figures to other hardware.
-explain:   EXPLAIN (ANALYZE, BUFFERS) of the claim statement on that queue, untyped and with three of the four
-           types, and, through auto_explain, of the statements jobs_fair_claim() runs inside; and of the FIFO claim.
+explain:   EXPLAIN (ANALYZE, BUFFERS) of the claim statement on that queue, untyped, of one type and of three of the
+           four types, and, through auto_explain, of the statements jobs_fair_claim() runs inside; and of the FIFO
+           claim.
 profile:   where the fair claim's cost goes: server CPU per call of jobs_fair_claim() v3 alone (untyped, typed, the
            handlers' types, three of four types), of v2's function (untyped, typed) and of FIFO's locked read, on
            that queue, interleaved.
@@ -89,11 +91,14 @@ HANDLER_TYPES = sorted(QUEUED_TYPES + ("product.optimize", "system.cleanup", "de
 UNHANDLED_TYPE = "bench.unhandled"
 
 
-def fill(engine, n_jobs: int, n_stores: int, due: bool = True, unhandled_stores: int = 0) -> None:
+def fill(engine, n_jobs: int, n_stores: int, due: bool = True, unhandled_stores: int = 0,
+         served_lately: bool = False) -> None:
     """n_jobs pending jobs of the four QUEUED_TYPES (at random, by a hash of the id): even ids to store 'big', odd ids spread over
     n_stores - 1 others; run_at over the last 3 hours (or the next 3 hours), interleaved; every store served once
     before (a turn an hour before its oldest job). With unhandled_stores, that many more stores with 10 jobs each of
-    UNHANDLED_TYPE, older than every other job and never served (nobody asks for their type)."""
+    UNHANDLED_TYPE, older than every other job and never served (nobody asks for their type). served_lately: every
+    store was served in the last 10 minutes instead, in a random order (the steady state of a backlog being
+    drained: each store's wait is its turn, not its oldest job)."""
     when = "now() - interval '3 hours'" if due else "now() + interval '1 hour'"
     step = 3 * 3600 * 1000 // n_jobs or 1
     with engine.begin() as conn:
@@ -105,8 +110,12 @@ def fill(engine, n_jobs: int, n_stores: int, due: bool = True, unhandled_stores:
                    5, {when} + g * make_interval(secs => :step / 1000.0), '{{}}'
             FROM generate_series(1, :n) AS g"""),
                      {"n": n_jobs, "others": n_stores - 1, "step": step, "types": list(QUEUED_TYPES)})
-        # every store's turn (in the directory of store queues), an hour before its oldest job
-        conn.execute(text("UPDATE job_store_queues SET served_at = now() - interval '4 hours', served_pos = 1"))
+        # every store's turn (in the directory of store queues): an hour before its oldest job, or lately
+        if served_lately:
+            conn.execute(text("UPDATE job_store_queues SET served_at = now() - random() * interval '10 minutes', "
+                              "served_pos = 1 + (random() * 99)::int"))
+        else:
+            conn.execute(text("UPDATE job_store_queues SET served_at = now() - interval '4 hours', served_pos = 1"))
         if unhandled_stores:
             conn.execute(text("""
                 INSERT INTO jobs (type, store_id, priority, run_at, payload)
@@ -259,7 +268,8 @@ def cmd_latency(args) -> None:
     for n_stores in args.stores:
         queues = [("due", dict(due=True))]
         if n_stores == largest:
-            queues += [("+unhandled", dict(due=True, unhandled_stores=1000)), ("none due", dict(due=False))]
+            queues += [("served lately", dict(due=True, served_lately=True)),
+                       ("+unhandled", dict(due=True, unhandled_stores=1000)), ("none due", dict(due=False))]
         for label, fill_args in queues:
             fill(engine, args.jobs, n_stores, **fill_args)
             variants = list(VARIANTS) if label != "none due" else ["fifo", "v2", "v3", "v3 handlers"]
@@ -290,6 +300,8 @@ def cmd_explain(args) -> None:
     conn.notices = []  # every notice (psycopg2 keeps the last 50 by default)
     cur = conn.cursor()
     cases = (("fair claim v3, untyped (queries.CLAIM)", queries.CLAIM, dict(job_types=None), True),
+             (f"fair claim v3, one type ({QUEUED_TYPES[0]!r}, `?type=`)", queries.CLAIM,
+              dict(job_types=queries.array_literal([QUEUED_TYPES[0]])), True),
              (f"fair claim v3, types {list(QUEUED_TYPES[:3])} (3 of the 4 queued)", queries.CLAIM,
               dict(job_types=queries.array_literal(sorted(QUEUED_TYPES[:3]))), True),
              ("FIFO claim (queries.FIFO_CLAIM)", queries.FIFO_CLAIM, dict(job_types=None), False))
