@@ -112,7 +112,7 @@ def claim_work(engine, n: int = 7) -> dict:
     return {"buffers": statistics.median(buffers), "server_ms": round(statistics.median(exec_ms), 3)}
 
 
-CLAIM_PARAMS = {"limit": 10, "worker": "bench", "lease_s": 300, "job_type": None, "rescue_limit": 1000,
+CLAIM_PARAMS = {"limit": 10, "worker": "bench", "lease_s": 300, "job_types": None, "rescue_limit": 1000,
                 "max_per_store": None}
 
 

@@ -40,7 +40,7 @@ from . import maintenance, queries, ticks
 from .config import Settings
 from .executor import Run, execute, job_from_row
 from .extensions import db
-from .handlers.registry import HandlerSpec, get_handler
+from .handlers.registry import HandlerSpec, get_handler, registered_types
 from .leases import LeaseKeeper, keeper_for
 from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
 from .policies import runtime
@@ -240,6 +240,8 @@ class _Tick:
         self.last_activity = self.started
         self.spec_cache: dict[str, Optional[HandlerSpec]] = {}
         self.schedules_enqueued = False
+        # a process claims only the types it has handlers for (the call's `type` filter: that one)
+        self.types = [job_type] if job_type else registered_types()
 
     # -- the coordinator ----------------------------------------------------------------------------------------
 
@@ -336,17 +338,42 @@ class _Tick:
             return runtime.round_size([lane.load() for lane in self.lanes.values()], horizon_s=PREFETCH_HORIZON_S,
                                       left=self.limit - self.claimed, max_round=MAX_ROUND)
 
+    def _claim_types(self, now: float) -> list[str]:
+        """Under self.cond: the types this round asks for — the process's own, less those that no longer fit in
+        what is left of the budget and those whose lane already has its prefetch waiting (or its limit no room)."""
+        left = self.budget_end - now
+        wanted = []
+        for job_type in self.types:
+            spec = self._spec(job_type)
+            if spec is None or not runtime.may_start(self.book.estimate(job_type, self._timeout(spec)), left):
+                continue
+            lane = self.lanes.get(spec.rate_limited or CPU_LANE)
+            if lane is not None and lane.name != CPU_LANE:
+                load = lane.load()
+                if load.free == 0 and load.ready >= runtime.prefetch(load, PREFETCH_HORIZON_S):
+                    continue
+            wanted.append(job_type)
+        return wanted
+
     def _claim_round(self, *, size: Optional[int] = None, first: bool = False) -> int:
         """Claim one round; returns how many jobs it claimed."""
-        if first:
-            with self.cond:
+        with self.cond:
+            if first:
                 size = runtime.round_size([lane.load() for lane in self.lanes.values()], horizon_s=PREFETCH_HORIZON_S,
                                           left=self.limit, max_round=MAX_ROUND)
+                types = self.types  # the first round reads no estimate: a call with nothing due is one statement
+            else:
+                types = self._claim_types(time.monotonic())
+            if not types:  # nothing this process handles can start in what is left, or every lane is full: as dry
+                self.last_empty_claim = time.monotonic()
+                if self.dry_since is None:
+                    self.dry_since = self.last_empty_claim
+                return 0
         tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
         try:
             with self.engine.begin() as conn:
                 claim = queries.claim(conn, limit=size, worker=self.token, lease_s=self.settings.JOBS_LEASE_S,
-                                      job_type=self.job_type, rescue_limit=self.settings.JOBS_RESCUE_LIMIT,
+                                      job_types=types, rescue_limit=self.settings.JOBS_RESCUE_LIMIT,
                                       max_per_store=self.settings.JOBS_MAX_PER_STORE, tick=tick)
         except Exception:
             if first:
@@ -363,7 +390,7 @@ class _Tick:
         observe_claimed((row["type"] for row in rows), claim.rescued)
         if rows:
             self.keeper.hold([row["id"] for row in rows], self.token, self.answer_by + GRACE_S)
-            self.book.ensure_loaded({row["type"] for row in rows})
+            self.book.ensure_loaded(self.types)  # one statement, once: the estimates of every type it may claim
         if claim.schedules_due:
             self._enqueue_schedules()
         now = time.monotonic()

@@ -56,23 +56,25 @@ rescued AS (
     RETURNING jobs.id, jobs.status
 )"""
 
-# The claim's `due` step: jobs_fair_claim() (sql/024_fair_claim_v2.sql), fair across stores. Priority is global;
+# The claim's `due` step: jobs_fair_claim() (sql/026_fair_claim_v3.sql), fair across stores. Priority is global;
 # within a priority level the slots are shared max-min fairly (water-filling, in rounds) among the stores with due
 # jobs, and when there are more stores than slots the stores that have waited longest go first (so over successive
-# calls every store is served in turn); within a store: priority, run_at, id. max_per_store (JOBS_MAX_PER_STORE)
-# caps one store's jobs per call. jobprocessor/policies/fairness.py is the same rule in Python (the tests compare
-# the two). The shape, and its cost, are explained beside the function (sql/024_fair_claim_v2.sql); in short: the
-# stores whose turn it is come from the directory job_store_queues (sql/023, kept by triggers on jobs), read in
-# wait order and stopped after about as many stores as there are slots, one index probe each for its head; then
-# per-store reads of only as many jobs as the store can be given, each `ORDER BY run_at, id LIMIT n FOR UPDATE SKIP
-# LOCKED`, so concurrent callers skip each other's rows and the recheck of status = 'pending' keeps a row claimed
-# meanwhile out. It returns the ids locked, with their place in the claim order (priority, round, rank). LIMIT
-# tells the planner how few rows come back (the UPDATE then joins by primary key). The jobs this statement rescues are passed in to be left alone:
-# the function would see them pending (sql/022_fair_claim_v1.sql, note 6); the next call can claim them.
+# calls every store is served in turn); within a store: priority, run_at, id. job_types restricts the claim to jobs
+# of those types (None: every type) -- a process passes the types it has handlers for. max_per_store
+# (JOBS_MAX_PER_STORE) caps one store's jobs per call. jobprocessor/policies/fairness.py is the same rule in Python
+# (the tests compare the two). The shape, and its cost, are explained beside the function; in short: the stores
+# whose turn it is come from the directory job_store_queues (sql/025, kept by triggers on jobs, which also knows
+# each store's types), read in wait order and stopped after about as many stores as there are slots, one index
+# probe each for its head; then per-store reads of only as many jobs as the store can be given, each `ORDER BY
+# run_at, id LIMIT n FOR UPDATE SKIP LOCKED`, so concurrent callers skip each other's rows and the recheck of
+# status = 'pending' keeps a row claimed meanwhile out. It returns the ids locked, with their place in the claim
+# order (priority, round, rank). LIMIT tells the planner how few rows come back (the UPDATE then joins by primary
+# key). The jobs this statement rescues are passed in to be left alone: the function would see them pending, and
+# this statement's UPDATE cannot change a row twice; the next call can claim them.
 _FAIR_DUE_CTE = """
 due AS (
     SELECT f.job_id AS id, f.claim_order
-    FROM jobs_fair_claim(CAST(:limit AS integer), CAST(:job_type AS text), CAST(:max_per_store AS integer),
+    FROM jobs_fair_claim(CAST(:limit AS integer), CAST(:job_types AS text[]), CAST(:max_per_store AS integer),
                          ARRAY(SELECT id FROM rescued)) AS f
     LIMIT :limit
 )"""
@@ -86,7 +88,7 @@ _FIFO_DUE_CTE = """
 due AS (
     SELECT id, CAST(NULL AS integer) AS claim_order FROM jobs
     WHERE status = 'pending' AND run_at <= now()
-      AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
+      AND (CAST(:job_types AS text[]) IS NULL OR type = ANY (CAST(:job_types AS text[])))
     ORDER BY priority, run_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -167,24 +169,31 @@ class ClaimResult:
         return self.rescued_pending + self.rescued_failed
 
 
-def claim(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
-          rescue_limit: int = 1000, max_per_store: Optional[int] = None,
-          tick: Optional[TickStart] = None) -> ClaimResult:
+def claim(conn: Connection, *, limit: int, worker: str, lease_s: float,
+          job_types: Optional[Sequence[str]] = None, rescue_limit: int = 1000,
+          max_per_store: Optional[int] = None, tick: Optional[TickStart] = None) -> ClaimResult:
     """Rescue expired leases and lease up to `limit` due jobs fairly across stores to `worker`, in one statement;
-    with `tick`, also record the call in job_ticks (a call's first claim)."""
+    with `job_types`, only jobs of those types (an empty list claims nothing); with `tick`, also record the call in
+    job_ticks (a call's first claim)."""
+    params = dict(limit=limit, worker=worker, lease_s=lease_s, job_types=_types_param(job_types),
+                  rescue_limit=rescue_limit, max_per_store=max_per_store)
     if tick is None:
-        return _claim(conn, CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
-                      rescue_limit=rescue_limit, max_per_store=max_per_store)
-    return _claim(conn, CLAIM_FIRST, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
-                  rescue_limit=rescue_limit, max_per_store=max_per_store, tick_limit=tick.limit,
-                  tick_budget_s=tick.budget_s, tick_job_type=tick.job_type)
+        return _claim(conn, CLAIM, **params)
+    return _claim(conn, CLAIM_FIRST, **params, tick_limit=tick.limit, tick_budget_s=tick.budget_s,
+                  tick_job_type=tick.job_type)
 
 
-def claim_fifo(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
-               rescue_limit: int = 1000) -> ClaimResult:
+def claim_fifo(conn: Connection, *, limit: int, worker: str, lease_s: float,
+               job_types: Optional[Sequence[str]] = None, rescue_limit: int = 1000) -> ClaimResult:
     """The same, oldest first regardless of store: the baseline the benchmarks compare the fair claim with."""
-    return _claim(conn, FIFO_CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
+    return _claim(conn, FIFO_CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_types=_types_param(job_types),
                   rescue_limit=rescue_limit, max_per_store=None)
+
+
+def _types_param(job_types: Optional[Sequence[str]]) -> Optional[str]:
+    if isinstance(job_types, str):
+        raise TypeError("job_types is a sequence of type names, not one string")
+    return None if job_types is None else array_literal(sorted(set(job_types)))
 
 
 def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
