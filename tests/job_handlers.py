@@ -98,4 +98,11 @@ def deferred_forever(job):
     raise RetryLater(0, f"not yet (deferral {job.deferrals + 1})")
 
 
+@handler("test.later_once", max_attempts=3, timeout_s=10)
+def later_once(job):
+    if job.deferrals == 0:
+        raise RetryLater(float(job.payload.get("seconds", 1.5)), "come back soon")
+    return {"deferrals": job.deferrals}
+
+
 from tests import workflow_handlers  # noqa: E402,F401 - the workflow tests' handlers, registered with these

@@ -41,7 +41,8 @@ def job(engine, job_id):
 
 def claim(engine, limit=1000, job_type=None):
     with engine.begin() as conn:
-        return queries.claim(conn, limit=limit, worker=WORKER, lease_s=300, job_type=job_type).jobs
+        return queries.claim(conn, limit=limit, worker=WORKER, lease_s=300,
+                             job_types=None if job_type is None else [job_type]).jobs
 
 
 def finish(engine, outcomes):

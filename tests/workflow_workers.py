@@ -46,7 +46,7 @@ def finisher(database_url: str, rounds: int, per_round: int, fail_ids, barrier, 
     try:
         for _ in range(rounds):
             with engine.begin() as conn:
-                rows = queries.claim(conn, limit=per_round, worker=token, lease_s=300, job_type="test.echo").jobs
+                rows = queries.claim(conn, limit=per_round, worker=token, lease_s=300, job_types=["test.echo"]).jobs
                 queries.start(conn, token, [r["id"] for r in rows])
             barrier.wait(60)
             outcomes = [Outcome(r["id"], "failed", error="failed on purpose") if r["id"] in fail_ids
@@ -83,7 +83,7 @@ def watcher(database_url: str, stop, results) -> None:
     try:
         while idle_after_stop < 3:
             with engine.begin() as conn:
-                rows = queries.claim(conn, limit=500, worker=token, lease_s=300, job_type="wf.stage").jobs
+                rows = queries.claim(conn, limit=500, worker=token, lease_s=300, job_types=["wf.stage"]).jobs
                 ids = [r["id"] for r in rows]
                 if ids:
                     early += [tuple(row) for row in conn.execute(text(EARLY), {"ids": ids})]
