@@ -189,7 +189,8 @@ def signin_page():
             error, status = "That secret opens nothing here.", 401
     response = make_response("", status)
     token = session.signin_token(request, settings, response)
-    response.set_data(page("signin.html", error=error, signin_token=token,
+    # the form only (session=None: no navigation, no sign-out form with the session's token on this page)
+    response.set_data(page("signin.html", session=None, may_act=False, error=error, signin_token=token,
                            next=_safe_next(request.values.get("next"))))
     if status == 429:
         response.headers["Retry-After"] = "600"
