@@ -142,9 +142,7 @@ def parse_filter(action: str, raw: Any) -> BulkFilter:
     values = {name: _text(name, raw.get(name)) for name in TEXT_FIELDS}
     if values["error_group"] is not None and len(values["error_group"]) > MAX_GROUP:
         raise BulkError("error_group", f"filter.error_group is at most {MAX_GROUP} characters")
-    times = {name: parse_time(name, raw.get(name)) for name in TIME_FIELDS}
-    if times["created_after"] and times["created_before"] and times["created_after"] >= times["created_before"]:
-        raise BulkError("created_before", "filter.created_before must be later than filter.created_after")
+    times = {name: parse_time(name, raw.get(name)) for name in TIME_FIELDS}  # an empty window matches nothing
     return BulkFilter(statuses=statuses, **values, **times)
 
 
