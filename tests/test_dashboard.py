@@ -298,3 +298,41 @@ def test_flow_control_lights_up_when_its_objects_exist(operator, engine, flow_co
 def test_without_flow_control_its_actions_say_so(operator):
     response = operator.post("/dashboard/pauses", data={"csrf_token": page_token(operator), "type": "x"})
     assert response.status_code == 501 and "not available" in response.get_data(as_text=True)
+
+
+# --- figures that stay cheap at scale --------------------------------------------------------------------------------
+
+def test_big_counts_are_capped_then_estimated(operator, engine, monkeypatch):
+    from jobprocessor import counts
+    from jobprocessor.dashboard import data
+
+    insert_jobs(engine, 40, run_at="now() - interval '1 minute'")
+    insert_jobs(engine, 2, job_type="test.fail")
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE jobs"))
+        exact = counts.bounded_count(conn, counts.DUE, cap=100)
+        capped = counts.bounded_count(conn, counts.DUE, cap=10)
+        wait = counts.oldest_due_wait_s(conn)
+    assert (exact.n, exact.exact, str(exact)) == (42, True, "42")
+    assert capped.exact is False and capped.n > 10 and str(capped).startswith("≈")
+    assert 55 < wait < 120
+    monkeypatch.setattr(data, "DUE_COUNT_CAP", 10)
+    monkeypatch.setattr(data, "TYPE_COUNT_CAP", 5)
+    body = operator.get("/dashboard/").get_data(as_text=True)
+    assert 'id="due">≈' in body
+    assert '≈' in body.split('id="by-type"')[1].split("test.echo</a>")[1].split("</tr>")[0]  # test.echo: 40 > 5
+    assert ">2<" in body.split('id="by-type"')[1].split("test.fail</a>")[1].split("</tr>")[0]  # test.fail: exact
+
+
+def test_the_charts_spread_each_tick_over_the_minutes_it_ran(engine):
+    from jobprocessor.dashboard import data
+
+    with engine.begin() as conn:
+        # 60 jobs done by a call that ran from 90 s to 30 s ago (a minute, across two or three buckets)
+        conn.execute(text("INSERT INTO job_ticks (worker, job_limit, budget_s, succeeded, failed, started_at, "
+                          "ended_at) VALUES ('w', 1, 1, 60, 6, now() - interval '90 s', now() - interval '30 s')"))
+        hour = data._rows(conn, data.THROUGHPUT, step="1 minute", span="1 hour")
+    assert len(hour) in (60, 61)
+    touched = [b for b in hour if b["completed"]]
+    assert 2 <= len(touched) <= 3
+    assert abs(sum(b["completed"] for b in hour) - 60) < 1e-6 and abs(sum(b["failed"] for b in hour) - 6) < 1e-6

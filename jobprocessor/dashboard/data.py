@@ -12,7 +12,7 @@ from typing import Iterator, Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from .. import queries, queue_health, ticks
+from .. import counts, queries, queue_health, ticks
 from ..bulk.actions import GROUP_OF
 from ..bulk.filter import like_escape
 
@@ -36,43 +36,57 @@ def _rows(conn: Connection, sql: str, **params) -> list[dict]:
 
 # --- overview ------------------------------------------------------------------------------------------------------
 
-# The live queue by type: an index-only scan of jobs_type_status_live_idx (pending and running jobs only).
-LIVE_BY_TYPE = """
-SELECT type, status, count(*) AS n FROM jobs WHERE status IN ('pending', 'running') GROUP BY type, status
+# The types with live jobs: a skip scan of jobs_type_status_live_idx (one probe per type); then each (type, status)
+# counted exactly up to TYPE_COUNT_CAP, estimated beyond (counts.bounded_count): the cost follows the number of
+# types, not the size of the queue.
+LIVE_TYPES = """
+WITH RECURSIVE t AS (
+    (SELECT type FROM jobs WHERE status IN ('pending', 'running') ORDER BY type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.type FROM jobs j WHERE j.status IN ('pending', 'running') AND j.type > t.type
+            ORDER BY j.type LIMIT 1)
+    FROM t WHERE t.type IS NOT NULL
+)
+SELECT type FROM t WHERE type IS NOT NULL
 """
+TYPE_COUNT_CAP = 2_000
+DUE_COUNT_CAP = 10_000
 # What finished in the last hour, by type: jobs_finished_idx (status, completed_at), the last hour's range only.
 FINISHED_BY_TYPE = """
 SELECT type, status, count(*) AS n FROM jobs
 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at > now() - interval '1 hour'
 GROUP BY type, status
 """
-# Due jobs and the oldest due wait: jobs_claim_idx (priority, run_at, id) WHERE pending, the due part of it.
-DUE = """
-SELECT count(*) AS due, extract(epoch FROM now() - min(run_at))::float8 AS oldest_wait_s
-FROM jobs WHERE status = 'pending' AND run_at <= now()
-"""
 # Completed and failed per bucket, from the ticks' own counts (job_ticks: one row per call, a few thousand a day,
-# job_ticks_started_idx): a call's counts are spread over the buckets its run overlaps, in proportion. Cheap
-# whatever the throughput; a call still running counts when it ends.
+# job_ticks_started_idx): each call's counts are spread over the buckets its run overlaps, in proportion (one row
+# per call and bucket it touched). Cheap whatever the throughput; a call still running counts when it ends.
 THROUGHPUT = """
-SELECT b.s AS at,
-       coalesce(sum(t.succeeded * o.share), 0)::float8 AS completed,
-       coalesce(sum(t.failed * o.share), 0)::float8 AS failed
+WITH parts AS (
+    SELECT p.s, t.succeeded * o.share AS completed, t.failed * o.share AS failed
+    FROM job_ticks t
+    CROSS JOIN LATERAL generate_series(date_bin(CAST(:step AS interval), t.started_at, timestamptz '2000-01-01'),
+                                       t.ended_at, CAST(:step AS interval)) AS p(s)
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN t.ended_at <= t.started_at THEN 1.0
+                    ELSE extract(epoch FROM least(t.ended_at, p.s + CAST(:step AS interval)) - greatest(t.started_at, p.s))
+                         / extract(epoch FROM t.ended_at - t.started_at) END AS share
+    ) AS o
+    WHERE t.started_at > now() - CAST(:span AS interval) - interval '20 minutes' AND t.ended_at IS NOT NULL
+      AND (t.succeeded > 0 OR t.failed > 0)
+)
+SELECT b.s AS at, coalesce(sum(parts.completed), 0)::float8 AS completed,
+       coalesce(sum(parts.failed), 0)::float8 AS failed
 FROM generate_series(date_bin(CAST(:step AS interval), now() - CAST(:span AS interval), timestamptz '2000-01-01'),
                      now(), CAST(:step AS interval)) AS b(s)
-LEFT JOIN job_ticks t
-       ON t.started_at > now() - CAST(:span AS interval) - interval '20 minutes'
-      AND t.started_at < b.s + CAST(:step AS interval) AND t.ended_at >= b.s
-      AND (t.succeeded > 0 OR t.failed > 0)
-LEFT JOIN LATERAL (
-    SELECT CASE WHEN t.ended_at <= t.started_at THEN 1.0
-                ELSE extract(epoch FROM least(t.ended_at, b.s + CAST(:step AS interval)) - greatest(t.started_at, b.s))
-                     / extract(epoch FROM t.ended_at - t.started_at) END AS share
-) AS o ON true
+LEFT JOIN parts ON parts.s = b.s
 GROUP BY b.s
 ORDER BY b.s
 """
 RUNTIMES = "SELECT type, recent_s, runs, updated_at FROM job_type_runtimes ORDER BY type"
+
+
+def read_alerts(conn: Connection) -> list[dict]:
+    return _rows(conn, queue_health.ALERTS)
 
 
 def percentile(samples: list[float], q: float) -> Optional[float]:
@@ -84,15 +98,34 @@ def percentile(samples: list[float], q: float) -> Optional[float]:
 
 
 def by_type(rows: list[dict]) -> list[dict]:
-    """[{type, status, n}] -> [{type, pending, running, completed, failed, cancelled}] sorted by type."""
+    """[{type, status, n, exact}] -> [{type, pending, running, completed, failed, cancelled, approx: {statuses}}]
+    sorted by type."""
     table: dict[str, dict] = {}
     for row in rows:
-        table.setdefault(row["type"], {"type": row["type"], **{s: 0 for s in STATUSES}})[row["status"]] += int(row["n"])
+        entry = table.setdefault(row["type"], {"type": row["type"], **{s: 0 for s in STATUSES}, "approx": set()})
+        entry[row["status"]] += int(row["n"])
+        if not row.get("exact", True):
+            entry["approx"].add(row["status"])
     return [table[t] for t in sorted(table)]
 
 
-def overview(conn: Connection) -> dict:
-    due = conn.execute(text(DUE)).mappings().one()
+def live_by_type(conn: Connection) -> list[dict]:
+    rows = []
+    for job_type in [r["type"] for r in _rows(conn, LIVE_TYPES)]:
+        for status in ("pending", "running"):
+            count = counts.bounded_count(conn, "type = :type AND status = :status",
+                                         {"type": job_type, "status": status}, cap=TYPE_COUNT_CAP)
+            rows.append({"type": job_type, "status": status, "n": count.n, "exact": count.exact})
+    return rows
+
+
+def overview(conn: Connection, alerts: Optional[list] = None) -> dict:
+    """The overview's figures; `alerts` as read already (job_queue_alerts costs a scan of the due jobs: the
+    dashboard reads it at most every ALERTS_TTL_S per process, see views.py)."""
+    due = counts.bounded_count(conn, counts.DUE, cap=DUE_COUNT_CAP)
+    types = by_type(live_by_type(conn) + _rows(conn, FINISHED_BY_TYPE))
+    totals = {status: counts.Count(sum(t[status] for t in types), all(status not in t["approx"] for t in types))
+              for status in ("pending", "running")}
     runtimes = []
     for row in _rows(conn, RUNTIMES):
         samples = [float(x) for x in row["recent_s"]]
@@ -101,12 +134,12 @@ def overview(conn: Connection) -> dict:
                          "updated_at": row["updated_at"]})
     return {
         # pending and running: all of them; completed, failed, cancelled: in the last hour
-        "by_type": by_type(_rows(conn, LIVE_BY_TYPE) + _rows(conn, FINISHED_BY_TYPE)),
-        "due": int(due["due"]), "oldest_wait_s": due["oldest_wait_s"],
+        "by_type": types, "totals": totals,
+        "due": due, "oldest_wait_s": counts.oldest_due_wait_s(conn),
         "hour": _rows(conn, THROUGHPUT, step="1 minute", span="1 hour"),
         "day": _rows(conn, THROUGHPUT, step="30 minutes", span="24 hours"),
         "runtimes": runtimes,
-        "alerts": _rows(conn, queue_health.ALERTS),
+        "alerts": alerts if alerts is not None else read_alerts(conn),
         "ticks": ticks.recent(conn, limit=10),
         "last_tick_age_s": ticks.last_tick_age_s(conn),
     }
@@ -140,15 +173,18 @@ SELECT store_key,
 FROM heads
 GROUP BY store_key
 """
-# The counts of one page of stores: index-only range scans of jobs_fair_idx (due) and jobs_store_status_live_idx
-# (running) per store.
-STORE_COUNTS = """
+# The counts of one page of stores: range scans of jobs_fair_idx (due, pending) and jobs_store_status_live_idx
+# (running) per store, each stopped at STORE_COUNT_CAP (shown as "10,000+").
+STORE_COUNT_CAP = 10_000
+STORE_COUNTS = f"""
 SELECT s.store_key,
-       (SELECT count(*) FROM jobs j WHERE j.status = 'pending' AND coalesce(j.store_id, '') = s.store_key
-           AND j.priority = ANY(CAST(:priorities AS smallint[])) AND j.run_at <= now()) AS due,
-       (SELECT count(*) FROM jobs j WHERE j.status = 'pending' AND coalesce(j.store_id, '') = s.store_key
-           AND j.priority = ANY(CAST(:priorities AS smallint[]))) AS pending,
-       (SELECT count(*) FROM jobs j WHERE j.status = 'running' AND j.store_id = nullif(s.store_key, '')) AS running
+       (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'pending' AND coalesce(j.store_id, '') = s.store_key
+           AND j.priority = ANY(CAST(:priorities AS smallint[])) AND j.run_at <= now() LIMIT {STORE_COUNT_CAP + 1}) AS c)
+           AS due,
+       (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'pending' AND coalesce(j.store_id, '') = s.store_key
+           AND j.priority = ANY(CAST(:priorities AS smallint[])) LIMIT {STORE_COUNT_CAP + 1}) AS c) AS pending,
+       (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'running' AND j.store_id = nullif(s.store_key, '')
+           LIMIT {STORE_COUNT_CAP + 1}) AS c) AS running
 FROM unnest(CAST(:stores AS text[])) AS s(store_key)
 """
 PRIORITIES = queries.array_literal(list(range(1, 11)))

@@ -6,9 +6,9 @@ that act need the operator role (read-only sessions get no action buttons, and t
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
+import time
 from typing import Any, Optional
 from urllib.parse import urlencode
 
@@ -209,11 +209,26 @@ def signout():
 
 # --- pages ---------------------------------------------------------------------------------------------------------
 
+ALERTS_TTL_S = 10.0  # job_queue_alerts scans the due jobs: read it at most this often per process
+
+
+def _alerts(conn) -> tuple[list, float]:
+    """The alerts firing now, read at most every ALERTS_TTL_S per process (however many dashboards refresh), and
+    their age in seconds."""
+    cache = current_app.extensions.setdefault("jobprocessor_dashboard_alerts", {})
+    now = time.monotonic()
+    if "rows" not in cache or now - cache["at"] > ALERTS_TTL_S:
+        cache.update(rows=data.read_alerts(conn), at=now)
+    return cache["rows"], now - cache["at"]
+
+
 @bp.get("/")
 def overview():
     refresh = int_param("refresh", request.args.get("refresh"), 0, 3600, 5)
     with data.reading(db.engine) as conn:
-        values = data.overview(conn)
+        alerts, alerts_age_s = _alerts(conn)
+        values = data.overview(conn, alerts=alerts)
+    values["alerts_age_s"] = alerts_age_s
     values["hour_chart"] = charts.bar_chart(values["hour"], label_every=10)
     values["day_chart"] = charts.bar_chart(values["day"], label_every=8)
     values["limiter"] = rate_limiter_stats()
