@@ -124,6 +124,11 @@ def ago(seconds: Any) -> str:
     return f"{s / 86400:.1f} d"
 
 
+@bp.app_template_filter("num")
+def num(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 @bp.app_template_filter("ts")
 def ts(moment: Any) -> str:
     if moment is None:
@@ -244,7 +249,8 @@ def stores_page():
         features = flow_control.features(conn)
         keys = [s["store_key"] for s in values["stores"]]
         controls = _controls(conn, features, keys)
-    return page("stores.html", q=search or "", features=features, controls=controls, **values)
+    return page("stores.html", q=search or "", features=features, controls=controls, cap=data.STORE_COUNT_CAP,
+                **values)
 
 
 def _controls(conn, features, store_keys: list[str]) -> dict[str, dict]:
