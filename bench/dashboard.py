@@ -9,12 +9,15 @@ queue, `--live-share` of the jobs (created over the last two hours: 80 % due, 20
 of the jobs in batches of 30; 10 types; two callers' ticks over the last day. Then VACUUM ANALYZE. Prints:
   1. each page's server time as an operator sees it (Flask's WSGI app in this process, real PostgreSQL: the whole
      request, rendering included), median and p95 of --reps requests, and writes the EXPLAIN (ANALYZE, BUFFERS)
-     plan of every query each page ran to bench/results/dashboard_plans.txt;
+     plan of every query each page ran to bench/results/dashboard_plans[_TAG].txt;
   2. the claim's latency (queries.claim, limit 100, rolled back, from a process of its own) without and with the
-     overview refreshed every second through a real gunicorn, in alternating phases of --claim-phase-s (off, on,
-     off, on): p50 and p99 per condition, and the overview's own response times meanwhile.
+     overview refreshed every second through a real gunicorn, in --claim-phases alternating phases of --claim-phase-s
+     (off, on, off, on, ...): p50 and p99 per condition, and the overview's own response times meanwhile.
     --keep         reuse the database a previous run filled (skip the fill)
     --pages-only   part 1 only
+    --bulk         part 3 only, on a kept database: the claim's latency from a process of its own for
+                   --claim-phase-s, then while a bulk retry of every failed job runs (batches of 1,000), and how often
+                   the claimer was seen waiting for a lock meanwhile
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ SECRET = "bench-secret-0123456789abcdef"
 OPERATOR = "bench-operator-secret-0123456789"
 SESSION_KEY = "bench-session-key-0123456789abcdefghijkl"
 RESULTS = ROOT / "bench" / "results"
+PLANS_FILE = RESULTS / "dashboard_plans.txt"
 
 # Jobs in id order, as a real table holds them: the history first (created over the last 30 days, finished a few
 # seconds to a minute later: 91 % completed, 8 % failed, 1 % cancelled), then the live queue (created over the last
@@ -235,26 +239,53 @@ def measure_pages(url: str, reps: int) -> list[dict]:
             finally:
                 raw.close()
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "dashboard_plans.txt").write_text("\n".join(plans) + "\n")
+        PLANS_FILE.write_text("\n".join(plans) + "\n")
     return out
 
 
 # --- the claim, with and without the overview refreshed every second ---------------------------------------------
 
 def claimer(url: str, stop, phase, samples) -> None:
-    engine = create_engine(normalise_database_url(url), pool_size=1)
+    engine = create_engine(normalise_database_url(url), pool_size=1,
+                           connect_args={"application_name": "bench-claimer"})
     with engine.connect() as conn:
+        stat = Path(f"/proc/{conn.execute(text('SELECT pg_backend_pid()')).scalar_one()}/stat")
+        conn.rollback()
+        tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+
+        def server_cpu_ms() -> float:  # the claimer's server process (steadier than wall time on a busy machine)
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                return float("nan")
+            return (int(fields[11]) + int(fields[12])) * tick_ms
+
         while not stop.is_set():
+            cpu = server_cpu_ms()
             started = time.perf_counter()
             trans = conn.begin()
             result = queries.claim(conn, limit=100, worker="bench", lease_s=300)
             trans.rollback()
-            samples.append((phase.value, (time.perf_counter() - started) * 1000, len(result.jobs)))
+            samples.append((phase.value, (time.perf_counter() - started) * 1000, len(result.jobs),
+                            server_cpu_ms() - cpu))
             time.sleep(0.02)
     engine.dispose()
 
 
-def measure_claims(url: str, phase_s: float) -> dict:
+def _watch_locks(url: str, watching, waits: list, looks: list) -> None:
+    """Every 20 ms: is the claimer's backend waiting for a lock?"""
+    engine = create_engine(normalise_database_url(url), pool_size=1)
+    with engine.connect() as conn:
+        while not watching.is_set():
+            waits[0] += int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                              "'bench-claimer' AND wait_event_type = 'Lock'")).scalar_one())
+            conn.rollback()
+            looks[0] += 1
+            time.sleep(0.02)
+    engine.dispose()
+
+
+def measure_claims(url: str, phase_s: float, phases: int = 4) -> dict:
     import requests
 
     from tests.conftest import Gunicorn
@@ -272,7 +303,10 @@ def measure_claims(url: str, phase_s: float) -> dict:
         refreshes: list[float] = []
         time.sleep(3)  # warm
         del samples[:]
-        for condition in (0, 1, 0, 1):
+        waits, looks, watching = [0], [0], threading.Event()
+        watcher = threading.Thread(target=_watch_locks, args=(url, watching, waits, looks))
+        watcher.start()
+        for condition in [i % 2 for i in range(phases)]:
             phase.value = condition
             log(f"  claims with the overview refreshed every second: {'on' if condition else 'off'}")
             ends = time.monotonic() + phase_s
@@ -285,15 +319,62 @@ def measure_claims(url: str, phase_s: float) -> dict:
                 else:
                     time.sleep(0.2)
         stop.set()
+        watching.set()
+        watcher.join()
         process.join(30)
         rows = list(samples)
     out = {}
     for condition, label in ((0, "without"), (1, "with the overview every 1 s")):
-        ms = [m for c, m, n in rows if c == condition]
+        ms = [r[1] for r in rows if r[0] == condition]
+        cpu = [r[3] for r in rows if r[0] == condition]
         out[label] = {"claims": len(ms), "p50_ms": round(_pct(ms, 50), 2), "p99_ms": round(_pct(ms, 99), 2),
-                      "mean_ms": round(statistics.fmean(ms), 2), "jobs_per_claim": rows[0][2] if rows else 0}
+                      "mean_ms": round(statistics.fmean(ms), 2), "server_cpu_ms_per_claim":
+                      round(statistics.fmean(cpu), 2), "jobs_per_claim": rows[0][2] if rows else 0}
+    out["claimer seen waiting for a lock"] = f"{waits[0]} of {looks[0]} looks"
+    out["load average at the end"] = os.getloadavg()
     out["overview under load"] = {"requests": len(refreshes), "p50_ms": round(_pct(refreshes, 50), 1),
                                   "p99_ms": round(_pct(refreshes, 99), 1)}
+    return out
+
+
+def measure_bulk(url: str, before_s: float) -> dict:
+    """Claims from a process of their own before and while a bulk retry of every failed job runs (batches of 1000,
+    jobprocessor/bulk), and how often the claimer's backend was seen waiting for a lock (pg_stat_activity, every
+    20 ms) meanwhile."""
+    from jobprocessor import bulk
+
+    engine = create_engine(normalise_database_url(url))
+    manager = multiprocessing.Manager()
+    samples, stop, phase = manager.list(), manager.Event(), manager.Value("i", 0)
+    process = multiprocessing.Process(target=claimer, args=(url, stop, phase, samples))
+    process.start()
+    time.sleep(3)
+    del samples[:]
+    time.sleep(before_s)
+    waits, looks, watching = [0], [0], threading.Event()
+    watcher = threading.Thread(target=_watch_locks, args=(url, watching, waits, looks))
+    watcher.start()
+    phase.value = 1
+    started = time.monotonic()
+    result = bulk.run(engine, bulk.parse_request({"action": "retry", "filter": {"status": "failed"}}),
+                      bulk.Actor("cli", "bench"))
+    took = time.monotonic() - started
+    phase.value = 2
+    watching.set()
+    watcher.join()
+    stop.set()
+    process.join(30)
+    rows = list(samples)
+    out = {"bulk": {"matched": result.matched, "changed": result.changed, "batches": result.batches,
+                    "seconds": round(took, 1), "jobs_per_s": round(result.changed / took)},
+           "claimer seen waiting for a lock": f"{waits[0]} of {looks[0]} looks"}
+    for condition, label in ((0, "claims before"), (1, "claims during the bulk retry")):
+        ms = [r[1] for r in rows if r[0] == condition]
+        cpu = [r[3] for r in rows if r[0] == condition]
+        out[label] = {"claims": len(ms), "p50_ms": round(_pct(ms, 50), 2), "p99_ms": round(_pct(ms, 99), 2),
+                      "max_ms": round(max(ms), 2), "server_cpu_ms_per_claim": round(statistics.fmean(cpu), 2)}
+    out["load average at the end"] = os.getloadavg()
+    engine.dispose()
     return out
 
 
@@ -304,23 +385,38 @@ def main() -> None:
     parser.add_argument("--live-share", type=float, default=0.25, help="share of the jobs in the live queue")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--claim-phase-s", type=float, default=30)
+    parser.add_argument("--claim-phases", type=int, default=4, help="alternating phases, off first")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--pages-only", action="store_true")
+    parser.add_argument("--bulk", action="store_true", help="part 3 only (on a kept database): claims during a "
+                                                            "bulk retry of every failed job")
+    parser.add_argument("--tag", default="", help="results go to bench/results/dashboard_<tag>.json and _plans_<tag>.txt")
     args = parser.parse_args()
     url = database_url(args.keep)
+    if args.bulk:
+        figures = measure_bulk(url, args.claim_phase_s)
+        for label, value in figures.items():
+            log(f"  {label}: {value}")
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"dashboard_bulk{'_' + args.tag if args.tag else ''}.json").write_text(
+            json.dumps(figures, indent=2) + "\n")
+        return
     if not args.keep:
         log(f"filling {DBNAME}")
         fill(url, args.jobs, args.stores, args.live_share)
     log("page server times (Flask WSGI in-process, real PostgreSQL)")
+    global PLANS_FILE
+    suffix = f"_{args.tag}" if args.tag else ""
+    PLANS_FILE = RESULTS / f"dashboard_plans{suffix}.txt"
     result = {"pages": measure_pages(url, args.reps)}
     if not args.pages_only:
         log("claim latency without and with the overview refreshed every second")
-        result["claims"] = measure_claims(url, args.claim_phase_s)
+        result["claims"] = measure_claims(url, args.claim_phase_s, args.claim_phases)
         for label, figures in result["claims"].items():
             log(f"  {label}: {figures}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "dashboard.json").write_text(json.dumps(result, indent=2) + "\n")
-    log(f"results in {RESULTS / 'dashboard.json'}, plans in {RESULTS / 'dashboard_plans.txt'}")
+    (RESULTS / f"dashboard{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(f"results in {RESULTS / f'dashboard{suffix}.json'}, plans in {PLANS_FILE}")
 
 
 if __name__ == "__main__":

@@ -357,7 +357,7 @@ def cancel_job(raw_id: str):
 
 @bp.get("/failed")
 def failed_page():
-    window = choice_param("window", request.args.get("window"), tuple(data.WINDOWS)) or "7d"
+    window = choice_param("window", request.args.get("window"), tuple(data.WINDOWS)) or "24h"
     with data.reading(db.engine) as conn:
         groups = data.failed_groups(conn, window)
     return page("failed.html", groups=groups, window=window, windows=data.WINDOWS)
