@@ -59,7 +59,8 @@ SELECT 'type.' || (g % 10), s.status,
        CASE WHEN s.status = 'pending' AND g % 10 >= 8 THEN now() + make_interval(secs => g % 7200) ELSE c.created END,
        c.created,
        CASE WHEN s.status IN ('running', 'completed', 'failed') THEN c.created + make_interval(secs => 1) END,
-       CASE WHEN s.status IN ('completed', 'failed', 'cancelled') THEN c.created + make_interval(secs => 2 + g % 60) END,
+       CASE WHEN s.status IN ('completed', 'failed', 'cancelled')
+            THEN c.created + make_interval(secs => 2 + g % 60) END,
        CASE WHEN s.status = 'failed' THEN 3 WHEN s.status IN ('completed', 'running') THEN 1 ELSE 0 END,
        CASE WHEN s.status = 'failed' THEN
             (ARRAY['HTTPError: 429 Too Many Requests for product ' || g,
@@ -174,7 +175,8 @@ def pages(engine) -> list[tuple[str, str]]:
         ("jobs: a store's", f"/dashboard/jobs?store_id={store}"),
         ("jobs: a batch's", "/dashboard/jobs?batch_id=batch-00042"),
         ("jobs: error text, failed", "/dashboard/jobs?status=failed&error_contains=timeout"),
-        ("jobs: created in 2 days", "/dashboard/jobs?created_after=" + created_after.replace(" ", "T").replace("+", "%2B")),
+        ("jobs: created in 2 days",
+         "/dashboard/jobs?created_after=" + created_after.replace(" ", "T").replace("+", "%2B")),
         ("a job", f"/dashboard/jobs/{failed_id}"),
         ("failed groups, 24 h", "/dashboard/failed?window=24h"),
         ("failed groups, 7 d", "/dashboard/failed?window=7d"),
@@ -390,7 +392,8 @@ def main() -> None:
     parser.add_argument("--pages-only", action="store_true")
     parser.add_argument("--bulk", action="store_true", help="part 3 only (on a kept database): claims during a "
                                                             "bulk retry of every failed job")
-    parser.add_argument("--tag", default="", help="results go to bench/results/dashboard_<tag>.json and _plans_<tag>.txt")
+    parser.add_argument("--tag", default="",
+                        help="results go to bench/results/dashboard_<tag>.json and dashboard_plans_<tag>.txt")
     args = parser.parse_args()
     url = database_url(args.keep)
     if args.bulk:
