@@ -66,7 +66,7 @@ def raw_engine(database_url):
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
-                          "job_type_runtimes "
+                          "job_type_runtimes, job_actions, dashboard_signin_failures "
                           "RESTART IDENTITY"))
     return raw_engine
 
