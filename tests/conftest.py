@@ -69,7 +69,8 @@ def raw_engine(database_url):
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
-                          "job_type_runtimes, job_dependencies, job_steps, job_batch_callbacks, step_runs "
+                          "job_type_runtimes, job_dependencies, job_steps, job_batch_callbacks, step_runs, "
+                          "job_actions, dashboard_signin_failures "
                           "RESTART IDENTITY"))
     return raw_engine
 

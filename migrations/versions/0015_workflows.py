@@ -2,14 +2,14 @@
 (sql/013_jobs_workflows_v1.sql, sql/014_jobs_workflow_indexes_v1.sql, sql/059_queue_health_v3.sql)
 
 Revision ID: 0015_workflows
-Revises: 0012_fair_claim_v3
+Revises: 0014_dashboard
 """
 from alembic import op
 
 from jobprocessor.sqlfiles import execute_sql_file, execute_sql_file_statements
 
 revision = "0015_workflows"
-down_revision = "0012_fair_claim_v3"
+down_revision = "0014_dashboard"
 branch_labels = None
 depends_on = None
 
