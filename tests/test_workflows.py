@@ -542,3 +542,15 @@ def test_cli_enqueue_with_dependencies_and_show(app, engine):
     assert body["status"] == "waiting" and body["parents"][0]["id"] == parent
     missing = runner.invoke(args=["jobs", "enqueue", "wf.stage", "--depends-on", "99999"])
     assert missing.exit_code != 0 and "does not exist" in missing.output
+
+
+def test_a_bulk_retry_skips_jobs_whose_singleton_key_is_taken(client, engine):
+    """Retried, a job holds its singleton_key again: one whose key an unfinished job holds stays failed (as a single
+    retry answers 409), and of failed jobs sharing a free key only the newest is retried -- no unique violation."""
+    failed = insert_jobs(engine, 4, status="'failed'", completed_at="now()",
+                         singleton_key="CASE WHEN g <= 2 THEN 'k1' WHEN g = 3 THEN 'k2' END")
+    holder = insert_jobs(engine, 1, singleton_key="'k2'")[0]
+    response = client.post("/jobs/bulk", json={"action": "retry", "filter": {"status": "failed"}}, headers=AUTH)
+    assert response.status_code == 200, response.json
+    assert response.json["changed"] == 2
+    assert statuses(engine, failed + [holder]) == ["failed", "pending", "failed", "pending", "pending"]
