@@ -148,6 +148,8 @@ class Settings:
                                       1024, 256 * 1024 * 1024)
     MAX_PAYLOAD_BYTES: int = _setting(256 * 1024, int, "largest payload of one job, as JSON", 64, 64 * 1024 * 1024)
     MAX_PAYLOAD_DEPTH: int = _setting(32, int, "deepest nesting of a job payload", 1, 1000)
+    JOBS_MAX_STEP_BYTES: int = _setting(256 * 1024, int, "largest result of one job.step(), as JSON (a larger one "
+                                                         "fails the job)", 64, 64 * 1024 * 1024)
     OPENAI_API_KEY: str = _setting("", str, "OpenAI API key for product.optimize; unset: those jobs fail with a clear "
                                             "error, everything else works (never logged)")
     OPENAI_BASE_URL: str = _setting("", str, "OpenAI API base URL, as the official SDK reads it; empty: "

@@ -108,11 +108,13 @@ def execute(job: Job, spec: Optional[HandlerSpec], run: Run) -> Outcome:
                                                f"{error_text(exc)}"[:MAX_ERROR_CHARS])
 
 
-def job_from_row(row, *, deadline_s: float) -> Job:
-    """The handler's view of a claimed row whose run is starting now (its attempt already counted)."""
+def job_from_row(row, *, deadline_s: float, steps=None) -> Job:
+    """The handler's view of a claimed row whose run is starting now (its attempt already counted); `steps`: the
+    job's workflows.steps.StepStore (job.step())."""
     job = Job(id=row["id"], type=row["type"], payload=row["payload"], store_id=row["store_id"],
               user_id=row["user_id"], priority=row["priority"], attempts=row["attempts"] + 1,
-              max_attempts=row["max_attempts"], batch_id=row["batch_id"], deferrals=row["deferrals"] or 0)
+              max_attempts=row["max_attempts"], batch_id=row["batch_id"], deferrals=row["deferrals"] or 0,
+              _steps=steps)
     job.set_deadline(deadline_s)
     return job
 

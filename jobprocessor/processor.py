@@ -47,6 +47,7 @@ from .policies import runtime
 from .queries import Outcome
 from .ratelimit import gate
 from .runtimes import RuntimeBook
+from .workflows.steps import StepStore
 
 log = logging.getLogger("jobprocessor.process")
 
@@ -725,7 +726,8 @@ class _Tick:
                 lane.busy -= 1
 
     def _perform(self, row, spec, deadline_s: float, cut: bool) -> tuple[Outcome, float]:
-        job = job_from_row(row, deadline_s=deadline_s)
+        job = job_from_row(row, deadline_s=deadline_s,
+                           steps=StepStore(self.engine, row["id"], self.settings.JOBS_MAX_STEP_BYTES))
         self.keeper.hold_until(job.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
         handler_started = time.monotonic()
         outcome = execute(job, spec, Run(cut_by_budget=cut, deferred_since=row["deferred_since"],
