@@ -35,6 +35,7 @@ def main() -> int:
     sides = [("before, limit=1000", args.before.resolve(), 1000), ("after, limit=1000", ROOT, 1000),
              ("after, no parameters", ROOT, None)]
     rates: dict[str, list[float]] = {label: [] for label, _, _ in sides}
+    done: dict[str, list[float]] = {label: [] for label, _, _ in sides}
     print(f"{args.jobs:,} demo.noop jobs, gunicorn 2x4, 4 callers, JOBS_CONCURRENCY={args.concurrency}; "
           f"{args.rounds} interleaved rounds; {load()}", flush=True)
     for round_no in range(1, args.rounds + 1):
@@ -43,13 +44,16 @@ def main() -> int:
                 warm_up(server, jobs, 4)
                 result = endpoint_drain(server, jobs, args.jobs, 4, limit)
             rates[label].append(result.jobs_per_s)
-            print(f"  round {round_no}: {label:<24} {result.jobs_per_s:>9,.0f} jobs/s  ({result.calls} calls)  "
-                  f"{load()}", flush=True)
-    print("medians:")
+            done[label].append(result.done_per_s)
+            print(f"  round {round_no}: {label:<24} {result.jobs_per_s:>9,.0f} jobs/s  ({result.calls} calls; "
+                  f"{result.done_per_s:,.0f} jobs/s to the last completion)  {load()}", flush=True)
+    print("medians (to the last answer; to the last completion):")
     base = statistics.median(rates[sides[0][0]])
+    base_done = statistics.median(done[sides[0][0]])
     for label, _, _ in sides:
-        median = statistics.median(rates[label])
-        print(f"  {label:<24} {median:>9,.0f} jobs/s  = {median / base:.2f}x before", flush=True)
+        median, median_done = statistics.median(rates[label]), statistics.median(done[label])
+        print(f"  {label:<24} {median:>9,.0f} jobs/s  = {median / base:.2f}x before;  {median_done:>9,.0f} jobs/s "
+              f"= {median_done / base_done:.2f}x", flush=True)
     jobs.close()
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
@@ -20,6 +21,11 @@ from .policies import runtime
 from .policies.runtime import Estimate
 
 log = logging.getLogger("jobprocessor.runtimes")
+
+# A call asks for a type's estimate several times per job (admit, start rule, runs of quick jobs): the book computes
+# it from the samples at most this often, or at once when a new run is longer than the estimate it holds (so the
+# estimate it answers is never lower than a fresh one by more than the drift of REFRESH_S of quicker runs).
+REFRESH_S = 0.05
 
 LOAD = "SELECT type, recent_s FROM job_type_runtimes WHERE type = ANY(CAST(:types AS text[]))"
 
@@ -68,6 +74,8 @@ class RuntimeBook:
         self._samples: dict[str, list[float]] = {}
         self._unsaved: dict[str, list[float]] = defaultdict(list)
         self._runs: dict[str, int] = defaultdict(int)
+        # type -> (the samples' estimate with no timeout bound, when computed); dropped when it is stale
+        self._cached: dict[str, tuple[Estimate, float]] = {}
 
     def ensure_loaded(self, job_types: Iterable[str]) -> None:
         """Read the shared samples of types this call has not seen yet (one statement)."""
@@ -82,18 +90,30 @@ class RuntimeBook:
             shared = {}
         with self._lock:
             for job_type in missing:
-                self._samples.setdefault(job_type, shared.get(job_type, []))
+                if job_type not in self._samples:
+                    self._samples[job_type] = shared.get(job_type, [])
+                    self._cached.pop(job_type, None)
+
+    def _unbounded(self, job_type: str) -> Estimate:
+        """Under self._lock: the estimate of the samples alone (timeout and budget infinite), cached."""
+        cached = self._cached.get(job_type)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < REFRESH_S:
+            return cached[0]
+        found = runtime.estimate(self._samples.get(job_type, ()), float("inf"), float("inf"))
+        self._cached[job_type] = (found, now)
+        return found
 
     def estimate(self, job_type: str, timeout_s: float) -> Estimate:
         with self._lock:
-            samples = self._samples.get(job_type, ())
-            return runtime.estimate(samples, timeout_s, self.budget_s)
+            found = self._unbounded(job_type)
+        if not found.measured:
+            return runtime.estimate((), timeout_s, self.budget_s)
+        return Estimate(high_s=min(timeout_s, found.high_s), mean_s=found.mean_s, measured=True)
 
     def mean(self, job_type: str) -> Optional[float]:
         with self._lock:
-            samples = self._samples.get(job_type, ())
-        found = runtime.estimate(samples, float("inf"), float("inf"))
-        return found.mean_s
+            return self._unbounded(job_type).mean_s
 
     def observe(self, job_type: str, seconds: float) -> None:
         """A successful run of `job_type` took `seconds`."""
@@ -104,6 +124,10 @@ class RuntimeBook:
                 del kept[:len(kept) - runtime.SAMPLES_KEPT]
             self._unsaved[job_type].append(seconds)
             self._runs[job_type] += 1
+            cached = self._cached.get(job_type)
+            # a run longer than the estimate held, or the run that makes the type measured: recompute at once
+            if cached is not None and (not cached[0].measured or seconds > cached[0].high_s):
+                del self._cached[job_type]
 
     def save(self) -> None:
         """Append a sample of the runs observed since the last save to the shared rows. Best effort."""
