@@ -172,13 +172,15 @@ def free_port() -> int:
 class Server:
     """wsgi:app under gunicorn.conf.py, as Procfile's web: line runs it, with the bench's shape in the env."""
 
-    def __init__(self, database_url: str, workers: int, threads: int, concurrency: int, root: Path = ROOT):
+    def __init__(self, database_url: str, workers: int, threads: int, concurrency: int, root: Path = ROOT,
+                 env: Optional[dict] = None):
         self.workers, self.threads, self.concurrency, self.root = workers, threads, concurrency, root
         self.port = free_port()
         self.secret = secrets.token_urlsafe(32)
         self.env = dict(os.environ, DATABASE_URL=database_url, CRON_SECRET=self.secret,
                         JOBPROCESSOR_HANDLERS="jobprocessor.handlers.demo", WEB_CONCURRENCY=str(workers),
-                        GUNICORN_THREADS=str(threads), JOBS_CONCURRENCY=str(concurrency), PYTHONPATH=str(root))
+                        GUNICORN_THREADS=str(threads), JOBS_CONCURRENCY=str(concurrency), PYTHONPATH=str(root),
+                        **(env or {}))
         OUT_DIR.mkdir(exist_ok=True)
         self.log_path = OUT_DIR / f"gunicorn-{workers}x{threads}-c{concurrency}-{self.port}.log"
         self.proc: Optional[subprocess.Popen] = None

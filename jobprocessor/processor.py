@@ -324,6 +324,7 @@ class _Tick:
             batch, self.unflushed = self.unflushed, []
             self._wake_all()
         self._flush(batch)
+        self.book.save(final=True)
 
     def _finished(self, now: float) -> bool:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
@@ -775,7 +776,7 @@ class _Tick:
             log.exception("could not record the late outcome of jobs %s; their leases will expire", ids)
         finally:
             self.keeper.release(ids)
-        self.book.save()
+        self.book.save(final=True)  # a late outcome: the call has ended
 
     # -- the result ---------------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ log = logging.getLogger("jobprocessor.runtimes")
 # it from the samples at most this often, or at once when a new run is longer than the estimate it holds (so the
 # estimate it answers is never lower than a fresh one by more than the drift of REFRESH_S of quicker runs).
 REFRESH_S = 0.05
+SAVE_EVERY_S = 1.0  # a call appends its samples to the shared rows at most this often (and when it ends)
 
 LOAD = "SELECT type, recent_s FROM job_type_runtimes WHERE type = ANY(CAST(:types AS text[]))"
 
@@ -76,6 +77,7 @@ class RuntimeBook:
         self._runs: dict[str, int] = defaultdict(int)
         # type -> (the samples' estimate with no timeout bound, when computed); dropped when it is stale
         self._cached: dict[str, tuple[Estimate, float]] = {}
+        self._saved_at = float("-inf")
 
     def ensure_loaded(self, job_types: Iterable[str]) -> None:
         """Read the shared samples of types this call has not seen yet (one statement)."""
@@ -129,9 +131,14 @@ class RuntimeBook:
             if cached is not None and (not cached[0].measured or seconds > cached[0].high_s):
                 del self._cached[job_type]
 
-    def save(self) -> None:
-        """Append a sample of the runs observed since the last save to the shared rows. Best effort."""
+    def save(self, *, final: bool = False) -> None:
+        """Append a sample of the runs observed since the last save to the shared rows, at most every SAVE_EVERY_S
+        unless `final` (the call ends). Best effort."""
         with self._lock:
+            now = time.monotonic()
+            if not final and now - self._saved_at < SAVE_EVERY_S:
+                return
+            self._saved_at = now
             unsaved = {t: runtime.sample_run_times(v) for t, v in self._unsaved.items() if v}
             runs = dict(self._runs)
             self._unsaved.clear()
