@@ -36,7 +36,7 @@ from typing import Optional
 
 from sqlalchemy.engine import Engine
 
-from . import maintenance, queries, ticks
+from . import maintenance, queries, runtimes, ticks
 from .config import Settings
 from .executor import Run, execute, job_from_row
 from .extensions import db
@@ -325,6 +325,7 @@ class _Tick:
             self._wake_all()
         self._flush(batch)
         self.book.save(final=True)
+        runtimes.remember_speeds(self.engine, self.book, START_AHEAD_S)
 
     def _finished(self, now: float) -> bool:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
@@ -398,7 +399,10 @@ class _Tick:
                     self.dry_since = self.last_empty_claim
                 return 0
             # types measured to take a few milliseconds are started by the claim itself (queries._CLAIMED_CTE)
-            quick = [] if first else [t for t in types if (self.book.mean(t) or START_AHEAD_S) < START_AHEAD_S]
+            if first:  # no estimate read yet: the types this process's recent calls measured quick
+                quick = runtimes.recently_quick(self.engine, types)
+            else:
+                quick = [t for t in types if (self.book.mean(t) or START_AHEAD_S) < START_AHEAD_S]
         tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
         try:
             with self.engine.begin() as conn:

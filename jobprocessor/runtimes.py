@@ -65,6 +65,29 @@ def append(engine: Engine, samples: dict[str, Sequence[float]], runs: dict[str, 
         conn.execute(text(APPEND), {"rows": json.dumps(rows), "keep": runtime.SAMPLES_KEPT})
 
 
+# This process's memory of the types its recent calls measured as quick (mean under the caller's threshold): a
+# call's first claim, made before it reads any estimate, starts their jobs itself as later rounds do (a separate
+# start statement per call otherwise). Per engine; forgotten after QUICK_MEMORY_S.
+QUICK_MEMORY_S = 60.0
+_quick: dict[tuple[int, str], float] = {}  # (id(engine), type) -> monotonic time it was last seen quick
+
+
+def remember_speeds(engine: Engine, book: "RuntimeBook", quick_s: float) -> None:
+    """At the end of a call: its measured types under `quick_s` are remembered as quick, the others forgotten."""
+    now = time.monotonic()
+    for job_type in book.known_types():
+        mean = book.mean(job_type)
+        if mean is not None and mean < quick_s:
+            _quick[(id(engine), job_type)] = now
+        else:
+            _quick.pop((id(engine), job_type), None)
+
+
+def recently_quick(engine: Engine, job_types: Iterable[str]) -> list[str]:
+    now = time.monotonic()
+    return [t for t in job_types if now - _quick.get((id(engine), t), float("-inf")) < QUICK_MEMORY_S]
+
+
 class RuntimeBook:
     """One call's estimates: the shared samples (read once per type) plus the call's own, and what is still to be
     appended to the shared rows. Thread-safe."""
@@ -77,7 +100,7 @@ class RuntimeBook:
         self._runs: dict[str, int] = defaultdict(int)
         # type -> (the samples' estimate with no timeout bound, when computed); dropped when it is stale
         self._cached: dict[str, tuple[Estimate, float]] = {}
-        self._saved_at = float("-inf")
+        self._saved_at = time.monotonic()  # a call shorter than SAVE_EVERY_S saves once, when it ends
 
     def ensure_loaded(self, job_types: Iterable[str]) -> None:
         """Read the shared samples of types this call has not seen yet (one statement)."""
@@ -112,6 +135,10 @@ class RuntimeBook:
         if not found.measured:
             return runtime.estimate((), timeout_s, self.budget_s)
         return Estimate(high_s=min(timeout_s, found.high_s), mean_s=found.mean_s, measured=True)
+
+    def known_types(self) -> list[str]:
+        with self._lock:
+            return list(self._samples)
 
     def mean(self, job_type: str) -> Optional[float]:
         with self._lock:
