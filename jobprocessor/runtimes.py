@@ -23,8 +23,9 @@ from .policies.runtime import Estimate
 log = logging.getLogger("jobprocessor.runtimes")
 
 # A call asks for a type's estimate several times per job (admit, start rule, runs of quick jobs): the book computes
-# it from the samples at most this often, or at once when a new run is longer than the estimate it holds (so the
-# estimate it answers is never lower than a fresh one by more than the drift of REFRESH_S of quicker runs).
+# it from the samples at most this often, or at once when a new run is longer than the percentile it was computed
+# from. Runs no longer than that percentile cannot raise it, so the estimate the book answers is never below a fresh
+# one (the start rule stays on the safe side); it may stay higher for up to REFRESH_S.
 REFRESH_S = 0.05
 SAVE_EVERY_S = 1.0  # a call appends its samples to the shared rows at most this often (and when it ends)
 
@@ -154,8 +155,9 @@ class RuntimeBook:
             self._unsaved[job_type].append(seconds)
             self._runs[job_type] += 1
             cached = self._cached.get(job_type)
-            # a run longer than the estimate held, or the run that makes the type measured: recompute at once
-            if cached is not None and (not cached[0].measured or seconds > cached[0].high_s):
+            # a run longer than the percentile the estimate held, or the run that makes the type measured: at once
+            if cached is not None and (not cached[0].measured
+                                       or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
                 del self._cached[job_type]
 
     def save(self, *, final: bool = False) -> None:
