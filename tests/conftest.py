@@ -66,7 +66,7 @@ def raw_engine(database_url):
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
-                          "job_type_runtimes "
+                          "job_type_runtimes, job_pauses, job_store_limits, job_store_starts, job_store_quota_holds "
                           "RESTART IDENTITY"))
     return raw_engine
 
