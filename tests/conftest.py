@@ -51,6 +51,9 @@ def database_url() -> str:
         with db.engine.begin() as conn:
             conn.execute(text("CREATE TABLE job_executions (job_id bigint NOT NULL, pid int NOT NULL, "
                               "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
+            # test.span: when each run of a handler started and ended (the flow-control tests count overlaps)
+            conn.execute(text("CREATE TABLE job_spans (job_id bigint NOT NULL, store_id text, pid int NOT NULL, "
+                              "started_at timestamptz NOT NULL DEFAULT clock_timestamp(), ended_at timestamptz)"))
         db.engine.dispose()
     return url
 
@@ -66,7 +69,7 @@ def raw_engine(database_url):
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
-                          "job_type_runtimes, job_pauses, job_store_limits, job_store_starts, job_store_quota_holds "
+                          "job_type_runtimes, job_pauses, job_store_limits, job_store_starts, job_store_quota_holds, job_spans "
                           "RESTART IDENTITY"))
     return raw_engine
 
