@@ -25,6 +25,8 @@ CONTRACT_ENDPOINTS = {
     ("post", "/jobs/{job_id}/retry"), ("post", "/jobs/{job_id}/cancel"),
     ("get", "/batches/{batch_id}"), ("get", "/queue/health"), ("get", "/rate-limiter/stats"),
     ("get", "/metrics"), ("get", "/healthz"), ("get", "/openapi.json"), ("get", "/ticks"),
+    ("post", "/pauses"), ("get", "/pauses"), ("delete", "/pauses/{pause_id}"),
+    ("put", "/limits"), ("get", "/limits"), ("delete", "/limits"), ("get", "/jobs/{job_id}/wait"),
 }
 
 
