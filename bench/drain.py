@@ -118,7 +118,7 @@ def reference_drain(dsn: str, jobs: JobsTable, n: int, batch: int = 1000, lease_
             started = time.perf_counter()
             while True:
                 cur.execute(claim_sql, {"limit": batch, "worker": worker, "lease_s": lease_s, "job_types": None,
-                                        "rescue_limit": 1000, "max_per_store": None})
+                                        "rescue_limit": 1000, "max_per_store": None, "start_types": "{}"})
                 ids = [row[0] for row in cur.fetchall() if row[0] is not None]
                 conn.commit()
                 calls += 1

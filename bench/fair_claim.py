@@ -172,7 +172,7 @@ VARIANTS = {
 
 def _claim_v2(conn, limit: int, job_type: Optional[str]) -> queries.ClaimResult:
     return queries._claim(conn, CLAIM_V2, limit=limit, worker=WORKER, lease_s=300, job_type=job_type,
-                          rescue_limit=1000, max_per_store=None)
+                          rescue_limit=1000, max_per_store=None, start_types="{}")
 
 
 def timed_claim(engine, variant: str, limit: int) -> tuple[float, int]:
@@ -298,7 +298,8 @@ def cmd_explain(args) -> None:
     for _ in range(5):  # warm, as in `latency` (and, as there, every rolled-back claim leaves its pages not
         for variant in ("v3", "v3 3 of 4", "fifo"):  # all-visible: the store heads need heap checks, as in production)
             timed_claim(engine, variant, args.limit)
-    base = {"limit": args.limit, "worker": WORKER, "lease_s": 300, "rescue_limit": 1000, "max_per_store": None}
+    base = {"limit": args.limit, "worker": WORKER, "lease_s": 300, "rescue_limit": 1000, "max_per_store": None,
+            "start_types": "{}"}
     conn = psycopg2.connect(url)
     conn.notices = []  # every notice (psycopg2 keeps the last 50 by default)
     cur = conn.cursor()

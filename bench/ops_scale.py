@@ -113,7 +113,7 @@ def claim_work(engine, n: int = 7) -> dict:
 
 
 CLAIM_PARAMS = {"limit": 10, "worker": "bench", "lease_s": 300, "job_types": None, "rescue_limit": 1000,
-                "max_per_store": None}
+                "max_per_store": None, "start_types": "{}"}
 
 
 def claim_plans(engine) -> str:

@@ -58,6 +58,8 @@ PREFETCH_HORIZON_S = 0.5  # a round also claims what the threads will get throug
 MAX_ROUND = 1000  # most jobs one claim statement asks for
 MIN_CLAIM_LEFT_S = 0.05  # no round is claimed with less of the budget left
 GATE_S = 1.0  # a rate-limited job starts only when its limit has room within this long (else it waits in line)
+START_AHEAD_S = 0.02  # a thread marks as started at once the quick jobs it will run within this much expected work
+MAX_RUN = 64  # ... at most this many
 GATE_READ_EVERY_S = 0.2  # a lane reads its limit's state at most this often
 NO_STORE = ""  # the `stores` key of jobs without a store_id (a real store_id is never empty: CHECK constraint)
 CPU_LANE = "handlers"
@@ -108,7 +110,8 @@ class StartFailed(Exception):
 
 class StartBatcher:
     """Records runs as started, one statement for all the threads starting at the same moment (a group commit):
-    a thread waits for the statement that covers its job, so no handler runs before its attempt is counted."""
+    a thread waits for the statement that covers its jobs, so no handler runs before its attempt is counted. The
+    statements go over one connection the call keeps (no pool checkout and ping per start)."""
 
     def __init__(self, engine: Engine, token: str):
         self.engine, self.token = engine, token
@@ -116,33 +119,57 @@ class StartBatcher:
         self._waiting: list[int] = []
         self._writing = False
         self._results: dict[int, tuple[bool, Optional[BaseException]]] = {}
+        self._conn = None
+        self._closed = False
 
-    def start(self, job_id: int) -> bool:
-        """True: the run is recorded, go; False: the job is no longer this call's (do not run it)."""
+    def start(self, job_ids: list[int]) -> set[int]:
+        """The ids whose run is recorded (go); a missing one is no longer this call's (do not run it)."""
         with self._cond:
-            self._waiting.append(job_id)
-            while job_id not in self._results:
+            self._waiting.extend(job_ids)
+            while not all(job_id in self._results for job_id in job_ids):
                 if self._writing:
                     self._cond.wait()
                     continue
                 batch, self._waiting, self._writing = self._waiting, [], True
                 self._cond.release()
                 try:
-                    try:
-                        with self.engine.begin() as conn:
-                            marked, error = queries.start(conn, self.token, batch), None
-                    except Exception as exc:  # noqa: BLE001 - each waiting thread learns it below
-                        marked, error = set(), exc
+                    marked, error = self._write(batch)
                 finally:
                     self._cond.acquire()
                     self._writing = False
                 for waiting_id in batch:
                     self._results[waiting_id] = (waiting_id in marked, error)
                 self._cond.notify_all()
-            started, error = self._results.pop(job_id)
-        if error is not None:
-            raise StartFailed(str(error)) from error
-        return started
+            results = [self._results.pop(job_id) for job_id in job_ids]
+        errors = [error for _, error in results if error is not None]
+        if errors:
+            raise StartFailed(str(errors[0])) from errors[0]
+        return {job_id for job_id, (started, _) in zip(job_ids, results) if started}
+
+    def _write(self, batch: list[int]) -> tuple[set[int], Optional[BaseException]]:
+        try:
+            if self._closed:  # the call has ended: a straggler's start on a connection of its own
+                with self.engine.begin() as conn:
+                    return queries.start(conn, self.token, batch), None
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            with self._conn.begin():
+                return queries.start(self._conn, self.token, batch), None
+        except Exception as exc:  # noqa: BLE001 - each waiting thread learns it
+            self._drop()
+            return set(), exc
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection is discarded by the pool
+                pass
 
 
 class _Gate:
@@ -302,7 +329,7 @@ class _Tick:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
         if now >= self.answer_by:
             return True
-        if self.in_flight.keys() - self.abandoned or any(lane.ready for lane in self.lanes.values()):
+        if self.in_flight.keys() - self.abandoned or any(lane.ready or lane.busy for lane in self.lanes.values()):
             return False
         if not self.claiming:
             return True
@@ -369,12 +396,14 @@ class _Tick:
                 if self.dry_since is None:
                     self.dry_since = self.last_empty_claim
                 return 0
+            # types measured to take a few milliseconds are started by the claim itself (queries._CLAIMED_CTE)
+            quick = [] if first else [t for t in types if (self.book.mean(t) or START_AHEAD_S) < START_AHEAD_S]
         tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
         try:
             with self.engine.begin() as conn:
                 claim = queries.claim(conn, limit=size, worker=self.token, lease_s=self.settings.JOBS_LEASE_S,
                                       job_types=types, rescue_limit=self.settings.JOBS_RESCUE_LIMIT,
-                                      max_per_store=self.settings.JOBS_MAX_PER_STORE, tick=tick)
+                                      max_per_store=self.settings.JOBS_MAX_PER_STORE, tick=tick, start_types=quick)
         except Exception:
             if first:
                 raise  # nothing claimed yet: the caller answers 503
@@ -496,8 +525,9 @@ class _Tick:
                              daemon=True).start()
 
     def _release(self, row) -> None:
-        """Under self.cond: give a claimed job back unstarted, as it was (place in line, attempts)."""
-        self._record(Outcome(row["id"], "pending", delay_s=None), "released")
+        """Under self.cond: give a claimed job back unstarted, as it was (place in line, attempts; a job the claim
+        had started gets its attempt back)."""
+        self._record(Outcome(row["id"], "pending", delay_s=None, give_back_attempt=bool(row["started"])), "released")
         observe_released(row["type"])
 
     def _abandon_overdue(self, now: float) -> None:
@@ -550,8 +580,11 @@ class _Tick:
 
     # -- lane threads -------------------------------------------------------------------------------------------
 
-    def _next(self, lane: _Lane):
-        """Under self.cond: the next job this thread runs, as (row, spec, deadline_s, cut); None: the thread ends."""
+    def _take_run(self, lane: _Lane):
+        """Under self.cond: the jobs this thread runs next, one after the other: the first job waiting, and, when
+        the lane's jobs are measured to be quick, the ones after it that fit in START_AHEAD_S of expected work (one
+        start statement for the lot: a thread marking one job per round trip could not keep up with jobs that take
+        microseconds). None: the thread ends."""
         while True:
             if self.stopping or lane.threads > lane.target and not lane.ready:
                 return None
@@ -561,19 +594,34 @@ class _Tick:
                 self.cond.notify()  # this thread is idle: the coordinator may want to claim a round
                 lane.wakeup.wait(timeout=POLL_S)
                 continue
-            row = lane.ready.popleft()
+            run, ahead = [], 0.0
+            while lane.ready and len(run) < MAX_RUN:
+                row = lane.ready[0]
+                if run:
+                    mean = self.book.mean(row["type"])
+                    if mean is None or ahead + mean > START_AHEAD_S:
+                        break
+                    ahead += mean
+                lane.ready.popleft()
+                if not run and not self._fits(row):
+                    self._release(row)
+                    continue
+                run.append(row)
+                if len(run) == 1:
+                    ahead = self.book.mean(row["type"]) or START_AHEAD_S
+                    if ahead >= START_AHEAD_S:
+                        break
             if len(lane.ready) <= max(1, lane.target // 2):
                 self.cond.notify()  # the coordinator may want to claim the next round before threads idle
-            spec = self._spec(row["type"])
-            timeout = self._timeout(spec)
-            left = self.budget_end - time.monotonic()
-            if not runtime.may_start(self.book.estimate(row["type"], timeout), left):
-                self._release(row)
-                continue
-            deadline_s, cut = runtime.deadline(timeout, left)
-            lane.busy += 1
-            self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
-            return row, spec, deadline_s, cut
+            if run:
+                lane.busy += 1
+                return run
+
+    def _fits(self, row) -> bool:
+        """Under self.cond: the start rule, now."""
+        spec = self._spec(row["type"])
+        return runtime.may_start(self.book.estimate(row["type"], self._timeout(spec)),
+                                 self.budget_end - time.monotonic())
 
     def _wait_for_room(self, lane: _Lane) -> bool:
         """A rate-limited lane's thread waits (holding no job) until its limit has room soon. False: the thread
@@ -598,40 +646,87 @@ class _Tick:
                             self.cond.notify()
                         return
                     with self.cond:
-                        taken = self._next(lane)
-                        if taken is None:
+                        run = self._take_run(lane)
+                        if run is None:
                             lane.threads -= 1
                             self.cond.notify()
                             return
-                    row, spec, deadline_s, cut = taken
-                    if not self._run_one(lane, row, spec, deadline_s, cut):
+                    if not self._run_jobs(lane, run):
                         return  # abandoned meanwhile: this thread is no longer the lane's
             except BaseException:
                 log.exception("a handler thread of call %s failed", self.token)
                 raise
 
-    def _run_one(self, lane: _Lane, row, spec, deadline_s: float, cut: bool) -> bool:
-        """Start, perform and record one job. False: the coordinator abandoned it meanwhile (this thread wrote the
-        outcome itself and must stop)."""
-        job_id = row["id"]
+    def _run_jobs(self, lane: _Lane, run: list) -> bool:
+        """Start, perform and record a run of jobs. False: the coordinator abandoned one of them meanwhile (this
+        thread wrote its outcome, and gave back the rest of the run, itself, and must stop)."""
+        ids = [row["id"] for row in run]
         try:
-            started = self.starts.start(job_id)
+            to_start = [row["id"] for row in run if not row["started"]]
+            started = (self.starts.start(to_start) if to_start else set()) | {r["id"] for r in run if r["started"]}
         except StartFailed:
-            log.exception("could not record the start of job %s; it is given back unstarted", job_id)
-            started = None
-        if not started:
+            log.exception("could not record the start of jobs %s; they are given back unstarted", ids)
             with self.cond:
-                self.in_flight.pop(job_id, None)
                 lane.busy -= 1
-                if started is None:
+                for row in run:
                     self._release(row)
-                    self.claiming = False
-                else:
-                    self.counts["lost"] += 1
-                    self.keeper.release([job_id])
+                self.claiming = False
             return True
+        lost = [job_id for job_id in ids if job_id not in started]
+        if lost:
+            self.keeper.release(lost)
+        with self.cond:
+            self.counts["lost"] += len(lost)
+        rows = [row for row in run if row["id"] in started]
+        for i, row in enumerate(rows):
+            with self.cond:
+                stop = self.stopping
+                if not stop and (i == 0 or self._fits(row)):
+                    spec = self._spec(row["type"])
+                    deadline_s, cut = runtime.deadline(self._timeout(spec), self.budget_end - time.monotonic())
+                    self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
+                else:
+                    spec = None
+            if spec is None:  # the call stops, or the rest of the run no longer fits: back, attempt given back
+                self._give_back(lane, rows[i:], write_self=stop, counted=True)
+                return True
+            outcome, elapsed = self._perform(row, spec, deadline_s, cut)
+            with self.cond:
+                self.in_flight.pop(row["id"], None)
+                self.busy_s += elapsed
+                if outcome.status == "completed":  # deferrals and failures are often quick: not what a round needs
+                    lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
+                self.last_activity = time.monotonic()
+                late = row["id"] in self.abandoned
+                if not late:
+                    self._record(outcome, _kind(outcome))
+            if late:
+                self._write_late([outcome])
+                self._give_back(lane, rows[i + 1:], write_self=True, counted=False)
+                return False
+        with self.cond:
+            lane.busy -= 1
+        return True
+
+    def _give_back(self, lane: _Lane, rows: list, *, write_self: bool, counted: bool) -> None:
+        """Jobs of a run that were marked started but will not run now: pending again, as they were, with their
+        attempt given back. Written by this thread itself when the coordinator may have written its last batch
+        (the call stops, or abandoned this thread); `counted`: the thread is still one of the lane's busy ones."""
+        outcomes = [Outcome(row["id"], "pending", delay_s=None, give_back_attempt=True) for row in rows]
+        for row in rows:
+            observe_released(row["type"])
+        if write_self and outcomes:
+            self._write_late(outcomes)
+        with self.cond:
+            if not write_self:
+                for outcome in outcomes:
+                    self._record(outcome, "released")
+            if counted:
+                lane.busy -= 1
+
+    def _perform(self, row, spec, deadline_s: float, cut: bool) -> tuple[Outcome, float]:
         job = job_from_row(row, deadline_s=deadline_s)
-        self.keeper.hold_until(job_id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
+        self.keeper.hold_until(job.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
         handler_started = time.monotonic()
         outcome = execute(job, spec, Run(cut_by_budget=cut, deferred_since=row["deferred_since"],
                                          max_deferrals=self.settings.JOBS_MAX_DEFERRALS,
@@ -644,34 +739,20 @@ class _Tick:
             if self.app is not None and db.session.registry.has():
                 db.session.remove()  # a handler's own session never outlives its job
         except Exception:  # noqa: BLE001 - bookkeeping must not cost the job its outcome
-            log.exception("after job %s: metrics or session clean-up failed", job_id)
-        with self.cond:
-            self.in_flight.pop(job_id, None)
-            self.busy_s += elapsed
-            if outcome.status == "completed":  # deferrals and failures are often quick: not what a round needs
-                lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
-            self.last_activity = time.monotonic()
-            if job_id in self.abandoned:
-                late = True
-            else:
-                late = False
-                lane.busy -= 1
-                self._record(outcome, _kind(outcome))
-        if late:
-            self._write_late(outcome)
-            return False
-        return True
+            log.exception("after job %s: metrics or session clean-up failed", job.id)
+        return outcome, elapsed
 
-    def _write_late(self, outcome: Outcome) -> None:
+    def _write_late(self, outcomes: list[Outcome]) -> None:
+        ids = [o.job_id for o in outcomes]
         try:
             with self.engine.begin() as conn:
-                written = queries.finish(conn, self.token, [outcome])
-            log.info(json.dumps({"event": "late_outcome", "job_id": outcome.job_id, "status": outcome.status,
-                                 "written": bool(written), "worker": self.token}))
-        except Exception:  # noqa: BLE001 - the lease will bring the job back
-            log.exception("could not record the late outcome of job %s; its lease will expire", outcome.job_id)
+                written = queries.finish(conn, self.token, outcomes)
+            log.info(json.dumps({"event": "late_outcome", "job_ids": ids, "statuses": [o.status for o in outcomes],
+                                 "written": len(written), "worker": self.token}))
+        except Exception:  # noqa: BLE001 - the lease will bring the jobs back
+            log.exception("could not record the late outcome of jobs %s; their leases will expire", ids)
         finally:
-            self.keeper.release([outcome.job_id])
+            self.keeper.release(ids)
         self.book.save()
 
     # -- the result ---------------------------------------------------------------------------------------------
@@ -705,7 +786,10 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
         return RunSummary(worker=token, busy=True)
     try:
         tick = _Tick(engine, settings, token, limit=limit, budget_s=budget_s, job_type=job_type, app=app)
-        tick.run()
+        try:
+            tick.run()
+        finally:
+            tick.starts.close()
         summary = tick.summary()
         tick.record_tick(summary)
     finally:
