@@ -376,4 +376,7 @@ def wait_command(job_id, as_json):
 
 
 def register_cli(app: Flask) -> None:
+    from .bulk.cli import register as register_bulk
+
+    register_bulk(jobs_cli)  # jobs retry|cancel
     app.cli.add_command(jobs_cli)

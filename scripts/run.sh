@@ -13,6 +13,16 @@ if [ -z "${CRON_SECRET:-}" ]; then
   echo "Generated a CRON_SECRET into .env"
 fi
 export CRON_SECRET
+# the dashboard: an operators' secret and the key that signs its session cookies (kept in .env like CRON_SECRET)
+for name in DASHBOARD_SECRET DASHBOARD_SESSION_KEY; do
+  if [ -z "${!name:-}" ]; then
+    value="$($PY -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    echo "$name=$value" >> .env
+    printf -v "$name" '%s' "$value"
+    echo "Generated a $name into .env"
+  fi
+  export "${name?}"
+done
 if [ -z "${DATABASE_URL:-}" ]; then
   DATABASE_URL="$($PY -m jobprocessor.devdb start jobprocessor)"
   echo "Embedded PostgreSQL: $DATABASE_URL (data in .pgdata/)"
@@ -34,6 +44,7 @@ cat <<TXT
 
 jobprocessor is serving on http://127.0.0.1:$PORT
 CRON_SECRET=$CRON_SECRET
+Dashboard: http://127.0.0.1:$PORT/dashboard (sign in with DASHBOARD_SECRET from .env)
 
 Try:
   curl -s -X POST http://127.0.0.1:$PORT/jobs -H "Authorization: Bearer \$CRON_SECRET" \\

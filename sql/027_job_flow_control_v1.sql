@@ -40,6 +40,9 @@
 -- the store out (another claim is serving it right now). So two callers never both count the same free slot.
 -- Advisory-lock class 20225 means "this transaction is serving a limited store" (20224: sql/025's directory rows).
 
+-- The indexes are on tables this file creates a statement earlier (small tables: a row per pause, per limit, per
+-- recent claim, per held store/type), so they are built at once and CONCURRENTLY (not allowed in a transaction)
+-- would buy nothing.
 SET lock_timeout = '10s';
 SET statement_timeout = '60s';
 
@@ -51,6 +54,7 @@ CREATE TABLE IF NOT EXISTS job_pauses (
     CONSTRAINT job_pauses_something_check CHECK (type IS NOT NULL OR store_id IS NOT NULL)
 );
 -- one pause per (store, type); also the claim's and the wait reasons' lookups of a store's pauses
+-- squawk-ignore require-concurrent-index-creation
 CREATE UNIQUE INDEX IF NOT EXISTS job_pauses_key ON job_pauses (coalesce(store_id, ''), coalesce(type, ''));
 COMMENT ON TABLE job_pauses IS 'Paused job types, stores and store/type pairs; see sql/027_job_flow_control_v1.sql.';
 
@@ -68,6 +72,7 @@ CREATE TABLE IF NOT EXISTS job_store_limits (
         CHECK (type IS NULL OR (weight IS NULL AND openai_tokens_per_minute IS NULL))
 );
 -- one row per (store, type), '' standing for NULL (every store; every type): the lookups below
+-- squawk-ignore require-concurrent-index-creation
 CREATE UNIQUE INDEX IF NOT EXISTS job_store_limits_key
     ON job_store_limits (coalesce(store_id, ''), coalesce(type, ''));
 COMMENT ON TABLE job_store_limits IS
@@ -80,6 +85,7 @@ CREATE TABLE IF NOT EXISTS job_store_starts (
     claimed_at  timestamptz NOT NULL,
     jobs        integer     NOT NULL CONSTRAINT job_store_starts_jobs_check CHECK (jobs > 0)
 );
+-- squawk-ignore require-concurrent-index-creation
 CREATE INDEX IF NOT EXISTS job_store_starts_store_idx ON job_store_starts (store_key, claimed_at);
 COMMENT ON TABLE job_store_starts IS
     'Jobs claimed per claim, store and type, for max_starts_per_minute; rows older than a minute mean nothing.';
@@ -91,6 +97,7 @@ CREATE TABLE IF NOT EXISTS job_store_quota_holds (
     PRIMARY KEY (store_key, type)
 );
 -- the claim's "is any hold in force?" (one descent)
+-- squawk-ignore require-concurrent-index-creation
 CREATE INDEX IF NOT EXISTS job_store_quota_holds_until_idx ON job_store_quota_holds (until);
 COMMENT ON TABLE job_store_quota_holds IS
     'Store/type pairs whose OpenAI token quota is spent, until when (claims leave their jobs alone until then).';

@@ -859,7 +859,9 @@ END
 $fn$;
 
 -- v3's types: nothing uses them once v3's function is replaced above (sql/026 creates them again if it is run).
+-- squawk-ignore ban-drop-type
 DROP TYPE IF EXISTS jobs_fair_ask;
+-- squawk-ignore ban-drop-type
 DROP TYPE IF EXISTS jobs_fair_queue;
 
 RESET lock_timeout;

@@ -69,7 +69,8 @@ def raw_engine(database_url):
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
-                          "job_type_runtimes, job_pauses, job_store_limits, job_store_starts, job_store_quota_holds, job_spans "
+                          "job_type_runtimes, job_actions, dashboard_signin_failures, job_pauses, job_store_limits, "
+                          "job_store_starts, job_store_quota_holds, job_spans "
                           "RESTART IDENTITY"))
     return raw_engine
 

@@ -14,13 +14,15 @@ log = logging.getLogger("jobprocessor.api")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None,
+                 field: str | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.field = field  # the body's offending field, named as enqueue errors name theirs
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None):
-    response = jsonify(error=code, message=message)
+def error_response(status: int, code: str, message: str, headers: dict | None = None, field: str | None = None):
+    response = jsonify(error=code, message=message, **({"field": field} if field else {}))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -48,7 +50,7 @@ def _is_unavailable(exc: SQLAlchemyError) -> bool:
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, exc.field)
 
     @app.errorhandler(InvalidJob)
     def _invalid_job(exc: InvalidJob):

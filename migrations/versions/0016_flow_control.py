@@ -3,14 +3,14 @@ the fair claim v4 that honours them (sql/028_fair_claim_v4.sql), per-store lag a
 and why a job waits (sql/060_job_wait_v1.sql)
 
 Revision ID: 0016_flow_control
-Revises: 0012_fair_claim_v3
+Revises: 0014_dashboard
 """
 from alembic import op
 
 from jobprocessor.sqlfiles import execute_sql_file
 
 revision = "0016_flow_control"
-down_revision = "0012_fair_claim_v3"
+down_revision = "0014_dashboard"
 branch_labels = None
 depends_on = None
 
