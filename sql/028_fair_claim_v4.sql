@@ -143,7 +143,9 @@ $$;
 
 -- The stores of a chunk that flow control says anything about (the others are left out of the result): store-wide
 -- pauses, pauses of one of its types, quota holds in force, and the limits of sql/027's jobs_flow_limits() -- per
--- type only for the types its row may hold that the claim wants. Index lookups only; no lock.
+-- type for every type the claim wants, not only those of the row read: a store is counted once per claim, when it
+-- is first met, and that count serves it at every level (a cap of a type first seen at a later level would be
+-- missed). Index lookups only; no lock.
 CREATE OR REPLACE FUNCTION jobs_fair_flow_plan(p_chunk jobs_fair_queue_v4[], p_wanted text[])
 RETURNS SETOF jobs_fair_flow
 LANGUAGE sql STABLE
@@ -167,9 +169,7 @@ AS $fn$
                                array_agg(x.max_running) FILTER (WHERE x.type IS NOT NULL) AS cap_running,
                                array_agg(x.max_starts_per_minute) FILTER (WHERE x.type IS NOT NULL) AS cap_starts
                         FROM jobs_flow_limits(ARRAY[c.store_key]) AS x
-                        WHERE x.type IS NULL
-                           OR ((c.types IS NULL OR x.type = ANY (c.types))
-                               AND (p_wanted IS NULL OR x.type = ANY (p_wanted)))) AS l
+                        WHERE x.type IS NULL OR p_wanted IS NULL OR x.type = ANY (p_wanted)) AS l
     WHERE c.store_key <> ''
       AND (p.paused OR p.types IS NOT NULL OR h.types IS NOT NULL OR l.n > 0)
 $fn$;

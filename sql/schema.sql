@@ -1202,9 +1202,7 @@ CREATE FUNCTION public.jobs_fair_flow_plan(p_chunk public.jobs_fair_queue_v4[], 
                                array_agg(x.max_running) FILTER (WHERE x.type IS NOT NULL) AS cap_running,
                                array_agg(x.max_starts_per_minute) FILTER (WHERE x.type IS NOT NULL) AS cap_starts
                         FROM jobs_flow_limits(ARRAY[c.store_key]) AS x
-                        WHERE x.type IS NULL
-                           OR ((c.types IS NULL OR x.type = ANY (c.types))
-                               AND (p_wanted IS NULL OR x.type = ANY (p_wanted)))) AS l
+                        WHERE x.type IS NULL OR p_wanted IS NULL OR x.type = ANY (p_wanted)) AS l
     WHERE c.store_key <> ''
       AND (p.paused OR p.types IS NOT NULL OR h.types IS NOT NULL OR l.n > 0)
 $$;
