@@ -11,14 +11,13 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from flask import Flask
 
 from .config import ConfigError, Settings
+from .shipped import MIGRATIONS_DIR
 
-MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "jobprocessor.handlers.system",  # system.cleanup
     "jobprocessor.handlers.product_optimize",  # product.optimize
@@ -119,7 +118,7 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     with app.app_context():
         instrument_pool(db.engine)  # pool gauges for /metrics
     register_scrape_collector(rate_limiter_metrics)  # the shared OpenAI budget, read from PostgreSQL per scrape
-    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     register_api(app)
     register_cli(app)
     _import_handler_modules(settings)
