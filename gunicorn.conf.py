@@ -5,14 +5,17 @@ callers cheaply; handlers themselves run on the call's own pool of JOBS_CONCURRE
 """
 import os
 
-bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from jobprocessor.startup import gunicorn_numbers
+
+_numbers = gunicorn_numbers(os.environ)  # a bad value: one line naming it, and gunicorn does not start
+bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{_numbers['port']}")
+workers = _numbers["workers"]
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = _numbers["threads"]
 # A call may run up to budget_s (<= 900 s) plus a short grace; gthread workers heartbeat from their main loop, so
 # this only bounds a worker whose main loop is stuck. graceful_timeout lets running calls finish on deploys.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "960"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "60"))
+timeout = _numbers["timeout"]
+graceful_timeout = _numbers["graceful_timeout"]
 keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
@@ -31,6 +34,12 @@ import tempfile  # noqa: E402
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobprocessor-metrics-")
+
+
+# The app's settings, checked here in the master before any worker boots (each worker reads them again)
+from jobprocessor.startup import check_or_exit  # noqa: E402
+
+check_or_exit(os.environ, threads=threads)
 
 
 def on_starting(server):

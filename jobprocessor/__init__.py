@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -47,14 +48,14 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _configure_logging() -> None:
+def _configure_logging(settings: Settings) -> None:
     logger = logging.getLogger("jobprocessor")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         logger.addHandler(handler)
     if logger.level == logging.NOTSET:
-        logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+        logger.setLevel(settings.LOG_LEVEL)
 
 
 def _import_handler_modules(settings: Settings) -> None:
@@ -63,6 +64,14 @@ def _import_handler_modules(settings: Settings) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"JOBPROCESSOR_HANDLERS: cannot import {name!r} ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - a handler module that fails while importing: one line, where
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise ConfigError(f"JOBPROCESSOR_HANDLERS: importing {name!r} failed: {type(exc).__name__}: "
+                              f"{_one_line(exc)} (at {frame.filename}:{frame.lineno})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def _log_auth_methods(settings: Settings) -> None:
@@ -122,7 +131,7 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     register_api(app)
     register_cli(app)
     _import_handler_modules(settings)
-    _configure_logging()
+    _configure_logging(settings)
     _log_auth_methods(settings)
     return app
 

@@ -11,7 +11,24 @@ from .enqueue import InvalidJob, enqueue_many
 from .extensions import db
 from .processor import process_pending
 
-jobs_cli = AppGroup("jobs", help="Enqueue and process jobs.")
+
+
+class _JobsGroup(AppGroup):
+    """An unreachable database is one line (naming the host, never the password), not a traceback."""
+
+    def invoke(self, ctx):
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except OperationalError as exc:
+            url = db.engine.url
+            reason = " ".join(str(exc.orig).split())[:300] if exc.orig is not None else type(exc).__name__
+            raise click.ClickException(f"the database at {url.host}:{url.port or 5432}/{url.database} is "
+                                       f"unreachable: {reason}") from None
+
+
+jobs_cli = _JobsGroup("jobs", help="Enqueue and process jobs.")
 
 
 def _settings():
