@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 from flask import Flask, current_app
@@ -35,6 +36,12 @@ def _settings():
     return current_app.extensions["jobprocessor"].settings
 
 
+def _priority(text: str):
+    """--priority: a name, or ASCII digits as a number ("²".isdigit() is true, int("²") a crash); the enqueue
+    validation then says what is allowed."""
+    return int(text) if re.fullmatch(r"[0-9]{1,3}", text) else text
+
+
 @jobs_cli.command("enqueue")
 @click.argument("job_type")
 @click.option("--payload", default="{}", help="JSON object")
@@ -54,7 +61,7 @@ def enqueue_command(job_type, payload, store_id, user_id, priority, run_at, max_
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload")
     job = {"type": job_type, "payload": payload_obj, "store_id": store_id, "user_id": user_id,
-           "priority": int(priority) if priority.isdigit() else priority, "run_at": run_at,
+           "priority": _priority(priority), "run_at": run_at,
            "max_attempts": max_attempts, "idempotency_key": idempotency_key, "batch_id": batch_id}
     job = {k: v for k, v in job.items() if v is not None}
     ids = []
@@ -203,7 +210,7 @@ def schedule_add(name, cron, job_type, payload, priority, disabled):
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload")
     try:
         row = schedules.add_schedule(db.engine, _settings(), name=name, cron=cron, job_type=job_type,
-                                     payload=payload_obj, priority=int(priority) if priority.isdigit() else priority,
+                                     payload=payload_obj, priority=_priority(priority),
                                      enabled=not disabled)
     except CronError as exc:
         raise click.BadParameter(str(exc), param_hint="CRON")
