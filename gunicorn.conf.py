@@ -20,8 +20,15 @@ keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
-# the access log never includes request headers, so the Authorization secret never reaches it
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+# time, client, method, path (never the query string: a caller may put a secret in ?secret=, and parameters are not
+# the log's business), protocol, status, bytes, seconds. Request headers are never logged, so neither is
+# the Authorization secret.
+access_log_format = '%(t)s %(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+
+# gunicorn's own refusals (bad request line, too many headers, ...) as JSON errors like the app's
+from jobprocessor import gunicorn_errors  # noqa: E402
+
+gunicorn_errors.install()
 
 # --- Prometheus multiprocess mode (GET /metrics sums every worker's counters) -------------------------------------
 # Each worker writes its metric values into files in PROMETHEUS_MULTIPROC_DIR; a scrape, whichever worker answers,

@@ -45,6 +45,8 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
         "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": {"connect_timeout": 5, "application_name": "jobprocessor"},
+        # a failed statement's bound parameters (payloads, results, secrets of a caller) never reach a log
+        "hide_parameters": True,
     }
 
 
@@ -119,7 +121,9 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.DATABASE_URL,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
-        MAX_CONTENT_LENGTH=settings.MAX_REQUEST_BYTES,
+        # one byte more than the limit, so a chunked body of exactly the limit can be told from a longer one
+        # (api/params.raw_body refuses what is over MAX_REQUEST_BYTES)
+        MAX_CONTENT_LENGTH=settings.MAX_REQUEST_BYTES + 1,
     )
     app.json.sort_keys = False
     app.extensions["jobprocessor"] = JobProcessorState(settings)

@@ -16,10 +16,12 @@ from flask import current_app
 from . import queries
 from .config import Settings
 from .handlers import PermanentError, get_handler
+from .jsontext import has_nul
 
 PRIORITY_NAMES = {"urgent": 1, "high": 2, "normal": 5, "low": 10}
 MAX_JOBS_PER_REQUEST = 1000
 MAX_IDENTIFIER_LENGTH = 200
+MAX_SHOWN_NAME = 64  # an unknown field's name is echoed back at most this long
 FIELDS = ("type", "payload", "priority", "run_at", "store_id", "user_id", "max_attempts", "idempotency_key",
           "batch_id")
 
@@ -120,7 +122,7 @@ def _payload(value: Any, settings: Settings) -> str:
         raise InvalidJob("payload", f"payload is not valid JSON data ({exc})") from None
     if len(document.encode()) > settings.MAX_PAYLOAD_BYTES:
         raise InvalidJob("payload", f"payload is larger than {settings.MAX_PAYLOAD_BYTES} bytes")
-    if "\\u0000" in document:  # PostgreSQL's jsonb cannot store the NUL character
+    if has_nul(document):  # PostgreSQL's jsonb cannot store the NUL character
         raise InvalidJob("payload", "payload must not contain the NUL character (\\u0000)")
     if "\\ud" in document and not _is_utf8(json.dumps(value, ensure_ascii=False)):
         raise InvalidJob("payload", "payload must be valid Unicode text (it holds a lone surrogate such as \\ud800)")
@@ -133,7 +135,9 @@ def validate_job(data: Any, settings: Settings) -> dict:
         raise InvalidJob("job", "each job must be a JSON object")
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise InvalidJob(unknown[0], f"unknown field {unknown[0]!r}; allowed: {', '.join(FIELDS)}")
+        name = str(unknown[0])
+        shown = name if len(name) <= MAX_SHOWN_NAME else name[:MAX_SHOWN_NAME] + "..."  # never echo 100 KB back
+        raise InvalidJob(shown, f"unknown field {shown!r}; allowed: {', '.join(FIELDS)}")
     job_type = data.get("type")
     if not isinstance(job_type, str) or not job_type:
         raise InvalidJob("type", "type is required and must be a string")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from .jsontext import has_nul
 from .handlers.registry import HandlerSpec, Job, PermanentError, RetryLater
 from .policies import deferral
 from .policies.backoff import retry_delay
@@ -59,7 +60,7 @@ def error_text(exc: BaseException) -> str:
 
 def result_json(result: Any) -> str:
     document = json.dumps(result, allow_nan=False, separators=(",", ":"))
-    if "\\u0000" in document:
+    if has_nul(document):
         raise ValueError("it contains the NUL character, which PostgreSQL jsonb cannot store")
     if "\\ud" in document:  # escaped astral characters are fine, lone surrogates are not
         try:

@@ -1,26 +1,45 @@
 """POST /process-pending (and GET, the method Vercel Cron uses): the cron's entry point."""
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from ..extensions import db
 from ..handlers import get_handler
 from ..processor import process_pending
 from .auth import require_secret
 from .errors import ApiError
-from .params import get_param, int_param, json_body, number_param, str_param
+from .params import accepts, check_body_fields, get_param, int_param, json_body, number_param, str_param
 
 bp = Blueprint("cron", __name__)
 MAX_LIMIT = 1_000_000  # jobs one call may claim over all its rounds
+PARAMETERS = ("limit", "budget_s", "type")
+
+
+def refuse_head(view):
+    """Flask answers HEAD on every GET route by running the GET view: here that would run jobs. A HEAD runs
+    nothing, not even the auth: 405 with Allow."""
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if request.method == "HEAD":
+            raise MethodNotAllowed(valid_methods=["GET", "POST"])
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 @bp.route("/process-pending", methods=["POST", "GET"])
+@refuse_head
 @require_secret(trigger=True)
+@accepts(query=PARAMETERS)
 def process_pending_endpoint():
     settings = current_app.extensions["jobprocessor"].settings
     body = json_body(required=False) if request.method == "POST" else None
     if body is not None and not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object of parameters.")
+    check_body_fields(body, PARAMETERS)
     limit = int_param("limit", get_param("limit", body), 1, MAX_LIMIT, settings.JOBS_MAX_PER_RUN)
     budget_s = number_param("budget_s", get_param("budget_s", body), 1, 900, settings.JOBS_MAX_RUNTIME_S)
     job_type = str_param("type", get_param("type", body))

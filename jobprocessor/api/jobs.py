@@ -8,7 +8,7 @@ from ..enqueue import validate_job, validate_jobs
 from ..extensions import db
 from .auth import require_secret
 from .errors import ApiError
-from .params import choice_param, int_param, json_body, str_param
+from .params import accepts, check_body_fields, choice_param, int_param, json_body, str_param
 
 bp = Blueprint("jobs", __name__)
 
@@ -22,13 +22,13 @@ def _settings():
 
 @bp.post("/jobs")
 @require_secret
+@accepts()
 def create_jobs():
     body = json_body(required=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a job object or {\"jobs\": [...]}.")
     if "jobs" in body:
-        if set(body) != {"jobs"}:
-            raise ApiError(400, "invalid_field", "A batch body holds only \"jobs\".")
+        check_body_fields(body, ("jobs",))  # a batch body holds only "jobs"
         rows = validate_jobs(body["jobs"], _settings())
         with db.engine.begin() as conn:
             results = queries.enqueue(conn, rows)
@@ -47,6 +47,7 @@ def create_jobs():
 
 @bp.get("/jobs")
 @require_secret
+@accepts(query=("status", "type", "store_id", "user_id", "batch_id", "limit", "after"))
 def list_jobs():
     args = request.args
     status = choice_param("status", args.get("status"), STATUSES)
@@ -66,6 +67,7 @@ def _job_id(raw: str) -> int:
 
 @bp.get("/jobs/<raw_id>")
 @require_secret
+@accepts()
 def get_job(raw_id: str):
     with db.engine.connect() as conn:
         job = queries.get_job(conn, _job_id(raw_id))
@@ -89,11 +91,13 @@ def _transition(raw_id: str, action, allowed: str):
 
 @bp.post("/jobs/<raw_id>/retry")
 @require_secret
+@accepts(body=())
 def retry_job(raw_id: str):
     return _transition(raw_id, queries.retry_job, "failed or cancelled")
 
 
 @bp.post("/jobs/<raw_id>/cancel")
 @require_secret
+@accepts(body=())
 def cancel_job(raw_id: str):
     return _transition(raw_id, queries.cancel_job, "pending")

@@ -14,6 +14,7 @@ from flask import Blueprint, jsonify
 from ..enqueue import MAX_IDENTIFIER_LENGTH, MAX_JOBS_PER_REQUEST, PRIORITY_NAMES
 from ..handlers import registered_types
 from .auth import require_secret
+from .params import accepts
 
 bp = Blueprint("openapi", __name__)
 
@@ -401,5 +402,6 @@ def spec(job_types: list[str] | None = None) -> dict:
 
 @bp.get("/openapi.json")
 @require_secret
+@accepts()
 def openapi_json():
     return jsonify(spec(registered_types()))
