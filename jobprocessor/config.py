@@ -146,6 +146,13 @@ class Settings:
                                       1024, 256 * 1024 * 1024)
     MAX_PAYLOAD_BYTES: int = _setting(256 * 1024, int, "largest payload of one job, as JSON", 64, 64 * 1024 * 1024)
     MAX_PAYLOAD_DEPTH: int = _setting(32, int, "deepest nesting of a job payload", 1, 1000)
+    MAX_RESULT_BYTES: int = _setting(1024 * 1024, int, "largest result a handler may return, as JSON; a bigger "
+                                                       "one fails the job with an error that says so",
+                                     64, 64 * 1024 * 1024)
+    MAX_PAGE_BYTES: int = _setting(8 * 1024 * 1024, int, "about the most bytes of payloads, results and errors one "
+                                                         "GET /jobs page holds (a page ends early, with next_after, "
+                                                         "rather than grow past it; always at least one job)",
+                                   64 * 1024, 1024 * 1024 * 1024)
     OPENAI_API_KEY: str = _setting("", str, "OpenAI API key for product.optimize; unset: those jobs fail with a clear "
                                             "error, everything else works (never logged)")
     OPENAI_BASE_URL: str = _setting("", str, "OpenAI API base URL, as the official SDK reads it; empty: "

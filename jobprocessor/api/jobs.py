@@ -57,7 +57,8 @@ def list_jobs():
         page, next_after = queries.list_jobs(
             conn, status=status, job_type=str_param("type", args.get("type")),
             store_id=str_param("store_id", args.get("store_id")), user_id=str_param("user_id", args.get("user_id")),
-            batch_id=str_param("batch_id", args.get("batch_id")), after=after, limit=limit)
+            batch_id=str_param("batch_id", args.get("batch_id")), after=after, limit=limit,
+            max_bytes=_settings().MAX_PAGE_BYTES)
     return jsonify({"jobs": [queries.job_to_dict(row) for row in page], "next_after": next_after})
 
 
