@@ -157,3 +157,10 @@ def test_database_errors_log_no_values(app, client, caplog, monkeypatch):
     with pytest.raises(Exception) as raised, db.engine.connect() as conn:
         conn.execute(text("SELECT CAST(:value AS integer)"), {"value": "secret-marker-4711"})
     assert "SQL parameters hidden" in str(raised.value)
+
+
+def test_a_bad_body_value_is_refused_even_where_the_query_string_wins(client):
+    assert client.post("/process-pending?limit=5", json={"limit": "x"}, headers=AUTH).status_code == 400
+    unknown = client.post("/process-pending?type=test.echo", json={"type": "no.such.type"}, headers=AUTH)
+    assert unknown.status_code == 422
+    assert client.post("/process-pending?limit=5", json={"limit": 7}, headers=AUTH).status_code == 200

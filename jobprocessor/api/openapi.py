@@ -84,6 +84,8 @@ _SCHEMAS = {
             "deferrals": {"type": "integer", "minimum": 0,
                           "description": "times put off without spending an attempt (RetryLater, cut by a budget)"},
             "deferred_since": _NULLABLE_TIME,
+            "last_traceback": {**_NULLABLE_TEXT, "description": "GET /jobs/{job_id} only: the traceback of the "
+                                                                "error in last_error, its last 8,000 characters"},
         },
     },
     "NewJob": {
@@ -155,7 +157,9 @@ _SCHEMAS = {
     },
     "RunParameters": {
         "type": "object",
-        "description": "the same parameters as the query string (which wins); null means the default",
+        "description": "the same parameters as the query string (which wins); null means the default; any "
+                       "other key is a 400",
+        "additionalProperties": False,
         "properties": {
             "limit": {"type": "integer", "minimum": 1, "maximum": 1000000, "nullable": True},
             "budget_s": {"type": "number", "minimum": 1, "maximum": 900, "nullable": True},
@@ -215,7 +219,8 @@ _RUN_QUERY = [
 
 _RUN_RESPONSES = {
     "200": _json("What the call did.", _ref("RunSummary")),
-    "400": _error("A parameter is out of range or malformed."),
+    "400": _error("A parameter is out of range or malformed, or unknown (named in the message)."),
+    "413": _error("The body is larger than MAX_REQUEST_BYTES."),
     "415": _error("A body that is not application/json."),
     "422": _error("No handler is registered for `type`."),
     **_COMMON,
@@ -285,13 +290,16 @@ _PATHS = {
                 {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
                 {"name": "type", "in": "query", "schema": _FILTER},
                 {"name": "store_id", "in": "query", "schema": _FILTER},
+                {"name": "user_id", "in": "query", "schema": _FILTER},
                 {"name": "batch_id", "in": "query", "schema": _FILTER},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 {"name": "after", "in": "query", "description": "next_after of the previous page",
                  "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_JOB_ID}},
             ],
             "responses": {
-                "200": _json("One page.", {"type": "object", "required": ["jobs", "next_after"], "properties": {
+                "200": _json("One page: up to `limit` jobs, fewer when they reach MAX_PAGE_BYTES (then "
+                             "next_after is set).", {
+                    "type": "object", "required": ["jobs", "next_after"], "properties": {
                     "jobs": {"type": "array", "items": _ref("Job")},
                     "next_after": {"type": "integer", "nullable": True}}}),
                 "400": _error("A parameter is invalid."),
@@ -340,6 +348,10 @@ _PATHS = {
         "responses": {
             "200": _json("The database answers.", {"type": "object", "required": ["status"], "properties": {
                 "status": {"type": "string", "enum": ["ok"]}, "database": {"type": "string"},
+                "api": {"type": "string", "enum": ["enabled", "disabled"],
+                        "description": "disabled: CRON_SECRET is not set, the protected endpoints answer 503"},
+                "warnings": {"type": "array", "items": {"type": "string"},
+                             "description": "what an operator should know (e.g. the secret is not set)"},
                 "auth": {"type": "object", "description": "which auth methods are on (never their secrets)",
                          "properties": {name: {"type": "boolean"} for name in
                                         ("cron_secret", "qstash", "google_oidc", "hmac")}}}}),
@@ -384,6 +396,16 @@ SPEC = {
         },
     },
 }
+
+
+# Every operation refuses an unknown query parameter (and a body field it does not take) with a 400 naming it
+_UNKNOWN = _error("An unknown query parameter or body field (the message and `field` name it).")
+for _item in _PATHS.values():
+    for _operation in _item.values():
+        _operation["responses"].setdefault("400", _UNKNOWN)
+        for _parameter in _operation.get("parameters", []):
+            if _parameter["in"] == "query":  # `?limit=` means the default, `?type=` no filter
+                _parameter["allowEmptyValue"] = True
 
 
 def spec(job_types: list[str] | None = None) -> dict:
