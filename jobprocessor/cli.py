@@ -89,16 +89,21 @@ def process_command(limit, budget_s, job_type):
 @jobs_cli.command("demo")
 @click.option("--count", default=20, show_default=True)
 def demo_command(count):
-    """Enqueue sample jobs across a few stores (needs JOBPROCESSOR_HANDLERS=jobprocessor.handlers.demo)."""
+    """Enqueue sample jobs across a few stores (needs JOBPROCESSOR_HANDLERS=jobprocessor.handlers.demo). The same
+    COUNT jobs however often it runs (idempotency keys demo:1 ... demo:COUNT): `make demo` runs it at every start."""
     import jobprocessor.handlers.demo  # noqa: F401 - registers the demo types in this process
 
     kinds = [("demo.echo", {"hello": "world"}), ("demo.sleep", {"seconds": 0.5}), ("demo.flaky", {"fail_rate": 0.3}),
              ("demo.rate_limited", {"seconds": 30}), ("demo.invalid", {})]
     # a few urgent jobs (they go first), the rest normal and spread over four stores (they share the slots fairly)
     jobs = [{"type": kinds[i % len(kinds)][0], "payload": kinds[i % len(kinds)][1], "store_id": f"store-{i % 4}",
-             "priority": "urgent" if i % 10 == 0 else "normal"} for i in range(count)]
-    results = enqueue_many(jobs)
-    click.echo(json.dumps({"enqueued": len(results)}))
+             "priority": "urgent" if i % 10 == 0 else "normal", "idempotency_key": f"demo:{i + 1}"}
+            for i in range(count)]
+    results = []
+    for start in range(0, count, 1000):
+        results += enqueue_many(jobs[start:start + 1000])
+    created = sum(1 for _, was_created in results if was_created)
+    click.echo(json.dumps({"enqueued": created, "already_there": len(results) - created}))
 
 
 # --- operators: health, cleanup, schedules -------------------------------------------------------------------------

@@ -11,4 +11,6 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   fi
 fi
 unset DATABASE_URL CRON_SECRET JOBPROCESSOR_HANDLERS
+# a developer's .env (make run's) never reaches the flask commands the tests start (tests of it set their own)
+export FLASK_SKIP_DOTENV=1
 exec "$PY" -m pytest "$@"
