@@ -8,9 +8,10 @@ postmaster and its backends, each gunicorn master and its workers).
 
 Workloads: `noop` (demo.noop: the queue's own cost, the worst case for the database per job) and `io` (demo.sleep
 of 20 ms: handlers that wait on an API, what most jobs do). --pgbouncer puts a PgBouncer in transaction mode between
-every instance and PostgreSQL (Debian's pgbouncer). The database is `jobprocessor_scale` on the embedded server (or
-BENCH_DATABASE_URL, then CPU is not measured), built by the migrations. On this 2-core machine the instances and PostgreSQL share the cores:
-PostgreSQL's CPU per 1,000 jobs is what carries over to a real deployment, jobs/s is what this machine gives.
+every instance and PostgreSQL (Debian's pgbouncer). The database is `jobprocessor_scale` on the embedded server,
+built by the migrations (the embedded server's processes are what it measures). On this 2-core machine the
+instances and PostgreSQL share the cores: PostgreSQL's CPU per 1,000 jobs is what carries over to a real
+deployment, jobs/s is what this machine gives.
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def cpu_of_tree(root: int) -> float:
 def database_url() -> str:
     from jobprocessor import devdb
 
-    return devdb.database_url("BENCH_DATABASE_URL", "jobprocessor_scale")
+    devdb.start()
+    devdb.create_database("jobprocessor_scale")
+    return devdb.url("jobprocessor_scale")
 
 
 def migrate(url: str) -> None:
