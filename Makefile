@@ -3,12 +3,13 @@
 # make test  - venv, embedded PostgreSQL, the whole pytest suite (CI runs this)
 # make chaos - the long fault-injection runs (see docs/RELIABILITY.md)
 # make bench - the benchmarks (see docs/BENCHMARKS.md)
+# make schema - regenerate sql/schema.sql (the whole schema in one file) from a freshly migrated database
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv run demo test chaos db-start db-stop bench clean
+.PHONY: venv run demo test chaos db-start db-stop bench schema clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +39,9 @@ db-stop: venv
 
 bench: venv
 	bash scripts/bench.sh
+
+schema: venv
+	$(PY) -m jobprocessor.schema_dump
 
 clean:
 	-$(PY) -m jobprocessor.devdb stop

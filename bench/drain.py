@@ -117,8 +117,8 @@ def reference_drain(dsn: str, jobs: JobsTable, n: int, batch: int = 1000, lease_
         with conn.cursor() as cur:
             started = time.perf_counter()
             while True:
-                cur.execute(claim_sql, {"limit": batch, "worker": worker, "lease_s": lease_s, "job_type": None,
-                                        "rescue_limit": 1000, "max_per_store": None})
+                cur.execute(claim_sql, {"limit": batch, "worker": worker, "lease_s": lease_s, "job_types": None,
+                                        "rescue_limit": 1000, "max_per_store": None, "start_types": "{}"})
                 ids = [row[0] for row in cur.fetchall() if row[0] is not None]
                 conn.commit()
                 calls += 1
@@ -155,13 +155,13 @@ def free_port() -> int:
 class Server:
     """wsgi:app under gunicorn.conf.py, as Procfile's web: line runs it, with the bench's shape in the env."""
 
-    def __init__(self, database_url: str, workers: int, threads: int, concurrency: int):
-        self.workers, self.threads, self.concurrency = workers, threads, concurrency
+    def __init__(self, database_url: str, workers: int, threads: int, concurrency: int, root: Path = ROOT):
+        self.workers, self.threads, self.concurrency, self.root = workers, threads, concurrency, root
         self.port = free_port()
         self.secret = secrets.token_urlsafe(32)
         self.env = dict(os.environ, DATABASE_URL=database_url, CRON_SECRET=self.secret,
                         JOBPROCESSOR_HANDLERS="jobprocessor.handlers.demo", WEB_CONCURRENCY=str(workers),
-                        GUNICORN_THREADS=str(threads), JOBS_CONCURRENCY=str(concurrency), PYTHONPATH=str(ROOT))
+                        GUNICORN_THREADS=str(threads), JOBS_CONCURRENCY=str(concurrency), PYTHONPATH=str(root))
         OUT_DIR.mkdir(exist_ok=True)
         self.log_path = OUT_DIR / f"gunicorn-{workers}x{threads}-c{concurrency}-{self.port}.log"
         self.proc: Optional[subprocess.Popen] = None
@@ -174,7 +174,7 @@ class Server:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py", "--bind",
-             f"127.0.0.1:{self.port}"], cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+             f"127.0.0.1:{self.port}"], cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -222,13 +222,17 @@ class Server:
             start.wait()
             try:
                 while True:
-                    status, body = self.request("POST", f"/process-pending?limit={limit}", conn)
+                    path = "/process-pending" if limit is None else f"/process-pending?limit={limit}"
+                    status, body = self.request("POST", path, conn)
                     calls[i] += 1
                     if status != 200:
                         errors.append(f"HTTP {status}: {body[:300]!r}")
                         return
                     summary = json.loads(body)
                     succeeded[i] += summary["succeeded"]
+                    if summary.get("busy"):  # this worker already runs its JOBS_MAX_TICKS_PER_PROCESS calls
+                        time.sleep(0.005)
+                        continue
                     if summary["claimed"] == 0:
                         return
             except Exception as exc:  # noqa: BLE001 - reported below

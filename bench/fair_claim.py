@@ -1,27 +1,33 @@
-"""Fair claim vs FIFO claim (issue 3). Prints figures; docs/BENCHMARKS.md keeps them with the command.
+"""Fair claim vs FIFO claim (issues 3 and 11). Prints figures; docs/BENCHMARKS.md keeps them with the command.
 
-    .venv/bin/python bench/fair_claim.py latency    [--jobs 1000000] [--stores 10,100,1000] [--limit 100] [--reps 40]
+    .venv/bin/python bench/fair_claim.py latency    [--jobs 1000000] [--stores 10,100,1000] [--limits 100,10] [--reps 40]
     .venv/bin/python bench/fair_claim.py explain    [--jobs 1000000] [--stores 1000] [--limit 100]
     .venv/bin/python bench/fair_claim.py first-job  [--limit 100] [--job-ms 20] [--concurrency 8]
     .venv/bin/python bench/fair_claim.py profile    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
     .venv/bin/python bench/fair_claim.py enqueue    [--jobs 1000000] [--stores 1000] [--reps 40]
 
-latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING) of queries.claim (fair) and
-           queries.claim_fifo, `--reps` times each, interleaved, each in a transaction that is rolled back so every
-           rep sees the same queue: `--jobs` pending jobs, one store holding half of them, the other half spread over
-           the other stores, every store already served once before (its turn in job_store_queues: the steady state).
-           At the largest store count also: the claim restricted to one type (`?type=`, over
-           jobs_fair_type_idx), and a queue of the same size with nothing due yet (all run_at in the future).
+latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING), `--reps` times per variant,
+           interleaved, each in a transaction that is rolled back so every rep sees the same queue: `--jobs`
+           pending jobs of four types (at random), one store holding half of them, the other half spread
+           over the other stores, every store already served once before (its turn in job_store_queues: the
+           steady state). Variants: the FIFO claim (queries.claim_fifo); v2 of the fair claim (sql/024, installed
+           beside v3 under another name) untyped and `?type=`; v3 (queries.claim, sql/026) untyped, typed (one
+           type), with the types of a process's handlers (the four queued types and three more), and with three
+           of the four queued types. At the largest store count also: a queue with 1,000 more stores holding only
+           a fifth type nobody asks for, which have waited longest (what a type filter can cost), and a queue with
+           nothing due yet (all run_at in the future), and the queue of the first line with every store served in the
+           last 10 minutes instead (the steady state of a drained backlog). For each claim size in `--limits`.
            Wall time is measured by the client; server CPU time (from /proc, for a server on this machine) is
            steadier on a shared machine; `pk` is the server CPU time of 1,000 primary-key probes in the same run,
            to scale the figures to other hardware.
-explain:   EXPLAIN (ANALYZE, BUFFERS) of both statements on that queue, and, through auto_explain, of the statements
-           jobs_fair_claim() runs inside.
-profile:   where the fair claim's cost goes: server CPU per call of jobs_fair_claim() alone, of the same function
-           without writing the turns of the stores served (step 7), of v1's function (sql/022, with its table of
-           turns recreated) and of FIFO's locked read, on that queue, interleaved.
+explain:   EXPLAIN (ANALYZE, BUFFERS) of the claim statement on that queue, untyped, of one type and of three of the
+           four types, and, through auto_explain, of the statements jobs_fair_claim() runs inside; and of the FIFO
+           claim.
+profile:   where the fair claim's cost goes: server CPU per call of jobs_fair_claim() v3 alone (untyped, typed, the
+           handlers' types, three of four types), of v2's function (untyped, typed) and of FIFO's locked read, on
+           that queue, interleaved.
 enqueue:   what the directory's triggers cost an enqueue: server CPU per job of queries.enqueue, one job per
-           transaction and in batches of 1000, with the insert trigger of sql/023 on and off, alternating.
+           transaction and in batches of 1000, with the insert trigger (sql/025) on and off, alternating.
 first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; process_pending() (the real
            pipeline: claim, run handlers on `--concurrency` threads, record outcomes) called back to back with
            `--limit`, each job sleeping `--job-ms`; reports when each store's first job started (jobs.started_at),
@@ -79,38 +85,105 @@ def fresh_schema(url: str):
     return engine
 
 
-def fill(engine, n_jobs: int, n_stores: int, due: bool = True) -> None:
-    """n_jobs pending jobs: even ids to store 'big', odd ids spread over n_stores - 1 others; run_at over the last
-    3 hours (or the next 3 hours), interleaved; every store served once before (a turn row an hour old)."""
+# the queue's job types, and what the claims ask for
+QUEUED_TYPES = ("bench.work", "bench.import", "bench.translate", "bench.rewrite")
+HANDLER_TYPES = sorted(QUEUED_TYPES + ("product.optimize", "system.cleanup", "demo.echo"))  # a process's handlers
+UNHANDLED_TYPE = "bench.unhandled"
+
+
+def fill(engine, n_jobs: int, n_stores: int, due: bool = True, unhandled_stores: int = 0,
+         served_lately: bool = False) -> None:
+    """n_jobs pending jobs of the four QUEUED_TYPES (at random, by a hash of the id): even ids to store 'big', odd ids spread over
+    n_stores - 1 others; run_at over the last 3 hours (or the next 3 hours), interleaved; every store served once
+    before (a turn an hour before its oldest job). With unhandled_stores, that many more stores with 10 jobs each of
+    UNHANDLED_TYPE, older than every other job and never served (nobody asks for their type). served_lately: every
+    store was served in the last 10 minutes instead, in a random order (the steady state of a backlog being
+    drained: each store's wait is its turn, not its oldest job)."""
     when = "now() - interval '3 hours'" if due else "now() + interval '1 hour'"
     step = 3 * 3600 * 1000 // n_jobs or 1
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_queues RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_store_queues, job_store_arrivals RESTART IDENTITY"))
         conn.execute(text(f"""
             INSERT INTO jobs (type, store_id, priority, run_at, payload)
-            SELECT 'bench.work',
+            SELECT (CAST(:types AS text[]))[1 + (hashint4(g) & 3)],  -- independent of the store
                    CASE WHEN g % 2 = 0 OR :others = 0 THEN 'big' ELSE 'store-' || ((g / 2) % :others) END,
                    5, {when} + g * make_interval(secs => :step / 1000.0), '{{}}'
-            FROM generate_series(1, :n) AS g"""), {"n": n_jobs, "others": n_stores - 1, "step": step})
-        # every store's turn (in the directory of store queues, sql/023), an hour before its oldest job
-        conn.execute(text("UPDATE job_store_queues SET served_at = now() - interval '4 hours', served_pos = 1"))
+            FROM generate_series(1, :n) AS g"""),
+                     {"n": n_jobs, "others": n_stores - 1, "step": step, "types": list(QUEUED_TYPES)})
+        # every store's turn (in the directory of store queues): an hour before its oldest job, or lately
+        if served_lately:
+            conn.execute(text("UPDATE job_store_queues SET served_at = now() - random() * interval '10 minutes', "
+                              "served_pos = 1 + (random() * 99)::int"))
+        else:
+            conn.execute(text("UPDATE job_store_queues SET served_at = now() - interval '4 hours', served_pos = 1"))
+        if unhandled_stores:
+            conn.execute(text("""
+                INSERT INTO jobs (type, store_id, priority, run_at, payload)
+                SELECT :type, 'unhandled-' || (g % :stores), 5, now() - interval '5 hours', '{}'
+                FROM generate_series(1, :stores * 10) AS g"""), {"type": UNHANDLED_TYPE, "stores": unhandled_stores})
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE jobs"))
         conn.execute(text("VACUUM ANALYZE job_store_queues"))
 
 
-def timed_claim(engine, fair: bool, limit: int) -> tuple[float, int]:
+def install_v2(engine) -> None:
+    """v2 of the fair claim (sql/024) beside v3, as bench_fair_claim_v2(), with v1's probe it calls (sql/022) as
+    bench_fair_claim_probe_v1(). It reads the same directory (v3's column of types is ignored by it); it calls v1's
+    directory writes only to merge arrivals, and the benchmark's queue has none."""
+    v1_sql = (ROOT / "sql" / "022_fair_claim_v1.sql").read_text()
+    v2_sql = (ROOT / "sql" / "024_fair_claim_v2.sql").read_text()
+
+    def function(sql: str, name: str) -> str:
+        start = sql.index(f"CREATE OR REPLACE FUNCTION {name}(")
+        return sql[start:sql.index("$fn$;", start) + len("$fn$;")]
+
+    probe = function(v1_sql, "jobs_fair_claim_probe").replace("FUNCTION jobs_fair_claim_probe(",
+                                                               "FUNCTION bench_fair_claim_probe_v1(", 1)
+    claim = (function(v2_sql, "jobs_fair_claim").replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v2(", 1)
+             .replace("jobs_fair_claim_probe(", "bench_fair_claim_probe_v1("))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(probe.replace("%", "%%"))
+        conn.exec_driver_sql(claim.replace("%", "%%"))
+
+
+# v2's claim statement: the same rescue and tail as queries.CLAIM around v2's function
+CLAIM_V2 = ("WITH " + queries._RESCUE_CTE + """,
+due AS (
+    SELECT f.job_id AS id, f.claim_order
+    FROM bench_fair_claim_v2(CAST(:limit AS integer), CAST(:job_type AS text), CAST(:max_per_store AS integer),
+                             ARRAY(SELECT id FROM rescued)) AS f
+    LIMIT :limit
+),""" + queries._CLAIM_TAIL)
+
+# name -> how one claim of `limit` runs on a connection (inside the caller's transaction)
+VARIANTS = {
+    "fifo": lambda conn, limit: queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300),
+    "v2": lambda conn, limit: _claim_v2(conn, limit, None),
+    "v2 typed": lambda conn, limit: _claim_v2(conn, limit, QUEUED_TYPES[0]),
+    "v3": lambda conn, limit: queries.claim(conn, limit=limit, worker=WORKER, lease_s=300),
+    "v3 typed": lambda conn, limit: queries.claim(conn, limit=limit, worker=WORKER, lease_s=300,
+                                                  job_types=[QUEUED_TYPES[0]]),
+    "v3 handlers": lambda conn, limit: queries.claim(conn, limit=limit, worker=WORKER, lease_s=300,
+                                                     job_types=HANDLER_TYPES),
+    "v3 3 of 4": lambda conn, limit: queries.claim(conn, limit=limit, worker=WORKER, lease_s=300,
+                                                   job_types=list(QUEUED_TYPES[:3])),
+}
+
+
+def _claim_v2(conn, limit: int, job_type: Optional[str]) -> queries.ClaimResult:
+    return queries._claim(conn, CLAIM_V2, limit=limit, worker=WORKER, lease_s=300, job_type=job_type,
+                          rescue_limit=1000, max_per_store=None, start_types="{}")
+
+
+def timed_claim(engine, variant: str, limit: int) -> tuple[float, int]:
     with engine.connect() as conn:
-        return _timed_claim(conn, fair, limit)
+        return _timed_claim(conn, variant, limit)
 
 
-def _timed_claim(conn, fair: bool, limit: int, job_type: Optional[str] = None) -> tuple[float, int]:
+def _timed_claim(conn, variant: str, limit: int) -> tuple[float, int]:
     tx = conn.begin()
     started = time.perf_counter()
-    if fair:
-        result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300, job_type=job_type)
-    else:
-        result = queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300, job_type=job_type)
+    result = VARIANTS[variant](conn, limit)
     elapsed = (time.perf_counter() - started) * 1000
     tx.rollback()
     return elapsed, len(result.jobs)
@@ -137,71 +210,83 @@ class ServerCpu:
 CALIBRATION = "SELECT count(*) FROM generate_series(1, 1000) AS g, LATERAL (SELECT id FROM jobs WHERE id = g * 97) AS x"
 
 
-def measure(engine, limit: int, reps: int, job_type: Optional[str] = None) -> dict:
-    """Per variant: wall-time median and p90 over `reps` interleaved claims, and server CPU per claim, measured
-    over blocks of `reps` claims of one variant (the CPU clock ticks in 10 ms: one claim is too short to time)."""
+def measure(engine, variants: list[str], limit: int, reps: int) -> dict:
+    """Per variant: wall-time median and p90 over `reps` interleaved claims, jobs claimed, and server CPU per claim.
+    The CPU clock ticks in 10 ms, so one claim is too short to time: it is summed over 8 rounds that each run a block
+    of reps / 4 claims of every variant in turn (and of the calibration), so a slower minute on the shared machine
+    falls on every variant alike."""
     out = {}
+    block = max(reps // 4, 5)
     with engine.connect() as conn:
         cpu = ServerCpu(conn)
         for _ in range(5):  # warm: plans prepared, pages cached
-            _timed_claim(conn, True, limit, job_type)
-            _timed_claim(conn, False, limit, job_type)
-        walls = {True: [], False: []}
+            for variant in variants:
+                _timed_claim(conn, variant, limit)
+        walls: dict = {variant: [] for variant in variants}
         counts = {}
         for _ in range(reps):
-            for fair in (True, False):
-                ms, counts[fair] = _timed_claim(conn, fair, limit, job_type)
-                walls[fair].append(ms)
-        cpus = {True: [], False: [], "pk": []}
-        for _ in range(2):
-            for variant in (True, False, "pk"):
+            for variant in variants:
+                ms, counts[variant] = _timed_claim(conn, variant, limit)
+                walls[variant].append(ms)
+        spent: dict = {variant: 0.0 for variant in variants + ["pk"]}
+        runs = 0
+        for _ in range(8):
+            for variant in variants + ["pk"]:
                 before = cpu.ms()
-                for _ in range(reps):
+                for _ in range(block):
                     if variant == "pk":
                         conn.execute(text(CALIBRATION)).all()
                         conn.rollback()
                     else:
-                        _timed_claim(conn, variant, limit, job_type)
+                        _timed_claim(conn, variant, limit)
                 after = cpu.ms()
-                if before is not None:
-                    cpus[variant].append((after - before) / reps)
-    for fair in (True, False):
-        t = sorted(walls[fair])
-        out[fair] = (statistics.median(t), t[int(len(t) * 0.9)], counts[fair],
-                     statistics.mean(cpus[fair]) if cpus[fair] else float("nan"))
-    out["pk"] = statistics.mean(cpus["pk"]) if cpus["pk"] else float("nan")
+                if before is not None and after is not None:
+                    spent[variant] += after - before
+            runs += block
+    for variant in variants:
+        t = sorted(walls[variant])
+        out[variant] = (statistics.median(t), t[int(len(t) * 0.9)], counts[variant], spent[variant] / runs)
+    out["pk"] = spent["pk"] / runs
     return out
 
 
-def stores_in(engine, limit: int) -> int:
+def stores_in(engine, variant: str, limit: int) -> int:
     with engine.connect() as conn:
         tx = conn.begin()
-        rows = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300).jobs
+        rows = VARIANTS[variant](conn, limit).jobs
         tx.rollback()
     return len({row["store_id"] for row in rows})
 
 
 def cmd_latency(args) -> None:
     engine = fresh_schema(database_url())
-    print(f"claim of {args.limit}, {args.jobs:,} pending jobs, one store holding half. wall: median / p90 of "
-          f"{args.reps} interleaved reps (client side, ms); cpu: server CPU per claim (ms); pk: server CPU of 1000 "
-          "primary-key probes (this machine's speed)")
-    print(f"{'stores':>7} {'due':>6} {'fair wall':>15} {'fifo wall':>15} {'fair cpu':>9} {'fifo cpu':>9} "
-          f"{'cpu diff':>9} {'pk':>6} {'served':>7}")
+    install_v2(engine)
+    print(f"{args.jobs:,} pending jobs of {len(QUEUED_TYPES)} types, one store holding half. wall: median / p90 of "
+          f"{args.reps} interleaved reps (client side, ms); cpu: server CPU per claim (ms), and its difference from "
+          "the FIFO claim's; pk: server CPU of 1000 primary-key probes (this machine's speed); jobs: claimed; "
+          "stores: in the claim")
+    print(f"{'stores':>7} {'queue':>10} {'limit':>5}  {'variant':<12} {'wall':>15} {'cpu':>7} {'- fifo':>7} "
+          f"{'pk':>5} {'jobs':>5} {'stores':>6}")
+    largest = max(args.stores)
     for n_stores in args.stores:
-        cases = [("yes", True, None)]
-        if n_stores == max(args.stores):
-            cases += [("typed", True, "bench.work"), ("none", False, None)]
-        for label, due, job_type in cases:
-            if label != "typed":
-                fill(engine, args.jobs, n_stores, due=due)
-            res = measure(engine, args.limit, args.reps, job_type)
-            fair, fifo = res[True], res[False]
-            served = stores_in(engine, args.limit) if due else 0
-            print(f"{n_stores:>7} {label:>6} {fair[0]:>7.2f} / {fair[1]:>5.2f} "
-                  f"{fifo[0]:>7.2f} / {fifo[1]:>5.2f} {fair[3]:>9.2f} {fifo[3]:>9.2f} {fair[3] - fifo[3]:>9.2f} "
-                  f"{res['pk']:>6.2f} {served:>7}"
-                  + ("" if fair[2] == fifo[2] else f"   (claimed {fair[2]} vs {fifo[2]})"), flush=True)
+        queues = [("due", dict(due=True))]
+        if n_stores == largest:
+            queues += [("served lately", dict(due=True, served_lately=True)),
+                       ("+unhandled", dict(due=True, unhandled_stores=1000)), ("none due", dict(due=False))]
+        for label, fill_args in queues:
+            fill(engine, args.jobs, n_stores, **fill_args)
+            variants = list(VARIANTS) if label != "none due" else ["fifo", "v2", "v3", "v3 handlers"]
+            if label == "+unhandled":
+                variants = ["fifo", "v2", "v3", "v3 handlers", "v3 3 of 4"]
+            for limit in args.limits:
+                res = measure(engine, variants, limit, args.reps)
+                fifo_cpu = res["fifo"][3]
+                for variant in variants:
+                    wall_med, wall_p90, jobs, cpu_ms = res[variant]
+                    served = stores_in(engine, variant, limit) if jobs else 0
+                    print(f"{n_stores:>7} {label:>10} {limit:>5}  {variant:<12} {wall_med:>7.2f} / {wall_p90:>5.2f} "
+                          f"{cpu_ms:>7.2f} {cpu_ms - fifo_cpu:>7.2f} {res['pk']:>5.2f} {jobs:>5} {served:>6}",
+                          flush=True)
 
 
 def cmd_explain(args) -> None:
@@ -211,14 +296,20 @@ def cmd_explain(args) -> None:
     engine = fresh_schema(url)
     fill(engine, args.jobs, args.stores[-1])
     for _ in range(5):  # warm, as in `latency` (and, as there, every rolled-back claim leaves its pages not
-        timed_claim(engine, True, args.limit)  # all-visible: the store heads need heap checks, as in production)
-        timed_claim(engine, False, args.limit)
-    params = {"limit": args.limit, "worker": WORKER, "lease_s": 300, "job_type": None, "rescue_limit": 1000,
-              "max_per_store": None}
+        for variant in ("v3", "v3 3 of 4", "fifo"):  # all-visible: the store heads need heap checks, as in production)
+            timed_claim(engine, variant, args.limit)
+    base = {"limit": args.limit, "worker": WORKER, "lease_s": 300, "rescue_limit": 1000, "max_per_store": None,
+            "start_types": "{}"}
     conn = psycopg2.connect(url)
+    conn.notices = []  # every notice (psycopg2 keeps the last 50 by default)
     cur = conn.cursor()
-    for title, statement, nested in (("fair claim (queries.CLAIM)", queries.CLAIM, True),
-                                     ("FIFO claim (queries.FIFO_CLAIM)", queries.FIFO_CLAIM, False)):
+    cases = (("fair claim v3, untyped (queries.CLAIM)", queries.CLAIM, dict(job_types=None), True),
+             (f"fair claim v3, one type ({QUEUED_TYPES[0]!r}, `?type=`)", queries.CLAIM,
+              dict(job_types=queries.array_literal([QUEUED_TYPES[0]])), True),
+             (f"fair claim v3, types {list(QUEUED_TYPES[:3])} (3 of the 4 queued)", queries.CLAIM,
+              dict(job_types=queries.array_literal(sorted(QUEUED_TYPES[:3]))), True),
+             ("FIFO claim (queries.FIFO_CLAIM)", queries.FIFO_CLAIM, dict(job_types=None), False))
+    for title, statement, extra, nested in cases:
         sql = text(statement).compile(engine, compile_kwargs={}).string  # :name -> %(name)s
         if nested:
             cur.execute("LOAD 'auto_explain'")
@@ -226,7 +317,7 @@ def cmd_explain(args) -> None:
                                 ("log_timing", "on"), ("log_nested_statements", "on"), ("log_level", "notice")):
                 cur.execute(f"SET auto_explain.{name} = '{value}'")
         del conn.notices[:]
-        cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, params)
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, dict(base, **extra))
         plan = [row[0] for row in cur.fetchall()]
         notices = list(conn.notices)
         conn.rollback()
@@ -322,44 +413,27 @@ def cmd_first_job(args) -> None:
               f"=> the last store starts after {max(small) - 1} minutes")
 
 
-def _variant_without_turn_writes(function_sql: str) -> str:
-    """jobs_fair_claim() as sql/024 defines it, renamed, with step 7 (the turns of the stores served) cut out."""
-    start = function_sql.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
-    body = function_sql[start:function_sql.index("$fn$;", start) + len("$fn$;")]
-    cut_from = body.index("    -- 7. the stores served")
-    cut_to = body.index("    RETURN QUERY", cut_from)
-    body = body[:cut_from] + body[cut_to:]
-    return body.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_no_turns(", 1)
-
-
 def cmd_profile(args) -> None:
-    """Where the fair claim's cost goes: server CPU per call of the selection alone, with and without writing the
-    turns, against FIFO's locked read, on the `latency` queue at the largest store count."""
+    """Where the fair claim's cost goes: server CPU per call of the selection alone (v3 with each kind of type set,
+    v2), against FIFO's locked read, on the `latency` queue at the largest store count."""
     engine = fresh_schema(database_url())
     fill(engine, args.jobs, args.stores[-1])
-    function_sql = (ROOT / "sql" / "024_fair_claim_v2.sql").read_text()
-    v1_sql = (ROOT / "sql" / "022_fair_claim_v1.sql").read_text()
-    v1_start = v1_sql.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
-    v1_function = v1_sql[v1_start:v1_sql.index("$fn$;", v1_start) + len("$fn$;")]
-    with engine.begin() as conn:
-        conn.exec_driver_sql(_variant_without_turn_writes(function_sql).replace("%", "%%"))
-        # v1 beside it, on the same queue: its table of turns (dropped by sql/024), every store served 4 h ago
-        conn.exec_driver_sql(v1_sql[v1_sql.index("CREATE TABLE IF NOT EXISTS job_store_turns"):
-                                    v1_sql.index(");", v1_sql.index("CREATE TABLE IF NOT EXISTS job_store_turns")) + 2])
-        conn.execute(text("INSERT INTO job_store_turns SELECT store_key, served_at, served_pos FROM job_store_queues "
-                          "WHERE priority = 5 ON CONFLICT DO NOTHING"))
-        conn.exec_driver_sql(v1_function.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v1(", 1)
-                             .replace("%", "%%"))
+    install_v2(engine)
+    handlers = queries.array_literal(HANDLER_TYPES)
+    three = queries.array_literal(sorted(QUEUED_TYPES[:3]))
     statements = {
-        "jobs_fair_claim(limit)": "SELECT count(*) FROM jobs_fair_claim(:limit)",
-        "  without step 7 (turns)": "SELECT count(*) FROM bench_fair_claim_no_turns(:limit)",
-        "v1 (sql/022), same queue": "SELECT count(*) FROM bench_fair_claim_v1(:limit)",
+        "v3 jobs_fair_claim(limit)": "SELECT count(*) FROM jobs_fair_claim(:limit)",
+        "v3 typed": f"SELECT count(*) FROM jobs_fair_claim(:limit, ARRAY['{QUEUED_TYPES[0]}'])",
+        "v3 handlers' types": f"SELECT count(*) FROM jobs_fair_claim(:limit, CAST('{handlers}' AS text[]))",
+        "v3 3 of 4 types": f"SELECT count(*) FROM jobs_fair_claim(:limit, CAST('{three}' AS text[]))",
+        "v2 (sql/024), same queue": "SELECT count(*) FROM bench_fair_claim_v2(:limit)",
+        "v2 typed": f"SELECT count(*) FROM bench_fair_claim_v2(:limit, '{QUEUED_TYPES[0]}')",
         "FIFO locked read": "SELECT count(*) FROM (SELECT id FROM jobs WHERE status = 'pending' AND run_at <= now() "
                             "ORDER BY priority, run_at, id LIMIT :limit FOR UPDATE SKIP LOCKED) AS x",
         "1000 primary-key probes": CALIBRATION,
     }
-    print(f"{args.stores[-1]} stores, {args.jobs:,} pending; server CPU per call (ms) over {args.reps * 5} calls "
-          "each rolled back, two rounds")
+    print(f"{args.stores[-1]} stores, {args.jobs:,} pending of {len(QUEUED_TYPES)} types; server CPU per call (ms) "
+          f"over {args.reps * 5} calls each rolled back, two rounds")
     with engine.connect() as conn:
         cpu = ServerCpu(conn)
         for _ in range(2):
@@ -378,7 +452,7 @@ def cmd_profile(args) -> None:
 
 def cmd_enqueue(args) -> None:
     """What the directory's triggers cost an enqueue: queries.enqueue (the real INSERT), one job per transaction and
-    batches of 1000 over 1000 stores, with the triggers of sql/023 enabled and disabled, alternating."""
+    batches of 1000 over 1000 stores, with the insert trigger of the directory (sql/025) enabled and disabled, alternating."""
     engine = fresh_schema(database_url())
     fill(engine, args.jobs, args.stores[-1])  # the directory holds a row for every store: the common case
 
@@ -422,6 +496,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
     parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--limits", type=lambda s: [int(x) for x in s.split(",")], default=[100, 10])
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--job-ms", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)

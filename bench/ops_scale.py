@@ -112,8 +112,8 @@ def claim_work(engine, n: int = 7) -> dict:
     return {"buffers": statistics.median(buffers), "server_ms": round(statistics.median(exec_ms), 3)}
 
 
-CLAIM_PARAMS = {"limit": 10, "worker": "bench", "lease_s": 300, "job_type": None, "rescue_limit": 1000,
-                "max_per_store": None}
+CLAIM_PARAMS = {"limit": 10, "worker": "bench", "lease_s": 300, "job_types": None, "rescue_limit": 1000,
+                "max_per_store": None, "start_types": "{}"}
 
 
 def claim_plans(engine) -> str:

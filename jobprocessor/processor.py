@@ -40,7 +40,7 @@ from . import maintenance, queries, ticks
 from .config import Settings
 from .executor import Run, execute, job_from_row
 from .extensions import db
-from .handlers.registry import HandlerSpec, get_handler
+from .handlers.registry import HandlerSpec, get_handler, registered_types
 from .leases import LeaseKeeper, keeper_for
 from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
 from .policies import runtime
@@ -58,6 +58,8 @@ PREFETCH_HORIZON_S = 0.5  # a round also claims what the threads will get throug
 MAX_ROUND = 1000  # most jobs one claim statement asks for
 MIN_CLAIM_LEFT_S = 0.05  # no round is claimed with less of the budget left
 GATE_S = 1.0  # a rate-limited job starts only when its limit has room within this long (else it waits in line)
+START_AHEAD_S = 0.02  # a thread marks as started at once the quick jobs it will run within this much expected work
+MAX_RUN = 64  # ... at most this many
 GATE_READ_EVERY_S = 0.2  # a lane reads its limit's state at most this often
 NO_STORE = ""  # the `stores` key of jobs without a store_id (a real store_id is never empty: CHECK constraint)
 CPU_LANE = "handlers"
@@ -108,7 +110,8 @@ class StartFailed(Exception):
 
 class StartBatcher:
     """Records runs as started, one statement for all the threads starting at the same moment (a group commit):
-    a thread waits for the statement that covers its job, so no handler runs before its attempt is counted."""
+    a thread waits for the statement that covers its jobs, so no handler runs before its attempt is counted. The
+    statements go over one connection the call keeps (no pool checkout and ping per start)."""
 
     def __init__(self, engine: Engine, token: str):
         self.engine, self.token = engine, token
@@ -116,57 +119,90 @@ class StartBatcher:
         self._waiting: list[int] = []
         self._writing = False
         self._results: dict[int, tuple[bool, Optional[BaseException]]] = {}
+        self._conn = None
+        self._closed = False
 
-    def start(self, job_id: int) -> bool:
-        """True: the run is recorded, go; False: the job is no longer this call's (do not run it)."""
+    def start(self, job_ids: list[int]) -> set[int]:
+        """The ids whose run is recorded (go); a missing one is no longer this call's (do not run it)."""
         with self._cond:
-            self._waiting.append(job_id)
-            while job_id not in self._results:
+            self._waiting.extend(job_ids)
+            while not all(job_id in self._results for job_id in job_ids):
                 if self._writing:
                     self._cond.wait()
                     continue
                 batch, self._waiting, self._writing = self._waiting, [], True
                 self._cond.release()
                 try:
-                    try:
-                        with self.engine.begin() as conn:
-                            marked, error = queries.start(conn, self.token, batch), None
-                    except Exception as exc:  # noqa: BLE001 - each waiting thread learns it below
-                        marked, error = set(), exc
+                    marked, error = self._write(batch)
                 finally:
                     self._cond.acquire()
                     self._writing = False
                 for waiting_id in batch:
                     self._results[waiting_id] = (waiting_id in marked, error)
                 self._cond.notify_all()
-            started, error = self._results.pop(job_id)
-        if error is not None:
-            raise StartFailed(str(error)) from error
-        return started
+            results = [self._results.pop(job_id) for job_id in job_ids]
+        errors = [error for _, error in results if error is not None]
+        if errors:
+            raise StartFailed(str(errors[0])) from errors[0]
+        return {job_id for job_id, (started, _) in zip(job_ids, results) if started}
+
+    def _write(self, batch: list[int]) -> tuple[set[int], Optional[BaseException]]:
+        try:
+            if self._closed:  # the call has ended: a straggler's start on a connection of its own
+                with self.engine.begin() as conn:
+                    return queries.start(conn, self.token, batch), None
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            with self._conn.begin():
+                return queries.start(self._conn, self.token, batch), None
+        except Exception as exc:  # noqa: BLE001 - each waiting thread learns it
+            self._drop()
+            return set(), exc
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a broken connection is discarded by the pool
+                pass
 
 
 class _Gate:
-    """A rate-limited lane's view of its limit: seconds until it has room, read at most every GATE_READ_EVERY_S by
-    one thread (the others use the last reading). A failed read opens the gate: the limiter itself still decides."""
+    """A rate-limited lane's view of its limit: how long until it has room, read at most every GATE_READ_EVERY_S by
+    one thread. Between readings every job let through is counted against the room it will use (one call's worth
+    of budget), so the lane's threads do not all rush through on one reading and then wait in the limiter. A failed
+    read opens the gate: the limiter itself still decides."""
 
     def __init__(self, read):
-        self.read = read
+        self.read = read  # -> (seconds until a typical call may start, seconds of budget one call uses)
         self._lock = threading.Lock()
-        self._value, self._at = 0.0, float("-inf")
+        self._wait, self._cost, self._at = 0.0, 0.0, float("-inf")
+        self._reading = False
 
-    def wait_s(self) -> float:
-        now = time.monotonic()
-        if now - self._at >= GATE_READ_EVERY_S and self._lock.acquire(blocking=False):
+    def admit(self) -> float:
+        """0: go (and count this job); else seconds to wait before asking again."""
+        with self._lock:
+            stale = time.monotonic() - self._at >= GATE_READ_EVERY_S and not self._reading
+            self._reading = self._reading or stale
+        if stale:  # one thread reads; the others go on with the last reading
             try:
-                try:
-                    self._value = self.read()
-                except Exception:  # noqa: BLE001 - the handler's own acquire copes with a limiter it cannot reach
-                    log.exception("could not read the rate limit's state")
-                    self._value = 0.0
-                self._at = time.monotonic()
-            finally:
-                self._lock.release()
-        return max(0.0, self._value - (time.monotonic() - self._at))
+                wait, cost = self.read()
+            except Exception:  # noqa: BLE001 - the handler's own acquire copes with a limiter it cannot reach
+                log.exception("could not read the rate limit's state")
+                wait, cost = 0.0, 0.0
+            with self._lock:
+                self._wait, self._cost, self._at, self._reading = wait, cost, time.monotonic(), False
+        with self._lock:
+            wait = self._wait - (time.monotonic() - self._at)
+            if wait <= GATE_S:
+                self._wait = max(wait, 0.0) + self._cost + (time.monotonic() - self._at)
+                return 0.0
+            return wait - GATE_S
 
 
 @dataclass
@@ -179,10 +215,11 @@ class _Lane:
     busy: int = 0  # of which running a job
     ready: deque = field(default_factory=deque)  # claimed rows not started yet
     mean_run_s: Optional[float] = None  # mean successful run time in this call (an EWMA)
+    gated_until: float = 0.0  # monotonic: its limit has no room before then (its free threads are not free)
 
     def load(self) -> runtime.LaneLoad:
-        return runtime.LaneLoad(free=max(0, self.target - self.busy), threads=self.target, ready=len(self.ready),
-                                mean_run_s=self.mean_run_s)
+        free = 0 if time.monotonic() < self.gated_until else max(0, self.target - self.busy)
+        return runtime.LaneLoad(free=free, threads=self.target, ready=len(self.ready), mean_run_s=self.mean_run_s)
 
 
 @dataclass
@@ -226,9 +263,12 @@ class _Tick:
         self.claiming = True  # the call may claim more rounds
         self.dry_since: Optional[float] = None  # since when claims have found nothing due
         self.last_empty_claim = 0.0
+        self.next_due: Optional[float] = None  # monotonic: when the next pending job falls due (asked when dry)
         self.last_activity = self.started
         self.spec_cache: dict[str, Optional[HandlerSpec]] = {}
         self.schedules_enqueued = False
+        # a process claims only the types it has handlers for (the call's `type` filter: that one)
+        self.types = [job_type] if job_type else registered_types()
 
     # -- the coordinator ----------------------------------------------------------------------------------------
 
@@ -289,12 +329,16 @@ class _Tick:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
         if now >= self.answer_by:
             return True
-        if self.in_flight.keys() - self.abandoned or any(lane.ready for lane in self.lanes.values()):
+        if self.in_flight.keys() - self.abandoned or any(lane.ready or lane.busy for lane in self.lanes.values()):
             return False
         if not self.claiming:
             return True
         if self.dry_since is not None:  # the queue ran dry and everything claimed has finished
-            return now - max(self.dry_since, self.last_activity) >= self.settings.JOBS_IDLE_GRACE_S
+            grace = self.settings.JOBS_IDLE_GRACE_S
+            if now - max(self.dry_since, self.last_activity) < grace:
+                return False
+            # a job falling due within another grace (a retry, a rescheduled call) is work this call still does
+            return self.next_due is None or self.next_due > min(now + grace, self.budget_end - MIN_CLAIM_LEFT_S)
         return False
 
     def _sleep_for(self, now: float) -> float:
@@ -321,18 +365,45 @@ class _Tick:
             return runtime.round_size([lane.load() for lane in self.lanes.values()], horizon_s=PREFETCH_HORIZON_S,
                                       left=self.limit - self.claimed, max_round=MAX_ROUND)
 
+    def _claim_types(self, now: float) -> list[str]:
+        """Under self.cond: the types this round asks for — the process's own, less those that no longer fit in
+        what is left of the budget and those whose lane already has its prefetch waiting (or its limit no room)."""
+        left = self.budget_end - now
+        wanted = []
+        for job_type in self.types:
+            spec = self._spec(job_type)
+            if spec is None or not runtime.may_start(self.book.estimate(job_type, self._timeout(spec)), left):
+                continue
+            lane = self.lanes.get(spec.rate_limited or CPU_LANE)
+            if lane is not None and lane.name != CPU_LANE:
+                load = lane.load()
+                if load.free == 0 and load.ready >= runtime.prefetch(load, PREFETCH_HORIZON_S):
+                    continue
+            wanted.append(job_type)
+        return wanted
+
     def _claim_round(self, *, size: Optional[int] = None, first: bool = False) -> int:
         """Claim one round; returns how many jobs it claimed."""
-        if first:
-            with self.cond:
+        with self.cond:
+            if first:
                 size = runtime.round_size([lane.load() for lane in self.lanes.values()], horizon_s=PREFETCH_HORIZON_S,
                                           left=self.limit, max_round=MAX_ROUND)
+                types = self.types  # the first round reads no estimate: a call with nothing due is one statement
+            else:
+                types = self._claim_types(time.monotonic())
+            if not types:  # nothing this process handles can start in what is left, or every lane is full: as dry
+                self.last_empty_claim = time.monotonic()
+                if self.dry_since is None:
+                    self.dry_since = self.last_empty_claim
+                return 0
+            # types measured to take a few milliseconds are started by the claim itself (queries._CLAIMED_CTE)
+            quick = [] if first else [t for t in types if (self.book.mean(t) or START_AHEAD_S) < START_AHEAD_S]
         tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
         try:
             with self.engine.begin() as conn:
                 claim = queries.claim(conn, limit=size, worker=self.token, lease_s=self.settings.JOBS_LEASE_S,
-                                      job_type=self.job_type, rescue_limit=self.settings.JOBS_RESCUE_LIMIT,
-                                      max_per_store=self.settings.JOBS_MAX_PER_STORE, tick=tick)
+                                      job_types=types, rescue_limit=self.settings.JOBS_RESCUE_LIMIT,
+                                      max_per_store=self.settings.JOBS_MAX_PER_STORE, tick=tick, start_types=quick)
         except Exception:
             if first:
                 raise  # nothing claimed yet: the caller answers 503
@@ -348,7 +419,7 @@ class _Tick:
         observe_claimed((row["type"] for row in rows), claim.rescued)
         if rows:
             self.keeper.hold([row["id"] for row in rows], self.token, self.answer_by + GRACE_S)
-            self.book.ensure_loaded({row["type"] for row in rows})
+            self.book.ensure_loaded(self.types)  # one statement, once: the estimates of every type it may claim
         if claim.schedules_due:
             self._enqueue_schedules()
         now = time.monotonic()
@@ -363,9 +434,22 @@ class _Tick:
                 self.last_empty_claim = now
                 if self.dry_since is None:
                     self.dry_since = now
+        if not rows and not first:
+            self._look_ahead()
             if not self.claiming:
                 self._wake_all()
         return len(rows)
+
+    def _look_ahead(self) -> None:
+        """The queue is dry: when does the next pending job fall due? Best effort (one cheap statement)."""
+        try:
+            with self.engine.connect() as conn:
+                due_in = queries.next_due_in_s(conn)
+        except Exception:  # noqa: BLE001 - without it the call just ends after its idle grace
+            log.exception("could not read when the next job falls due")
+            due_in = None
+        with self.cond:
+            self.next_due = None if due_in is None else time.monotonic() + due_in
 
     def _enqueue_schedules(self) -> None:
         """Maintenance: enqueue due recurring jobs; the next round claims them."""
@@ -399,8 +483,7 @@ class _Tick:
     def _rate_limited_target(self, spec: HandlerSpec) -> int:
         rate_per_s = self.settings.OPENAI_RPM / 60.0  # the one shared limit today (handlers.registry.RATE_LIMITS)
         return runtime.rate_limited_threads(rate_per_s, self.book.mean(spec.type),
-                                            cap=self.settings.JOBS_MAX_IO_CONCURRENCY,
-                                            unmeasured=self.settings.JOBS_CONCURRENCY)
+                                            cap=self.settings.JOBS_MAX_IO_CONCURRENCY, timeout_s=self._timeout(spec))
 
     def _admit(self, rows: list, now: float) -> None:
         """Under self.cond: route claimed rows to their lanes (giving back at once those that cannot start in what
@@ -442,8 +525,9 @@ class _Tick:
                              daemon=True).start()
 
     def _release(self, row) -> None:
-        """Under self.cond: give a claimed job back unstarted, as it was (place in line, attempts)."""
-        self._record(Outcome(row["id"], "pending", delay_s=None), "released")
+        """Under self.cond: give a claimed job back unstarted, as it was (place in line, attempts; a job the claim
+        had started gets its attempt back)."""
+        self._record(Outcome(row["id"], "pending", delay_s=None, give_back_attempt=bool(row["started"])), "released")
         observe_released(row["type"])
 
     def _abandon_overdue(self, now: float) -> None:
@@ -496,8 +580,11 @@ class _Tick:
 
     # -- lane threads -------------------------------------------------------------------------------------------
 
-    def _next(self, lane: _Lane):
-        """Under self.cond: the next job this thread runs, as (row, spec, deadline_s, cut); None: the thread ends."""
+    def _take_run(self, lane: _Lane):
+        """Under self.cond: the jobs this thread runs next, one after the other: the first job waiting, and, when
+        the lane's jobs are measured to be quick, the ones after it that fit in START_AHEAD_S of expected work (one
+        start statement for the lot: a thread marking one job per round trip could not keep up with jobs that take
+        microseconds). None: the thread ends."""
         while True:
             if self.stopping or lane.threads > lane.target and not lane.ready:
                 return None
@@ -507,31 +594,47 @@ class _Tick:
                 self.cond.notify()  # this thread is idle: the coordinator may want to claim a round
                 lane.wakeup.wait(timeout=POLL_S)
                 continue
-            row = lane.ready.popleft()
+            run, ahead = [], 0.0
+            while lane.ready and len(run) < MAX_RUN:
+                row = lane.ready[0]
+                if run:
+                    mean = self.book.mean(row["type"])
+                    if mean is None or ahead + mean > START_AHEAD_S:
+                        break
+                    ahead += mean
+                lane.ready.popleft()
+                if not run and not self._fits(row):
+                    self._release(row)
+                    continue
+                run.append(row)
+                if len(run) == 1:
+                    ahead = self.book.mean(row["type"]) or START_AHEAD_S
+                    if ahead >= START_AHEAD_S:
+                        break
             if len(lane.ready) <= max(1, lane.target // 2):
                 self.cond.notify()  # the coordinator may want to claim the next round before threads idle
-            spec = self._spec(row["type"])
-            timeout = self._timeout(spec)
-            left = self.budget_end - time.monotonic()
-            if not runtime.may_start(self.book.estimate(row["type"], timeout), left):
-                self._release(row)
-                continue
-            deadline_s, cut = runtime.deadline(timeout, left)
-            lane.busy += 1
-            self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
-            return row, spec, deadline_s, cut
+            if run:
+                lane.busy += 1
+                return run
+
+    def _fits(self, row) -> bool:
+        """Under self.cond: the start rule, now."""
+        spec = self._spec(row["type"])
+        return runtime.may_start(self.book.estimate(row["type"], self._timeout(spec)),
+                                 self.budget_end - time.monotonic())
 
     def _wait_for_room(self, lane: _Lane) -> bool:
         """A rate-limited lane's thread waits (holding no job) until its limit has room soon. False: the thread
         ends (the call stops, or has nothing left for it)."""
         while True:
-            wait = lane.gate.wait_s()
-            if wait <= GATE_S:
+            wait = lane.gate.admit()
+            if wait <= 0:
                 return True
             with self.cond:
+                lane.gated_until = time.monotonic() + wait
                 if self.stopping or (not self.claiming and not lane.ready):
                     return False
-                lane.wakeup.wait(timeout=min(POLL_S, wait - GATE_S))
+                lane.wakeup.wait(timeout=min(POLL_S, wait))
 
     def _worker(self, lane: _Lane) -> None:
         with (self.app.app_context() if self.app is not None else nullcontext()):
@@ -543,40 +646,87 @@ class _Tick:
                             self.cond.notify()
                         return
                     with self.cond:
-                        taken = self._next(lane)
-                        if taken is None:
+                        run = self._take_run(lane)
+                        if run is None:
                             lane.threads -= 1
                             self.cond.notify()
                             return
-                    row, spec, deadline_s, cut = taken
-                    if not self._run_one(lane, row, spec, deadline_s, cut):
+                    if not self._run_jobs(lane, run):
                         return  # abandoned meanwhile: this thread is no longer the lane's
             except BaseException:
                 log.exception("a handler thread of call %s failed", self.token)
                 raise
 
-    def _run_one(self, lane: _Lane, row, spec, deadline_s: float, cut: bool) -> bool:
-        """Start, perform and record one job. False: the coordinator abandoned it meanwhile (this thread wrote the
-        outcome itself and must stop)."""
-        job_id = row["id"]
+    def _run_jobs(self, lane: _Lane, run: list) -> bool:
+        """Start, perform and record a run of jobs. False: the coordinator abandoned one of them meanwhile (this
+        thread wrote its outcome, and gave back the rest of the run, itself, and must stop)."""
+        ids = [row["id"] for row in run]
         try:
-            started = self.starts.start(job_id)
+            to_start = [row["id"] for row in run if not row["started"]]
+            started = (self.starts.start(to_start) if to_start else set()) | {r["id"] for r in run if r["started"]}
         except StartFailed:
-            log.exception("could not record the start of job %s; it is given back unstarted", job_id)
-            started = None
-        if not started:
+            log.exception("could not record the start of jobs %s; they are given back unstarted", ids)
             with self.cond:
-                self.in_flight.pop(job_id, None)
                 lane.busy -= 1
-                if started is None:
+                for row in run:
                     self._release(row)
-                    self.claiming = False
-                else:
-                    self.counts["lost"] += 1
-                    self.keeper.release([job_id])
+                self.claiming = False
             return True
+        lost = [job_id for job_id in ids if job_id not in started]
+        if lost:
+            self.keeper.release(lost)
+        with self.cond:
+            self.counts["lost"] += len(lost)
+        rows = [row for row in run if row["id"] in started]
+        for i, row in enumerate(rows):
+            with self.cond:
+                stop = self.stopping
+                if not stop and (i == 0 or self._fits(row)):
+                    spec = self._spec(row["type"])
+                    deadline_s, cut = runtime.deadline(self._timeout(spec), self.budget_end - time.monotonic())
+                    self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
+                else:
+                    spec = None
+            if spec is None:  # the call stops, or the rest of the run no longer fits: back, attempt given back
+                self._give_back(lane, rows[i:], write_self=stop, counted=True)
+                return True
+            outcome, elapsed = self._perform(row, spec, deadline_s, cut)
+            with self.cond:
+                self.in_flight.pop(row["id"], None)
+                self.busy_s += elapsed
+                if outcome.status == "completed":  # deferrals and failures are often quick: not what a round needs
+                    lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
+                self.last_activity = time.monotonic()
+                late = row["id"] in self.abandoned
+                if not late:
+                    self._record(outcome, _kind(outcome))
+            if late:
+                self._write_late([outcome])
+                self._give_back(lane, rows[i + 1:], write_self=True, counted=False)
+                return False
+        with self.cond:
+            lane.busy -= 1
+        return True
+
+    def _give_back(self, lane: _Lane, rows: list, *, write_self: bool, counted: bool) -> None:
+        """Jobs of a run that were marked started but will not run now: pending again, as they were, with their
+        attempt given back. Written by this thread itself when the coordinator may have written its last batch
+        (the call stops, or abandoned this thread); `counted`: the thread is still one of the lane's busy ones."""
+        outcomes = [Outcome(row["id"], "pending", delay_s=None, give_back_attempt=True) for row in rows]
+        for row in rows:
+            observe_released(row["type"])
+        if write_self and outcomes:
+            self._write_late(outcomes)
+        with self.cond:
+            if not write_self:
+                for outcome in outcomes:
+                    self._record(outcome, "released")
+            if counted:
+                lane.busy -= 1
+
+    def _perform(self, row, spec, deadline_s: float, cut: bool) -> tuple[Outcome, float]:
         job = job_from_row(row, deadline_s=deadline_s)
-        self.keeper.hold_until(job_id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
+        self.keeper.hold_until(job.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
         handler_started = time.monotonic()
         outcome = execute(job, spec, Run(cut_by_budget=cut, deferred_since=row["deferred_since"],
                                          max_deferrals=self.settings.JOBS_MAX_DEFERRALS,
@@ -590,34 +740,20 @@ class _Tick:
             if self.app is not None and db.session.registry.has():
                 db.session.remove()  # a handler's own session never outlives its job
         except Exception:  # noqa: BLE001 - bookkeeping must not cost the job its outcome
-            log.exception("after job %s: metrics or session clean-up failed", job_id)
-        with self.cond:
-            self.in_flight.pop(job_id, None)
-            self.busy_s += elapsed
-            if outcome.status == "completed":  # deferrals and failures are often quick: not what a round needs
-                lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
-            self.last_activity = time.monotonic()
-            if job_id in self.abandoned:
-                late = True
-            else:
-                late = False
-                lane.busy -= 1
-                self._record(outcome, _kind(outcome))
-        if late:
-            self._write_late(outcome)
-            return False
-        return True
+            log.exception("after job %s: metrics or session clean-up failed", job.id)
+        return outcome, elapsed
 
-    def _write_late(self, outcome: Outcome) -> None:
+    def _write_late(self, outcomes: list[Outcome]) -> None:
+        ids = [o.job_id for o in outcomes]
         try:
             with self.engine.begin() as conn:
-                written = queries.finish(conn, self.token, [outcome])
-            log.info(json.dumps({"event": "late_outcome", "job_id": outcome.job_id, "status": outcome.status,
-                                 "written": bool(written), "worker": self.token}))
-        except Exception:  # noqa: BLE001 - the lease will bring the job back
-            log.exception("could not record the late outcome of job %s; its lease will expire", outcome.job_id)
+                written = queries.finish(conn, self.token, outcomes)
+            log.info(json.dumps({"event": "late_outcome", "job_ids": ids, "statuses": [o.status for o in outcomes],
+                                 "written": len(written), "worker": self.token}))
+        except Exception:  # noqa: BLE001 - the lease will bring the jobs back
+            log.exception("could not record the late outcome of jobs %s; their leases will expire", ids)
         finally:
-            self.keeper.release([outcome.job_id])
+            self.keeper.release(ids)
         self.book.save()
 
     # -- the result ---------------------------------------------------------------------------------------------
@@ -651,7 +787,10 @@ def process_pending(engine: Engine, settings: Settings, *, limit: int, budget_s:
         return RunSummary(worker=token, busy=True)
     try:
         tick = _Tick(engine, settings, token, limit=limit, budget_s=budget_s, job_type=job_type, app=app)
-        tick.run()
+        try:
+            tick.run()
+        finally:
+            tick.starts.close()
         summary = tick.summary()
         tick.record_tick(summary)
     finally:

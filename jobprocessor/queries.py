@@ -57,23 +57,25 @@ rescued AS (
     RETURNING jobs.id, jobs.status
 )"""
 
-# The claim's `due` step: jobs_fair_claim() (sql/024_fair_claim_v2.sql), fair across stores. Priority is global;
+# The claim's `due` step: jobs_fair_claim() (sql/026_fair_claim_v3.sql), fair across stores. Priority is global;
 # within a priority level the slots are shared max-min fairly (water-filling, in rounds) among the stores with due
 # jobs, and when there are more stores than slots the stores that have waited longest go first (so over successive
-# calls every store is served in turn); within a store: priority, run_at, id. max_per_store (JOBS_MAX_PER_STORE)
-# caps one store's jobs per call. jobprocessor/policies/fairness.py is the same rule in Python (the tests compare
-# the two). The shape, and its cost, are explained beside the function (sql/024_fair_claim_v2.sql); in short: the
-# stores whose turn it is come from the directory job_store_queues (sql/023, kept by triggers on jobs), read in
-# wait order and stopped after about as many stores as there are slots, one index probe each for its head; then
-# per-store reads of only as many jobs as the store can be given, each `ORDER BY run_at, id LIMIT n FOR UPDATE SKIP
-# LOCKED`, so concurrent callers skip each other's rows and the recheck of status = 'pending' keeps a row claimed
-# meanwhile out. It returns the ids locked, with their place in the claim order (priority, round, rank). LIMIT
-# tells the planner how few rows come back (the UPDATE then joins by primary key). The jobs this statement rescues are passed in to be left alone:
-# the function would see them pending (sql/022_fair_claim_v1.sql, note 6); the next call can claim them.
+# calls every store is served in turn); within a store: priority, run_at, id. job_types restricts the claim to jobs
+# of those types (None: every type) -- a process passes the types it has handlers for. max_per_store
+# (JOBS_MAX_PER_STORE) caps one store's jobs per call. jobprocessor/policies/fairness.py is the same rule in Python
+# (the tests compare the two). The shape, and its cost, are explained beside the function; in short: the stores
+# whose turn it is come from the directory job_store_queues (sql/025, kept by triggers on jobs, which also knows
+# each store's types), read in wait order and stopped after about as many stores as there are slots, one index
+# probe each for its head; then per-store reads of only as many jobs as the store can be given, each `ORDER BY
+# run_at, id LIMIT n FOR UPDATE SKIP LOCKED`, so concurrent callers skip each other's rows and the recheck of
+# status = 'pending' keeps a row claimed meanwhile out. It returns the ids locked, with their place in the claim
+# order (priority, round, rank). LIMIT tells the planner how few rows come back (the UPDATE then joins by primary
+# key). The jobs this statement rescues are passed in to be left alone: the function would see them pending, and
+# this statement's UPDATE cannot change a row twice; the next call can claim them.
 _FAIR_DUE_CTE = """
 due AS (
     SELECT f.job_id AS id, f.claim_order
-    FROM jobs_fair_claim(CAST(:limit AS integer), CAST(:job_type AS text), CAST(:max_per_store AS integer),
+    FROM jobs_fair_claim(CAST(:limit AS integer), CAST(:job_types AS text[]), CAST(:max_per_store AS integer),
                          ARRAY(SELECT id FROM rescued)) AS f
     LIMIT :limit
 )"""
@@ -87,7 +89,7 @@ _FIFO_DUE_CTE = """
 due AS (
     SELECT id, CAST(NULL AS integer) AS claim_order FROM jobs
     WHERE status = 'pending' AND run_at <= now()
-      AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
+      AND (CAST(:job_types AS text[]) IS NULL OR type = ANY (CAST(:job_types AS text[])))
     ORDER BY priority, run_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -101,16 +103,22 @@ due AS (
 # beside the claimed rows (a LEFT JOIN, so there is always one row to read them from). A call's first claim also
 # records the call in job_ticks (final at once when it claims nothing, so a call with nothing due stays one
 # statement); later rounds leave that out.
+#
+# The exception: jobs of the types in :start_types (the processor names the types measured to take only a few
+# milliseconds) are started by the claim itself, attempt spent, because one start statement per handful of
+# microsecond jobs would cap a call at a few thousand jobs a second. Such a round is what its threads get through in
+# half a second, so a call killed mid-round costs at most that much quick work an attempt each.
 _CLAIMED_CTE = f"""
 claimed AS (
     UPDATE jobs
     SET status = 'running',
-        started_at = NULL,
+        attempts = jobs.attempts + CASE WHEN jobs.type = ANY (CAST(:start_types AS text[])) THEN 1 ELSE 0 END,
+        started_at = CASE WHEN jobs.type = ANY (CAST(:start_types AS text[])) THEN now() END,
         locked_by = :worker,
         locked_until = now() + make_interval(secs => :lease_s)
     FROM due
     WHERE jobs.id = due.id
-    RETURNING {_RETURNING_CLAIMED}, due.claim_order
+    RETURNING {_RETURNING_CLAIMED}, due.claim_order, jobs.started_at IS NOT NULL AS started
 )"""
 
 _TICK_CTE = """
@@ -168,24 +176,35 @@ class ClaimResult:
         return self.rescued_pending + self.rescued_failed
 
 
-def claim(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
-          rescue_limit: int = 1000, max_per_store: Optional[int] = None,
-          tick: Optional[TickStart] = None) -> ClaimResult:
+def claim(conn: Connection, *, limit: int, worker: str, lease_s: float,
+          job_types: Optional[Sequence[str]] = None, rescue_limit: int = 1000,
+          max_per_store: Optional[int] = None, tick: Optional[TickStart] = None,
+          start_types: Sequence[str] = ()) -> ClaimResult:
     """Rescue expired leases and lease up to `limit` due jobs fairly across stores to `worker`, in one statement;
-    with `tick`, also record the call in job_ticks (a call's first claim)."""
+    with `job_types`, only jobs of those types (an empty list claims nothing); jobs of `start_types` are started
+    (attempt spent) by the claim itself (row["started"]); with `tick`, also record the call in job_ticks (a call's
+    first claim)."""
+    params = dict(limit=limit, worker=worker, lease_s=lease_s, job_types=_types_param(job_types),
+                  rescue_limit=rescue_limit, max_per_store=max_per_store,
+                  start_types=array_literal(sorted(set(start_types))))
     if tick is None:
-        return _claim(conn, CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
-                      rescue_limit=rescue_limit, max_per_store=max_per_store)
-    return _claim(conn, CLAIM_FIRST, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
-                  rescue_limit=rescue_limit, max_per_store=max_per_store, tick_limit=tick.limit,
-                  tick_budget_s=tick.budget_s, tick_job_type=tick.job_type)
+        return _claim(conn, CLAIM, **params)
+    return _claim(conn, CLAIM_FIRST, **params, tick_limit=tick.limit, tick_budget_s=tick.budget_s,
+                  tick_job_type=tick.job_type)
 
 
-def claim_fifo(conn: Connection, *, limit: int, worker: str, lease_s: float, job_type: Optional[str] = None,
-               rescue_limit: int = 1000) -> ClaimResult:
+def claim_fifo(conn: Connection, *, limit: int, worker: str, lease_s: float,
+               job_types: Optional[Sequence[str]] = None, rescue_limit: int = 1000,
+               start_types: Sequence[str] = ()) -> ClaimResult:
     """The same, oldest first regardless of store: the baseline the benchmarks compare the fair claim with."""
-    return _claim(conn, FIFO_CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_type=job_type,
-                  rescue_limit=rescue_limit, max_per_store=None)
+    return _claim(conn, FIFO_CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_types=_types_param(job_types),
+                  rescue_limit=rescue_limit, max_per_store=None, start_types=array_literal(sorted(set(start_types))))
+
+
+def _types_param(job_types: Optional[Sequence[str]]) -> Optional[str]:
+    if isinstance(job_types, str):
+        raise TypeError("job_types is a sequence of type names, not one string")
+    return None if job_types is None else array_literal(sorted(set(job_types)))
 
 
 def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
@@ -199,14 +218,35 @@ def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
                        bool(first["schedules_due"]), first["tick_id"])
 
 
+# When the next pending job falls due, in seconds from now (NULL: no pending job lies in the future): asked by a call
+# whose queue ran dry, to keep going a little if one is about to. One probe per priority level (1..10, the CHECK's
+# bounds) of jobs_claim_idx (priority, run_at, id) WHERE status = 'pending': ten index descents however large a
+# backlog of scheduled jobs.
+NEXT_DUE = """
+SELECT extract(epoch FROM min(n.run_at) - now())
+FROM generate_series(1, 10) AS p(priority)
+CROSS JOIN LATERAL (SELECT j.run_at FROM jobs j
+                    WHERE j.status = 'pending' AND j.priority = p.priority AND j.run_at > now()
+                    ORDER BY j.run_at LIMIT 1) AS n
+"""
+
+
+def next_due_in_s(conn: Connection) -> Optional[float]:
+    value = conn.execute(text(NEXT_DUE)).scalar()
+    return None if value is None else float(value)
+
+
 # --- start and keep ------------------------------------------------------------------------------------------------
 
 # A job's run starts: its attempt is spent and started_at set, in one statement for every job starting at that
 # moment, committed before any of their handlers runs (so a process killed by a handler still counts that run).
 # `started_at IS NULL` makes a repeat harmless; the locked_by fence keeps a job another call has taken over out.
+# No `status = 'running'` here: locked_by holds a call's token only while the job is running (every other
+# transition clears it), and with that predicate the planner chose jobs_running_lease_idx, whose estimate of running
+# rows is always stale, and walked every running job per start; without it each id is one primary-key probe.
 START = """
 UPDATE jobs SET attempts = attempts + 1, started_at = now()
-WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running' AND locked_by = :worker AND started_at IS NULL
+WHERE id = ANY(CAST(:ids AS bigint[])) AND locked_by = :worker AND started_at IS NULL
 RETURNING id
 """
 

@@ -96,3 +96,10 @@ def no_timeout(job):
 @handler("test.deferred_forever", max_attempts=3, timeout_s=10)
 def deferred_forever(job):
     raise RetryLater(0, f"not yet (deferral {job.deferrals + 1})")
+
+
+@handler("test.later_once", max_attempts=3, timeout_s=10)
+def later_once(job):
+    if job.deferrals == 0:
+        raise RetryLater(float(job.payload.get("seconds", 1.5)), "come back soon")
+    return {"deferrals": job.deferrals}

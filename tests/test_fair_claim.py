@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import threading
 import time
 from collections import Counter
@@ -22,12 +23,11 @@ from tests.conftest import AUTH, fetch_jobs, insert_jobs, make_settings
 WORKER = "test-worker"
 
 
-def queue_state(engine, job_type=None):
-    """The due jobs and the store turns, as the pure rule takes them."""
+def queue_state(engine):
+    """The due jobs (every type) and the store turns, as the pure rule takes them."""
     with engine.connect() as conn:
-        due = [DueJob(r.id, r.priority, store_key(r.store_id), r.run_at) for r in conn.execute(text(
-            "SELECT id, priority, store_id, run_at FROM jobs WHERE status = 'pending' AND run_at <= now() "
-            "AND (CAST(:t AS text) IS NULL OR type = CAST(:t AS text))"), {"t": job_type})]
+        due = [DueJob(r.id, r.priority, store_key(r.store_id), r.run_at, r.type) for r in conn.execute(text(
+            "SELECT id, priority, store_id, run_at, type FROM jobs WHERE status = 'pending' AND run_at <= now()"))]
     return due, read_turns(engine)
 
 
@@ -49,9 +49,10 @@ def claim_once(engine, limit, **kwargs):
 
 def claim_and_check(engine, limit, **kwargs) -> list:
     """One claim, checked job for job (and turn for turn) against the pure rule on the same queue."""
-    due, turns = queue_state(engine, kwargs.get("job_type"))
+    due, turns = queue_state(engine)
     now, result = claim_once(engine, limit, **kwargs)
-    expected = allocate(due, limit, max_per_store=kwargs.get("max_per_store"), turns=turns)
+    expected = allocate(due, limit, max_per_store=kwargs.get("max_per_store"), turns=turns,
+                        types=kwargs.get("job_types"))
     assert [row["id"] for row in result.jobs] == [job.id for job in expected]
     assert [row["claim_order"] for row in result.jobs] == list(range(1, len(expected) + 1))
     assert read_turns(engine) == {**turns, **next_turns(expected, now)}
@@ -158,11 +159,28 @@ def test_type_filter_and_future_jobs(clean_db):
     insert_jobs(engine, 10, job_type="test.sleep", store_id="'a'")
     insert_jobs(engine, 10, job_type="test.sleep", store_id="'b'")
     insert_jobs(engine, 10, job_type="test.sleep", store_id="'c'", run_at="now() + interval '1 hour'")
-    rows = claim_and_check(engine, 8, job_type="test.sleep")
+    rows = claim_and_check(engine, 8, job_types=["test.sleep"])
     assert {row["type"] for row in rows} == {"test.sleep"} and stores_of(rows) == {"a": 4, "b": 4}
     rows = claim_and_check(engine, 100)
     assert stores_of(rows) == {"a": 46, "b": 6}  # c's jobs are not due yet
     assert claim_and_check(engine, 100) == []
+
+
+def test_a_claim_statement_of_the_previous_release_still_works(clean_db):
+    """During a deploy, processes of the previous release call jobs_fair_claim(integer, text, integer, bigint[])
+    (one type or none): it is a set of one type, or every type, and calls with fewer arguments are v3's."""
+    engine = clean_db
+    insert_jobs(engine, 3, store_id="'a'")
+    insert_jobs(engine, 3, job_type="test.sleep", store_id="'a'")
+    with engine.begin() as conn:
+        old_typed = conn.execute(text("SELECT j.type FROM jobs_fair_claim(CAST(10 AS integer), CAST('test.sleep' AS "
+                                      "text), CAST(NULL AS integer), '{}'::bigint[]) f JOIN jobs j ON j.id = f.job_id")
+                                 ).scalars().all()
+        old_all = conn.execute(text("SELECT count(*) FROM jobs_fair_claim(CAST(10 AS integer), CAST(NULL AS text), "
+                                    "CAST(NULL AS integer), '{}'::bigint[])")).scalar()
+        new_default = conn.execute(text("SELECT count(*) FROM jobs_fair_claim(10)")).scalar()
+        conn.rollback()
+    assert old_typed == ["test.sleep"] * 3 and old_all == 6 and new_default == 6
 
 
 def test_nothing_due_is_one_cheap_statement_and_still_rescues(clean_db):
@@ -244,35 +262,133 @@ def test_four_concurrent_callers_claim_each_job_once(clean_db):
     assert {job["locked_by"] for job in jobs} == {f"caller-{k}" for k in range(4)}
 
 
+QUEUED_TYPES = ["test.a", "test.b", "test.c"]
+# the sets of types a claim may ask for: every type (None), one, some, all queued ones plus one never queued (what a
+# process with more handlers than the queue has types passes), and none of the queued ones
+TYPE_SETS = st.one_of(st.none(), st.lists(st.sampled_from(QUEUED_TYPES + ["test.z"]), max_size=4))
+
+
+def test_processes_claiming_with_type_sets_take_each_job_once_and_only_their_types(database_url, clean_db):
+    """4 OS processes claim concurrently (rounds of 20) from 40 stores holding 4 types, each process for its own
+    set of types -- as processes with different handlers do -- and none for the fourth type: every job of a wanted
+    type is claimed exactly once, by a process that asked for its type; the jobs of the fourth type stay pending."""
+    engine = clean_db
+    insert_jobs(engine, 3200, job_type="test.a", store_id="'s' || (g % 40)",
+                run_at="now() - make_interval(secs => g % 600)")
+    with engine.begin() as conn:  # the same jobs, four types at random
+        conn.execute(text("UPDATE jobs SET type = (ARRAY['test.a', 'test.b', 'test.c', 'test.d'])"
+                          "[1 + (hashint4(id::int) & 3)]"))
+    sets = {"p-ab": ["test.a", "test.b"], "p-bc": ["test.b", "test.c"], "p-ac": ["test.a", "test.c", "test.z"],
+            "p-abc": ["test.a", "test.b", "test.c"]}
+    ctx = multiprocessing.get_context("spawn")
+    start, results = ctx.Barrier(len(sets)), ctx.Queue()
+    from tests.typed_claim_worker import claim_until_idle
+
+    procs = [ctx.Process(target=claim_until_idle, args=(database_url, name, types, start, results))
+             for name, types in sets.items()]
+    for proc in procs:
+        proc.start()
+    reports = [results.get(timeout=180) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    assert [r[3] for r in reports] == [None] * len(sets)
+    claimed = {name: ids for name, ids, _, _ in reports}
+    for name, ids in claimed.items():
+        assert ids and {job_type for _, job_type in ids} <= set(sets[name]), name
+    every = [job_id for ids in claimed.values() for job_id, _ in ids]
+    assert len(every) == len(set(every))  # never twice
+    with engine.connect() as conn:
+        wanted = {r[0] for r in conn.execute(text("SELECT id FROM jobs WHERE type <> 'test.d'"))}
+        left = dict(conn.execute(text("SELECT type, count(*) FROM jobs WHERE status = 'pending' GROUP BY type")).all())
+    assert set(every) == wanted  # every job of a wanted type, once
+    assert list(left) == ["test.d"]
+    windows = sorted((began, ended, name) for name, _, spans, _ in reports for began, ended in spans)
+    assert any(b[0] < a[1] and b[2] != a[2] for a, b in zip(windows, windows[1:]))  # the claims overlapped
+
+
 @st.composite
 def db_queues(draw):
     specs = draw(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", None]), st.sampled_from([1, 2, 5, 10]),
-                                    st.integers(0, 8)), min_size=0, max_size=40))
+                                    st.integers(0, 8), st.sampled_from(QUEUED_TYPES)), min_size=0, max_size=40))
     turns = draw(st.dictionaries(st.sampled_from(["a", "b", "c", "d", ""]),
                                  st.tuples(st.integers(0, 12), st.integers(1, 40)), max_size=3))
     limit = draw(st.integers(1, 45))
     cap = draw(st.none() | st.integers(1, 6))
-    calls = draw(st.integers(1, 3))
-    return specs, turns, limit, cap, calls
+    type_sets = draw(st.lists(TYPE_SETS, min_size=1, max_size=3))
+    return specs, turns, limit, cap, type_sets
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=db_queues())
 def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
-    """Random queues (ties in run_at, several levels, no-store jobs, earlier turns, a cap): each call claims the
-    jobs the rule allocates, in its order."""
-    specs, turns, limit, cap, calls = case
+    """Random queues (several types, ties in run_at, several levels, no-store jobs, earlier turns, a cap) and
+    successive claims each for a random set of types (every type, some, none of the queued ones, a superset):
+    each call claims the jobs the rule allocates, in its order, and never a job of a type it did not ask for."""
+    specs, turns, limit, cap, type_sets = case
     with raw_engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_queues RESTART IDENTITY"))
+        conn.execute(text("TRUNCATE jobs, job_store_queues, job_store_arrivals RESTART IDENTITY"))
         base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
-        for store, priority, t in specs:
-            conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES ('test.echo', :s, :p, :r)"),
-                         {"s": store, "p": priority, "r": base + timedelta(seconds=t)})
+        for store, priority, t, job_type in specs:
+            conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES (:type, :s, :p, :r)"),
+                         {"type": job_type, "s": store, "p": priority, "r": base + timedelta(seconds=t)})
         for store, (t, pos) in turns.items():  # earlier turns (a store without a pending job has no row: moot)
             conn.execute(text("UPDATE job_store_queues SET served_at = :at, served_pos = :pos WHERE store_key = :s"),
                          {"s": store, "at": base + timedelta(seconds=t), "pos": pos})
-    for _ in range(calls):
-        claim_and_check(raw_engine, limit, max_per_store=cap)
+    for job_types in type_sets:
+        rows = claim_and_check(raw_engine, limit, max_per_store=cap, job_types=job_types)
+        assert job_types is None or {row["type"] for row in rows} <= set(job_types)
+
+
+@st.composite
+def wide_queues(draw):
+    """More stores than slots (so the directory is read in several chunks, and a claim of one type may read it in
+    that type's order instead of wait order), each store with jobs of a few types spread in time."""
+    n_stores = draw(st.integers(15, 60))
+    specs = []
+    for k in range(n_stores):
+        for _ in range(draw(st.integers(1, 4))):
+            specs.append((f"s{k:02d}", draw(st.sampled_from([2, 5])), draw(st.integers(0, 600)),
+                          draw(st.sampled_from(QUEUED_TYPES))))
+    limit = draw(st.integers(1, 12))
+    type_sets = draw(st.lists(TYPE_SETS, min_size=1, max_size=3))
+    return specs, limit, type_sets
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=wide_queues())
+def test_sql_matches_the_rule_with_many_stores_and_few_slots(raw_engine, case):
+    """15 to 60 stores, a claim of 1 to 12, each for a random set of types: job for job as the rule says."""
+    specs, limit, type_sets = case
+    with raw_engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, job_store_queues, job_store_arrivals RESTART IDENTITY"))
+        base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
+        conn.execute(text("""
+            INSERT INTO jobs (type, store_id, priority, run_at)
+            SELECT u.type, u.store, u.priority, CAST(:base AS timestamptz) + make_interval(secs => u.t)
+            FROM unnest(CAST(:types AS text[]), CAST(:stores AS text[]), CAST(:priorities AS smallint[]),
+                        CAST(:ts AS integer[])) AS u(type, store, priority, t)"""),
+                     {"base": base, "types": [x[3] for x in specs], "stores": [x[0] for x in specs],
+                      "priorities": [x[1] for x in specs], "ts": [x[2] for x in specs]})
+    for job_types in type_sets:
+        rows = claim_and_check(raw_engine, limit, job_types=job_types)
+        assert job_types is None or {row["type"] for row in rows} <= set(job_types)
+
+
+def test_a_claim_of_one_type_whose_jobs_come_late_in_every_store(clean_db):
+    """Every store's oldest jobs are of one type and the type claimed comes later in each: the wait order of the
+    directory says little about the claim's order, so the claim reads the level in that type's order (sql/026,
+    3a') -- and still takes exactly what the rule says, call after call."""
+    engine = clean_db
+    insert_jobs(engine, 200, job_type="test.a", store_id="'s' || (g % 50)", run_at="now() - interval '2 hours' "
+                "+ make_interval(secs => g)")
+    insert_jobs(engine, 100, job_type="test.b", store_id="'s' || (g % 50)", run_at="now() - interval '1 hour' "
+                "+ make_interval(secs => g * 7 % 100)")
+    served = Counter()
+    for _ in range(6):
+        rows = claim_and_check(engine, 7, job_types=["test.b"])
+        assert {row["type"] for row in rows} == {"test.b"} and len(rows) == 7
+        served.update(stores_of(rows))
+    assert max(served.values()) == 1  # 42 different stores, each once: every store waits its turn
 
 
 def test_endpoint_reports_the_distribution_and_applies_the_configured_cap(database_url, clean_db, caplog):

@@ -155,3 +155,16 @@ def test_a_store_served_recently_waits_behind_one_that_was_not():
     # served long ago, before its job came due: the job's own wait counts
     assert allocate(jobs, 1, turns={"a": Turn(-3, 1)}) == [jobs[0]]
 
+
+
+@settings(max_examples=150, deadline=None)
+@given(queues(), st.none() | st.sets(st.sampled_from(["t.a", "t.b", "t.c", "t.z"])), st.randoms())
+def test_a_type_filter_is_the_rule_on_the_jobs_of_those_types(case, types, rnd):
+    """With `types`, the rule is the same rule applied to the due jobs of those types only: the others do not
+    exist for the claim (they neither take slots nor count in a store's wait); None is every type."""
+    jobs, limit, cap, turns = case
+    typed = [DueJob(j.id, j.priority, j.store, j.run_at, rnd.choice(["t.a", "t.b", "t.c"])) for j in jobs]
+    out = allocate(typed, limit, max_per_store=cap, turns=turns, types=types)
+    wanted = [j for j in typed if types is None or j.type in types]
+    assert out == allocate(wanted, limit, max_per_store=cap, turns=turns)
+    assert all(types is None or j.type in types for j in out)

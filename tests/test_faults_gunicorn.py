@@ -110,12 +110,15 @@ def test_worker_killed_mid_batch_loses_nothing_and_completes_nothing_twice(datab
         caller = threading.Thread(target=doomed_call)
         caller.start()
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:  # wait until the call is well into its batch
+        while time.monotonic() < deadline:  # wait until the call is well into its work, with jobs claimed ahead
             with engine.connect() as conn:
                 started = conn.execute(text("SELECT count(*), min(pid) FROM job_executions")).one()
-            if started[0] >= 6:
+                ahead = conn.execute(text(
+                    "SELECT count(*) FROM jobs WHERE status = 'running' AND started_at IS NULL AND locked_by LIKE :p"),
+                    {"p": f"%:{started[1]}:%"}).scalar_one()
+            if started[0] >= 6 and ahead > 0:
                 break
-            time.sleep(0.02)
+            time.sleep(0.005)
         victim = started[1]
         assert victim in worker_pids(server)
         os.kill(victim, signal.SIGKILL)

@@ -101,14 +101,16 @@ def test_exception_whose_message_cannot_render_still_records_an_error(app, engin
     assert one(engine, job_id)["last_error"] == "Unprintable: <error message could not be rendered>"
 
 
-def test_job_without_a_registered_handler_is_given_back_unspent(app, engine, settings):
+def test_a_process_never_claims_a_type_it_has_no_handler_for(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "nobody.handles.this", run_at="now() - interval '1 minute'")
+    others = insert_jobs(engine, 3, "test.echo")
     before = one(engine, job_id)
     summary = run(app, engine, settings)
-    assert (summary.released, summary.retried, summary.failed) == (1, 0, 0)
-    job = one(engine, job_id)  # waits, as it was, for a process that has its handler
+    assert (summary.claimed, summary.succeeded, summary.released) == (3, 3, 0)
+    job = one(engine, job_id)  # waits, untouched, for a process that has its handler
     assert job["status"] == "pending" and job["attempts"] == 0 and job["run_at"] == before["run_at"]
-    assert job["last_error"] is None and job["locked_by"] is None
+    assert job["locked_by"] is None and job["last_error"] is None
+    assert all(one(engine, i)["status"] == "completed" for i in others)
 
 
 # --- order and schedule --------------------------------------------------------------------------------------------
@@ -158,7 +160,8 @@ def test_jobs_that_cannot_finish_inside_the_budget_are_released_unspent(app, eng
     started = time.monotonic()
     summary = run(app, engine, settings, budget_s=2.5, JOBS_CONCURRENCY=1)
     elapsed = time.monotonic() - started
-    assert (summary.claimed, summary.succeeded, summary.released) == (6, 2, 4)
+    # two start; claimed ahead of the thread, the others are given back once they no longer fit
+    assert summary.succeeded == 2 and summary.released == summary.claimed - 2 >= 1
     assert elapsed < 2.5 + GRACE_S
     released = fetch_jobs(engine, "status = 'pending'")
     assert [j["id"] for j in released] == ids[2:]
@@ -172,7 +175,7 @@ def test_slow_handlers_answer_inside_budget_plus_grace(app, engine, settings):
     started = time.monotonic()
     summary = run(app, engine, settings, budget_s=3, JOBS_CONCURRENCY=2)
     assert time.monotonic() - started < 3 + GRACE_S
-    assert summary.claimed == 8 and summary.succeeded + summary.released + summary.abandoned == 8
+    assert summary.succeeded + summary.released + summary.abandoned == summary.claimed
     assert summary.succeeded >= 2 and summary.released >= 1
     assert not fetch_jobs(engine, "status = 'running' AND locked_until IS NULL")
 

@@ -238,28 +238,28 @@ def test_without_a_key_only_product_jobs_fail(make_app, raw_engine):
     assert limiter_row(raw_engine) is None  # no budget was touched
 
 
-def test_a_429_storm_reschedules_every_job_and_fails_none(make_app, raw_engine):
+def test_a_429_storm_holds_every_job_back_and_fails_none(make_app, raw_engine):
     with FakeOpenAI() as server:
         client = make_app(server)
-        ids = enqueue(client, n=6)
+        enqueue(client, n=6)
         server.storm_until = time.monotonic() + 2.0  # every request for 2 s: 429, Retry-After: 2
         storm_ends = time.time() + 2.0
         summary = process(client)
-        assert summary["retried"] == 6 and summary["failed"] == 0 and summary["succeeded"] == 0
-        jobs = fetch_jobs(raw_engine)
-        assert all(j["status"] == "pending" and j["attempts"] == 0 for j in jobs)  # no attempt spent
-        # each job comes back when the server said, not before (its own 429, or the hold every process honours)
-        assert all(j["run_at"].timestamp() >= storm_ends - 0.05 for j in jobs)
-        assert all(seconds_until_due(raw_engine, j) <= 3.0 for j in ids)
-        assert 1 <= server.count(429) <= 6  # the first 429 holds the others back before they call
-        row = limiter_row(raw_engine)
-        assert row["throttled"] == server.count(429)
-        time.sleep(max(0.0, server.storm_until - time.monotonic()) + 0.6)
-        make_due(raw_engine)
-        summary = process(client)
-        assert summary["succeeded"] == 6, summary
+        assert summary["failed"] == 0
+        # the first 429 holds the others back: the lane waits for the limiter's room (its jobs stay in line,
+        # unstarted) or the limiter reschedules them; none calls again before the server said
+        assert 1 <= server.count(429) <= 6
+        assert all(c.at >= storm_ends - 0.05 for c in server.snapshot() if c.status == 200)
+        assert limiter_row(raw_engine)["throttled"] == server.count(429)
+        for _ in range(3):  # rescheduled ones come back when the server said, not before
+            if summary["succeeded"] == 6 or {j["status"] for j in fetch_jobs(raw_engine)} == {"completed"}:
+                break
+            assert all(j["run_at"].timestamp() >= storm_ends - 0.05 for j in fetch_jobs(raw_engine, "status = 'pending'"))
+            time.sleep(max(0.0, server.storm_until - time.monotonic()) + 0.6)
+            make_due(raw_engine)
+            summary = process(client)
         assert {j["status"] for j in fetch_jobs(raw_engine)} == {"completed"}
-        assert all(j["attempts"] == 1 for j in fetch_jobs(raw_engine))
+        assert all(j["attempts"] == 1 for j in fetch_jobs(raw_engine))  # a 429 spends no attempt
 
 
 def test_server_errors_reschedule_with_a_shared_backoff(make_app, fake, raw_engine):

@@ -21,7 +21,8 @@ from jobprocessor.config import normalise_database_url
 from jobprocessor.sqlfiles import SQL_DIR, split_statements
 
 ROOT = Path(__file__).resolve().parent.parent
-SQL_FILES = sorted(SQL_DIR.glob("*.sql"))
+# the versioned scripts; sql/schema.sql is generated from them (jobprocessor/schema_dump.py), not run
+SQL_FILES = sorted(path for path in SQL_DIR.glob("*.sql") if path.name != "schema.sql")
 
 # squawk findings in files that may no longer be edited (a revision ran them), each with the reason it is accepted
 JUSTIFIED = {
@@ -37,6 +38,12 @@ JUSTIFIED = {
     ("024_fair_claim_v2.sql", "ban-drop-table"):
         "job_store_turns is v1's table of store turns, which 023 copied into job_store_queues; from this revision on "
         "nothing reads or writes it (the function that did is replaced in the same file)",
+    ("025_job_store_queues_v2.sql", "ban-drop-function"):
+        "job_store_queues_note() was v1's helper of the triggers; the same file replaces the trigger functions that "
+        "called it (job_store_queues_cover() does its work now), so nothing calls it",
+    ("026_fair_claim_v3.sql", "ban-drop-function"):
+        "v1's per-store probe and v1's directory writes were called only by jobs_fair_claim() v2, which the same "
+        "file replaces (the old signature is dropped and recreated as a wrapper of v3 inside one DO block)",
     ("030_rate_limiter_v1.sql", "require-concurrent-index-creation"):
         "the index is on rate_limiter_waits, created a statement earlier in the same transaction (CONCURRENTLY "
         "cannot run in one); the table holds one row per waiting job at most",
@@ -107,6 +114,19 @@ def test_migrations_and_sql_files_build_the_same_schema(fresh_databases):
     from_files = _dump(fresh_databases["sqlfiles"], "--schema-only")
     assert "CREATE VIEW public.job_queue_alerts" in migrated and "cleanup_old_jobs" in migrated
     assert migrated == from_files
+
+
+def test_schema_sql_is_the_migrated_schema(fresh_databases):
+    """sql/schema.sql is what the migrations build now: regenerate it with `make schema` after a schema change."""
+    from jobprocessor.schema_dump import SCHEMA_FILE, schema_text
+
+    env = dict(os.environ, DATABASE_URL=fresh_databases["migrated"], PYTHONPATH=str(ROOT))
+    env.pop("JOBPROCESSOR_HANDLERS", None)
+    upgrade = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)  # (a no-op if the test above ran)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert SCHEMA_FILE.read_text() == schema_text(fresh_databases["migrated"]), \
+        "sql/schema.sql is stale: run `make schema` and commit it"
 
 
 def test_every_file_twice_changes_nothing(fresh_databases):

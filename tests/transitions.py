@@ -79,23 +79,19 @@ VIOLATIONS = {
         SELECT t.job_id FROM job_transitions t
         JOIN job_transitions f ON f.job_id = t.job_id AND f.new_status IN ('completed', 'failed') AND t.at > f.at
         WHERE t.old_status <> 'cancelled'""",
-    # attempts counts runs started: every start adds one, RetryLater or a budget cut gives its one back; a claim
-    # alone spends nothing
+    # attempts counts runs started: every start adds one (queries.START, or the claim itself for a quick type),
+    # RetryLater or a budget cut gives its one back; a claim of anything else spends nothing
     "attempts_not_starts": """
         SELECT j.id FROM jobs j
         LEFT JOIN (SELECT job_id,
-                          count(*) FILTER (WHERE old_status = 'running' AND new_status = 'running'
-                                             AND attempts = old_attempts + 1) AS starts,
+                          count(*) FILTER (WHERE new_status = 'running' AND attempts = old_attempts + 1) AS starts,
                           count(*) FILTER (WHERE gave_back) AS given_back
                    FROM job_transitions GROUP BY job_id) c ON c.job_id = j.id
         WHERE j.attempts <> coalesce(c.starts, 0) - coalesce(c.given_back, 0)""",
-    # a claim changed attempts, or a run started twice in one lease
-    "claim_spent_an_attempt": """
-        SELECT job_id FROM job_transitions WHERE old_status <> 'running' AND new_status = 'running'
-                                              AND attempts <> old_attempts""",
+    # a run started twice under one lease
     "started_twice_in_one_lease": """
         SELECT job_id FROM job_transitions
-        WHERE old_status = 'running' AND new_status = 'running' AND attempts > old_attempts
+        WHERE new_status = 'running' AND attempts > old_attempts
         GROUP BY job_id, new_locked_by HAVING count(*) > 1""",
     "over_max_attempts": "SELECT id FROM jobs WHERE attempts > max_attempts",
     # a lease rescued before it had run out
@@ -134,8 +130,8 @@ def claims_by_worker(engine) -> dict[str, int]:
 def starts_by_worker(engine) -> dict[str, int]:
     with engine.connect() as conn:
         return dict(conn.execute(text(
-            "SELECT new_locked_by, count(*) FROM job_transitions WHERE old_status = 'running' "
-            "AND new_status = 'running' AND attempts = old_attempts + 1 GROUP BY 1")).all())
+            "SELECT new_locked_by, count(*) FROM job_transitions WHERE new_status = 'running' "
+            "AND attempts = old_attempts + 1 GROUP BY 1")).all())
 
 
 def outcomes_by_worker(engine) -> dict[tuple[str, str], int]:

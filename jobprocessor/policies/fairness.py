@@ -1,8 +1,13 @@
 """Which due jobs one claim takes: fair across stores, priority first.
 
-This is the specification of the claim's `due` step (jobs_fair_claim() in sql/024_fair_claim_v2.sql, which does the
-same from the directory of store queues with a few index probes per store served, and row locks); the tests give
-both the same queue and compare.
+This is the executable specification of the claim's `due` step: jobs_fair_claim() (sql/026_fair_claim_v3.sql) takes
+the same jobs in the same order, from the directory of store queues (sql/025_job_store_queues_v2.sql) with a few
+index probes per store served, and row locks. tests/test_fair_claim.py gives both the same random queues and
+compares them job for job.
+
+- A claim may be restricted to a set of job types (`types`; None: every type): then the jobs of other types do not
+  exist for it -- the rule below applies to the due jobs of those types only (a store's queue, its head and so its
+  wait are its jobs of those types). The store's turn stays the store's, whatever type it was served for.
 
 - Priority is global: a level gets slots only when every due job of the levels above it has one.
 - Within a level, each store's due jobs form a queue in (run_at, id) order, and slots go out in rounds: round r
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Collection, Iterable, Mapping, Optional, Sequence
 
 NO_STORE = ""
 
@@ -34,6 +39,7 @@ class DueJob:
     priority: int
     store: str  # NO_STORE for jobs without a store_id
     run_at: Any  # anything ordered: datetimes from the database, numbers in tests
+    type: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,12 +61,15 @@ def _rank_key(head: DueJob, turn: Optional[Turn]) -> tuple:
 
 
 def allocate(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] = None,
-             turns: Optional[Mapping[str, Turn]] = None) -> list[DueJob]:
-    """The jobs one claim of `limit` takes from the due jobs `due`, in claim order (priority, round, rank)."""
+             turns: Optional[Mapping[str, Turn]] = None, types: Optional[Collection[str]] = None) -> list[DueJob]:
+    """The jobs one claim of `limit` takes from the due jobs `due`, in claim order (priority, round, rank); with
+    `types`, only jobs of those types."""
     turns = turns or {}
+    wanted = None if types is None else set(types)
     levels: dict[int, dict[str, list[DueJob]]] = defaultdict(lambda: defaultdict(list))
     for job in due:
-        levels[job.priority][job.store].append(job)
+        if wanted is None or job.type in wanted:
+            levels[job.priority][job.store].append(job)
     taken: Counter = Counter()
     out: list[DueJob] = []
     for priority in sorted(levels):

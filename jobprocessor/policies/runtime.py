@@ -65,14 +65,15 @@ def deadline(timeout_s: float, time_left_s: float) -> tuple[float, bool]:
     return timeout_s, False
 
 
-def rate_limited_threads(rate_per_s: float, mean_latency_s: Optional[float], cap: int, unmeasured: int) -> int:
+def rate_limited_threads(rate_per_s: float, mean_latency_s: Optional[float], cap: int, timeout_s: float) -> int:
     """Threads a rate-limited type needs to reach its rate: in flight = rate x latency (Little's law), with headroom
-    for the spread of latencies; `unmeasured` until its latency is known. Always within [1, cap]."""
-    if mean_latency_s is None or not rate_per_s > 0:
-        wanted = unmeasured
-    else:
-        wanted = math.ceil(rate_per_s * mean_latency_s * LANE_HEADROOM)
-    return max(1, min(cap, wanted))
+    for the spread of latencies. Until its latency is measured, as many as the rate would need if every call took
+    its whole timeout (the lane's gate paces the starts, so threads beyond the need only wait, holding no job).
+    Always within [1, cap]."""
+    latency = timeout_s if mean_latency_s is None else mean_latency_s
+    if not rate_per_s > 0:
+        return 1
+    return max(1, min(cap, math.ceil(rate_per_s * latency * LANE_HEADROOM)))
 
 
 @dataclass(frozen=True)

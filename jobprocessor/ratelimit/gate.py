@@ -25,21 +25,23 @@ def typical_tokens(state: State) -> int:
     return int(state.reserved_tokens / state.reserved_requests)
 
 
-def start_wait(state: State, limits: Limits, now: float) -> float:
-    """Seconds until a call of typical size may start. Pure."""
-    return max(0.0, core.start_time(state, limits, now, typical_tokens(state)) - now)
+def start_wait(state: State, limits: Limits, now: float) -> tuple[float, float]:
+    """(seconds until a call of typical size may start, seconds of budget one such call uses). Pure."""
+    tokens = typical_tokens(state)
+    wait = max(0.0, core.start_time(state, limits, now, tokens) - now)
+    return wait, max(1.0 / limits.request_rate, tokens / limits.token_rate)
 
 
-def start_wait_s(engine: Engine, limits: Limits, name: str = DEFAULT_NAME) -> float:
+def start_wait_s(engine: Engine, limits: Limits, name: str = DEFAULT_NAME) -> tuple[float, float]:
     """One read, no lock. A limiter never used has room now."""
     with engine.connect() as conn:
         row = conn.execute(text(READ_STATE), {"name": name}).mappings().first()
     if row is None:
-        return 0.0
+        return 0.0, 1.0 / limits.request_rate
     return start_wait(_state(row), limits, float(row["db_now"]))
 
 
-def for_limit(limit: str, engine: Engine, settings) -> float:
+def for_limit(limit: str, engine: Engine, settings) -> tuple[float, float]:
     """start_wait_s of a limit a handler declares (handlers.registry.RATE_LIMITS)."""
     if limit == "openai":
         return start_wait_s(engine, Limits(settings.OPENAI_RPM, settings.OPENAI_TPM))

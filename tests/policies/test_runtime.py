@@ -77,15 +77,19 @@ def test_deadline_is_the_earlier_of_timeout_and_budget(timeout, left):
 
 def test_rate_limited_threads_follow_littles_law():
     # 450 requests/min at 8 s each: 60 in flight, with headroom for the spread
-    assert runtime.rate_limited_threads(450 / 60, 8.0, cap=1000, unmeasured=8) == math.ceil(60 * 1.25)
-    assert runtime.rate_limited_threads(450 / 60, None, cap=1000, unmeasured=8) == 8
-    assert runtime.rate_limited_threads(450 / 60, 8.0, cap=50, unmeasured=8) == 50
+    assert runtime.rate_limited_threads(450 / 60, 8.0, cap=1000, timeout_s=60) == math.ceil(60 * 1.25)
+    # not measured yet: as if every call took its whole timeout (the gate paces the starts meanwhile)
+    assert runtime.rate_limited_threads(450 / 60, None, cap=1000, timeout_s=60) == math.ceil(450 * 1.25)
+    assert runtime.rate_limited_threads(450 / 60, 8.0, cap=50, timeout_s=60) == 50
 
 
 @given(st.floats(min_value=0.001, max_value=10_000), st.one_of(st.none(), st.floats(min_value=0, max_value=600)),
-       st.integers(min_value=1, max_value=1000), st.integers(min_value=1, max_value=1000))
-def test_rate_limited_threads_stay_within_bounds(rate, latency, cap, unmeasured):
-    assert 1 <= runtime.rate_limited_threads(rate, latency, cap=cap, unmeasured=unmeasured) <= cap
+       st.integers(min_value=1, max_value=1000), st.floats(min_value=0.1, max_value=86400))
+def test_rate_limited_threads_stay_within_bounds(rate, latency, cap, timeout):
+    threads = runtime.rate_limited_threads(rate, latency, cap=cap, timeout_s=timeout)
+    assert 1 <= threads <= cap
+    if latency is not None and latency <= timeout:  # measured below the timeout: never more than unmeasured
+        assert threads <= runtime.rate_limited_threads(rate, None, cap=cap, timeout_s=timeout)
 
 
 def one_lane(free, threads, ready, mean):

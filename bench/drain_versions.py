@@ -1,0 +1,58 @@
+"""Drain throughput of two versions of the endpoint side by side (issue 10: "no lower than today").
+
+    git worktree add /tmp/before <commit>            # the version to compare with (its code only; this venv)
+    make bench  # once, for the database (or set DATABASE_URL), then:
+    .venv/bin/python bench/drain_versions.py --before /tmp/before --rounds 5
+
+Both versions serve the same database in turns (interleaved rounds, so both see the same minutes of a shared
+machine): N demo.noop jobs, gunicorn 2 workers x 4 threads, 4 callers POSTing /process-pending until a call claims
+nothing, as bench/drain.py's "endpoint default" does. The schema is this checkout's (migrations); an older
+version's statements run on it unchanged (its columns are a subset). The after side is measured twice: with the
+request the before side gets (`limit=1000`) and with no parameters (what a cron sends).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.drain import JobsTable, Server, endpoint_drain, libpq_url, load, warm_up  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", required=True, type=Path, help="a checkout of the version to compare with")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+    url = os.environ["DATABASE_URL"]
+    jobs = JobsTable(libpq_url(url))
+    sides = [("before, limit=1000", args.before.resolve(), 1000), ("after, limit=1000", ROOT, 1000),
+             ("after, no parameters", ROOT, None)]
+    rates: dict[str, list[float]] = {label: [] for label, _, _ in sides}
+    print(f"{args.jobs:,} demo.noop jobs, gunicorn 2x4, 4 callers, JOBS_CONCURRENCY={args.concurrency}; "
+          f"{args.rounds} interleaved rounds; {load()}", flush=True)
+    for round_no in range(1, args.rounds + 1):
+        for label, root, limit in sides:
+            with Server(url, 2, 4, args.concurrency, root=root) as server:
+                warm_up(server, jobs, 4)
+                result = endpoint_drain(server, jobs, args.jobs, 4, limit)
+            rates[label].append(result.jobs_per_s)
+            print(f"  round {round_no}: {label:<24} {result.jobs_per_s:>9,.0f} jobs/s  ({result.calls} calls)  "
+                  f"{load()}", flush=True)
+    print("medians:")
+    base = statistics.median(rates[sides[0][0]])
+    for label, _, _ in sides:
+        median = statistics.median(rates[label])
+        print(f"  {label:<24} {median:>9,.0f} jobs/s  = {median / base:.2f}x before", flush=True)
+    jobs.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
