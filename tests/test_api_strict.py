@@ -164,3 +164,11 @@ def test_a_bad_body_value_is_refused_even_where_the_query_string_wins(client):
     unknown = client.post("/process-pending?type=test.echo", json={"type": "no.such.type"}, headers=AUTH)
     assert unknown.status_code == 422
     assert client.post("/process-pending?limit=5", json={"limit": 7}, headers=AUTH).status_code == 200
+
+
+@pytest.mark.parametrize("raw", ["null", "[]", "5"])
+def test_a_process_pending_body_that_is_not_an_object_is_400_and_runs_nothing(client, engine, raw):
+    insert_jobs(engine, 1)
+    response = client.post("/process-pending", data=raw, content_type="application/json", headers=AUTH)
+    assert response.status_code == 400 and response.json["error"] == "invalid_json", response.json
+    assert [job["status"] for job in fetch_jobs(engine)] == ["pending"]

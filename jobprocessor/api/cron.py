@@ -11,7 +11,7 @@ from ..handlers import get_handler
 from ..processor import process_pending
 from .auth import require_secret
 from .errors import ApiError
-from .params import accepts, check_body_fields, int_param, json_body, number_param, str_param
+from .params import accepts, check_body_fields, int_param, json_body, number_param, raw_body, str_param
 
 bp = Blueprint("cron", __name__)
 MAX_LIMIT = 1_000_000  # jobs one call may claim over all its rounds
@@ -43,7 +43,8 @@ def _parameters(source: dict, settings):
 def process_pending_endpoint():
     settings = current_app.extensions["jobprocessor"].settings
     body = json_body(required=False) if request.method == "POST" else None
-    if body is not None and not isinstance(body, dict):
+    # a body of JSON `null` is a body that is not an object (only an empty body means "no parameters")
+    if (body is not None or (request.method == "POST" and raw_body().strip())) and not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object of parameters.")
     check_body_fields(body, PARAMETERS)
     query = {name: request.args[name] for name in PARAMETERS if name in request.args}
