@@ -167,8 +167,12 @@ def test_a_bad_body_value_is_refused_even_where_the_query_string_wins(client):
 
 
 @pytest.mark.parametrize("raw", ["null", "[]", "5"])
-def test_a_process_pending_body_that_is_not_an_object_is_400_and_runs_nothing(client, engine, raw):
-    insert_jobs(engine, 1)
-    response = client.post("/process-pending", data=raw, content_type="application/json", headers=AUTH)
-    assert response.status_code == 400 and response.json["error"] == "invalid_json", response.json
-    assert [job["status"] for job in fetch_jobs(engine)] == ["pending"]
+def test_an_optional_body_that_is_not_an_object_is_400_and_changes_nothing(client, engine, raw):
+    """Only an empty body means "no parameters": JSON null is a body, and not an object."""
+    (pending,) = insert_jobs(engine, 1)
+    (failed,) = insert_jobs(engine, 1, status="'failed'")
+    for path in ("/process-pending", f"/jobs/{failed}/retry", f"/jobs/{pending}/cancel"):
+        response = client.post(path, data=raw, content_type="application/json", headers=AUTH)
+        assert response.status_code == 400 and response.json["error"] == "invalid_json", (path, response.json)
+    assert [job["status"] for job in fetch_jobs(engine)] == ["pending", "failed"]
+    assert client.post(f"/jobs/{failed}/retry", data="", headers=AUTH).status_code == 200

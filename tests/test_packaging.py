@@ -70,8 +70,8 @@ def test_a_regular_install_upgrades_a_fresh_database_and_runs_a_tick(tmp_path, f
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "CRON_SECRET", "JOBPROCESSOR_HANDLERS", "TEST_DATABASE_URL")}
     env.update(DATABASE_URL=fresh_database, FLASK_SKIP_DOTENV="1", PYTHONNOUSERSITE="1")
-    _run([python, "-m", "flask", "--app", "jobprocessor", "db", "upgrade"], cwd=elsewhere, env=env)
-    # then a tick, through the same CLI commands, in one process (each interpreter start costs seconds here)
+    # `flask db upgrade` on the fresh database, then a tick, through the CLI commands, all in one process (each
+    # interpreter start costs seconds here)
     tick = _run([python, "-c", TICK], cwd=elsewhere, env=env)
     where, summary = tick.stdout.strip().splitlines()[-2:]
     assert where.startswith(purelib), where
@@ -83,7 +83,9 @@ TICK = """
 import jobprocessor
 from jobprocessor import create_app
 runner = create_app().test_cli_runner()
-for args in (["jobs", "enqueue", "system.cleanup"], ["jobs", "process", "--budget", "10"]):
+# flask db upgrade, then a tick; --limit 1: the call ends with its one job
+for args in (["db", "upgrade"], ["jobs", "enqueue", "system.cleanup"],
+             ["jobs", "process", "--limit", "1", "--budget", "10"]):
     result = runner.invoke(args=args)
     assert result.exit_code == 0, (args, result.output, result.exception)
 print(jobprocessor.__file__)

@@ -11,7 +11,7 @@ from ..handlers import get_handler
 from ..processor import process_pending
 from .auth import require_secret
 from .errors import ApiError
-from .params import accepts, check_body_fields, int_param, json_body, number_param, raw_body, str_param
+from .params import accepts, check_body_fields, int_param, number_param, object_body, str_param
 
 bp = Blueprint("cron", __name__)
 MAX_LIMIT = 1_000_000  # jobs one call may claim over all its rounds
@@ -30,6 +30,20 @@ def refuse_head(view):
     return wrapper
 
 
+# In a JSON body the values have JSON types, as /openapi.json says (RunParameters): numbers as numbers, null for the
+# default. Only the query string is text, where an empty value means the default.
+_BODY_TYPES = {"limit": (int,), "budget_s": (int, float), "type": (str,)}
+
+
+def _check_body_types(body: dict) -> None:
+    for name, kinds in _BODY_TYPES.items():
+        value = body.get(name)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) or value == ""):
+            kind = "a non-empty string" if name == "type" else "a JSON number"
+            raise ApiError(400, "invalid_parameter", f"{name} in the body must be {kind} or null (the default).",
+                           field=name)
+
+
 def _parameters(source: dict, settings):
     return (int_param("limit", source.get("limit"), 1, MAX_LIMIT, settings.JOBS_MAX_PER_RUN),
             number_param("budget_s", source.get("budget_s"), 1, 900, settings.JOBS_MAX_RUNTIME_S),
@@ -42,11 +56,10 @@ def _parameters(source: dict, settings):
 @accepts(query=PARAMETERS)
 def process_pending_endpoint():
     settings = current_app.extensions["jobprocessor"].settings
-    body = json_body(required=False) if request.method == "POST" else None
-    # a body of JSON `null` is a body that is not an object (only an empty body means "no parameters")
-    if (body is not None or (request.method == "POST" and raw_body().strip())) and not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "The body must be a JSON object of parameters.")
+    # only an empty body means "no parameters": JSON null, a list, a number are refused
+    body = object_body("The body must be a JSON object of parameters.") if request.method == "POST" else None
     check_body_fields(body, PARAMETERS)
+    _check_body_types(body or {})
     query = {name: request.args[name] for name in PARAMETERS if name in request.args}
     # each source is checked whole, so a bad value in the body is a 400 (or 422) even where the query string wins
     for source in (body or {}, query):

@@ -92,6 +92,7 @@ _SCHEMAS = {
         "type": "object",
         "required": ["type"],
         "additionalProperties": False,
+        "description": "every field but type may be null: the same as leaving it out (the default)",
         "properties": {
             "type": {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_LENGTH,
                      "description": "a registered job type; unknown: 422"},
@@ -406,6 +407,12 @@ for _item in _PATHS.values():
         for _parameter in _operation.get("parameters", []):
             if _parameter["in"] == "query":  # `?limit=` means the default, `?type=` no filter
                 _parameter["allowEmptyValue"] = True
+
+
+# A new job's optional fields may be null, which the app reads as "not given" (the default), as Python's enqueue()
+for _name, _schema in SPEC["components"]["schemas"]["NewJob"]["properties"].items():
+    if _name != "type":
+        SPEC["components"]["schemas"]["NewJob"]["properties"][_name] = {**_schema, "nullable": True}
 
 
 def spec(job_types: list[str] | None = None) -> dict:

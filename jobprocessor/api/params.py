@@ -52,10 +52,7 @@ def accepts(query: Iterable[str] = (), body: Optional[Iterable[str]] = None):
             _refuse_unknown("query parameter", set(request.args) - set(query), query)
             if body is not None and request.method not in ("GET", "HEAD"):
                 fields = tuple(body)
-                given = json_body(required=False)
-                if given is not None and not isinstance(given, dict):
-                    raise ApiError(400, "invalid_json", "The body, if any, must be a JSON object.")
-                check_body_fields(given, fields)
+                check_body_fields(object_body("The body, if any, must be a JSON object."), fields)
             return view(*args, **kwargs)
 
         wrapper.accepted_query = query
@@ -102,6 +99,16 @@ def json_body(required: bool) -> Any:
         raise ApiError(400, "invalid_json", "The JSON body is nested too deeply.") from None
     except ValueError as exc:
         raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
+
+
+def object_body(message: str) -> Optional[dict]:
+    """An optional JSON object body: None when the body is empty; any other JSON value (null too) is a 400."""
+    body = json_body(required=False)
+    if body is None and not raw_body().strip():
+        return None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", message)
+    return body
 
 
 def _source(body: Any) -> dict:
