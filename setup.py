@@ -14,6 +14,8 @@ setup(
     packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]) + list(SHIPPED),
     package_dir=SHIPPED,
     package_data={
+        # setup.cfg's [options.package_data] gives way to this argument: the dashboard's files are named here too
+        "jobprocessor": ["dashboard/templates/dashboard/*.html", "dashboard/static/*"],
         "jobprocessor.sql": ["*.sql", "README.md"],
         "jobprocessor.sql.server": ["*.sql"],
         "jobprocessor.migrations": ["alembic.ini", "script.py.mako"],

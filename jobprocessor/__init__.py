@@ -109,6 +109,7 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     """Build the app. `settings` defaults to the environment; keyword overrides win over either."""
     from .api import register_api
     from .cli import register_cli
+    from .dashboard import register_dashboard
     from .extensions import db, migrate
     from .metrics import instrument_pool, register_scrape_collector
     from .ratelimit.prometheus import collect as rate_limiter_metrics
@@ -133,6 +134,7 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     register_scrape_collector(rate_limiter_metrics)  # the shared OpenAI budget, read from PostgreSQL per scrape
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     register_api(app)
+    register_dashboard(app)
     register_cli(app)
     _import_handler_modules(settings)
     _configure_logging(settings)

@@ -259,4 +259,7 @@ def schedule_remove(name):
 
 
 def register_cli(app: Flask) -> None:
+    from .bulk.cli import register as register_bulk
+
+    register_bulk(jobs_cli)  # jobs retry|cancel
     app.cli.add_command(jobs_cli)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 MIN_SECRET_LENGTH = 16
+MIN_SESSION_KEY_LENGTH = 32  # the dashboard's cookie signing key: as long as the HMAC-SHA256 it keys ought to get
 # RFC 7518 3.2: an HS256 key at least as long as the hash; the signing keys Upstash gives are 32 characters
 MIN_QSTASH_KEY_LENGTH = 32
 GOOGLE_JWKS_URL = "https://www.googleapis.com/oauth2/v3/certs"
@@ -138,6 +139,19 @@ class Settings:
                                                         "Google tokens, seconds", 0, 300)
     TRIGGER_HMAC_SECRET: str = _setting("", str, "secret of the timestamped HMAC (`X-Jobprocessor-Signature`) that "
                                                  "admits /process-pending, >= 16 characters; unset: HMAC off")
+    # --- the operator dashboard (/dashboard, jobprocessor/dashboard/): closed until a secret is set ---
+    DASHBOARD_SECRET: str = _setting("", str, "sign-in secret of the dashboard's operators (may act: retry, cancel, "
+                                              "pause, ...), >= 16 characters; unset with DASHBOARD_READONLY_SECRET "
+                                              "unset too: /dashboard answers 503")
+    DASHBOARD_READONLY_SECRET: str = _setting("", str, "sign-in secret of read-only dashboard users (see "
+                                                       "everything, act on nothing), >= 16 characters; optional")
+    DASHBOARD_SESSION_KEY: str = _setting("", str, "key that signs dashboard session cookies, >= 32 characters; "
+                                                   "required when a dashboard secret is set (make run generates "
+                                                   "one into .env); changing it signs everyone out")
+    DASHBOARD_SESSION_HOURS: float = _setting(12.0, float, "how long a dashboard sign-in lasts, hours", 0.1, 720)
+    DASHBOARD_SIGNIN_ATTEMPTS: int = _setting(10, int, "failed dashboard sign-ins one client address may make in "
+                                                       "10 minutes before it is refused (429) until the window "
+                                                       "passes", 1, 10000)
     JOBPROCESSOR_HANDLERS: tuple = _setting((), _modules, "comma-separated modules imported at start-up to "
                                                           "register handlers")
     LOG_LEVEL: str = _setting("INFO", _log_level, "level of the `jobprocessor` loggers: DEBUG, INFO, WARNING, "
@@ -198,6 +212,7 @@ class Settings:
         if self.CRON_SECRET and len(self.CRON_SECRET) < MIN_SECRET_LENGTH:
             raise ConfigError(f"CRON_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
         self._check_trigger_auth()
+        self._check_dashboard()
         if self.DB_POOL_MIN > self.DB_POOL_MAX:
             raise ConfigError("DB_POOL_MIN must not exceed DB_POOL_MAX")
         if self.OPENAI_BASE_URL and not self.OPENAI_BASE_URL.startswith(("http://", "https://")):
@@ -232,6 +247,20 @@ class Settings:
         _check_url("GOOGLE_OIDC_JWKS_URL", self.GOOGLE_OIDC_JWKS_URL, allow_query=True)
         if self.TRIGGER_HMAC_SECRET and len(self.TRIGGER_HMAC_SECRET) < MIN_SECRET_LENGTH:
             raise ConfigError(f"TRIGGER_HMAC_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+
+    def _check_dashboard(self) -> None:
+        """The dashboard's secrets: each long enough, distinct (a role is told by the secret), and a signing key
+        whenever one is set (a session cookie nobody can forge)."""
+        for name in ("DASHBOARD_SECRET", "DASHBOARD_READONLY_SECRET"):
+            value = getattr(self, name)
+            if value and len(value) < MIN_SECRET_LENGTH:
+                raise ConfigError(f"{name} must be at least {MIN_SECRET_LENGTH} characters long")
+        if self.DASHBOARD_SECRET and self.DASHBOARD_SECRET == self.DASHBOARD_READONLY_SECRET:
+            raise ConfigError("DASHBOARD_READONLY_SECRET must differ from DASHBOARD_SECRET (the secret tells the role)")
+        if (self.DASHBOARD_SECRET or self.DASHBOARD_READONLY_SECRET) and \
+                len(self.DASHBOARD_SESSION_KEY) < MIN_SESSION_KEY_LENGTH:
+            raise ConfigError(f"DASHBOARD_SESSION_KEY must be set, at least {MIN_SESSION_KEY_LENGTH} characters, when "
+                              "a dashboard secret is set (make run generates one into .env)")
 
     def __repr__(self) -> str:  # never print the secret or the database password
         return "Settings(...)"

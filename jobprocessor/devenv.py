@@ -3,8 +3,9 @@
 
     python -m jobprocessor.devenv prepare [ENV_FILE] [--database NAME]
 
-adds what `.env` lacks: a generated CRON_SECRET, and, unless a DATABASE_URL is given (in the environment, or a line
-of your own in `.env`), the URL of the embedded PostgreSQL, which it starts. That line carries the marker comment
+adds what `.env` lacks: generated secrets (CRON_SECRET, the dashboard's DASHBOARD_SECRET and DASHBOARD_SESSION_KEY),
+and, unless a DATABASE_URL is given (in the environment, or a line of your own in `.env`), the URL of the embedded
+PostgreSQL, which it starts. That line carries the marker comment
 below, so the next run knows it is its own and rewrites it (the embedded server's port is chosen once per
 `.pgdata/`). It prints `export NAME=value` lines for the shell to eval: the file's settings, except those the
 environment already sets (the environment wins, as with python-dotenv). Dev only, like devdb.
@@ -22,6 +23,10 @@ from typing import Mapping
 
 MARKER = ("# make run: the embedded PostgreSQL below (make db-stop stops it; "
           "a DATABASE_URL of your own replaces both lines)")
+
+
+# the cron's secret, the dashboard operators' sign-in secret and the key that signs its session cookies
+GENERATED_SECRETS = ("CRON_SECRET", "DASHBOARD_SECRET", "DASHBOARD_SESSION_KEY")
 
 
 def _parse(lines: list[str]) -> dict[str, str]:
@@ -43,9 +48,10 @@ def prepare(env_file: Path, environ: Mapping[str, str], database: str = "jobproc
     """Bring `env_file` up to date; returns the settings to export (the file's, less what `environ` sets)."""
     lines = env_file.read_text().splitlines() if env_file.exists() else []
     values = _parse(lines)
-    if not environ.get("CRON_SECRET") and not values.get("CRON_SECRET"):
-        lines.append(f"CRON_SECRET={secrets.token_urlsafe(32)}")
-        say(f"Generated a CRON_SECRET into {env_file}")
+    for name in GENERATED_SECRETS:
+        if not environ.get(name) and not values.get(name):
+            lines.append(f"{name}={secrets.token_urlsafe(32)}")
+            say(f"Generated a {name} into {env_file}")
     managed = _managed_index(lines)
     own_url = values.get("DATABASE_URL") and managed is None
     if not environ.get("DATABASE_URL") and not own_url:

@@ -22,6 +22,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import event, text
+
+from . import counts
 from sqlalchemy.engine import Engine
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -173,6 +175,8 @@ def unregister_scrape_collector(collect: ScrapeCollector) -> None:
 QUEUE_HEALTH = "SELECT status, count, oldest_age_seconds, avg_duration_seconds FROM job_queue_health"
 QUEUE_ALERTS = "SELECT alert, severity FROM job_queue_alerts"
 LAST_TICK = "SELECT extract(epoch FROM now() - max(started_at)) AS age_s FROM job_ticks"  # job_ticks_started_idx
+# the backlog is exact up to this many due jobs (past the alerts' critical default), estimated beyond
+DUE_COUNT_CAP = 100_000
 
 
 def queue_metrics(engine: Engine) -> list[Metric]:
@@ -193,7 +197,13 @@ def queue_metrics(engine: Engine) -> list[Metric]:
         for row in conn.execute(text(QUEUE_ALERTS)):
             alerts.add_metric([row.alert, row.severity], 1.0)
         last_tick = conn.execute(text(LAST_TICK)).scalar()
-    families = [jobs, oldest, duration, alerts]
+        due = counts.bounded_count(conn, counts.DUE, cap=DUE_COUNT_CAP)
+        oldest_due = counts.oldest_due_wait_s(conn)
+    families = [jobs, oldest, duration, alerts,
+                GaugeMetricFamily("jobprocessor_queue_due_jobs", "Pending jobs whose run_at has come (the backlog; "
+                                  f"the planner's estimate above {DUE_COUNT_CAP})", value=float(due.n)),
+                GaugeMetricFamily("jobprocessor_queue_oldest_due_wait_seconds", "How long the oldest due pending "
+                                  "job has waited since its run_at (0: none due)", value=float(oldest_due or 0))]
     if last_tick is not None:
         families.append(GaugeMetricFamily("jobprocessor_last_tick_age_seconds", "Seconds since the last "
                                           "/process-pending call started (any process, any instance)",

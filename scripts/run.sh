@@ -28,6 +28,7 @@ cat <<TXT
 
 jobprocessor is serving on http://127.0.0.1:$PORT
 CRON_SECRET=$CRON_SECRET
+Dashboard: http://127.0.0.1:$PORT/dashboard (sign in with DASHBOARD_SECRET from .env)
 
 Try:
   curl -s -X POST http://127.0.0.1:$PORT/jobs -H "Authorization: Bearer \$CRON_SECRET" \\

@@ -1074,6 +1074,64 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: dashboard_signin_failures; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.dashboard_signin_failures (
+    client text NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT dashboard_signin_failures_client_check CHECK ((length(client) <= 100))
+);
+
+--
+-- Name: TABLE dashboard_signin_failures; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.dashboard_signin_failures IS 'Failed dashboard sign-ins of the last minutes (the sign-in throttle).';
+
+--
+-- Name: job_actions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_actions (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    actor text NOT NULL,
+    role text NOT NULL,
+    action text NOT NULL,
+    filter jsonb DEFAULT '{}'::jsonb NOT NULL,
+    matched bigint,
+    changed bigint DEFAULT 0 NOT NULL,
+    status text DEFAULT 'running'::text NOT NULL,
+    detail text,
+    CONSTRAINT job_actions_action_check CHECK (((length(action) >= 1) AND (length(action) <= 50))),
+    CONSTRAINT job_actions_actor_check CHECK ((actor = ANY (ARRAY['dashboard'::text, 'api'::text, 'cli'::text]))),
+    CONSTRAINT job_actions_detail_check CHECK ((length(detail) <= 1000)),
+    CONSTRAINT job_actions_role_check CHECK (((length(role) >= 1) AND (length(role) <= 50))),
+    CONSTRAINT job_actions_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text])))
+);
+
+--
+-- Name: TABLE job_actions; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.job_actions IS 'The action log: bulk retries and cancels, pauses, limits, schedules; see sql/README.md.';
+
+--
+-- Name: job_actions_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_actions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.job_actions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: job_queue_alert_settings; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1671,6 +1729,13 @@ CREATE TABLE public.trigger_replays (
 );
 
 --
+-- Name: job_actions job_actions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_actions
+    ADD CONSTRAINT job_actions_pkey PRIMARY KEY (id);
+
+--
 -- Name: job_queue_alert_settings job_queue_alert_settings_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1767,6 +1832,18 @@ ALTER TABLE ONLY public.rate_limiter_waits
 
 ALTER TABLE ONLY public.trigger_replays
     ADD CONSTRAINT trigger_replays_pkey PRIMARY KEY (method, key);
+
+--
+-- Name: dashboard_signin_failures_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX dashboard_signin_failures_at_idx ON public.dashboard_signin_failures USING btree (at);
+
+--
+-- Name: dashboard_signin_failures_client_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX dashboard_signin_failures_client_idx ON public.dashboard_signin_failures USING btree (client, at);
 
 --
 -- Name: job_schedules_due_idx; Type: INDEX; Schema: public; Owner: -

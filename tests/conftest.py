@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -21,9 +22,23 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 
 
 def _database_url() -> str:
+    """The session's database: TEST_DATABASE_URL's (else the embedded server's jobprocessor_test); under
+    pytest-xdist each worker gets a database of its own beside it (`<name>_gw0`, ...), created as needed, so the
+    workers' schemas, truncations and advisory locks never meet."""
     from jobprocessor import devdb
 
-    return devdb.database_url("TEST_DATABASE_URL", "jobprocessor_test")
+    url = devdb.database_url("TEST_DATABASE_URL", "jobprocessor_test")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/')}_{worker}"
+    admin = create_engine(normalise_database_url(url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return urlunsplit(parts._replace(path="/" + name))
 
 
 def make_settings(database_url: str, **overrides) -> Settings:
@@ -66,7 +81,7 @@ def raw_engine(database_url):
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
-                          "job_type_runtimes "
+                          "job_type_runtimes, job_actions, dashboard_signin_failures "
                           "RESTART IDENTITY"))
     return raw_engine
 

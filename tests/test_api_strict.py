@@ -19,7 +19,7 @@ SAMPLE = {"raw_id": "1", "job_id": "1", "batch_id": "b1"}
 def routes(app) -> list[tuple[str, str]]:
     out = []
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith("dashboard."):  # HTML pages, not the API
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: SAMPLE.get(m.group(1), "1"), rule.rule)
         out += [(method, path) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]

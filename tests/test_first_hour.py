@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from jobprocessor import devdb, devenv
 from jobprocessor.handlers import get_handler
@@ -19,11 +20,16 @@ from tests.conftest import ROOT
 README = (ROOT / "README.md").read_text()
 
 
+def db_name(url: str) -> str:
+    return make_url(url).database
+
+
 @pytest.fixture
 def embedded_test_database(database_url):
     """The test database is the embedded server's (as under make test and CI); else there is nothing to test."""
     pgdata = devdb.data_dir()
-    if not (pgdata / "PG_VERSION").exists() or devdb.url("jobprocessor_test", pgdata) != database_url:
+    name = make_url(database_url).database  # jobprocessor_test, or a pytest-xdist worker's own database
+    if not (pgdata / "PG_VERSION").exists() or devdb.url(name, pgdata) != database_url:
         pytest.skip("TEST_DATABASE_URL is not the embedded server: make run's .env handling does not apply")
     return database_url
 
@@ -31,16 +37,17 @@ def embedded_test_database(database_url):
 def test_prepare_writes_the_embedded_url_and_a_secret_once(tmp_path, embedded_test_database):
     env_file = tmp_path / ".env"
     env_file.write_text("JOBS_CONCURRENCY=4\n")
-    exports = devenv.prepare(env_file, {}, database="jobprocessor_test", say=lambda _: None)
+    exports = devenv.prepare(env_file, {}, database=db_name(embedded_test_database), say=lambda _: None)
     assert exports["DATABASE_URL"] == embedded_test_database and len(exports["CRON_SECRET"]) >= 32
     assert exports["JOBS_CONCURRENCY"] == "4"
     first = env_file.read_text()
     assert devenv.MARKER in first
-    assert devenv.prepare(env_file, {}, database="jobprocessor_test", say=lambda _: None) == exports
+    assert devenv.prepare(env_file, {}, database=db_name(embedded_test_database), say=lambda _: None) == exports
     assert env_file.read_text() == first  # a second start changes nothing: same secret, same line
     # a stale port on make run's own line (a new .pgdata) is rewritten; the environment wins and is not exported
-    env_file.write_text(first.replace(embedded_test_database, "postgresql://postgres@127.0.0.1:1/jobprocessor_test"))
-    again = devenv.prepare(env_file, {"CRON_SECRET": "x" * 20}, database="jobprocessor_test", say=lambda _: None)
+    env_file.write_text(first.replace(embedded_test_database, "postgresql://postgres@127.0.0.1:1/x"))
+    again = devenv.prepare(env_file, {"CRON_SECRET": "x" * 20}, database=db_name(embedded_test_database),
+                           say=lambda _: None)
     assert again["DATABASE_URL"] == embedded_test_database and "CRON_SECRET" not in again
 
 
@@ -48,10 +55,12 @@ def test_a_database_url_of_your_own_is_kept(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("DATABASE_URL=postgresql://me@db.example.com/app\nCRON_SECRET=abcdefghijklmnopqrstu\n")
     exports = devenv.prepare(env_file, {}, say=lambda _: None)  # never starts the embedded server for it
+    generated = {name: exports.pop(name) for name in ("DASHBOARD_SECRET", "DASHBOARD_SESSION_KEY")}
     assert exports == {"DATABASE_URL": "postgresql://me@db.example.com/app", "CRON_SECRET": "abcdefghijklmnopqrstu"}
+    assert all(len(value) >= 32 for value in generated.values())  # the dashboard's, generated once
     assert devenv.MARKER not in env_file.read_text()
     assert devenv.prepare(env_file, {"DATABASE_URL": "postgresql://other/x"}, say=lambda _: None) == \
-        {"CRON_SECRET": "abcdefghijklmnopqrstu"}
+        {"CRON_SECRET": "abcdefghijklmnopqrstu", **generated}
 
 
 def test_the_shell_lines_quote_values(tmp_path, capsys, monkeypatch):
@@ -66,7 +75,7 @@ def test_the_shell_lines_quote_values(tmp_path, capsys, monkeypatch):
 
 def test_a_second_terminals_flask_cli_just_works(tmp_path, embedded_test_database):
     """What a newcomer types in another terminal while make run runs: no export, only make run's .env."""
-    devenv.prepare(tmp_path / ".env", {}, database="jobprocessor_test", say=lambda _: None)
+    devenv.prepare(tmp_path / ".env", {}, database=db_name(embedded_test_database), say=lambda _: None)
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "CRON_SECRET", "TEST_DATABASE_URL", "FLASK_SKIP_DOTENV")}
     env["PYTHONPATH"] = str(ROOT)  # where wsgi.py is; the terminal's own folder holds only .env here

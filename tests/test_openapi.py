@@ -25,6 +25,7 @@ CONTRACT_ENDPOINTS = {
     ("post", "/jobs/{job_id}/retry"), ("post", "/jobs/{job_id}/cancel"),
     ("get", "/batches/{batch_id}"), ("get", "/queue/health"), ("get", "/rate-limiter/stats"),
     ("get", "/metrics"), ("get", "/healthz"), ("get", "/openapi.json"), ("get", "/ticks"),
+    ("post", "/jobs/bulk"),
 }
 
 
@@ -36,7 +37,7 @@ def _template(path: str) -> str:
 def served_routes(app) -> set[tuple[str, str]]:
     routes = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
+        if rule.endpoint == "static" or rule.endpoint.startswith("dashboard."):  # HTML pages, not the API
             continue
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             routes.add((method.lower(), _template(rule.rule)))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -64,6 +65,8 @@ def test_a_regular_install_upgrades_a_fresh_database_and_runs_a_tick(tmp_path, f
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", "--no-index",
           "--no-build-isolation", "--ignore-installed", str(source)])
     shutil.rmtree(source)  # the installed copy must not need the tree it was built from
+    installed = Path(purelib) / "jobprocessor"
+    assert list((installed / "dashboard" / "templates" / "dashboard").glob("*.html")), "dashboard pages not shipped"
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -40,6 +40,30 @@ _FILTER = {"type": "string", "maxLength": MAX_IDENTIFIER_LENGTH, "pattern": _NO_
 _NULLABLE_TEXT = {"type": "string", "nullable": True}
 _NULLABLE_TIME = {"type": "string", "format": "date-time", "nullable": True}
 
+_TIME_FILTER = {"type": "string", "format": "date-time", "pattern": "^(19[7-9][0-9]|[2-9][0-9]{3})-",
+                "description": "years 1970 to 9999; no offset: UTC"}
+
+
+def _bulk_request(action: str, statuses: list) -> dict:
+    return {
+        "type": "object",
+        "required": ["action"],
+        "additionalProperties": False,
+        "properties": {
+            "action": {"type": "string", "enum": [action]},
+            "filter": {"type": "object", "additionalProperties": False, "properties": {
+                "status": {"type": "string", "enum": statuses, "description": f"default: {' and '.join(statuses)}"},
+                "type": _FILTER, "store_id": _FILTER, "batch_id": _FILTER,
+                "error_contains": {**_FILTER, "description": "text in last_error, case-insensitive"},
+                "error_group": {**_FILTER, "description": "a normalised error, as the dashboard's Failed page "
+                                                          "groups them"},
+                "created_after": _TIME_FILTER, "created_before": _TIME_FILTER,
+            }},
+            "dry_run": {"type": "boolean", "description": "true: count the jobs it would change, change nothing"},
+        },
+    }
+
+
 # Answers every protected endpoint can give besides its own.
 _COMMON = {
     "401": {**_error("Missing or wrong secret."),
@@ -201,6 +225,23 @@ _SCHEMAS = {
             "next_before": {"type": "integer", "nullable": True},
         },
     },
+    "BulkRequest": {
+        "oneOf": [_ref("BulkRetry"), _ref("BulkCancel")],
+        "description": "retry: failed or cancelled jobs back to pending with fresh attempts; cancel: pending jobs "
+                       "to cancelled. `filter.status` may only narrow the statuses the action changes.",
+    },
+    "BulkRetry": _bulk_request("retry", ["failed", "cancelled"]),
+    "BulkCancel": _bulk_request("cancel", ["pending"]),
+    "BulkResult": {
+        "type": "object",
+        "required": ["action", "dry_run", "filter"],
+        "properties": {
+            "matched": {"type": "integer", "minimum": 0, "description": "jobs matching when it started"},
+            "changed": {"type": "integer", "minimum": 0, "description": "(not on a dry run) jobs changed"},
+            "action": {"type": "string"}, "dry_run": {"type": "boolean"}, "filter": {"type": "object"},
+            "action_id": {"type": "integer", "description": "its entry in the action log"},
+        },
+    },
     "RateLimiterStats": {
         "type": "object",
         "description": "the shared OpenAI limiter: used and limit per window (requests; tokens used and tokens "
@@ -308,6 +349,18 @@ _PATHS = {
             },
         },
     },
+    "/jobs/bulk": {"post": {
+        "summary": "Retry or cancel every job matching a filter, in batches (or count them: dry_run)",
+        "operationId": "bulk_jobs",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("BulkRequest")}}},
+        "responses": {
+            "200": _json("{\"matched\"} on a dry run, else {\"changed\"}; each batch is its own short "
+                         "transaction, recorded in the action log.", _ref("BulkResult")),
+            "400": _error("A field is invalid (`field` names it), e.g. a status the action cannot change."),
+            "413": _error("The body is larger than MAX_REQUEST_BYTES."),
+            "415": _error("The body is not application/json."),
+            **_COMMON,
+        }}},
     "/jobs/{job_id}": {"get": {
         "summary": "One job", "operationId": "get_job", "parameters": [_JOB_ID],
         "responses": {"200": _json("The job.", _ref("Job")), "400": _error("job_id is not a valid id."),

@@ -1,14 +1,14 @@
 """an operator's first hour: the traceback of a job's last failure (sql/013_jobs_last_traceback_v1.sql)
 
 Revision ID: 0013_ops_hardening
-Revises: 0012_fair_claim_v3
+Revises: 0014_dashboard
 """
 from alembic import op
 
 from jobprocessor.sqlfiles import execute_sql_file
 
 revision = "0013_ops_hardening"
-down_revision = "0012_fair_claim_v3"
+down_revision = "0014_dashboard"
 branch_labels = None
 depends_on = None
 
