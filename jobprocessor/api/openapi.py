@@ -44,8 +44,14 @@ _TIME_FILTER = {"type": "string", "format": "date-time", "pattern": "^(19[7-9][0
                 "description": "years 1970 to 9999; no offset: UTC"}
 
 
+def _left_out(schema: dict) -> dict:
+    """A bulk filter field as the app reads it: null, or an empty string (what a form sends), is the field left out."""
+    return {"anyOf": [schema, {"type": "string", "enum": [""]}], "nullable": True,
+            **({"description": schema["description"]} if "description" in schema else {})}
+
+
 def _bulk_request(action: str, statuses: list) -> dict:
-    return {
+    request = {
         "type": "object",
         "required": ["action"],
         "additionalProperties": False,
@@ -62,6 +68,12 @@ def _bulk_request(action: str, statuses: list) -> dict:
             "dry_run": {"type": "boolean", "description": "true: count the jobs it would change, change nothing"},
         },
     }
+    properties = request["properties"]
+    properties["filter"]["properties"] = {name: _left_out(field)
+                                          for name, field in properties["filter"]["properties"].items()}
+    properties["filter"] = {**properties["filter"], "nullable": True, "description": "null: no filter"}
+    properties["dry_run"] = {**properties["dry_run"], "nullable": True}
+    return request
 
 
 # Answers every protected endpoint can give besides its own.
