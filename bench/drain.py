@@ -88,6 +88,18 @@ class JobsTable:
             return [f"want {n} jobs completed with 1 attempt each, found (status, attempts, count) {rows}"]
         return []
 
+    def clock(self) -> float:
+        """The server's clock (epoch seconds): the drain's start on the clock completed_at is written with."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT extract(epoch FROM clock_timestamp())")
+            return float(cur.fetchone()[0])
+
+    def last_completed(self) -> float:
+        """When the last job was completed (epoch seconds, the server's clock)."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT extract(epoch FROM max(completed_at)) FROM jobs")
+            return float(cur.fetchone()[0])
+
     def close(self) -> None:
         self.conn.close()
 
@@ -99,10 +111,15 @@ class Result:
     seconds: float
     jobs: int
     calls: int = 0
+    done_s: Optional[float] = None  # from the first claim to the last job's completion (the calls may go on after)
 
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / self.seconds
+
+    @property
+    def done_per_s(self) -> Optional[float]:
+        return None if self.done_s is None else self.jobs / self.done_s
 
 
 # --- (a) the plain psycopg2 reference loop -------------------------------------------------------------------------
@@ -155,13 +172,15 @@ def free_port() -> int:
 class Server:
     """wsgi:app under gunicorn.conf.py, as Procfile's web: line runs it, with the bench's shape in the env."""
 
-    def __init__(self, database_url: str, workers: int, threads: int, concurrency: int, root: Path = ROOT):
+    def __init__(self, database_url: str, workers: int, threads: int, concurrency: int, root: Path = ROOT,
+                 env: Optional[dict] = None):
         self.workers, self.threads, self.concurrency, self.root = workers, threads, concurrency, root
         self.port = free_port()
         self.secret = secrets.token_urlsafe(32)
         self.env = dict(os.environ, DATABASE_URL=database_url, CRON_SECRET=self.secret,
                         JOBPROCESSOR_HANDLERS="jobprocessor.handlers.demo", WEB_CONCURRENCY=str(workers),
-                        GUNICORN_THREADS=str(threads), JOBS_CONCURRENCY=str(concurrency), PYTHONPATH=str(root))
+                        GUNICORN_THREADS=str(threads), JOBS_CONCURRENCY=str(concurrency), PYTHONPATH=str(root),
+                        **(env or {}))
         OUT_DIR.mkdir(exist_ok=True)
         self.log_path = OUT_DIR / f"gunicorn-{workers}x{threads}-c{concurrency}-{self.port}.log"
         self.proc: Optional[subprocess.Popen] = None
@@ -210,8 +229,9 @@ class Server:
             if own:
                 conn.close()
 
-    def drain(self, callers: int, limit: int) -> tuple[float, int, int]:
-        """`callers` threads call until a call claims nothing; (seconds, calls, jobs succeeded)."""
+    def drain(self, callers: int, limit: int, on_start: Callable[[], None] = lambda: None) -> tuple[float, int, int]:
+        """`callers` threads call until a call claims nothing; (seconds, calls, jobs succeeded). `on_start` runs just
+        before the callers are let go."""
         start = threading.Barrier(callers + 1)
         calls = [0] * callers
         succeeded = [0] * callers
@@ -231,6 +251,10 @@ class Server:
                     summary = json.loads(body)
                     succeeded[i] += summary["succeeded"]
                     if summary.get("busy"):  # this worker already runs its JOBS_MAX_TICKS_PER_PROCESS calls
+                        # a new connection, as a cron's next call would be: a kept-alive one stays pinned to the
+                        # busy worker while another may be idle
+                        conn.close()
+                        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
                         time.sleep(0.005)
                         continue
                     if summary["claimed"] == 0:
@@ -243,6 +267,7 @@ class Server:
         threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
         for thread in threads:
             thread.start()
+        on_start()
         start.wait()
         started = time.perf_counter()
         for thread in threads:
@@ -253,15 +278,18 @@ class Server:
         return seconds, sum(calls), sum(succeeded)
 
 
-def endpoint_drain(server: Server, jobs: JobsTable, n: int, callers: int, limit: int) -> Result:
-    jobs.fill(n)
-    seconds, calls, succeeded = server.drain(callers, limit)
+def endpoint_drain(server: Server, jobs: JobsTable, n: int, callers: int, limit: int, fill: bool = True) -> Result:
+    if fill:  # else the caller filled the table
+        jobs.fill(n)
+    clock: list[float] = []
+    seconds, calls, succeeded = server.drain(callers, limit, on_start=lambda: clock.append(jobs.clock()))
     problems = jobs.check_drained(n)
     if succeeded != n:
         problems.append(f"the responses report {succeeded} succeeded, want {n}")
     if problems:
         raise RuntimeError(f"endpoint ({server.label}): " + "; ".join(problems))
-    return Result("endpoint", f"{server.label}, {callers} callers, limit={limit}", seconds, n, calls)
+    return Result("endpoint", f"{server.label}, {callers} callers, limit={limit}", seconds, n, calls,
+                  done_s=jobs.last_completed() - clock[0])
 
 
 def warm_up(server: Server, jobs: JobsTable, callers: int) -> None:

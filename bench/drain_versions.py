@@ -8,7 +8,11 @@ Both versions serve the same database in turns (interleaved rounds, so both see 
 machine): N demo.noop jobs, gunicorn 2 workers x 4 threads, 4 callers POSTing /process-pending until a call claims
 nothing, as bench/drain.py's "endpoint default" does. The schema is this checkout's (migrations); an older
 version's statements run on it unchanged (its columns are a subset). The after side is measured twice: with the
-request the before side gets (`limit=1000`) and with no parameters (what a cron sends).
+request the before side gets (`limit=1000`) and with no parameters (what a cron sends), and once more with
+`limit=1000` and JOBS_IDLE_GRACE_S=0 (`--no-no-grace-side` leaves it out): a call whose queue ran dry waits the idle
+grace (5 s by default) for new work before it answers, so the drain's last answers come that much after its last
+job is done. Both rates are printed: to the last answer, and to the last job's completion (completed_at, the
+server's clock).
 """
 from __future__ import annotations
 
@@ -29,27 +33,38 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-grace-side", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the after side with JOBS_IDLE_GRACE_S=0 (limit=1000)")
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     jobs = JobsTable(libpq_url(url))
-    sides = [("before, limit=1000", args.before.resolve(), 1000), ("after, limit=1000", ROOT, 1000),
-             ("after, no parameters", ROOT, None)]
-    rates: dict[str, list[float]] = {label: [] for label, _, _ in sides}
+    # the after side's calls that run dry wait JOBS_IDLE_GRACE_S (5 s) for new work before they answer; the last
+    # side shows the same code without that wait
+    sides = [("before, limit=1000", args.before.resolve(), 1000, {}), ("after, limit=1000", ROOT, 1000, {}),
+             ("after, no parameters", ROOT, None, {}),
+             ("after, limit=1000, grace 0", ROOT, 1000, {"JOBS_IDLE_GRACE_S": "0"})]
+    if args.no_grace_side is False:
+        sides = sides[:3]
+    rates: dict[str, list[float]] = {label: [] for label, *_ in sides}
+    done: dict[str, list[float]] = {label: [] for label, *_ in sides}
     print(f"{args.jobs:,} demo.noop jobs, gunicorn 2x4, 4 callers, JOBS_CONCURRENCY={args.concurrency}; "
           f"{args.rounds} interleaved rounds; {load()}", flush=True)
     for round_no in range(1, args.rounds + 1):
-        for label, root, limit in sides:
-            with Server(url, 2, 4, args.concurrency, root=root) as server:
+        for label, root, limit, env in sides:
+            with Server(url, 2, 4, args.concurrency, root=root, env=env) as server:
                 warm_up(server, jobs, 4)
                 result = endpoint_drain(server, jobs, args.jobs, 4, limit)
             rates[label].append(result.jobs_per_s)
-            print(f"  round {round_no}: {label:<24} {result.jobs_per_s:>9,.0f} jobs/s  ({result.calls} calls)  "
-                  f"{load()}", flush=True)
-    print("medians:")
+            done[label].append(result.done_per_s)
+            print(f"  round {round_no}: {label:<27} {result.jobs_per_s:>9,.0f} jobs/s  ({result.calls} calls; "
+                  f"{result.done_per_s:,.0f} jobs/s to the last completion)  {load()}", flush=True)
+    print("medians (to the last answer; to the last completion):")
     base = statistics.median(rates[sides[0][0]])
-    for label, _, _ in sides:
-        median = statistics.median(rates[label])
-        print(f"  {label:<24} {median:>9,.0f} jobs/s  = {median / base:.2f}x before", flush=True)
+    base_done = statistics.median(done[sides[0][0]])
+    for label, *_ in sides:
+        median, median_done = statistics.median(rates[label]), statistics.median(done[label])
+        print(f"  {label:<27} {median:>9,.0f} jobs/s  = {median / base:.2f}x before;  {median_done:>9,.0f} jobs/s "
+              f"= {median_done / base_done:.2f}x", flush=True)
     jobs.close()
     return 0
 

@@ -52,9 +52,15 @@ def _priority(text: str):
 @click.option("--max-attempts", type=int)
 @click.option("--idempotency-key")
 @click.option("--batch-id")
+@click.option("--depends-on", "depends_on", type=click.IntRange(1), multiple=True,
+              help="id of a job this one waits for (repeat the option for several)")
+@click.option("--depends-on-batch", help="wait for every job of this batch")
+@click.option("--on-parent-failure", type=click.Choice(["cancel", "run"]), help="default: cancel")
+@click.option("--singleton-key", help="at most one unfinished job per key (an existing one is returned)")
+@click.option("--debounce", "debounce_s", type=click.FloatRange(0), help="seconds (with --singleton-key)")
 @click.option("--count", default=1, show_default=True, help="enqueue this many copies")
 def enqueue_command(job_type, payload, store_id, user_id, priority, run_at, max_attempts, idempotency_key, batch_id,
-                    count):
+                    depends_on, depends_on_batch, on_parent_failure, singleton_key, debounce_s, count):
     """Enqueue COUNT jobs of JOB_TYPE."""
     try:
         payload_obj = json.loads(payload)
@@ -62,7 +68,9 @@ def enqueue_command(job_type, payload, store_id, user_id, priority, run_at, max_
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload")
     job = {"type": job_type, "payload": payload_obj, "store_id": store_id, "user_id": user_id,
            "priority": _priority(priority), "run_at": run_at,
-           "max_attempts": max_attempts, "idempotency_key": idempotency_key, "batch_id": batch_id}
+           "max_attempts": max_attempts, "idempotency_key": idempotency_key, "batch_id": batch_id,
+           "depends_on": list(depends_on) or None, "depends_on_batch": depends_on_batch,
+           "on_parent_failure": on_parent_failure, "singleton_key": singleton_key, "debounce_s": debounce_s}
     job = {k: v for k, v in job.items() if v is not None}
     ids = []
     try:
@@ -71,6 +79,20 @@ def enqueue_command(job_type, payload, store_id, user_id, priority, run_at, max_
     except InvalidJob as exc:
         raise click.ClickException(exc.message)
     click.echo(json.dumps({"enqueued": len(ids), "first_id": ids[0], "last_id": ids[-1]}))
+
+
+@jobs_cli.command("show")
+@click.argument("job_id", type=click.IntRange(1))
+def show_command(job_id):
+    """Print one job as JSON, with its parents, children and steps (what GET /jobs/<id> returns)."""
+    from . import queries
+    from .workflows import graph
+
+    with db.engine.connect() as conn:
+        job = queries.get_job(conn, job_id)
+        if job is None:
+            raise click.ClickException(f"no job {job_id}")
+        click.echo(json.dumps({**queries.job_to_dict(job), **graph.read(conn, job_id)}, indent=2, default=str))
 
 
 @jobs_cli.command("process")

@@ -167,6 +167,8 @@ class Settings:
                                                          "GET /jobs page holds (a page ends early, with next_after, "
                                                          "rather than grow past it; always at least one job)",
                                    64 * 1024, 1024 * 1024 * 1024)
+    JOBS_MAX_STEP_BYTES: int = _setting(256 * 1024, int, "largest result of one job.step(), as JSON (a larger one "
+                                                         "fails the job)", 64, 64 * 1024 * 1024)
     OPENAI_API_KEY: str = _setting("", str, "OpenAI API key for product.optimize; unset: those jobs fail with a clear "
                                             "error, everything else works (never logged)")
     OPENAI_BASE_URL: str = _setting("", str, "OpenAI API base URL, as the official SDK reads it; empty: "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter as Tally
 from typing import Callable, Iterable, Optional
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -64,9 +65,22 @@ _KIND_COUNTERS = {"succeeded": JOBS_COMPLETED, "failed": JOBS_FAILED, "retried":
 
 # --- observers, called by the processor and the maintenance units ---------------------------------------------------
 
+_children: dict[tuple[int, str], object] = {}
+
+
+def _child(metric, label: str):
+    """metric.labels(label), kept: labels() costs more than the increment itself, and the processor counts every
+    job (a child is fork-safe: multiprocess values check their pid)."""
+    key = (id(metric), label)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(label)
+    return child
+
+
 def observe_claimed(job_types: Iterable[str], rescued: int) -> None:
-    for job_type in job_types:
-        JOBS_CLAIMED.labels(job_type).inc()
+    for job_type, count in Tally(job_types).items():
+        _child(JOBS_CLAIMED, job_type).inc(count)
     if rescued:
         JOBS_RESCUED.inc(rescued)
 
@@ -75,12 +89,12 @@ def observe_outcome(job_type: str, kind: str, seconds: float) -> None:
     """kind: succeeded | failed | retried (processor._kind)."""
     counter = _KIND_COUNTERS.get(kind)
     if counter is not None:
-        counter.labels(job_type).inc()
-    HANDLER_SECONDS.labels(job_type).observe(seconds)
+        _child(counter, job_type).inc()
+    _child(HANDLER_SECONDS, job_type).observe(seconds)
 
 
 def observe_released(job_type: str) -> None:
-    JOBS_RELEASED.labels(job_type).inc()
+    _child(JOBS_RELEASED, job_type).inc()
 
 
 def observe_abandoned(job_type: str) -> None:

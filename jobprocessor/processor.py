@@ -36,7 +36,7 @@ from typing import Optional
 
 from sqlalchemy.engine import Engine
 
-from . import maintenance, queries, ticks
+from . import maintenance, queries, runtimes, ticks
 from .config import Settings
 from .executor import Run, execute, job_from_row
 from .extensions import db
@@ -47,6 +47,7 @@ from .policies import runtime
 from .queries import Outcome
 from .ratelimit import gate
 from .runtimes import RuntimeBook
+from .workflows.steps import StepStore
 
 log = logging.getLogger("jobprocessor.process")
 
@@ -324,6 +325,8 @@ class _Tick:
             batch, self.unflushed = self.unflushed, []
             self._wake_all()
         self._flush(batch)
+        self.book.save(final=True)
+        runtimes.remember_speeds(self.engine, self.book, START_AHEAD_S)
 
     def _finished(self, now: float) -> bool:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
@@ -397,7 +400,10 @@ class _Tick:
                     self.dry_since = self.last_empty_claim
                 return 0
             # types measured to take a few milliseconds are started by the claim itself (queries._CLAIMED_CTE)
-            quick = [] if first else [t for t in types if (self.book.mean(t) or START_AHEAD_S) < START_AHEAD_S]
+            if first:  # no estimate read yet: the types this process's recent calls measured quick
+                quick = runtimes.recently_quick(self.engine, types)
+            else:
+                quick = [t for t in types if (self.book.mean(t) or START_AHEAD_S) < START_AHEAD_S]
         tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
         try:
             with self.engine.begin() as conn:
@@ -489,17 +495,22 @@ class _Tick:
         """Under self.cond: route claimed rows to their lanes (giving back at once those that cannot start in what
         is left of the budget, or that have no handler here), then start threads where jobs wait."""
         misfits = 0
+        lanes: dict[str, Optional[_Lane]] = {}  # per type, for this round: its lane, None if it cannot start
         for row in rows:
             self.stores[row["store_id"] or NO_STORE] += 1
-            spec = self._spec(row["type"])
-            if spec is None or not runtime.may_start(self.book.estimate(row["type"], self._timeout(spec)),
-                                                     self.budget_end - now):
+            job_type = row["type"]
+            if job_type not in lanes:
+                spec = self._spec(job_type)
+                fits = spec is not None and runtime.may_start(self.book.estimate(job_type, self._timeout(spec)),
+                                                              self.budget_end - now)
+                lanes[job_type] = lane = self._lane_for(spec) if fits else None
+                if lane is not None and lane.mean_run_s is None:
+                    lane.mean_run_s = self.book.mean(job_type)  # measured by earlier calls: rounds sized right
+            lane = lanes[job_type]
+            if lane is None:
                 self._release(row)
                 misfits += 1
                 continue
-            lane = self._lane_for(spec)
-            if lane.mean_run_s is None:  # measured by earlier calls: this call's rounds are sized right at once
-                lane.mean_run_s = self.book.mean(row["type"])
             lane.ready.append(row)
         if misfits == len(rows):
             # nothing of this round could start, and the budget only shrinks: claiming more would give back the
@@ -595,10 +606,14 @@ class _Tick:
                 lane.wakeup.wait(timeout=POLL_S)
                 continue
             run, ahead = [], 0.0
+            means: dict[str, Optional[float]] = {}  # per type, for this run
             while lane.ready and len(run) < MAX_RUN:
                 row = lane.ready[0]
+                job_type = row["type"]
+                if job_type not in means:
+                    means[job_type] = self.book.mean(job_type)
                 if run:
-                    mean = self.book.mean(row["type"])
+                    mean = means[job_type]
                     if mean is None or ahead + mean > START_AHEAD_S:
                         break
                     ahead += mean
@@ -608,7 +623,7 @@ class _Tick:
                     continue
                 run.append(row)
                 if len(run) == 1:
-                    ahead = self.book.mean(row["type"]) or START_AHEAD_S
+                    ahead = means[job_type] or START_AHEAD_S
                     if ahead >= START_AHEAD_S:
                         break
             if len(lane.ready) <= max(1, lane.target // 2):
@@ -678,18 +693,21 @@ class _Tick:
         with self.cond:
             self.counts["lost"] += len(lost)
         rows = [row for row in run if row["id"] in started]
-        for i, row in enumerate(rows):
+        if not rows:
             with self.cond:
-                stop = self.stopping
-                if not stop and (i == 0 or self._fits(row)):
-                    spec = self._spec(row["type"])
-                    deadline_s, cut = runtime.deadline(self._timeout(spec), self.budget_end - time.monotonic())
-                    self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
-                else:
-                    spec = None
-            if spec is None:  # the call stops, or the rest of the run no longer fits: back, attempt given back
+                lane.busy -= 1
+            return True
+        # one acquisition of the lock between two jobs of a run: the outcome of one and the start of the next
+        with self.cond:
+            stop = self.stopping
+            plan = None if stop else self._begin(lane, rows[0])
+        i = 0
+        while True:
+            if plan is None:  # the call stops, or the rest of the run no longer fits: back, attempt given back
                 self._give_back(lane, rows[i:], write_self=stop, counted=True)
                 return True
+            spec, deadline_s, cut = plan
+            row = rows[i]
             outcome, elapsed = self._perform(row, spec, deadline_s, cut)
             with self.cond:
                 self.in_flight.pop(row["id"], None)
@@ -700,13 +718,23 @@ class _Tick:
                 late = row["id"] in self.abandoned
                 if not late:
                     self._record(outcome, _kind(outcome))
+                    i += 1
+                    if i == len(rows):
+                        lane.busy -= 1
+                        return True
+                    stop = self.stopping
+                    plan = None if stop or not self._fits(rows[i]) else self._begin(lane, rows[i])
             if late:
                 self._write_late([outcome])
                 self._give_back(lane, rows[i + 1:], write_self=True, counted=False)
                 return False
-        with self.cond:
-            lane.busy -= 1
-        return True
+
+    def _begin(self, lane: _Lane, row) -> tuple:
+        """Under self.cond: a job of a run starts now: its handler, deadline and whether the budget set it."""
+        spec = self._spec(row["type"])
+        deadline_s, cut = runtime.deadline(self._timeout(spec), self.budget_end - time.monotonic())
+        self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
+        return spec, deadline_s, cut
 
     def _give_back(self, lane: _Lane, rows: list, *, write_self: bool, counted: bool) -> None:
         """Jobs of a run that were marked started but will not run now: pending again, as they were, with their
@@ -725,7 +753,8 @@ class _Tick:
                 lane.busy -= 1
 
     def _perform(self, row, spec, deadline_s: float, cut: bool) -> tuple[Outcome, float]:
-        job = job_from_row(row, deadline_s=deadline_s)
+        job = job_from_row(row, deadline_s=deadline_s,
+                           steps=StepStore(self.engine, row["id"], self.settings.JOBS_MAX_STEP_BYTES))
         self.keeper.hold_until(job.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
         handler_started = time.monotonic()
         outcome = execute(job, spec, Run(cut_by_budget=cut, deferred_since=row["deferred_since"],
@@ -754,7 +783,7 @@ class _Tick:
             log.exception("could not record the late outcome of jobs %s; their leases will expire", ids)
         finally:
             self.keeper.release(ids)
-        self.book.save()
+        self.book.save(final=True)  # a late outcome: the call has ended
 
     # -- the result ---------------------------------------------------------------------------------------------
 

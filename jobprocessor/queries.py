@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 JOB_COLUMNS = (
     "id", "type", "payload", "status", "priority", "store_id", "user_id", "run_at", "created_at", "started_at",
     "completed_at", "attempts", "max_attempts", "last_error", "result", "locked_by", "locked_until",
-    "idempotency_key", "batch_id", "deferrals", "deferred_since",
+    "idempotency_key", "batch_id", "deferrals", "deferred_since", "waits_for", "on_parent_failure", "singleton_key",
 )
 _SELECT_JOB = ", ".join(f"jobs.{c}" for c in JOB_COLUMNS)
 DETAIL_COLUMNS = ("last_traceback",)  # what GET /jobs/<id> adds to JOB_COLUMNS
@@ -427,9 +427,10 @@ GET_JOB = f"SELECT {_SELECT_JOB}, jobs.last_traceback FROM jobs WHERE id = :id"
 # psycopg2 sends the values inline, so the planner sees which filters are NULL and picks the index for the rest:
 # type+status jobs_type_status_{live,finished}_idx, store_id+status jobs_store_status_{live,finished}_idx,
 # user_id+store_id+status jobs_user_store_status_{live,finished}_idx (the status picks the half, see
-# sql/055_ops_dashboard_indexes_v1.sql), batch_id jobs_batch_idx, none: the primary key. Without a status filter,
-# the third line (always true: the CHECK constraint allows no other status) lets the planner read both halves of a
-# split index (a BitmapOr) instead of scanning the table for a user's or a store's jobs.
+# sql/055_ops_dashboard_indexes_v1.sql), batch_id jobs_batch_idx, status waiting jobs_waiting_idx, none: the
+# primary key. Without a status filter, the third line (always true: the CHECK constraint allows no other status)
+# lets the planner read both halves of a split index and the few waiting jobs (a BitmapOr) instead of scanning the
+# table for a user's or a store's jobs.
 #
 # A page is also bounded in bytes (MAX_PAGE_BYTES): a job counts for its payload, result and error (up to
 # MAX_PAYLOAD_BYTES + MAX_RESULT_BYTES each) plus 400 bytes for its other columns, and the page ends before the
@@ -446,7 +447,7 @@ SELECT {_SELECT_JOB},
 FROM jobs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:status AS text) IS NOT NULL OR status IN ('pending', 'running')
-       OR status IN ('completed', 'failed', 'cancelled'))
+       OR status IN ('completed', 'failed', 'cancelled') OR status = 'waiting')
   AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
   AND (CAST(:store_id AS text) IS NULL OR store_id = CAST(:store_id AS text))
   AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
@@ -460,7 +461,10 @@ WHERE bytes_before < :max_bytes
 ORDER BY id DESC
 """
 
-# Manual retry gives a failed or cancelled job a fresh set of attempts (and of deferrals), due now.
+# Manual retry gives a failed or cancelled job a fresh set of attempts (and of deferrals), due now. Its parents are
+# not looked at again (their ends were counted when it was cancelled): retry a failed parent first, then the children
+# its failure cancelled. A job whose singleton_key another unfinished job holds cannot come back (unique violation
+# on jobs_singleton_key_idx: the API answers 409).
 RETRY_JOB = f"""
 UPDATE jobs SET status = 'pending', attempts = 0, run_at = now(), started_at = NULL, completed_at = NULL,
                 result = NULL, locked_by = NULL, locked_until = NULL, deferrals = 0, deferred_since = NULL
@@ -468,10 +472,11 @@ WHERE id = :id AND status IN ('failed', 'cancelled')
 RETURNING {_SELECT_JOB}
 """
 
-# Only a pending job can be cancelled: a running one is in a handler's hands (its outcome will be recorded).
+# Only a pending or waiting job can be cancelled: a running one is in a handler's hands (its outcome will be
+# recorded). Its waiting children are cancelled with it by the workflow triggers (sql/013_jobs_workflows_v1.sql).
 CANCEL_JOB = f"""
 UPDATE jobs SET status = 'cancelled', completed_at = now()
-WHERE id = :id AND status = 'pending'
+WHERE id = :id AND status IN ('pending', 'waiting')
 RETURNING {_SELECT_JOB}
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
@@ -20,6 +21,13 @@ from .policies import runtime
 from .policies.runtime import Estimate
 
 log = logging.getLogger("jobprocessor.runtimes")
+
+# A call asks for a type's estimate several times per job (admit, start rule, runs of quick jobs): the book computes
+# it from the samples at most this often, or at once when a new run is longer than the percentile it was computed
+# from. Runs no longer than that percentile cannot raise it, so the estimate the book answers is never below a fresh
+# one (the start rule stays on the safe side); it may stay higher for up to REFRESH_S.
+REFRESH_S = 0.05
+SAVE_EVERY_S = 1.0  # a call appends its samples to the shared rows at most this often (and when it ends)
 
 LOAD = "SELECT type, recent_s FROM job_type_runtimes WHERE type = ANY(CAST(:types AS text[]))"
 
@@ -58,6 +66,29 @@ def append(engine: Engine, samples: dict[str, Sequence[float]], runs: dict[str, 
         conn.execute(text(APPEND), {"rows": json.dumps(rows), "keep": runtime.SAMPLES_KEPT})
 
 
+# This process's memory of the types its recent calls measured as quick (mean under the caller's threshold): a
+# call's first claim, made before it reads any estimate, starts their jobs itself as later rounds do (a separate
+# start statement per call otherwise). Per engine; forgotten after QUICK_MEMORY_S.
+QUICK_MEMORY_S = 60.0
+_quick: dict[tuple[int, str], float] = {}  # (id(engine), type) -> monotonic time it was last seen quick
+
+
+def remember_speeds(engine: Engine, book: "RuntimeBook", quick_s: float) -> None:
+    """At the end of a call: its measured types under `quick_s` are remembered as quick, the others forgotten."""
+    now = time.monotonic()
+    for job_type in book.known_types():
+        mean = book.mean(job_type)
+        if mean is not None and mean < quick_s:
+            _quick[(id(engine), job_type)] = now
+        else:
+            _quick.pop((id(engine), job_type), None)
+
+
+def recently_quick(engine: Engine, job_types: Iterable[str]) -> list[str]:
+    now = time.monotonic()
+    return [t for t in job_types if now - _quick.get((id(engine), t), float("-inf")) < QUICK_MEMORY_S]
+
+
 class RuntimeBook:
     """One call's estimates: the shared samples (read once per type) plus the call's own, and what is still to be
     appended to the shared rows. Thread-safe."""
@@ -68,6 +99,9 @@ class RuntimeBook:
         self._samples: dict[str, list[float]] = {}
         self._unsaved: dict[str, list[float]] = defaultdict(list)
         self._runs: dict[str, int] = defaultdict(int)
+        # type -> (the samples' estimate with no timeout bound, when computed); dropped when it is stale
+        self._cached: dict[str, tuple[Estimate, float]] = {}
+        self._saved_at = time.monotonic()  # a call shorter than SAVE_EVERY_S saves once, when it ends
 
     def ensure_loaded(self, job_types: Iterable[str]) -> None:
         """Read the shared samples of types this call has not seen yet (one statement)."""
@@ -82,18 +116,34 @@ class RuntimeBook:
             shared = {}
         with self._lock:
             for job_type in missing:
-                self._samples.setdefault(job_type, shared.get(job_type, []))
+                if job_type not in self._samples:
+                    self._samples[job_type] = shared.get(job_type, [])
+                    self._cached.pop(job_type, None)
+
+    def _unbounded(self, job_type: str) -> Estimate:
+        """Under self._lock: the estimate of the samples alone (timeout and budget infinite), cached."""
+        cached = self._cached.get(job_type)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < REFRESH_S:
+            return cached[0]
+        found = runtime.estimate(self._samples.get(job_type, ()), float("inf"), float("inf"))
+        self._cached[job_type] = (found, now)
+        return found
 
     def estimate(self, job_type: str, timeout_s: float) -> Estimate:
         with self._lock:
-            samples = self._samples.get(job_type, ())
-            return runtime.estimate(samples, timeout_s, self.budget_s)
+            found = self._unbounded(job_type)
+        if not found.measured:
+            return runtime.estimate((), timeout_s, self.budget_s)
+        return Estimate(high_s=min(timeout_s, found.high_s), mean_s=found.mean_s, measured=True)
+
+    def known_types(self) -> list[str]:
+        with self._lock:
+            return list(self._samples)
 
     def mean(self, job_type: str) -> Optional[float]:
         with self._lock:
-            samples = self._samples.get(job_type, ())
-        found = runtime.estimate(samples, float("inf"), float("inf"))
-        return found.mean_s
+            return self._unbounded(job_type).mean_s
 
     def observe(self, job_type: str, seconds: float) -> None:
         """A successful run of `job_type` took `seconds`."""
@@ -104,10 +154,20 @@ class RuntimeBook:
                 del kept[:len(kept) - runtime.SAMPLES_KEPT]
             self._unsaved[job_type].append(seconds)
             self._runs[job_type] += 1
+            cached = self._cached.get(job_type)
+            # a run longer than the percentile the estimate held, or the run that makes the type measured: at once
+            if cached is not None and (not cached[0].measured
+                                       or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
+                del self._cached[job_type]
 
-    def save(self) -> None:
-        """Append a sample of the runs observed since the last save to the shared rows. Best effort."""
+    def save(self, *, final: bool = False) -> None:
+        """Append a sample of the runs observed since the last save to the shared rows, at most every SAVE_EVERY_S
+        unless `final` (the call ends). Best effort."""
         with self._lock:
+            now = time.monotonic()
+            if not final and now - self._saved_at < SAVE_EVERY_S:
+                return
+            self._saved_at = now
             unsaved = {t: runtime.sample_run_times(v) for t, v in self._unsaved.items() if v}
             runs = dict(self._runs)
             self._unsaved.clear()

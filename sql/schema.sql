@@ -137,6 +137,26 @@ $$;
 COMMENT ON FUNCTION public.cleanup_old_jobs(completed_older_than interval, failed_older_than interval, batch_size integer, max_batches integer) IS 'Moves old completed jobs to jobs_archive and deletes old failed/cancelled ones in batches; returns counts. See sql/README.md.';
 
 --
+-- Name: job_batch_summary(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_batch_summary(p_batch_id text) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT jsonb_build_object(
+        'batch_id', p_batch_id,
+        'total', coalesce(sum(c.n), 0),
+        'counts', jsonb_build_object(
+            'waiting', coalesce(sum(c.n) FILTER (WHERE c.status = 'waiting'), 0),
+            'pending', coalesce(sum(c.n) FILTER (WHERE c.status = 'pending'), 0),
+            'running', coalesce(sum(c.n) FILTER (WHERE c.status = 'running'), 0),
+            'completed', coalesce(sum(c.n) FILTER (WHERE c.status = 'completed'), 0),
+            'failed', coalesce(sum(c.n) FILTER (WHERE c.status = 'failed'), 0),
+            'cancelled', coalesce(sum(c.n) FILTER (WHERE c.status = 'cancelled'), 0)))
+    FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.batch_id = p_batch_id GROUP BY j.status) AS c
+$$;
+
+--
 -- Name: job_store_arrivals_merge(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1069,6 +1089,164 @@ CREATE FUNCTION public.jobs_pending_types() RETURNS text[]
     SELECT coalesce(array_agg(s.type ORDER BY s.type), '{}') FROM seen s WHERE s.type IS NOT NULL
 $$;
 
+--
+-- Name: jobs_workflow_after_delete(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_workflow_after_delete() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_ended bigint[];
+BEGIN
+    DELETE FROM job_steps s USING deleted_jobs o WHERE s.job_id = o.id;
+    DELETE FROM job_dependencies d USING deleted_jobs o
+    WHERE d.child_id = o.id AND o.on_parent_failure IS NOT NULL;
+    DELETE FROM job_batch_callbacks b USING deleted_jobs o
+    WHERE b.job_id = o.id AND o.on_parent_failure IS NOT NULL;
+    SELECT array_agg(o.id) INTO v_ended
+    FROM deleted_jobs o
+    WHERE o.has_dependents AND o.status NOT IN ('completed', 'failed', 'cancelled');
+    IF v_ended IS NOT NULL THEN
+        PERFORM jobs_workflow_resolve(v_ended);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: jobs_workflow_after_update(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_workflow_after_update() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_ended text := current_setting('jobprocessor.workflow_ended', true);
+BEGIN
+    IF v_ended <> '' AND current_setting('jobprocessor.workflow_resolving', true) IS DISTINCT FROM 'on' THEN
+        PERFORM set_config('jobprocessor.workflow_ended', '', true);
+        PERFORM jobs_workflow_resolve(string_to_array(v_ended, ',')::bigint[]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: jobs_workflow_note_end(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_workflow_note_end() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM set_config('jobprocessor.workflow_ended',
+                       concat_ws(',', nullif(current_setting('jobprocessor.workflow_ended', true), ''), NEW.id),
+                       true);
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: jobs_workflow_resolve(bigint[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_workflow_resolve(p_ended bigint[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_ended  bigint[] := p_ended;
+    v_child  bigint[];
+    v_n      integer[];
+    v_failed bigint[];
+    v_how    text[];
+    v_next   text;
+    v_outer  text := current_setting('jobprocessor.workflow_resolving', true);
+BEGIN
+    -- the statement trigger leaves the children cancelled below to this loop
+    PERFORM set_config('jobprocessor.workflow_resolving', 'on', true);
+    -- 1. lock the waiting children in id order; when one of the jobs ended other than completed, every waiting
+    -- descendant the cascade can reach (the later levels of the loop find theirs locked already)
+    IF EXISTS (SELECT 1 FROM unnest(v_ended) AS e(id) LEFT JOIN jobs j ON j.id = e.id
+               WHERE j.status IS DISTINCT FROM 'completed') THEN
+        PERFORM 1 FROM jobs j
+        WHERE j.id IN (WITH RECURSIVE reach(id) AS (
+                           SELECT d.child_id FROM job_dependencies d
+                           WHERE d.parent_id = ANY(v_ended) AND NOT d.resolved
+                           UNION
+                           SELECT d.child_id FROM job_dependencies d JOIN reach r ON d.parent_id = r.id
+                           WHERE NOT d.resolved)
+                       SELECT reach.id FROM reach)
+          AND j.status = 'waiting'
+        ORDER BY j.id
+        FOR NO KEY UPDATE OF j;
+    ELSE
+        PERFORM 1 FROM jobs j
+        WHERE j.id IN (SELECT d.child_id FROM job_dependencies d
+                       WHERE d.parent_id = ANY(v_ended) AND NOT d.resolved)
+          AND j.status = 'waiting'
+        ORDER BY j.id
+        FOR NO KEY UPDATE OF j;
+    END IF;
+
+    LOOP
+        -- 2. resolve the edges, each once; per child: how many resolved, and the first parent that did not complete
+        WITH ended AS (
+            SELECT e.id, CASE WHEN j.id IS NULL THEN 'was deleted'
+                              WHEN j.status = 'completed' THEN NULL
+                              WHEN j.status = 'cancelled' THEN 'was cancelled'
+                              WHEN j.status = 'failed' THEN 'failed'
+                              ELSE 'was deleted before it ended' END AS how
+            FROM unnest(v_ended) AS e(id) LEFT JOIN jobs j ON j.id = e.id
+        ), done AS (
+            UPDATE job_dependencies d SET resolved = true
+            FROM ended
+            WHERE d.parent_id = ended.id AND NOT d.resolved
+            RETURNING d.child_id, d.parent_id, ended.how
+        ), per_child AS (
+            SELECT done.child_id, count(*)::integer AS n,
+                   min(done.parent_id) FILTER (WHERE done.how IS NOT NULL) AS failed_parent,
+                   (array_agg(done.how ORDER BY done.parent_id) FILTER (WHERE done.how IS NOT NULL))[1] AS how
+            FROM done GROUP BY done.child_id
+        )
+        SELECT array_agg(p.child_id), array_agg(p.n), array_agg(p.failed_parent), array_agg(p.how)
+        INTO v_child, v_n, v_failed, v_how
+        FROM per_child p;
+        EXIT WHEN v_child IS NULL;
+
+        -- 3. the children (a statement of its own: its snapshot sees what committed while step 1 waited). A child
+        -- released gets run_at = now() at the earliest (its wait in line starts now, not at its enqueue); a batch
+        -- callback gets the batch's counts. A cancelled child that has dependents is noted by the row trigger: it
+        -- is the next level.
+        UPDATE jobs j
+        SET waits_for = j.waits_for - c.n,
+            status = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
+                          THEN 'cancelled'
+                          WHEN j.waits_for - c.n <= 0 THEN 'pending'
+                          ELSE 'waiting' END,
+            completed_at = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
+                                THEN now() ELSE j.completed_at END,
+            last_error = CASE WHEN c.failed_parent IS NOT NULL AND j.on_parent_failure IS DISTINCT FROM 'run'
+                              THEN format('cancelled: parent job %s %s', c.failed_parent, c.how)
+                              ELSE j.last_error END,
+            run_at = CASE WHEN (c.failed_parent IS NULL OR j.on_parent_failure = 'run') AND j.waits_for - c.n <= 0
+                          THEN greatest(j.run_at, now()) ELSE j.run_at END,
+            payload = CASE WHEN cb.batch_id IS NOT NULL AND j.waits_for - c.n <= 0
+                           THEN j.payload || jsonb_build_object('batch', job_batch_summary(cb.batch_id))
+                           ELSE j.payload END
+        FROM unnest(v_child, v_n, v_failed, v_how) AS c(child_id, n, failed_parent, how)
+        LEFT JOIN job_batch_callbacks cb ON cb.job_id = c.child_id
+        WHERE j.id = c.child_id AND j.status = 'waiting';
+
+        v_next := current_setting('jobprocessor.workflow_ended', true);
+        EXIT WHEN v_next IS NULL OR v_next = '';
+        PERFORM set_config('jobprocessor.workflow_ended', '', true);
+        v_ended := string_to_array(v_next, ',')::bigint[];
+    END LOOP;
+    PERFORM set_config('jobprocessor.workflow_resolving', coalesce(v_outer, ''), true);
+END
+$$;
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -1129,6 +1307,26 @@ ALTER TABLE public.job_actions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY 
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+--
+-- Name: job_batch_callbacks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_batch_callbacks (
+    batch_id text NOT NULL,
+    job_id bigint NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: job_dependencies; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_dependencies (
+    parent_id bigint NOT NULL,
+    child_id bigint NOT NULL,
+    resolved boolean DEFAULT false NOT NULL
 );
 
 --
@@ -1282,11 +1480,16 @@ CREATE TABLE public.jobs (
     batch_id text,
     deferrals integer DEFAULT 0 NOT NULL,
     deferred_since timestamp with time zone,
+    waits_for integer DEFAULT 0 NOT NULL,
+    on_parent_failure text,
+    has_dependents boolean DEFAULT false NOT NULL,
+    singleton_key text,
     last_traceback text,
     CONSTRAINT jobs_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT jobs_max_attempts_check CHECK (((max_attempts >= 1) AND (max_attempts <= 100))),
+    CONSTRAINT jobs_on_parent_failure_check CHECK ((on_parent_failure = ANY (ARRAY['cancel'::text, 'run'::text]))),
     CONSTRAINT jobs_priority_check CHECK (((priority >= 1) AND (priority <= 10))),
-    CONSTRAINT jobs_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT jobs_status_check CHECK ((status = ANY (ARRAY['waiting'::text, 'pending'::text, 'running'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
     CONSTRAINT jobs_store_id_check CHECK ((store_id <> ''::text)),
     CONSTRAINT jobs_type_check CHECK (((type <> ''::text) AND (length(type) <= 200)))
 )
@@ -1309,6 +1512,30 @@ COMMENT ON COLUMN public.jobs.deferrals IS 'times put off without spending an at
 --
 
 COMMENT ON COLUMN public.jobs.deferred_since IS 'when it was first put off (NULL: never); see JOBS_MAX_DEFERRAL_S';
+
+--
+-- Name: COLUMN jobs.waits_for; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.jobs.waits_for IS 'parents whose end this job still waits for (status waiting until 0)';
+
+--
+-- Name: COLUMN jobs.on_parent_failure; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.jobs.on_parent_failure IS 'cancel | run: what a parent that ends other than completed does to this job; NULL: the job has no parents';
+
+--
+-- Name: COLUMN jobs.has_dependents; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.jobs.has_dependents IS 'other jobs wait for this one to end (its end resolves them)';
+
+--
+-- Name: COLUMN jobs.singleton_key; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.jobs.singleton_key IS 'at most one job per key is waiting, pending or running (jobs_singleton_key_idx)';
 
 --
 -- Name: COLUMN jobs.last_traceback; Type: COMMENT; Schema: public; Owner: -
@@ -1474,6 +1701,12 @@ CREATE VIEW public.job_queue_health AS
             jobs.created_at,
             NULL::interval AS duration
            FROM public.jobs
+          WHERE (jobs.status = 'waiting'::text)
+        UNION ALL
+         SELECT jobs.status,
+            jobs.created_at,
+            NULL::interval
+           FROM public.jobs
           WHERE (jobs.status = 'pending'::text)
         UNION ALL
          SELECT jobs.status,
@@ -1502,7 +1735,7 @@ CREATE VIEW public.job_queue_health AS
     p.latest AS latest_created_at,
     p.oldest AS oldest_created_at,
     round(EXTRACT(epoch FROM (now() - p.oldest)), 3) AS oldest_age_seconds
-   FROM (( VALUES (1,'pending'::text), (2,'running'::text), (3,'completed'::text), (4,'failed'::text), (5,'cancelled'::text)) s(ord, status)
+   FROM (( VALUES (0,'waiting'::text), (1,'pending'::text), (2,'running'::text), (3,'completed'::text), (4,'failed'::text), (5,'cancelled'::text)) s(ord, status)
      LEFT JOIN per_status p ON ((p.status = s.status)))
   ORDER BY s.ord;
 
@@ -1510,7 +1743,7 @@ CREATE VIEW public.job_queue_health AS
 -- Name: VIEW job_queue_health; Type: COMMENT; Schema: public; Owner: -
 --
 
-COMMENT ON VIEW public.job_queue_health IS 'Per status: count, avg duration, newest/oldest created_at, oldest age; all pending/running, finished in 24 h.';
+COMMENT ON VIEW public.job_queue_health IS 'Per status: count, avg duration, newest/oldest created_at, oldest age; all waiting/pending/running, finished in 24 h.';
 
 --
 -- Name: job_schedules; Type: TABLE; Schema: public; Owner: -
@@ -1538,6 +1771,18 @@ CREATE TABLE public.job_schedules (
 --
 
 COMMENT ON TABLE public.job_schedules IS 'Recurring jobs: 5-field cron (UTC); see sql/README.md and `flask jobs schedule`.';
+
+--
+-- Name: job_steps; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_steps (
+    job_id bigint NOT NULL,
+    name text NOT NULL,
+    result jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT job_steps_name_check CHECK (((name <> ''::text) AND (length(name) <= 200)))
+);
 
 --
 -- Name: job_store_arrivals; Type: TABLE; Schema: public; Owner: -
@@ -1736,6 +1981,27 @@ ALTER TABLE ONLY public.job_actions
     ADD CONSTRAINT job_actions_pkey PRIMARY KEY (id);
 
 --
+-- Name: job_batch_callbacks job_batch_callbacks_job_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_batch_callbacks
+    ADD CONSTRAINT job_batch_callbacks_job_id_key UNIQUE (job_id);
+
+--
+-- Name: job_batch_callbacks job_batch_callbacks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_batch_callbacks
+    ADD CONSTRAINT job_batch_callbacks_pkey PRIMARY KEY (batch_id);
+
+--
+-- Name: job_dependencies job_dependencies_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_dependencies
+    ADD CONSTRAINT job_dependencies_pkey PRIMARY KEY (parent_id, child_id);
+
+--
 -- Name: job_queue_alert_settings job_queue_alert_settings_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1748,6 +2014,13 @@ ALTER TABLE ONLY public.job_queue_alert_settings
 
 ALTER TABLE ONLY public.job_schedules
     ADD CONSTRAINT job_schedules_pkey PRIMARY KEY (name);
+
+--
+-- Name: job_steps job_steps_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_steps
+    ADD CONSTRAINT job_steps_pkey PRIMARY KEY (job_id, name);
 
 --
 -- Name: job_store_arrivals job_store_arrivals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1846,6 +2119,12 @@ CREATE INDEX dashboard_signin_failures_at_idx ON public.dashboard_signin_failure
 CREATE INDEX dashboard_signin_failures_client_idx ON public.dashboard_signin_failures USING btree (client, at);
 
 --
+-- Name: job_dependencies_child_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX job_dependencies_child_idx ON public.job_dependencies USING btree (child_id);
+
+--
 -- Name: job_schedules_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1900,6 +2179,12 @@ CREATE INDEX jobs_finished_idx ON public.jobs USING btree (status, completed_at)
 CREATE INDEX jobs_running_lease_idx ON public.jobs USING btree (locked_until) WHERE (status = 'running'::text);
 
 --
+-- Name: jobs_singleton_key_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX jobs_singleton_key_idx ON public.jobs USING btree (singleton_key) WHERE ((singleton_key IS NOT NULL) AND (status = ANY (ARRAY['waiting'::text, 'pending'::text, 'running'::text])));
+
+--
 -- Name: jobs_store_status_finished_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1936,6 +2221,12 @@ CREATE INDEX jobs_user_store_status_finished_idx ON public.jobs USING btree (use
 CREATE INDEX jobs_user_store_status_live_idx ON public.jobs USING btree (user_id, store_id, status, id) WHERE ((user_id IS NOT NULL) AND (status = ANY (ARRAY['pending'::text, 'running'::text])));
 
 --
+-- Name: jobs_waiting_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_waiting_idx ON public.jobs USING btree (id) WHERE (status = 'waiting'::text);
+
+--
 -- Name: rate_limiter_waits_until_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1958,6 +2249,24 @@ CREATE TRIGGER jobs_store_queues_on_insert AFTER INSERT ON public.jobs REFERENCI
 --
 
 CREATE TRIGGER jobs_store_queues_on_update AFTER UPDATE ON public.jobs FOR EACH ROW WHEN (((new.status = 'pending'::text) AND ((old.status <> 'pending'::text) OR (new.run_at < old.run_at) OR (new.priority <> old.priority) OR (new.store_id IS DISTINCT FROM old.store_id) OR (new.type <> old.type)))) EXECUTE FUNCTION public.jobs_note_updated_pending();
+
+--
+-- Name: jobs jobs_workflow_after_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_workflow_after_delete AFTER DELETE ON public.jobs REFERENCING OLD TABLE AS deleted_jobs FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_workflow_after_delete();
+
+--
+-- Name: jobs jobs_workflow_after_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_workflow_after_update AFTER UPDATE ON public.jobs FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_workflow_after_update();
+
+--
+-- Name: jobs jobs_workflow_on_end; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_workflow_on_end AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((new.has_dependents AND (new.status = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])) AND (old.status <> ALL (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text])))) EXECUTE FUNCTION public.jobs_workflow_note_end();
 
 --
 -- PostgreSQL database dump complete

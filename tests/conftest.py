@@ -66,6 +66,9 @@ def database_url() -> str:
         with db.engine.begin() as conn:
             conn.execute(text("CREATE TABLE job_executions (job_id bigint NOT NULL, pid int NOT NULL, "
                               "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
+            # each run of a job.step() function (tests/workflow_handlers.py)
+            conn.execute(text("CREATE TABLE step_runs (job_id bigint NOT NULL, name text NOT NULL, pid int NOT NULL, "
+                              "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
         db.engine.dispose()
     return url
 
@@ -81,7 +84,8 @@ def raw_engine(database_url):
 def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
-                          "job_type_runtimes, job_actions, dashboard_signin_failures "
+                          "job_type_runtimes, job_dependencies, job_steps, job_batch_callbacks, step_runs, "
+                          "job_actions, dashboard_signin_failures "
                           "RESTART IDENTITY"))
     return raw_engine
 

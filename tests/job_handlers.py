@@ -103,3 +103,6 @@ def later_once(job):
     if job.deferrals == 0:
         raise RetryLater(float(job.payload.get("seconds", 1.5)), "come back soon")
     return {"deferrals": job.deferrals}
+
+
+from tests import workflow_handlers  # noqa: E402,F401 - the workflow tests' handlers, registered with these

@@ -18,14 +18,17 @@ def test_a_batch_in_one_request_and_its_progress(client):
     assert response.json["created"] == 500 and len(set(response.json["ids"])) == 500
     body = batch(client, "optimize-500").json
     assert body == {"batch_id": "optimize-500", "total": 500, "finished": 0, "progress": 0.0, "done": False,
-                    "counts": {"pending": 500, "running": 0, "completed": 0, "failed": 0, "cancelled": 0}}
+                    "counts": {"waiting": 0, "pending": 500, "running": 0, "completed": 0, "failed": 0,
+                               "cancelled": 0},
+                    "on_complete": None}
 
     summary = client.post("/process-pending", json={"limit": 100}, headers=AUTH).json
     assert summary["succeeded"] == 100 and len(summary["stores"]) == 7  # fair: every store got some
     cancelled = client.post(f"/jobs/{response.json['ids'][-1]}/cancel", headers=AUTH)
     assert cancelled.status_code == 200, cancelled.json
     body = batch(client, "optimize-500").json
-    assert body["counts"] == {"pending": 399, "running": 0, "completed": 100, "failed": 0, "cancelled": 1}
+    assert body["counts"] == {"waiting": 0, "pending": 399, "running": 0, "completed": 100, "failed": 0,
+                              "cancelled": 1}
     assert body["finished"] == 101 and body["progress"] == 101 / 500 and not body["done"]
 
     while client.post("/process-pending", json={"limit": 1000}, headers=AUTH).json["claimed"]:

@@ -38,9 +38,9 @@ def test_health_counts_live_jobs_of_any_age_and_finished_of_the_last_day(clean_d
     insert_jobs(clean_db, 1, status="'failed'", created_at="now() - interval '2 days'",
                 started_at="now() - interval '2 minutes'", completed_at="now() - interval '1 minute'")
     rows = health_rows(clean_db)
-    assert list(rows) == ["pending", "running", "completed", "failed", "cancelled"]
+    assert list(rows) == ["waiting", "pending", "running", "completed", "failed", "cancelled"]
     assert {s: r["count"] for s, r in rows.items()} == \
-        {"pending": 3, "running": 2, "completed": 4, "failed": 1, "cancelled": 0}
+        {"waiting": 0, "pending": 3, "running": 2, "completed": 4, "failed": 1, "cancelled": 0}
     assert 3 * 86400 - 5 < rows["pending"]["oldest_age_seconds"] < 3 * 86400 + 60
     assert rows["pending"]["avg_duration_seconds"] is None
     assert 9 < rows["running"]["avg_duration_seconds"] < 70
@@ -126,8 +126,9 @@ def test_get_queue_health(client, engine):
     assert client.get("/queue/health").status_code == 401
     body = client.get("/queue/health", headers=AUTH).json
     assert body["status"] == "warning"
-    assert [row["status"] for row in body["health"]] == ["pending", "running", "completed", "failed", "cancelled"]
-    assert body["health"][0]["count"] == 3 and isinstance(body["health"][0]["oldest_age_seconds"], (int, float))
+    assert [row["status"] for row in body["health"]] == ["waiting", "pending", "running", "completed", "failed",
+                                                         "cancelled"]
+    assert body["health"][1]["count"] == 3 and isinstance(body["health"][1]["oldest_age_seconds"], (int, float))
     assert [a["alert"] for a in body["alerts"]] == ["backlog"]
     set_thresholds(engine, backlog_warning=1000, backlog_critical=10000)
 
@@ -139,4 +140,4 @@ def test_flask_jobs_health(app, engine):
     assert table.exit_code == 0, table.output
     assert "pending" in table.output and "No alerts firing." in table.output and "status: ok" in table.output
     as_json = json.loads(runner.invoke(args=["jobs", "health", "--json"]).output)
-    assert as_json["health"][0] == {**as_json["health"][0], "status": "pending", "count": 2}
+    assert as_json["health"][1] == {**as_json["health"][1], "status": "pending", "count": 2}

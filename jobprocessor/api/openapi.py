@@ -11,14 +11,15 @@ from copy import deepcopy
 
 from flask import Blueprint, jsonify
 
-from ..enqueue import MAX_IDENTIFIER_LENGTH, MAX_JOBS_PER_REQUEST, PRIORITY_NAMES
+from ..enqueue import CALLBACK_FIELDS, MAX_IDENTIFIER_LENGTH, MAX_JOBS_PER_REQUEST, PRIORITY_NAMES
 from ..handlers import registered_types
+from ..workflows import plan as workflow_plan
 from .auth import require_secret
 from .params import accepts
 
 bp = Blueprint("openapi", __name__)
 
-STATUSES = ["pending", "running", "completed", "failed", "cancelled"]
+STATUSES = ["waiting", "pending", "running", "completed", "failed", "cancelled"]
 MAX_JOB_ID = 2**63 - 1
 
 
@@ -122,7 +123,36 @@ _SCHEMAS = {
             "deferred_since": _NULLABLE_TIME,
             "last_traceback": {**_NULLABLE_TEXT, "description": "GET /jobs/{job_id} only: the traceback of the "
                                                                 "error in last_error, its last 8,000 characters"},
+            "waits_for": {"type": "integer", "minimum": 0,
+                          "description": "parents whose end the job still waits for (status waiting until 0)"},
+            "on_parent_failure": {"type": "string", "enum": list(workflow_plan.POLICIES), "nullable": True,
+                                  "description": "what a parent that does not complete does to the job; null: no "
+                                                 "parents"},
+            "singleton_key": _NULLABLE_TEXT,
         },
+    },
+    "JobDetail": {
+        "allOf": [_ref("Job"), {
+            "type": "object",
+            "required": ["parents", "children", "steps"],
+            "properties": {
+                "parents": {"type": "array", "description": "the first 100 parents by id (status null: deleted)",
+                            "items": {"type": "object", "properties": {
+                                "id": {"type": "integer"}, "type": _NULLABLE_TEXT, "status": _NULLABLE_TEXT,
+                                "resolved": {"type": "boolean", "description": "its end has been counted"}}}},
+                "parents_total": {"type": "integer", "minimum": 0},
+                "children": {"type": "array", "description": "the first 100 jobs that wait for this one, by id",
+                             "items": {"type": "object", "properties": {
+                                 "id": {"type": "integer"}, "type": _NULLABLE_TEXT, "status": _NULLABLE_TEXT}}},
+                "children_total": {"type": "integer", "minimum": 0},
+                "steps": {"type": "array", "description": "finished job.step() results, oldest first (first 20)",
+                          "items": {"type": "object", "properties": {
+                              "name": {"type": "string"}, "result": {"description": "any JSON"},
+                              "created_at": {"type": "string", "format": "date-time"}}}},
+                "steps_total": {"type": "integer", "minimum": 0},
+                "on_complete_of": {**_NULLABLE_TEXT, "description": "the batch whose on_complete job this is"},
+            },
+        }],
     },
     "NewJob": {
         "type": "object",
@@ -144,20 +174,53 @@ _SCHEMAS = {
             "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
             "idempotency_key": {**_IDENTIFIER, "description": "a repeat returns the existing job (200)"},
             "batch_id": _IDENTIFIER,
+            "depends_on": {
+                "type": "array", "maxItems": workflow_plan.MAX_PARENTS,
+                "items": {"oneOf": [
+                    {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_JOB_ID,
+                     "description": "an existing job (unknown: 422 unknown_parent)"},
+                    {"type": "object", "required": ["index"], "additionalProperties": False,
+                     "properties": {"index": {"type": "integer", "minimum": 0,
+                                              "maximum": MAX_JOBS_PER_REQUEST - 1}},
+                     "description": "an earlier job of the same request (a later one, or itself: 422 "
+                                    "invalid_reference)"}]},
+                "description": "the job is `waiting` until every parent has ended, then pending"},
+            "depends_on_batch": {**_IDENTIFIER, "description": "wait for every job of this batch (those that exist, "
+                                                               "and those listed earlier in the request)"},
+            "on_parent_failure": {"type": "string", "enum": list(workflow_plan.POLICIES),
+                                  "description": "cancel (default): a parent that fails or is cancelled cancels "
+                                                 "the job; run: it runs once every parent has ended"},
+            "singleton_key": {**_IDENTIFIER, "description": "at most one job per key is waiting, pending or "
+                                                            "running; an enqueue returns the existing one (200)"},
+            "debounce_s": {"type": "number", "minimum": 0, "maximum": workflow_plan.MAX_DEBOUNCE_S,
+                           "description": "with singleton_key (and no run_at, no parents): run_at = now + "
+                                          "debounce_s; a job of the key not started yet takes this payload and "
+                                          "run_at instead of a new job"},
         },
+    },
+    "NewCallback": {
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": False,
+        "description": "a job enqueued once when the request's batch has no job left that can run; its payload "
+                       "gains `batch`: {batch_id, total, counts}",
+        "properties": {},  # NewJob's, but for the batch and workflow fields: filled in below
     },
     "NewJobs": {
         "type": "object",
         "required": ["jobs"],
         "additionalProperties": False,
         "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": MAX_JOBS_PER_REQUEST,
-                                "items": _ref("NewJob")}},
+                                "items": _ref("NewJob")},
+                       "on_complete": _ref("NewCallback")},
     },
     "Enqueued": {
         "type": "object",
         "required": ["id", "ids", "created", "job"],
         "properties": {"id": {"type": "integer"}, "ids": {"type": "array", "items": {"type": "integer"}},
-                       "created": {"type": "boolean"}, "job": _ref("Job")},
+                       "created": {"type": "boolean"}, "job": _ref("Job"),
+                       "debounced": {"type": "boolean", "description": "true: a job of the singleton_key not "
+                                                                       "started yet took this payload"}},
     },
     "EnqueuedMany": {
         "type": "object",
@@ -167,7 +230,9 @@ _SCHEMAS = {
             "created": {"type": "integer", "minimum": 0},
             "duplicates": {"type": "integer", "minimum": 0},
             "jobs": {"type": "array", "items": {"type": "object", "required": ["id", "created"], "properties": {
-                "id": {"type": "integer"}, "created": {"type": "boolean"}}}},
+                "id": {"type": "integer"}, "created": {"type": "boolean"}, "debounced": {"type": "boolean"}}}},
+            "on_complete": {"type": "object", "properties": {"id": {"type": "integer"},
+                                                             "created": {"type": "boolean"}}},
         },
     },
     "RunSummary": {
@@ -213,6 +278,8 @@ _SCHEMAS = {
             "total": {"type": "integer", "minimum": 0},
             "progress": {"type": "number", "minimum": 0, "maximum": 1,
                          "description": "share of the batch's jobs that are final"},
+            "on_complete": {"type": "object", "nullable": True, "description": "the batch's on_complete job",
+                            "properties": {"id": {"type": "integer"}, "status": _NULLABLE_TEXT}},
         },
     },
     "QueueHealth": {
@@ -261,6 +328,9 @@ _SCHEMAS = {
                        "type and model, the max_completion_tokens calls send now",
     },
 }
+
+_SCHEMAS["NewCallback"]["properties"] = {name: prop for name, prop in _SCHEMAS["NewJob"]["properties"].items()
+                                         if name in CALLBACK_FIELDS}
 
 _RUN_QUERY = [
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000000},
@@ -331,9 +401,13 @@ _PATHS = {
                 "200": _json("Every job was an idempotent repeat: nothing enqueued.",
                              {"oneOf": [_ref("Enqueued"), _ref("EnqueuedMany")]}),
                 "400": _error("A field is invalid (`field` names it, `index` its job in a batch)."),
+                "409": _error("singleton_conflict: the singleton_key belongs to a job of another type; "
+                              "batch_has_callback: the batch already has an on_complete job."),
                 "413": _error("The body is larger than MAX_REQUEST_BYTES."),
                 "415": _error("The body is not application/json."),
-                "422": _error("No handler is registered for the job's type."),
+                "422": _error("unknown_type: no handler is registered for the job's type; invalid_payload: the "
+                              "type's own payload rule; unknown_parent, unknown_batch, invalid_reference, "
+                              "invalid_combination, too_many_parents: the workflow fields (README, Workflows)."),
                 **_COMMON,
             },
         },
@@ -374,12 +448,14 @@ _PATHS = {
             **_COMMON,
         }}},
     "/jobs/{job_id}": {"get": {
-        "summary": "One job", "operationId": "get_job", "parameters": [_JOB_ID],
-        "responses": {"200": _json("The job.", _ref("Job")), "400": _error("job_id is not a valid id."),
+        "summary": "One job, with its parents, children and steps", "operationId": "get_job",
+        "parameters": [_JOB_ID],
+        "responses": {"200": _json("The job.", _ref("JobDetail")), "400": _error("job_id is not a valid id."),
                       "404": _error("No such job."), **_COMMON}}},
     "/jobs/{job_id}/retry": _transition("Retry a failed or cancelled job (fresh attempts, due now)",
                                         "failed or cancelled"),
-    "/jobs/{job_id}/cancel": _transition("Cancel a pending job", "pending"),
+    "/jobs/{job_id}/cancel": _transition("Cancel a pending or waiting job (and the waiting jobs that depend on it)",
+                                         "pending or waiting"),
     "/batches/{batch_id}": {"get": {
         "summary": "A batch's jobs counted per status, and its progress",
         "operationId": "get_batch",
@@ -486,6 +562,7 @@ def spec(job_types: list[str] | None = None) -> dict:
     document = deepcopy(SPEC)
     if job_types:
         document["components"]["schemas"]["NewJob"]["properties"]["type"]["enum"] = list(job_types)
+        document["components"]["schemas"]["NewCallback"]["properties"]["type"]["enum"] = list(job_types)
         document["components"]["schemas"]["RunParameters"]["properties"]["type"]["enum"] = list(job_types)
         for operation in document["paths"]["/process-pending"].values():
             for parameter in operation["parameters"]:

@@ -55,17 +55,31 @@ CHANGES = {
 }
 
 
+# A retry makes a job hold its singleton_key again (sql/014's unique index over waiting, pending and running jobs):
+# a job whose key another unfinished job holds is skipped, as POST /jobs/<id>/retry refuses it (409), and of the
+# batch's jobs sharing a key only the newest is retried. (An enqueue taking the key in the same instant makes the
+# batch fail with a unique violation: the action stops there and says so in the log.)
+GUARDS = {
+    "retry": """
+      AND (picked.singleton_key IS NULL
+           OR (NOT EXISTS (SELECT 1 FROM jobs holder WHERE holder.singleton_key = picked.singleton_key
+                           AND holder.status IN ('waiting', 'pending', 'running'))
+               AND picked.id = (SELECT max(same.id) FROM picked same WHERE same.singleton_key = picked.singleton_key)))""",
+    "cancel": "",
+}
+
+
 def _batch_statement(action: str) -> str:
     return f"""
 WITH picked AS (
-    SELECT id FROM jobs
+    SELECT id, singleton_key FROM jobs
     WHERE {MATCHES} AND id <= CAST(:upto AS bigint) AND id < CAST(:before AS bigint)
     ORDER BY id DESC
     LIMIT :batch
     FOR UPDATE SKIP LOCKED
 ), changed AS (
     UPDATE jobs SET {CHANGES[action]}
-    FROM picked WHERE jobs.id = picked.id
+    FROM picked WHERE jobs.id = picked.id{GUARDS[action]}
     RETURNING jobs.id
 )
 SELECT (SELECT count(*) FROM picked) AS picked, (SELECT count(*) FROM changed) AS changed,

@@ -13,12 +13,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from .. import counts, queries, queue_health, ticks
+from ..workflows import graph
 from ..bulk.actions import GROUP_OF
 from ..bulk.filter import like_escape
 
 STATEMENT_TIMEOUT = "5s"
 PAGE = 50
-STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+STATUSES = ("waiting", "pending", "running", "completed", "failed", "cancelled")
 
 
 @contextlib.contextmanager
@@ -282,7 +283,7 @@ def store(conn: Connection, store_id: str) -> dict:
 LIST = f"""
 SELECT {", ".join("jobs." + c for c in queries.JOB_COLUMNS)} FROM jobs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
-  AND (CAST(:status AS text) IS NOT NULL OR status IN ('pending', 'running')
+  AND (CAST(:status AS text) IS NOT NULL OR status = 'waiting' OR status IN ('pending', 'running')
        OR status IN ('completed', 'failed', 'cancelled'))
   AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
   AND (CAST(:store_id AS text) IS NULL OR store_id = CAST(:store_id AS text))
@@ -308,6 +309,12 @@ def jobs(conn: Connection, *, status=None, job_type=None, store_id=None, batch_i
 def job(conn: Connection, job_id: int) -> Optional[dict]:
     row = queries.get_job(conn, job_id)
     return None if row is None else dict(row)
+
+
+def chain(conn: Connection, job_id: int) -> dict:
+    """The job's workflow links: parents, children and finished steps (the first of each), the batch it is the
+    on_complete job of (workflows/graph.py, one statement: what GET /jobs/<id> shows)."""
+    return graph.read(conn, job_id)
 
 
 # --- failed, grouped -----------------------------------------------------------------------------------------------

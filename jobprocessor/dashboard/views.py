@@ -327,11 +327,12 @@ def job_page(raw_id: str):
     job_id = _job_id(raw_id)
     with data.reading(db.engine) as conn:
         job = data.job(conn, job_id)
+        chain = data.chain(conn, job_id) if job else None
         features = flow_control.features(conn)
         reasons = flow_control.wait_reasons(conn, job_id) if (job and features.wait_reasons) else None
     if job is None:
         raise Refused(404, "Not found", f"No job {job_id}.")
-    return page("job.html", job=job, features=features, reasons=reasons)
+    return page("job.html", job=job, chain=chain, features=features, reasons=reasons)
 
 
 def _one_job(raw_id: str, action: str):

@@ -41,7 +41,8 @@ class HandlerSpec:
 
 @dataclass
 class Job:
-    """What a handler receives. `deadline` is when the handler must be done (UTC); `time_left()` in seconds."""
+    """What a handler receives. `deadline` is when the handler must be done (UTC); `time_left()` in seconds;
+    `step(name, fn)` runs fn once per job and keeps its JSON result (jobprocessor/workflows/steps.py)."""
 
     id: int
     type: str
@@ -55,6 +56,7 @@ class Job:
     deferrals: int = 0  # times it was put off without spending an attempt (RetryLater, cut by a budget's end)
     deadline: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     _deadline_monotonic: float = field(default=0.0, repr=False)
+    _steps: Any = field(default=None, repr=False)  # a workflows.steps.StepStore, set by the processor
 
     def set_deadline(self, seconds_from_now: float) -> None:
         self._deadline_monotonic = time.monotonic() + seconds_from_now
@@ -62,6 +64,13 @@ class Job:
 
     def time_left(self) -> float:
         return max(0.0, self._deadline_monotonic - time.monotonic())
+
+    def step(self, name: str, fn: Callable[[], Any]) -> Any:
+        """Run `fn()` once for this job and keep its result (JSON): a later run of the job (after a crash, a budget
+        cut, a retry) gets the kept result back instead of running fn again. Returns the result as stored."""
+        if self._steps is None:
+            raise RuntimeError("job.step() needs a job run by the processor (no step store is attached)")
+        return self._steps.run(name, fn)
 
 
 _registry: dict[str, HandlerSpec] = {}

@@ -1,14 +1,14 @@
 """an operator's first hour: the traceback of a job's last failure (sql/013_jobs_last_traceback_v1.sql)
 
 Revision ID: 0013_ops_hardening
-Revises: 0014_dashboard
+Revises: 0015_workflows
 """
 from alembic import op
 
 from jobprocessor.sqlfiles import execute_sql_file
 
 revision = "0013_ops_hardening"
-down_revision = "0014_dashboard"
+down_revision = "0015_workflows"
 branch_labels = None
 depends_on = None
 
