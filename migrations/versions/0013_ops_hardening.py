@@ -1,4 +1,4 @@
-"""an operator's first hour: the traceback of a job's last failure (sql/013_jobs_last_traceback_v1.sql)
+"""an operator's first hour: the traceback of a job's last failure (sql/015_jobs_last_traceback_v1.sql)
 
 Revision ID: 0013_ops_hardening
 Revises: 0015_workflows
@@ -14,7 +14,7 @@ depends_on = None
 
 
 def upgrade():
-    execute_sql_file(op.get_bind(), "013_jobs_last_traceback_v1.sql")
+    execute_sql_file(op.get_bind(), "015_jobs_last_traceback_v1.sql")
 
 
 def downgrade():

@@ -1,5 +1,5 @@
 -- The traceback of a job's last handler failure (issue 12), v1. Applied by Alembic revision 0013_ops_hardening
--- and runnable by hand:  psql -v ON_ERROR_STOP=1 -f sql/013_jobs_last_traceback_v1.sql
+-- and runnable by hand:  psql -v ON_ERROR_STOP=1 -f sql/015_jobs_last_traceback_v1.sql
 -- Idempotent (ADD COLUMN IF NOT EXISTS). Never edit this file once released: add a _v2 file instead.
 -- Locks: ACCESS EXCLUSIVE on jobs for an instant (a nullable column without default: catalogue only, no table
 -- rewrite); it waits at most lock_timeout behind an open transaction, then gives up.
