@@ -5,6 +5,8 @@
     .venv/bin/python bench/fair_claim.py first-job  [--limit 100] [--job-ms 20] [--concurrency 8]
     .venv/bin/python bench/fair_claim.py profile    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
     .venv/bin/python bench/fair_claim.py enqueue    [--jobs 1000000] [--stores 1000] [--reps 40]
+    .venv/bin/python bench/fair_claim.py flow       [--jobs 1000000] [--stores 1000] [--limits 100,10] [--reps 40]
+    .venv/bin/python bench/fair_claim.py flow-explain [--jobs 1000000] [--stores 1000] [--limit 100]
 
 latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING), `--reps` times per variant,
            interleaved, each in a transaction that is rolled back so every rep sees the same queue: `--jobs`
@@ -33,6 +35,16 @@ first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; 
            `--limit`, each job sleeping `--job-ms`; reports when each store's first job started (jobs.started_at),
            FIFO vs fair. Then the same queue with the defaults of a cron deployment (limit 10, one call a minute):
            the call in which each store's first job starts, counted by claiming only.
+
+flow:      what tenant flow control (sql/027, the claim v4 of sql/028) costs the claim, on `latency`'s queue at the
+           largest store count: first with nothing configured -- the FIFO claim, v3 (sql/026's function, installed
+           beside v4 under another name) and v4 (queries.claim) untyped, typed and with a process's handler types --
+           then with controls configured (configure_controls(): 10 pauses, limits on 100 stores, per-type limits on
+           20, weights on 101, 600 live leases and 400 recent claims of the limited stores) for the same variants,
+           and with one queued type paused everywhere too. Server CPU per claim and its difference from FIFO's,
+           measured as in `latency`.
+flow-explain: EXPLAIN (ANALYZE, BUFFERS) of v4's claim statement with those controls (untyped and one type), and
+           through auto_explain the statements inside jobs_fair_claim() and jobs_fair_flow_plan().
 
 Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
 """
@@ -168,6 +180,149 @@ VARIANTS = {
     "v3 3 of 4": lambda conn, limit: queries.claim(conn, limit=limit, worker=WORKER, lease_s=300,
                                                    job_types=list(QUEUED_TYPES[:3])),
 }
+
+
+def install_v3(engine) -> None:
+    """v3 of the fair claim (sql/026) beside v4, as bench_fair_claim_v3(), with the two row types it uses (v4 drops
+    them under their names; they come back here as bench_fair_queue_v3 and bench_fair_ask_v3). Its head probe,
+    jobs_fair_head(), is live and shared."""
+    v3_sql = (ROOT / "sql" / "026_fair_claim_v3.sql").read_text()
+    start = v3_sql.index("DO $$\nBEGIN\n    IF to_regtype('jobs_fair_queue') IS NULL")
+    end = v3_sql.index("$$;", v3_sql.index("IF to_regtype('jobs_fair_ask') IS NULL")) + len("$$;")
+    fn_start = v3_sql.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
+    fn = v3_sql[fn_start:v3_sql.index("$fn$;", fn_start) + len("$fn$;")]
+
+    def renamed(sql: str) -> str:
+        return (sql.replace("jobs_fair_queue", "bench_fair_queue_v3").replace("jobs_fair_ask", "bench_fair_ask_v3")
+                .replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v3(", 1))
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql(renamed(v3_sql[start:end]).replace("%", "%%"))
+        conn.exec_driver_sql(renamed(fn).replace("%", "%%"))
+
+
+# v3's claim statement: queries.CLAIM with v3's function in its `due` step
+CLAIM_V3 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v3(", 1)
+assert CLAIM_V3 != queries.CLAIM
+
+
+def _claim_v3(conn, limit: int, job_types) -> queries.ClaimResult:
+    return queries._claim(conn, CLAIM_V3, limit=limit, worker=WORKER, lease_s=300,
+                          job_types=None if job_types is None else queries.array_literal(sorted(job_types)),
+                          rescue_limit=1000, max_per_store=None, start_types="{}")
+
+
+VARIANTS.update({
+    "v3 (026)": lambda conn, limit: _claim_v3(conn, limit, None),
+    "v3 (026) typed": lambda conn, limit: _claim_v3(conn, limit, [QUEUED_TYPES[0]]),
+    "v3 (026) hand.": lambda conn, limit: _claim_v3(conn, limit, HANDLER_TYPES),
+})
+FLOW_VARIANTS = ["fifo", "v3 (026)", "v3", "v3 (026) typed", "v3 typed", "v3 (026) hand.", "v3 handlers"]
+# queries.claim runs v4 now (sql/028): the `flow` report names it so
+FLOW_NAMES = {"v3": "v4", "v3 typed": "v4 typed", "v3 handlers": "v4 handlers", "v3 (026) hand.": "v3 (026) handl."}
+
+
+def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
+    """Tenant flow control as a busy deployment has it, on latency's queue (stores 'big', 'store-0'..): 5 stores
+    paused, 5 store/type pauses; max_running 5 on 50 stores and max_starts_per_minute 30 on 50 more, 'big' with
+    max_running 400 and 2,000 starts a minute, max_running 2 of bench.import on 20 stores; weights 2-5 on 100
+    stores and 3 on 'big'; 600 live leases and 400 claims of the last minute at the limited stores (so the counts
+    have rows to count). type_pause: bench.rewrite paused everywhere too (an untyped claim becomes one of 3 types)."""
+    assert n_stores >= 400, "the controls name stores store-1 .. store-399"
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE job_pauses, job_store_limits, job_store_starts, job_store_quota_holds"))
+        conn.execute(text("DELETE FROM jobs WHERE status = 'running'"))
+        conn.execute(text("INSERT INTO job_pauses (store_id) SELECT 'store-' || g FROM generate_series(1, 5) g"))
+        conn.execute(text("INSERT INTO job_pauses (store_id, type) "
+                          "SELECT 'store-' || g, 'bench.import' FROM generate_series(6, 10) g"))
+        if type_pause:
+            conn.execute(text("INSERT INTO job_pauses (type) VALUES ('bench.rewrite')"))
+        conn.execute(text("INSERT INTO job_store_limits (store_id, max_running) "
+                          "SELECT 'store-' || g, 5 FROM generate_series(100, 149) g"))
+        conn.execute(text("INSERT INTO job_store_limits (store_id, max_starts_per_minute) "
+                          "SELECT 'store-' || g, 30 FROM generate_series(150, 199) g"))
+        conn.execute(text("INSERT INTO job_store_limits (store_id, type, max_running) "
+                          "SELECT 'store-' || g, 'bench.import', 2 FROM generate_series(300, 319) g"))
+        conn.execute(text("INSERT INTO job_store_limits (store_id, weight) "
+                          "SELECT 'store-' || g, 2 + g % 4 FROM generate_series(200, 299) g"))
+        conn.execute(text("INSERT INTO job_store_limits (store_id, max_running, max_starts_per_minute, weight) "
+                          "VALUES ('big', 400, 2000, 3)"))
+        conn.execute(text("""
+            INSERT INTO jobs (type, store_id, priority, status, locked_by, locked_until, started_at, attempts, payload)
+            SELECT 'bench.work', CASE WHEN g % 3 = 0 THEN 'big' ELSE 'store-' || (100 + g % 50) END, 5, 'running',
+                   'other', now() + interval '1 hour', now(), 1, '{}'
+            FROM generate_series(1, 600) g"""))
+        conn.execute(text("""
+            INSERT INTO job_store_starts (store_key, type, claimed_at, jobs)
+            SELECT CASE WHEN g % 4 = 0 THEN 'big' ELSE 'store-' || (150 + g % 50) END, 'bench.work',
+                   now() - make_interval(secs => g % 50), 1 + g % 3
+            FROM generate_series(1, 400) g"""))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("job_pauses", "job_store_limits", "job_store_starts", "jobs"):
+            conn.execute(text(f"VACUUM ANALYZE {table}"))
+
+
+def cmd_flow(args) -> None:
+    engine = fresh_schema(database_url())
+    install_v3(engine)
+    n_stores = args.stores[-1]
+    print(f"{args.jobs:,} pending jobs of {len(QUEUED_TYPES)} types over {n_stores} stores, one holding half. wall: "
+          f"median / p90 of {args.reps} interleaved reps (ms); cpu: server CPU per claim (ms) and its difference "
+          "from FIFO's; pk: server CPU of 1000 primary-key probes; jobs / stores: in the claim")
+    print(f"{'controls':<22} {'limit':>5}  {'variant':<15} {'wall':>15} {'cpu':>7} {'- fifo':>7} {'pk':>5} "
+          f"{'jobs':>5} {'stores':>6}")
+    fill(engine, args.jobs, n_stores)
+    for label, setup in (("none", None), ("configured", dict(type_pause=False)),
+                         ("configured + type pause", dict(type_pause=True))):
+        if setup is not None:
+            configure_controls(engine, n_stores, **setup)
+        for limit in args.limits:
+            res = measure(engine, FLOW_VARIANTS, limit, args.reps)
+            fifo_cpu = res["fifo"][3]
+            for variant in FLOW_VARIANTS:
+                wall_med, wall_p90, jobs, cpu_ms = res[variant]
+                served = stores_in(engine, variant, limit) if jobs else 0
+                print(f"{label:<22} {limit:>5}  {FLOW_NAMES.get(variant, variant):<15} {wall_med:>7.2f} / {wall_p90:>5.2f} {cpu_ms:>7.2f} "
+                      f"{cpu_ms - fifo_cpu:>7.2f} {res['pk']:>5.2f} {jobs:>5} {served:>6}", flush=True)
+
+
+def cmd_flow_explain(args) -> None:
+    import psycopg2
+
+    url = database_url()
+    engine = fresh_schema(url)
+    fill(engine, args.jobs, args.stores[-1])
+    configure_controls(engine, args.stores[-1])
+    for _ in range(5):
+        for variant in ("v3", "v3 typed"):
+            timed_claim(engine, variant, args.limit)
+    base = {"limit": args.limit, "worker": WORKER, "lease_s": 300, "rescue_limit": 1000, "max_per_store": None,
+            "start_types": "{}"}
+    conn = psycopg2.connect(url)
+    conn.notices = []
+    cur = conn.cursor()
+    for title, extra in (("untyped", dict(job_types=None)),
+                         (f"one type ({QUEUED_TYPES[0]!r})", dict(job_types=queries.array_literal([QUEUED_TYPES[0]])))):
+        sql = text(queries.CLAIM).compile(engine, compile_kwargs={}).string
+        cur.execute("LOAD 'auto_explain'")
+        for name, value in (("log_min_duration", "0"), ("log_analyze", "on"), ("log_buffers", "on"),
+                            ("log_timing", "on"), ("log_nested_statements", "on"), ("log_level", "notice")):
+            cur.execute(f"SET auto_explain.{name} = '{value}'")
+        del conn.notices[:]
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, dict(base, **extra))
+        plan = [row[0] for row in cur.fetchall()]
+        notices = list(conn.notices)
+        conn.rollback()
+        cur.execute("SET auto_explain.log_min_duration = -1")
+        conn.commit()
+        print(f"=== fair claim v4 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
+              f"limit {args.limit}")
+        print("\n".join(plan))
+        for notice in notices:
+            if "Query Text: EXPLAIN" in notice:
+                continue
+            print("--- inside:", notice.strip())
+    conn.close()
 
 
 def _claim_v2(conn, limit: int, job_type: Optional[str]) -> queries.ClaimResult:
@@ -492,7 +647,8 @@ def cmd_enqueue(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("latency", "explain", "first-job", "profile", "enqueue"))
+    parser.add_argument("command", choices=("latency", "explain", "first-job", "profile", "enqueue", "flow",
+                                            "flow-explain"))
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
     parser.add_argument("--limit", type=int, default=100)
@@ -502,7 +658,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job,
-     "profile": cmd_profile, "enqueue": cmd_enqueue}[args.command](args)
+     "profile": cmd_profile, "enqueue": cmd_enqueue, "flow": cmd_flow,
+     "flow-explain": cmd_flow_explain}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -280,6 +280,152 @@ def schedule_remove(name):
     click.echo(json.dumps({"removed": name}))
 
 
+# --- tenant flow control: pauses, limits, why a job waits ---------------------------------------------------------
+
+def _flow_call(action):
+    """Run action(conn) in one transaction; a bad value is a one-line error naming the field."""
+    from .flow import InvalidFlowInput
+
+    try:
+        with db.engine.begin() as conn:
+            return action(conn)
+    except InvalidFlowInput as exc:
+        raise click.ClickException(exc.message)
+
+
+@jobs_cli.command("pause")
+@click.option("--type", "job_type", help="the job type to pause (with --store: only in that store)")
+@click.option("--store", "store_id", help="the store to pause (every type, unless --type)")
+def pause_command(job_type, store_id):
+    """Pause a job type, a store, or one type of one store: claims take none of its jobs from their next round;
+    running jobs finish."""
+    from .flow import pauses
+
+    def add(conn):
+        valid_type, valid_store = pauses.validate({"type": job_type, "store_id": store_id})
+        return pauses.add_pause(conn, job_type=valid_type, store_id=valid_store)
+
+    pause, created = _flow_call(add)
+    click.echo(json.dumps({**pause, "created": created}))
+
+
+@jobs_cli.command("resume")
+@click.argument("pause_id", type=int, required=False)
+@click.option("--type", "job_type", help="the paused type (instead of PAUSE_ID)")
+@click.option("--store", "store_id", help="the paused store (instead of PAUSE_ID)")
+def resume_command(pause_id, job_type, store_id):
+    """Remove a pause: by PAUSE_ID (see `flask jobs pauses`), or the one of --type / --store."""
+    from .flow import pauses
+
+    def resume(conn):
+        found = pause_id
+        if found is None:
+            if job_type is None and store_id is None:
+                raise click.UsageError("give PAUSE_ID, or --type and/or --store")
+            pause = pauses.find_pause(conn, job_type=job_type, store_id=store_id)
+            found = pause["id"] if pause else None
+        if found is None or not pauses.remove_pause(conn, found):
+            raise click.ClickException("no such pause")
+        return found
+
+    click.echo(json.dumps({"resumed": _flow_call(resume)}))
+
+
+@jobs_cli.command("pauses")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (what GET /pauses returns)")
+def pauses_command(as_json):
+    """The pauses in force."""
+    from .flow import pauses
+
+    rows = _flow_call(pauses.list_pauses)
+    if as_json:
+        click.echo(json.dumps({"pauses": rows}))
+    elif rows:
+        click.echo(_table(rows, ["id", "type", "store_id", "created_at"]))
+    else:
+        click.echo("No pauses.")
+
+
+@jobs_cli.group("limits", invoke_without_command=True)
+@click.option("--store", "store_id", help="only this store's rows (and the every-store ones), and what applies")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (what GET /limits returns)")
+@click.pass_context
+def limits_cli(ctx, store_id, as_json):
+    """Per-store limits and weights: list them (no subcommand), set, remove."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .flow import limits
+
+    def read(conn):
+        body = {"limits": limits.list_limits(conn, store_id=store_id)}
+        if store_id is not None:
+            body["effective"] = limits.effective_limits(conn, store_id)
+        return body
+
+    body = _flow_call(read)
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    columns = ["store_id", "type", *limits.FIELDS, "updated_at"]
+    click.echo(_table(body["limits"], columns) if body["limits"] else "No limits set.")
+    if "effective" in body:
+        click.echo(f"\napplies to store {store_id} now:")
+        click.echo(_table(body["effective"], ["type", "max_running", "max_starts_per_minute", "weight",
+                                              "openai_tokens_per_minute", "running", "started_last_minute"])
+                   if body["effective"] else "nothing")
+
+
+@limits_cli.command("set")
+@click.option("--store", "store_id", help="the store; left out: every store (each on its own)")
+@click.option("--type", "job_type", help="only this type of the store")
+@click.option("--max-running", type=int, help="jobs running at once (live leases)")
+@click.option("--max-starts-per-minute", type=int, help="jobs claimed in any 60 s")
+@click.option("--weight", type=int, help="jobs per round of the fair claim (per store)")
+@click.option("--openai-tokens-per-minute", type=int, help="the store's share of the OpenAI tokens/min")
+def limits_set(store_id, job_type, max_running, max_starts_per_minute, weight, openai_tokens_per_minute):
+    """Set the row of (store, type), replacing what it held (what is left out is no longer set there)."""
+    from .flow import limits
+
+    body = {"store_id": store_id, "type": job_type, "max_running": max_running,
+            "max_starts_per_minute": max_starts_per_minute, "weight": weight,
+            "openai_tokens_per_minute": openai_tokens_per_minute}
+    stored, created = _flow_call(lambda conn: limits.put_limit(conn, limits.validate(body)))
+    click.echo(json.dumps({**stored, "created": created}))
+
+
+@limits_cli.command("remove")
+@click.option("--store", "store_id", help="the store; left out: the every-store row")
+@click.option("--type", "job_type", help="the type of the row")
+def limits_remove(store_id, job_type):
+    """Remove the row of (store, type)."""
+    from .flow import limits
+
+    if not _flow_call(lambda conn: limits.delete_limit(conn, store_id=store_id, job_type=job_type)):
+        raise click.ClickException("no such limit")
+    click.echo(json.dumps({"removed": {"store_id": store_id, "type": job_type}}))
+
+
+@jobs_cli.command("wait")
+@click.argument("job_id", type=click.IntRange(1, 2**63 - 1))
+@click.option("--json", "as_json", is_flag=True, help="print JSON (what GET /jobs/<id>/wait returns)")
+def wait_command(job_id, as_json):
+    """Why job JOB_ID is waiting (or what holds it)."""
+    from .flow import wait
+    from .handlers import registered_types
+
+    with db.engine.connect() as conn:
+        body = wait.wait_reasons(conn, job_id, registered_types())
+    if body is None:
+        raise click.ClickException(f"no job {job_id}")
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    click.echo(f"job {job_id}: {body['status']}")
+    for reason in body["reasons"]:
+        until = f" (until {reason['until']})" if "until" in reason else ""
+        click.echo(f"  {reason['code']}: {reason['message']}{until}")
+
+
 def register_cli(app: Flask) -> None:
     from .bulk.cli import register as register_bulk
 

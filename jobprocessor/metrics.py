@@ -193,8 +193,14 @@ LAST_TICK = "SELECT extract(epoch FROM now() - max(started_at)) AS age_s FROM jo
 DUE_COUNT_CAP = 100_000
 
 
+STORE_LAG_STORES = 5  # the stores whose oldest due job has waited longest, exported one series each
+
+
 def queue_metrics(engine: Engine) -> list[Metric]:
-    """Queue depth and ages per status (pending/running: all; finished: last 24 h) and firing alerts."""
+    """Queue depth and ages per status (pending/running: all; finished: last 24 h), firing alerts, and the oldest
+    wait of the stores that have waited longest."""
+    from .flow.lag import worst_stores
+
     jobs = GaugeMetricFamily("jobprocessor_queue_jobs", "Jobs per status (pending/running: all of them; finished "
                                                         "statuses: finished in the last 24 h)", labels=["status"])
     oldest = GaugeMetricFamily("jobprocessor_queue_oldest_age_seconds", "Age of the oldest job per status (created_at)",
@@ -213,7 +219,14 @@ def queue_metrics(engine: Engine) -> list[Metric]:
         last_tick = conn.execute(text(LAST_TICK)).scalar()
         due = counts.bounded_count(conn, counts.DUE, cap=DUE_COUNT_CAP)
         oldest_due = counts.oldest_due_wait_s(conn)
-    families = [jobs, oldest, duration, alerts,
+        lagging = worst_stores(conn, STORE_LAG_STORES)
+    store_lag = GaugeMetricFamily("jobprocessor_store_oldest_wait_seconds",
+                                  f"Seconds the oldest due job of each of the {STORE_LAG_STORES} stores that have "
+                                  "waited longest has waited since its run_at (store_id \"\": jobs without a "
+                                  "store; stores paused as a whole are left out)", labels=["store_id"])
+    for row in lagging:
+        store_lag.add_metric([row["store_id"] or ""], float(row["wait_s"]))
+    families = [jobs, oldest, duration, alerts, store_lag,
                 GaugeMetricFamily("jobprocessor_queue_due_jobs", "Pending jobs whose run_at has come (the backlog; "
                                   f"the planner's estimate above {DUE_COUNT_CAP})", value=float(due.n)),
                 GaugeMetricFamily("jobprocessor_queue_oldest_due_wait_seconds", "How long the oldest due pending "

@@ -20,26 +20,48 @@ SET client_min_messages = warning;
 SET row_security = off;
 
 --
--- Name: jobs_fair_ask; Type: TYPE; Schema: public; Owner: -
+-- Name: jobs_fair_ask_v4; Type: TYPE; Schema: public; Owner: -
 --
 
-CREATE TYPE public.jobs_fair_ask AS (
+CREATE TYPE public.jobs_fair_ask_v4 AS (
 	rank integer,
 	store_key text,
 	via_types text[],
+	store_wanted text[],
 	after_run timestamp with time zone,
 	after_id bigint,
 	take integer,
-	head_id bigint
+	head_id bigint,
+	cap_types text[],
+	cap_left integer[]
 );
 
 --
--- Name: jobs_fair_queue; Type: TYPE; Schema: public; Owner: -
+-- Name: jobs_fair_flow; Type: TYPE; Schema: public; Owner: -
 --
 
-CREATE TYPE public.jobs_fair_queue AS (
+CREATE TYPE public.jobs_fair_flow AS (
 	store_key text,
+	nth integer,
+	paused boolean,
+	excluded text[],
+	weight integer,
+	max_running integer,
+	max_starts integer,
+	cap_types text[],
+	cap_running integer[],
+	cap_starts integer[]
+);
+
+--
+-- Name: jobs_fair_queue_v4; Type: TYPE; Schema: public; Owner: -
+--
+
+CREATE TYPE public.jobs_fair_queue_v4 AS (
+	store_key text,
+	types text[],
 	via_types text[],
+	store_wanted text[],
 	turn_at timestamp with time zone,
 	rank_wait timestamp with time zone,
 	rank_pos integer,
@@ -50,7 +72,10 @@ CREATE TYPE public.jobs_fair_queue AS (
 	taken integer,
 	owed integer,
 	allowance integer,
-	live boolean
+	live boolean,
+	weight integer,
+	cap_types text[],
+	cap_left integer[]
 );
 
 --
@@ -203,6 +228,32 @@ BEGIN
     RETURN QUERY SELECT u.store_key, u.priority
                  FROM unnest(widened_stores, widened_priorities) AS u(store_key, priority);
 END
+$$;
+
+--
+-- Name: job_store_lag(double precision, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_store_lag(p_min_wait_s double precision, p_limit integer) RETURNS TABLE(store_id text, priority smallint, oldest_run_at timestamp with time zone, wait_s double precision)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT nullif(x.store_key, ''), x.priority, x.run_at, extract(epoch FROM now() - x.run_at)::float8
+    FROM (SELECT DISTINCT ON (q.store_key) q.store_key, q.priority, h.run_at
+          FROM job_store_queues q
+          CROSS JOIN LATERAL (SELECT j.run_at
+                              FROM jobs j
+                              WHERE j.status = 'pending' AND j.priority = q.priority
+                                AND coalesce(j.store_id, '') = q.store_key AND j.run_at <= now()
+                              ORDER BY j.run_at, j.id
+                              LIMIT 1) AS h
+          WHERE q.head_lb <= now() - make_interval(secs => p_min_wait_s)
+            AND h.run_at <= now() - make_interval(secs => p_min_wait_s)
+            AND NOT EXISTS (SELECT 1 FROM job_pauses p
+                            WHERE q.store_key <> '' AND coalesce(p.store_id, '') = q.store_key
+                              AND coalesce(p.type, '') = '')
+          ORDER BY q.store_key, h.run_at) AS x
+    ORDER BY x.run_at, x.store_key
+    LIMIT p_limit
 $$;
 
 --
@@ -460,77 +511,114 @@ CREATE FUNCTION public.jobs_fair_claim(p_limit integer, p_types text[] DEFAULT N
     SET enable_sort TO 'off'
     AS $$
 DECLARE
-    wanted            text[];       -- the types this claim takes: p_types sorted, without duplicates (NULL: all)
+    wanted            text[];       -- the types this claim takes: p_types sorted, without duplicates, less the
+                                    -- paused ones (NULL: all)
     skip_ids          bigint[] := coalesce(p_skip, '{}');
     slots_left        integer := p_limit;
+    -- 0. flow control
+    paused_types      text[];       -- types paused everywhere
+    flow_stores       boolean;      -- something is set per store: the stores read are checked (3a+)
+    plan              jobs_fair_flow[];  -- what flow control says about the stores of the chunk being read
+    locked_now        text[];       -- stores of the chunk to count that this claim now serves alone
+    busy_now          text[];       -- ... and that another claim is serving: they take nothing in this one
+    ledger_stores     text[] := '{}';    -- the stores counted in this claim (each once), with the jobs each may
+    ledger_left       integer[] := '{}'; -- take in it (NULL: no limit as a whole; 0: another claim serves it)
+    ledger_cap_stores text[] := '{}';    -- the same per type with a limit of its own
+    ledger_cap_types  text[] := '{}';
+    ledger_cap_left   integer[] := '{}';
+    starts_stores     text[] := '{}';    -- the stores counted that have a starts limit: their claims are recorded
     -- 1. merge arrivals
     widened_levels    smallint[] := '{}';  -- rows this claim widened: it must not tighten them (sql/025)
     widened_stores    text[] := '{}';
     arrival_levels    smallint[];   -- levels with arrivals left: their stores are read beside the directory
     -- 2. levels
     cur_level         smallint;     -- the level being shared out
-    horizon           timestamptz;  -- a read of the directory skips rows whose wait_from is later: a store served
-                                    -- by a claim that committed during this one is still read (its turn is
-                                    -- earlier than the horizon)
+    horizon           timestamptz;  -- a read of the directory skips rows whose wait_from is later (sql/026)
     -- 3. read the directory (per level)
+    arrival_chunk     jobs_fair_queue_v4[];  -- the stores of the arrivals left at the level: the first chunk
+    from_arrivals     boolean;
     by_type_bound     boolean;      -- reading in order of the one wanted type's bounds (3a') rather than wait order
     more_rows         boolean;      -- the level may have rows not read yet
-    after_wait        timestamptz;  -- keyset cursor: the order key of the last row read -- (wait_from, served_pos,
-    after_pos         integer;      -- head_lb, store_key), or in 3a' the same with the type's head for head_lb --
-    after_head        timestamptz;  -- which is also a lower bound of the rank (for the wanted types) of every row
-    after_store       text;         -- not read yet
-    chunk_size        integer;      -- rows per read: the stores still needed + 8, plus the candidates not placed
-                                    -- yet (a level that places few of the stores it reads is read in growing chunks)
+    after_wait        timestamptz;  -- keyset cursor: the order key of the last row read (sql/026)
+    after_pos         integer;
+    after_head        timestamptz;
+    after_store       text;
+    chunk_size        integer;
     rows_read         integer;
-    rows_out_of_order integer;      -- 3a, a claim of one type: rows whose bound for that type lies beyond the edge
+    rows_out_of_order integer;
     last_wait         timestamptz;
     last_pos          integer;
     last_head         timestamptz;
     last_store        text;
-    read_stores       text[];       -- stores read at this level: a row a concurrent claim has just served moves
-                                    -- behind the cursor, and would come round again
-    chunk             jobs_fair_queue[];  -- the rows just read that may hold a wanted type (how to read each)
+    read_stores       text[];       -- stores read at this level
+    chunk             jobs_fair_queue_v4[];  -- the rows just read that may hold a wanted type
+    chunk_stores      text[];
     chunk_unknown     text[];       -- of those, the rows whose types are not known: tightened in 6.
     chunk_empty       text[];       -- the stores read with nothing wanted due: tightened in 6.
-    candidates        jobs_fair_queue[];
-    pool              jobs_fair_queue[];  -- candidates not placed yet
-    placed            jobs_fair_queue[];
+    candidates        jobs_fair_queue_v4[];
+    pool              jobs_fair_queue_v4[];  -- candidates not placed yet
+    placed            jobs_fair_queue_v4[];
     tighten_levels    smallint[] := '{}';
     tighten_stores    text[] := '{}';
     -- 4./5. the level's queues in rank order, and the steps that give them jobs
-    queues            jobs_fair_queue[];
+    queues            jobs_fair_queue_v4[];
+    one               jobs_fair_queue_v4;
     live_queues       integer;
+    live_weight       integer;      -- the sum of the live queues' weights: the slots one round takes
     step              text;
     partial_at        integer;      -- in a partial round: the next queue to ask (NULL: none under way)
     round_share       integer;
-    asks              jobs_fair_ask[];
+    asked             integer;
+    asks              jobs_fair_ask_v4[];
     step_ranks        integer[];    -- the queues the step asked: their liveness is settled after it
     got_ranks         integer[];    -- what the step got, in (rank, run_at, id) order
     got_ids           bigint[];
     got_runs          timestamptz[];
+    got_types         text[];
+    head_ranks        integer[];    -- 5.: the queues whose head the step got
     kept_ranks        integer[];
     kept_ids          bigint[];
     kept_runs         timestamptz[];
+    kept_types        text[];
     deferred_ranks    integer[];    -- 5.: jobs found for stores another caller is serving, taken last
     deferred_ids      bigint[];
     deferred_runs     timestamptz[];
+    deferred_types    text[];
     r                 integer;
-    -- every job claimed, with its place in the claim order (level, round, rank)
+    cap_at            integer;
+    -- every job claimed, with its place in the claim order (level, round, rank, its place in its store's round)
     claimed_ids       bigint[] := '{}';
     claimed_stores    text[] := '{}';
+    claimed_types     text[] := '{}';
     claimed_levels    smallint[] := '{}';
     claimed_rounds    integer[] := '{}';
     claimed_ranks     integer[] := '{}';
+    claimed_nths      integer[] := '{}';
 BEGIN
     IF p_limit IS NULL OR p_limit < 1 THEN
         RETURN;
     END IF;
-    -- flow control: paused types would leave `wanted` here
     IF p_types IS NOT NULL THEN
         wanted := ARRAY(SELECT DISTINCT t.type FROM unnest(p_types) AS t(type) WHERE t.type IS NOT NULL
                         ORDER BY t.type);
         IF cardinality(wanted) = 0 THEN
             RETURN;  -- no type wanted: nothing to claim
+        END IF;
+    END IF;
+
+    ---------------------------------------------------------------------------------------------------------------
+    -- 0. FLOW CONTROL: what is configured (the tables are small: index probes)
+    ---------------------------------------------------------------------------------------------------------------
+    SELECT ARRAY(SELECT p.type FROM job_pauses p WHERE coalesce(p.store_id, '') = ''),
+           EXISTS (SELECT 1 FROM job_pauses p WHERE coalesce(p.store_id, '') > '')
+           OR EXISTS (SELECT 1 FROM job_store_limits)
+           OR EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now())
+    INTO paused_types, flow_stores;
+    IF cardinality(paused_types) > 0 THEN
+        wanted := ARRAY(SELECT t.type FROM unnest(coalesce(wanted, jobs_pending_types())) AS t(type)
+                        WHERE t.type <> ALL (paused_types) ORDER BY t.type);
+        IF cardinality(wanted) = 0 THEN
+            RETURN;  -- every type it would take is paused
         END IF;
     END IF;
 
@@ -551,8 +639,7 @@ BEGIN
     <<levels>>
     LOOP
         -----------------------------------------------------------------------------------------------------------
-        -- 2. LEVELS: the next one with a row that may hold a due job, or an arrival left (whether it holds a wanted
-        -- one is for 3. to find: a filter here would walk the same rows of other types once more)
+        -- 2. LEVELS: the next one with a row that may hold a due job, or an arrival left
         -----------------------------------------------------------------------------------------------------------
         EXIT levels WHEN slots_left = 0;
         horizon := clock_timestamp();
@@ -568,22 +655,23 @@ BEGIN
 
         queues := '{}';
         live_queues := 0;
+        live_weight := 0;
         partial_at := NULL;
         pool := '{}';
         read_stores := '{}';
+        arrival_chunk := '{}';
         by_type_bound := false;
         more_rows := true;
         after_wait := '-infinity'; after_pos := -2147483648; after_head := '-infinity'; after_store := '';
         IF cur_level = ANY (arrival_levels) THEN
-            -- the stores of the arrivals left at this level: their heads read first (their row, if any, may not
-            -- cover the arrival's job yet), into the pool; not read again from the directory at this level
+            -- the stores of the arrivals left at this level: read first, as a chunk of their own (their row, if
+            -- any, may not cover the arrival's job yet), into the pool; not read again from the directory here
             SELECT coalesce(array_agg(c.store_key), '{}'),
-                   coalesce(array_agg(ROW(c.store_key, c.via_types, c.served_at, greatest(c.head_run, c.served_at),
-                                          coalesce(c.served_pos, 0), c.head_run, c.head_id, '-infinity', 0, 0, 0,
-                                          NULL, false)::jobs_fair_queue)
-                            FILTER (WHERE c.head_run <= now()), '{}')
-            INTO read_stores, pool
-            FROM (SELECT e.store_key, o.served_at, o.served_pos, v.via_types, h.head_run, h.head_id
+                   coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, NULL, c.served_at, NULL,
+                                          coalesce(c.served_pos, 0), NULL, NULL, '-infinity', 0, 0, 0, NULL, false, 1,
+                                          NULL, NULL)::jobs_fair_queue_v4), '{}')
+            INTO read_stores, arrival_chunk
+            FROM (SELECT e.store_key, o.served_at, o.served_pos, k.types, v.via_types
                   FROM (SELECT a.store_key,
                                CASE WHEN bool_or(a.type IS NULL) THEN NULL
                                     ELSE array_agg(DISTINCT a.type) END AS types
@@ -596,8 +684,6 @@ BEGIN
                                                   ELSE o.types || e.types END AS types) AS k
                   CROSS JOIN LATERAL (SELECT CASE WHEN wanted IS NULL OR k.types <@ wanted THEN NULL
                                                   ELSE coalesce(k.types, wanted) END AS via_types) AS v
-                  LEFT JOIN LATERAL jobs_fair_head(cur_level, e.store_key, v.via_types, wanted, skip_ids) AS h
-                         ON true
                   WHERE wanted IS NULL OR k.types IS NULL OR k.types && wanted) AS c;
         END IF;
 
@@ -606,143 +692,257 @@ BEGIN
             step := CASE
                 WHEN slots_left = 0 THEN 'level done'
                 -- whole rounds share the slots among every store of the level: read on until all are known, unless
-                -- more stores are placed than slots are left (then a partial round among the first-ranked follows)
-                WHEN more_rows AND partial_at IS NULL AND live_queues <= slots_left THEN 'read the directory'
+                -- the stores placed need more than the slots left for a round (then a partial round follows)
+                WHEN more_rows AND partial_at IS NULL AND live_weight <= slots_left THEN 'read the directory'
                 -- a partial round that has asked every store placed so far needs the next ones
                 WHEN more_rows AND partial_at > cardinality(queues) THEN 'read the directory'
                 WHEN partial_at IS NULL AND live_queues = 0 THEN 'level done'
-                WHEN partial_at IS NULL AND live_queues <= slots_left THEN 'whole rounds'
+                WHEN partial_at IS NULL AND live_weight <= slots_left THEN 'whole rounds'
                 WHEN partial_at IS NULL OR partial_at <= cardinality(queues) THEN 'partial round'
                 ELSE 'deferred stores'  -- the partial round has asked every store of the level
             END;
             EXIT steps WHEN step = 'level done';
             asks := '{}';
             step_ranks := '{}';
-            got_ranks := '{}'; got_ids := '{}'; got_runs := '{}';
+            got_ranks := '{}'; got_ids := '{}'; got_runs := '{}'; got_types := '{}';
 
             IF step = 'read the directory' THEN
                 -----------------------------------------------------------------------------------------------------
-                -- 3. READ THE DIRECTORY: the next chunk of the level's rows, the heads of their stores, and the stores
-                -- now certain to rank first. Rows are read in wait_from order, through job_store_queues_wait_idx
-                -- (3a); the order key of the last row read bounds the rank of every row not read yet, for any
-                -- types. A claim for one type whose rows hold other types too can find that bound far below the
-                -- ranks it meets (the type's jobs come later in each store than the store's oldest job): then it
-                -- reads on in order of each row's bound for that type -- type_heads, a scan of the level's rows --
-                -- whose last one bounds the rows not read yet just as well (3a').
+                -- 3. READ THE DIRECTORY: the next chunk (the arrivals' stores first), flow control on it, the heads
+                -- of its stores, and the stores now certain to rank first (sql/026 explains 3a and 3a')
                 -----------------------------------------------------------------------------------------------------
-                horizon := clock_timestamp();
-                -- as many rows as stores are still needed (whole rounds: one more than the slots left over the live
-                -- queues; a partial round that ran past them: the slots left), + 8, + the candidates not placed yet
-                chunk_size := CASE WHEN partial_at IS NULL THEN slots_left - live_queues + 1 ELSE slots_left END
-                              + 8 + cardinality(pool);
-                IF NOT by_type_bound THEN
-                    -- 3a. in wait order
-                    WITH chunk AS (
-                        SELECT q.store_key, q.types, q.type_heads, q.served_at, q.served_pos, q.head_lb,
-                               q.wait_from,
-                               row_number() OVER (ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key) AS nth
-                        FROM (SELECT q.store_key, q.types, q.type_heads, q.served_at, q.served_pos, q.head_lb,
-                                     q.wait_from
-                              FROM job_store_queues q
-                              WHERE q.priority = cur_level AND q.wait_from <= horizon
-                                AND (q.wait_from, q.served_pos, q.head_lb, q.store_key)
-                                    > (after_wait, after_pos, after_head, after_store)
-                                AND (wanted IS NULL OR q.types IS NULL OR q.types && wanted)
-                                AND q.store_key NOT IN (SELECT unnest(read_stores))
-                              ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
-                              LIMIT chunk_size) AS q
-                    ), edge AS MATERIALIZED (  -- (computed once, not once per row below)
-                        SELECT (array_agg(c.wait_from ORDER BY c.nth DESC))[1] AS e_wait,
-                               (array_agg(c.served_pos ORDER BY c.nth DESC))[1] AS e_pos,
-                               (array_agg(c.head_lb ORDER BY c.nth DESC))[1] AS e_head,
-                               (array_agg(c.store_key ORDER BY c.nth DESC))[1] AS e_store
-                        FROM chunk c
-                    )
-                    SELECT count(*)::integer,
-                           coalesce(array_agg(ROW(c.store_key,
-                                                  CASE WHEN wanted IS NULL OR c.types <@ wanted THEN NULL
-                                                       ELSE coalesce(c.types, wanted) END,
-                                                  c.served_at, NULL, c.served_pos, NULL, NULL, '-infinity', 0, 0, 0,
-                                                  NULL, false)::jobs_fair_queue ORDER BY c.nth), '{}'),
-                           coalesce(array_agg(c.store_key) FILTER (WHERE c.types IS NULL), '{}'),
-                           -- for a claim of one type: the rows whose bound for that type is beyond the edge (the
-                           -- wait order cannot place them now)
-                           count(*) FILTER (WHERE cardinality(wanted) = 1 AND c.types && wanted
-                                              AND (greatest(c.type_heads[array_position(c.types, wanted[1])],
-                                                            c.served_at),
-                                                   c.served_pos, c.type_heads[array_position(c.types, wanted[1])],
-                                                   c.store_key) >= (e.e_wait, e.e_pos, e.e_head, e.e_store))::integer,
-                           min(e.e_wait), min(e.e_pos), min(e.e_head), min(e.e_store)
-                    INTO rows_read, chunk, chunk_unknown, rows_out_of_order, last_wait, last_pos, last_head,
-                         last_store
-                    FROM chunk c
-                    CROSS JOIN edge e;
+                from_arrivals := cardinality(arrival_chunk) > 0;
+                IF from_arrivals THEN
+                    chunk := arrival_chunk;
+                    arrival_chunk := '{}';
+                    chunk_unknown := '{}';
                 ELSE
-                    -- 3a'. in order of each row's bound for the one wanted type: greatest(its type head, its turn)
-                    WITH chunk AS (
-                        SELECT q.store_key, q.served_at, q.served_pos, q.type_head, q.bound_wait,
-                               row_number() OVER (ORDER BY q.bound_wait, q.served_pos, q.type_head, q.store_key) AS nth
-                        FROM (SELECT q.store_key, q.served_at, q.served_pos, b.type_head,
-                                     greatest(b.type_head, q.served_at) AS bound_wait
-                              FROM job_store_queues q
-                              CROSS JOIN LATERAL (SELECT CASE WHEN q.types IS NULL THEN q.head_lb
-                                                              ELSE q.type_heads[array_position(q.types, wanted[1])]
-                                                         END AS type_head) AS b
-                              WHERE q.priority = cur_level AND q.wait_from <= horizon
-                                AND (q.types IS NULL OR q.types && wanted)
-                                AND (greatest(b.type_head, q.served_at), q.served_pos, b.type_head, q.store_key)
-                                    > (after_wait, after_pos, after_head, after_store)
-                                AND q.store_key NOT IN (SELECT unnest(read_stores))
-                              ORDER BY greatest(b.type_head, q.served_at), q.served_pos, b.type_head, q.store_key
-                              LIMIT chunk_size) AS q
-                    )
-                    SELECT count(*)::integer,
-                           coalesce(array_agg(ROW(c.store_key, wanted, c.served_at, NULL, c.served_pos, NULL, NULL,
-                                                  '-infinity', 0, 0, 0, NULL, false)::jobs_fair_queue ORDER BY c.nth),
-                                    '{}'),
-                           '{}', 0,
-                           (array_agg(c.bound_wait ORDER BY c.nth DESC))[1],
-                           (array_agg(c.served_pos ORDER BY c.nth DESC))[1],
-                           (array_agg(c.type_head ORDER BY c.nth DESC))[1],
-                           (array_agg(c.store_key ORDER BY c.nth DESC))[1]
-                    INTO rows_read, chunk, chunk_unknown, rows_out_of_order, last_wait, last_pos, last_head,
-                         last_store
-                    FROM chunk c;
-                END IF;
-                more_rows := rows_read = chunk_size;
-                IF more_rows AND 2 * rows_out_of_order > cardinality(chunk) THEN
-                    -- most of these rows could not be placed now: read the level again by the type's bounds (3a'),
-                    -- without probing these (3a' reads them again, in their order)
-                    by_type_bound := true;
-                    after_wait := '-infinity'; after_pos := -2147483648; after_head := '-infinity'; after_store := '';
-                    CONTINUE steps;
-                END IF;
-                IF more_rows THEN
-                    after_wait := last_wait; after_pos := last_pos; after_head := last_head; after_store := last_store;
-                ELSE  -- every row read: nothing left to bound
-                    after_wait := 'infinity'; after_pos := 2147483647; after_head := 'infinity'; after_store := '';
+                    horizon := clock_timestamp();
+                    -- as many rows as stores are still needed (+ 8, + the candidates not placed yet); with weights,
+                    -- as many as the slots a round of the stores placed does not cover
+                    chunk_size := CASE WHEN partial_at IS NULL THEN slots_left - live_weight + 1 ELSE slots_left END
+                                  + 8 + cardinality(pool);
+                    IF NOT by_type_bound THEN
+                        -- 3a. in wait order
+                        WITH chunk AS (
+                            SELECT q.store_key, q.types, q.type_heads, q.served_at, q.served_pos, q.head_lb,
+                                   q.wait_from,
+                                   row_number() OVER (ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key)
+                                       AS nth
+                            FROM (SELECT q.store_key, q.types, q.type_heads, q.served_at, q.served_pos, q.head_lb,
+                                         q.wait_from
+                                  FROM job_store_queues q
+                                  WHERE q.priority = cur_level AND q.wait_from <= horizon
+                                    AND (q.wait_from, q.served_pos, q.head_lb, q.store_key)
+                                        > (after_wait, after_pos, after_head, after_store)
+                                    AND (wanted IS NULL OR q.types IS NULL OR q.types && wanted)
+                                    AND q.store_key NOT IN (SELECT unnest(read_stores))
+                                  ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
+                                  LIMIT chunk_size) AS q
+                        ), edge AS MATERIALIZED (  -- (computed once, not once per row below)
+                            SELECT (array_agg(c.wait_from ORDER BY c.nth DESC))[1] AS e_wait,
+                                   (array_agg(c.served_pos ORDER BY c.nth DESC))[1] AS e_pos,
+                                   (array_agg(c.head_lb ORDER BY c.nth DESC))[1] AS e_head,
+                                   (array_agg(c.store_key ORDER BY c.nth DESC))[1] AS e_store
+                            FROM chunk c
+                        )
+                        SELECT count(*)::integer,
+                               coalesce(array_agg(ROW(c.store_key, c.types,
+                                                      CASE WHEN wanted IS NULL OR c.types <@ wanted THEN NULL
+                                                           ELSE coalesce(c.types, wanted) END,
+                                                      NULL, c.served_at, NULL, c.served_pos, NULL, NULL, '-infinity',
+                                                      0, 0, 0, NULL, false, 1, NULL, NULL)::jobs_fair_queue_v4
+                                                  ORDER BY c.nth), '{}'),
+                               coalesce(array_agg(c.store_key) FILTER (WHERE c.types IS NULL), '{}'),
+                               count(*) FILTER (WHERE cardinality(wanted) = 1 AND c.types && wanted
+                                                  AND (greatest(c.type_heads[array_position(c.types, wanted[1])],
+                                                                c.served_at),
+                                                       c.served_pos, c.type_heads[array_position(c.types, wanted[1])],
+                                                       c.store_key) >= (e.e_wait, e.e_pos, e.e_head, e.e_store)
+                                                )::integer,
+                               min(e.e_wait), min(e.e_pos), min(e.e_head), min(e.e_store)
+                        INTO rows_read, chunk, chunk_unknown, rows_out_of_order, last_wait, last_pos, last_head,
+                             last_store
+                        FROM chunk c
+                        CROSS JOIN edge e;
+                    ELSE
+                        -- 3a'. in order of each row's bound for the one wanted type: greatest(its type head, turn)
+                        WITH chunk AS (
+                            SELECT q.store_key, q.types, q.served_at, q.served_pos, q.type_head, q.bound_wait,
+                                   row_number() OVER (ORDER BY q.bound_wait, q.served_pos, q.type_head, q.store_key)
+                                       AS nth
+                            FROM (SELECT q.store_key, q.types, q.served_at, q.served_pos, b.type_head,
+                                         greatest(b.type_head, q.served_at) AS bound_wait
+                                  FROM job_store_queues q
+                                  CROSS JOIN LATERAL (SELECT CASE WHEN q.types IS NULL THEN q.head_lb
+                                                                  ELSE q.type_heads[array_position(q.types, wanted[1])]
+                                                             END AS type_head) AS b
+                                  WHERE q.priority = cur_level AND q.wait_from <= horizon
+                                    AND (q.types IS NULL OR q.types && wanted)
+                                    AND (greatest(b.type_head, q.served_at), q.served_pos, b.type_head, q.store_key)
+                                        > (after_wait, after_pos, after_head, after_store)
+                                    AND q.store_key NOT IN (SELECT unnest(read_stores))
+                                  ORDER BY greatest(b.type_head, q.served_at), q.served_pos, b.type_head, q.store_key
+                                  LIMIT chunk_size) AS q
+                        )
+                        SELECT count(*)::integer,
+                               coalesce(array_agg(ROW(c.store_key, c.types, wanted, NULL, c.served_at, NULL,
+                                                      c.served_pos, NULL, NULL, '-infinity', 0, 0, 0, NULL, false, 1,
+                                                      NULL, NULL)::jobs_fair_queue_v4 ORDER BY c.nth), '{}'),
+                               '{}', 0,
+                               (array_agg(c.bound_wait ORDER BY c.nth DESC))[1],
+                               (array_agg(c.served_pos ORDER BY c.nth DESC))[1],
+                               (array_agg(c.type_head ORDER BY c.nth DESC))[1],
+                               (array_agg(c.store_key ORDER BY c.nth DESC))[1]
+                        INTO rows_read, chunk, chunk_unknown, rows_out_of_order, last_wait, last_pos, last_head,
+                             last_store
+                        FROM chunk c;
+                    END IF;
+                    more_rows := rows_read = chunk_size;
+                    IF more_rows AND 2 * rows_out_of_order > cardinality(chunk) THEN
+                        -- most of these rows could not be placed now: read the level again by the type's bounds
+                        -- (3a'), without probing these (3a' reads them again, in their order)
+                        by_type_bound := true;
+                        after_wait := '-infinity'; after_pos := -2147483648; after_head := '-infinity';
+                        after_store := '';
+                        CONTINUE steps;
+                    END IF;
+                    IF more_rows THEN
+                        after_wait := last_wait; after_pos := last_pos; after_head := last_head;
+                        after_store := last_store;
+                    ELSE  -- every row read: nothing left to bound
+                        after_wait := 'infinity'; after_pos := 2147483647; after_head := 'infinity';
+                        after_store := '';
+                    END IF;
+                    chunk_stores := ARRAY(SELECT c.store_key FROM unnest(chunk) AS c);
+                    read_stores := read_stores || chunk_stores;
                 END IF;
 
-                -- 3b. the heads of the stores read (one probe each; of each wanted type they hold, when they hold
-                -- others too): a store with a due one is a candidate, with its exact rank; the others are tightened
-                -- in 6., as are rows whose types are not known
-                SELECT coalesce(array_agg(ROW(c.store_key, c.via_types, c.turn_at, greatest(h.head_run, c.turn_at),
-                                              c.rank_pos, h.head_run, h.head_id, '-infinity', 0, 0, 0, NULL,
-                                              false)::jobs_fair_queue)
+                IF flow_stores AND cardinality(chunk) > 0 THEN
+                    -------------------------------------------------------------------------------------------------
+                    -- 3a+. FLOW CONTROL on the chunk: what is configured for its stores; the stores with a limit to
+                    -- count, counted once per claim -- each only if no other claim is serving it -- then each store
+                    -- left out, or given the types it may give, its allowance, weight and per-type caps
+                    -------------------------------------------------------------------------------------------------
+                    plan := ARRAY(SELECT f FROM jobs_fair_flow_plan(chunk, wanted) AS f);
+                    IF cardinality(plan) > 0 THEN
+                        SELECT coalesce(array_agg(x.store_key) FILTER (WHERE x.got), '{}'),
+                               coalesce(array_agg(x.store_key) FILTER (WHERE NOT x.got), '{}')
+                        INTO locked_now, busy_now
+                        FROM (SELECT f.store_key, pg_try_advisory_xact_lock(20225, hashtext(f.store_key)) AS got
+                              FROM unnest(plan) AS f
+                              WHERE NOT f.paused AND f.store_key <> ALL (ledger_stores)
+                                AND (f.max_running IS NOT NULL OR f.max_starts IS NOT NULL
+                                     OR f.cap_types IS NOT NULL)) AS x;
+                        IF cardinality(locked_now) + cardinality(busy_now) > 0 THEN
+                            -- a statement of its own, after the locks: its snapshot sees every claim committed
+                            -- before they were got, and none can commit a claim of these stores meanwhile
+                            WITH used AS MATERIALIZED (
+                                SELECT * FROM jobs_flow_usage(locked_now)
+                            ), counted AS (
+                                SELECT f.store_key,
+                                       CASE WHEN f.store_key = ANY (busy_now) THEN 0
+                                            ELSE least(f.max_running - (SELECT coalesce(sum(u.running), 0)::integer
+                                                                        FROM used u WHERE u.store_key = f.store_key),
+                                                       f.max_starts - (SELECT coalesce(sum(u.started), 0)::integer
+                                                                       FROM used u WHERE u.store_key = f.store_key))
+                                       END AS left_now,
+                                       f.max_starts IS NOT NULL
+                                       OR EXISTS (SELECT 1 FROM unnest(f.cap_starts) AS x(n) WHERE x.n IS NOT NULL)
+                                           AS counts_starts
+                                FROM unnest(plan) AS f
+                                WHERE f.store_key = ANY (locked_now) OR f.store_key = ANY (busy_now)
+                            ), capped AS (
+                                SELECT f.store_key, t.type,
+                                       least(t.max_running - coalesce(u.running, 0),
+                                             t.max_starts - coalesce(u.started, 0)) AS left_now
+                                FROM unnest(plan) AS f
+                                CROSS JOIN LATERAL unnest(f.cap_types, f.cap_running, f.cap_starts)
+                                    AS t(type, max_running, max_starts)
+                                LEFT JOIN used u ON u.store_key = f.store_key AND u.type = t.type
+                                WHERE f.store_key = ANY (locked_now)
+                            )
+                            SELECT ledger_stores || ARRAY(SELECT c.store_key FROM counted c),
+                                   ledger_left || ARRAY(SELECT c.left_now FROM counted c),
+                                   starts_stores || ARRAY(SELECT c.store_key FROM counted c
+                                                          WHERE c.counts_starts AND c.store_key = ANY (locked_now)),
+                                   ledger_cap_stores || ARRAY(SELECT c.store_key FROM capped c),
+                                   ledger_cap_types || ARRAY(SELECT c.type FROM capped c),
+                                   ledger_cap_left || ARRAY(SELECT c.left_now FROM capped c)
+                            INTO ledger_stores, ledger_left, starts_stores, ledger_cap_stores, ledger_cap_types,
+                                 ledger_cap_left;
+                        END IF;
+                        -- each store of the plan: left out (paused, no allowance left, nothing it may give), or
+                        -- read by type when some of its wanted types are left out or capped
+                        SELECT coalesce(array_agg(ROW(c.store_key, c.types,
+                                                      CASE WHEN k.by_type THEN k.store_wanted ELSE c.via_types END,
+                                                      k.store_wanted, c.turn_at, c.rank_wait, c.rank_pos, c.head_run,
+                                                      c.head_id, c.after_run, c.after_id, c.taken, c.owed,
+                                                      a.allowance, c.live, coalesce(f.weight, 1), x.cap_types,
+                                                      x.cap_left)::jobs_fair_queue_v4 ORDER BY c.ordinality)
+                                         FILTER (WHERE f.nth IS NULL
+                                                 OR NOT f.paused AND coalesce(a.allowance, 1) > 0
+                                                    AND (NOT k.by_type OR cardinality(k.store_wanted) > 0)), '{}')
+                        INTO chunk
+                        FROM unnest(chunk) WITH ORDINALITY AS c
+                        LEFT JOIN unnest(plan) AS f ON f.nth = c.ordinality
+                        CROSS JOIN LATERAL (
+                            -- what it may still take: its counted allowance less what this claim took from it
+                            SELECT ledger_left[array_position(ledger_stores, c.store_key)]
+                                   - cardinality(array_positions(claimed_stores, c.store_key)) AS allowance
+                        ) AS a
+                        CROSS JOIN LATERAL (
+                            SELECT array_agg(l.type) FILTER (WHERE l.left_now > 0) AS cap_types,
+                                   array_agg(l.left_now) FILTER (WHERE l.left_now > 0) AS cap_left,
+                                   coalesce(array_agg(l.type) FILTER (WHERE l.left_now <= 0), '{}') AS spent
+                            FROM (SELECT l.type,
+                                         l.left_then - (SELECT count(*)::integer
+                                                        FROM unnest(claimed_stores, claimed_types) AS t(store_key, type)
+                                                        WHERE t.store_key = c.store_key AND t.type = l.type) AS left_now
+                                  FROM unnest(ledger_cap_stores, ledger_cap_types, ledger_cap_left)
+                                       AS l(store_key, type, left_then)
+                                  WHERE f.nth IS NOT NULL AND l.store_key = c.store_key AND l.left_then IS NOT NULL
+                                  ) AS l
+                        ) AS x
+                        CROSS JOIN LATERAL (
+                            SELECT cardinality(coalesce(f.excluded, '{}') || x.spent) > 0 OR x.cap_types IS NOT NULL
+                                       AS by_type,
+                                   coalesce(f.excluded, '{}') || x.spent AS excluded
+                        ) AS e
+                        CROSS JOIN LATERAL (
+                            SELECT e.by_type,
+                                   CASE WHEN e.by_type THEN
+                                       ARRAY(SELECT t.type FROM unnest(coalesce(c.types, wanted)) AS t(type)
+                                             WHERE (wanted IS NULL OR t.type = ANY (wanted))
+                                               AND t.type <> ALL (e.excluded)
+                                             ORDER BY t.type)
+                                   END AS store_wanted
+                        ) AS k;
+                    END IF;
+                END IF;
+
+                -- 3b. the heads of the stores read (of the types each may give): a store with a due one is a
+                -- candidate, with its exact rank; the others are tightened in 6. (not the arrivals' stores), as are
+                -- rows whose types are not known
+                SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
+                                              greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
+                                              '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
+                                              c.cap_left)::jobs_fair_queue_v4)
                                 FILTER (WHERE h.head_run <= now()), '{}'),
                        coalesce(array_agg(c.store_key) FILTER (WHERE h.head_run IS NULL OR h.head_run > now()), '{}')
                 INTO candidates, chunk_empty
                 FROM unnest(chunk) AS c
-                LEFT JOIN LATERAL jobs_fair_head(cur_level, c.store_key, c.via_types, wanted, skip_ids) AS h ON true;
-                read_stores := read_stores || ARRAY(SELECT c.store_key FROM unnest(chunk) AS c);
+                LEFT JOIN LATERAL jobs_fair_head(cur_level, c.store_key, c.via_types,
+                                                 coalesce(c.store_wanted, wanted), skip_ids) AS h ON true;
                 pool := pool || candidates;
-                chunk_empty := chunk_empty || chunk_unknown;
-                tighten_stores := tighten_stores || chunk_empty;
-                tighten_levels := tighten_levels || array_fill(cur_level, ARRAY[cardinality(chunk_empty)]);
+                IF NOT from_arrivals THEN
+                    chunk_empty := chunk_empty || chunk_unknown;
+                    tighten_stores := tighten_stores || chunk_empty;
+                    tighten_levels := tighten_levels || array_fill(cur_level, ARRAY[cardinality(chunk_empty)]);
+                END IF;
 
-                -- 3c. place the candidates whose rank is below the bound of every row not read yet, in rank order.
-                -- Flow control: a store's allowance (its cap, max_running, starts per minute) and its paused types
-                -- would be set here, 0 leaving it out.
+                -- 3c. place the candidates whose rank is below the bound of every row not read yet, in rank order,
+                -- each with what it may take in this claim (p_max_per_store counts what it got at the levels above)
                 SELECT coalesce(array_agg(c ORDER BY c.rank_wait, c.rank_pos, c.head_run, c.store_key)
                                 FILTER (WHERE (c.rank_wait, c.rank_pos, c.head_run, c.store_key)
                                               < (after_wait, after_pos, after_head, after_store)), '{}'),
@@ -753,42 +953,49 @@ BEGIN
                 FOR k IN 1 .. cardinality(placed) LOOP
                     r := cardinality(queues) + 1;
                     queues[r] := placed[k];
-                    -- p_max_per_store counts what the store got at the levels above
                     queues[r].allowance := least(p_limit, p_max_per_store - cardinality(array_positions(
-                                                              claimed_stores, placed[k].store_key)));
+                                                              claimed_stores, placed[k].store_key)),
+                                                 placed[k].allowance);
                     queues[r].live := queues[r].allowance > 0;
                 END LOOP;
 
             ELSIF step = 'whole rounds' THEN
                 -----------------------------------------------------------------------------------------------------
-                -- 4. WHOLE ROUNDS: every live queue is owed round_share more jobs (fewer under its cap)
+                -- 4. WHOLE ROUNDS: every live queue is owed its weight times round_share more jobs (fewer under
+                -- its allowance)
                 -----------------------------------------------------------------------------------------------------
-                round_share := slots_left / live_queues;  -- flow control: weights would share the slots here
+                round_share := slots_left / live_weight;
                 FOR r IN 1 .. cardinality(queues) LOOP
                     CONTINUE WHEN NOT queues[r].live;
-                    queues[r].owed := least(round_share, queues[r].allowance);
-                    asks := asks || ROW(r, queues[r].store_key, queues[r].via_types, queues[r].after_run,
-                                        queues[r].after_id, queues[r].owed, NULL)::jobs_fair_ask;
+                    queues[r].owed := least(round_share * queues[r].weight, queues[r].allowance);
+                    asks := asks || ROW(r, queues[r].store_key, queues[r].via_types, queues[r].store_wanted,
+                                        queues[r].after_run, queues[r].after_id, queues[r].owed, NULL,
+                                        queues[r].cap_types, queues[r].cap_left)::jobs_fair_ask_v4;
                     step_ranks := step_ranks || r;
                 END LOOP;
 
             ELSIF step = 'partial round' THEN
                 -----------------------------------------------------------------------------------------------------
-                -- 5. PARTIAL ROUND: one job per queue in rank order, asked in batches of as many queues as slots
-                -- are left; a queue's first job at the level is its head, asked for by primary key
+                -- 5. PARTIAL ROUND: each queue its weight in jobs, in rank order, asked in batches while fewer jobs
+                -- are asked than slots are left; a queue's first job at the level is its head, asked for by primary
+                -- key (not for a queue with per-type caps: read from its cursor, by type)
                 -----------------------------------------------------------------------------------------------------
                 IF partial_at IS NULL THEN
                     partial_at := 1;
-                    deferred_ranks := '{}'; deferred_ids := '{}'; deferred_runs := '{}';
+                    deferred_ranks := '{}'; deferred_ids := '{}'; deferred_runs := '{}'; deferred_types := '{}';
                 END IF;
-                WHILE partial_at <= cardinality(queues) AND cardinality(asks) < slots_left LOOP
+                asked := 0;
+                WHILE partial_at <= cardinality(queues) AND asked < slots_left LOOP
                     r := partial_at;
                     partial_at := partial_at + 1;
                     CONTINUE WHEN NOT queues[r].live;
-                    queues[r].owed := 1;
-                    asks := asks || ROW(r, queues[r].store_key, queues[r].via_types, queues[r].after_run,
-                                        queues[r].after_id, 1,
-                                        CASE WHEN queues[r].taken = 0 THEN queues[r].head_id END)::jobs_fair_ask;
+                    queues[r].owed := least(queues[r].weight, queues[r].allowance);
+                    asked := asked + queues[r].owed;
+                    asks := asks || ROW(r, queues[r].store_key, queues[r].via_types, queues[r].store_wanted,
+                                        queues[r].after_run, queues[r].after_id, queues[r].owed,
+                                        CASE WHEN queues[r].taken = 0 AND queues[r].cap_types IS NULL
+                                             THEN queues[r].head_id END,
+                                        queues[r].cap_types, queues[r].cap_left)::jobs_fair_ask_v4;
                     step_ranks := step_ranks || r;
                 END LOOP;
 
@@ -798,36 +1005,42 @@ BEGIN
                 got_ranks := deferred_ranks[1:slots_left];
                 got_ids := deferred_ids[1:slots_left];
                 got_runs := deferred_runs[1:slots_left];
+                got_types := deferred_types[1:slots_left];
                 step_ranks := got_ranks;
                 partial_at := NULL;
             END IF;
 
             IF cardinality(asks) > 0 THEN
                 -----------------------------------------------------------------------------------------------------
-                -- 4./5. THE LOCKED READ of what the step asks: each ask's head by primary key when it names one
-                -- (and it is still pending, due, wanted and not locked by another caller), else its next `take`
-                -- due jobs after its cursor in (run_at, id) order. Every read is FOR UPDATE SKIP LOCKED: a row
-                -- another caller is claiming is skipped, not waited for, and a row changed since the snapshot has
-                -- every condition checked again (EvalPlanQual), so a job claimed and committed meanwhile stays out.
+                -- 4./5. THE LOCKED READ of what the step asks: each ask's head by primary key when it names one (and
+                -- it is still pending, due, of a type the store may give and not locked by another caller), then
+                -- the rest of its `take` due jobs after its cursor (after the head, if got) in (run_at, id) order.
+                -- Every read is FOR UPDATE SKIP LOCKED (sql/026 says why that is enough).
                 -----------------------------------------------------------------------------------------------------
                 WITH ask AS (
                     SELECT * FROM unnest(asks)
                 ), heads AS (
-                    SELECT a.rank, j.id, j.run_at
+                    SELECT a.rank, j.id, j.run_at, j.type
                     FROM ask a
                     JOIN jobs j ON j.id = a.head_id
                     WHERE j.status = 'pending' AND j.priority = cur_level AND coalesce(j.store_id, '') = a.store_key
-                      AND j.run_at <= now() AND (wanted IS NULL OR j.type = ANY (wanted)) AND j.id <> ALL (skip_ids)
+                      AND j.run_at <= now() AND j.id <> ALL (skip_ids)
+                      AND (coalesce(a.store_wanted, wanted) IS NULL OR j.type = ANY (coalesce(a.store_wanted, wanted)))
                     FOR UPDATE OF j SKIP LOCKED
                 ), rest AS (
-                    SELECT a.* FROM ask a WHERE NOT EXISTS (SELECT 1 FROM heads h WHERE h.rank = a.rank)
+                    SELECT a.rank, a.store_key, a.via_types, a.store_wanted, a.cap_types, a.cap_left,
+                           coalesce(h.run_at, a.after_run) AS after_run, coalesce(h.id, a.after_id) AS after_id,
+                           a.take - CASE WHEN h.id IS NULL THEN 0 ELSE 1 END AS take
+                    FROM ask a
+                    LEFT JOIN heads h ON h.rank = a.rank
+                    WHERE a.take > CASE WHEN h.id IS NULL THEN 0 ELSE 1 END
                 ), got AS (
-                    SELECT h.rank, h.id, h.run_at FROM heads h
+                    SELECT h.rank, h.id, h.run_at, h.type FROM heads h
                     UNION ALL
-                    -- a store whose every type is wanted: one read of jobs_fair_idx
-                    SELECT a.rank, n.id, n.run_at
+                    -- a store read through jobs_fair_idx (every type it holds is wanted, nothing left out)
+                    SELECT a.rank, n.id, n.run_at, n.type
                     FROM rest a
-                    CROSS JOIN LATERAL (SELECT j.id, j.run_at
+                    CROSS JOIN LATERAL (SELECT j.id, j.run_at, j.type
                                         FROM jobs j
                                         WHERE a.via_types IS NULL AND j.status = 'pending' AND j.priority = cur_level
                                           AND coalesce(j.store_id, '') = a.store_key AND j.run_at <= now()
@@ -837,15 +1050,18 @@ BEGIN
                                         LIMIT a.take
                                         FOR UPDATE OF j SKIP LOCKED) AS n
                     UNION ALL
-                    -- a store that also holds unwanted types: one read of jobs_fair_type_idx per wanted type it
-                    -- holds, and of those jobs the first `take` in (run_at, id) order (the others read here stay
+                    -- a store read by type: one read of jobs_fair_type_idx per type it may give, each at most its
+                    -- cap, and of those jobs the first `take` in (run_at, id) order (the others read here stay
                     -- locked until the claim commits: another caller skips them meanwhile)
-                    SELECT m.rank, m.id, m.run_at
-                    FROM (SELECT a.rank, a.take, n.id, n.run_at,
+                    SELECT m.rank, m.id, m.run_at, m.type
+                    FROM (SELECT a.rank, a.take, n.id, n.run_at, t.type,
                                  row_number() OVER (PARTITION BY a.rank ORDER BY n.run_at, n.id) AS nth
                           FROM rest a
-                          CROSS JOIN LATERAL (SELECT u.type FROM unnest(a.via_types) AS u(type)
-                                              WHERE u.type = ANY (wanted)) AS t
+                          CROSS JOIN LATERAL (SELECT u.type,
+                                                     coalesce(a.cap_left[array_position(a.cap_types, u.type)],
+                                                              a.take) AS cap
+                                              FROM unnest(a.via_types) AS u(type)
+                                              WHERE u.type = ANY (coalesce(a.store_wanted, wanted))) AS t
                           CROSS JOIN LATERAL (SELECT j.id, j.run_at
                                               FROM jobs j
                                               WHERE j.status = 'pending' AND j.type = t.type
@@ -853,63 +1069,83 @@ BEGIN
                                                 AND j.run_at <= now() AND (j.run_at, j.id) > (a.after_run, a.after_id)
                                                 AND j.id <> ALL (skip_ids)
                                               ORDER BY j.run_at, j.id
-                                              LIMIT a.take
+                                              LIMIT least(a.take, t.cap)
                                               FOR UPDATE OF j SKIP LOCKED) AS n) AS m
                     WHERE m.nth <= m.take
                 )
                 SELECT coalesce(array_agg(g.rank ORDER BY g.rank, g.run_at, g.id), '{}'),
                        coalesce(array_agg(g.id ORDER BY g.rank, g.run_at, g.id), '{}'),
-                       coalesce(array_agg(g.run_at ORDER BY g.rank, g.run_at, g.id), '{}')
-                INTO got_ranks, got_ids, got_runs
+                       coalesce(array_agg(g.run_at ORDER BY g.rank, g.run_at, g.id), '{}'),
+                       coalesce(array_agg(g.type ORDER BY g.rank, g.run_at, g.id), '{}')
+                INTO got_ranks, got_ids, got_runs, got_types
                 FROM got g;
             END IF;
 
             IF step = 'partial round' THEN
-                -- a queue whose first job here is not its head: another caller holds the head, so it is serving
-                -- that store right now; its job is set aside until every store nobody is serving has been asked
-                kept_ranks := '{}'; kept_ids := '{}'; kept_runs := '{}';
+                -- a queue whose first jobs here do not include its head: another caller holds the head, so it is
+                -- serving that store right now; its jobs are set aside until every store nobody is serving has
+                -- been asked
+                head_ranks := '{}';
+                FOR k IN 1 .. cardinality(got_ranks) LOOP
+                    IF got_ids[k] = queues[got_ranks[k]].head_id THEN
+                        head_ranks := head_ranks || got_ranks[k];
+                    END IF;
+                END LOOP;
+                kept_ranks := '{}'; kept_ids := '{}'; kept_runs := '{}'; kept_types := '{}';
                 FOR k IN 1 .. cardinality(got_ranks) LOOP
                     r := got_ranks[k];
-                    IF queues[r].taken = 0 AND got_ids[k] <> queues[r].head_id THEN
+                    IF queues[r].taken = 0 AND r <> ALL (head_ranks) THEN
                         deferred_ranks := deferred_ranks || r;
                         deferred_ids := deferred_ids || got_ids[k];
                         deferred_runs := deferred_runs || got_runs[k];
-                        queues[r].owed := 0;  -- it has its job: it stays live
+                        deferred_types := deferred_types || got_types[k];
+                        queues[r].owed := queues[r].owed - 1;  -- it has this job: it stays live if it got them all
                     ELSE
                         kept_ranks := kept_ranks || r; kept_ids := kept_ids || got_ids[k];
-                        kept_runs := kept_runs || got_runs[k];
+                        kept_runs := kept_runs || got_runs[k]; kept_types := kept_types || got_types[k];
                     END IF;
                 END LOOP;
-                got_ranks := kept_ranks; got_ids := kept_ids; got_runs := kept_runs;
+                got_ranks := kept_ranks; got_ids := kept_ids; got_runs := kept_runs; got_types := kept_types;
             END IF;
 
-            -- take what the step got: the one place a job becomes this claim's
+            -- take what the step got, while slots are left: the one place a job becomes this claim's
             FOR k IN 1 .. cardinality(got_ranks) LOOP
+                EXIT WHEN slots_left = 0;
                 r := got_ranks[k];
                 queues[r].taken := queues[r].taken + 1;
                 queues[r].owed := greatest(queues[r].owed - 1, 0);
                 queues[r].allowance := queues[r].allowance - 1;
                 queues[r].after_run := got_runs[k];
                 queues[r].after_id := got_ids[k];
+                cap_at := array_position(queues[r].cap_types, got_types[k]);
+                IF cap_at IS NOT NULL THEN
+                    one := queues[r];
+                    one.cap_left[cap_at] := one.cap_left[cap_at] - 1;
+                    queues[r] := one;
+                END IF;
                 claimed_ids := claimed_ids || got_ids[k];
                 claimed_stores := claimed_stores || queues[r].store_key;
+                claimed_types := claimed_types || got_types[k];
                 claimed_levels := claimed_levels || cur_level;
-                claimed_rounds := claimed_rounds || queues[r].taken;
+                claimed_rounds := claimed_rounds || (queues[r].taken + queues[r].weight - 1) / queues[r].weight;
                 claimed_ranks := claimed_ranks || r;
+                claimed_nths := claimed_nths || queues[r].taken;
                 slots_left := slots_left - 1;
             END LOOP;
             -- a queue the step asked stays live if it gave all it was asked for (a job set aside counts) and may
-            -- take more; one that gave less has no lockable due job left
+            -- take more; one that gave less has no lockable due job left it may give
             FOREACH r IN ARRAY step_ranks LOOP
                 queues[r].live := queues[r].owed = 0 AND queues[r].allowance > 0;
             END LOOP;
-            live_queues := (SELECT count(*)::integer FROM unnest(queues) AS q WHERE q.live);
+            SELECT count(*)::integer, coalesce(sum(q.weight), 0)::integer
+            INTO live_queues, live_weight
+            FROM unnest(queues) AS q WHERE q.live;
         END LOOP steps;
     END LOOP levels;
 
     -------------------------------------------------------------------------------------------------------------------
     -- 6. TURNS: rows found with nothing due (of the wanted types) are made exact, except the ones this claim widened;
-    -- the stores served get their turn
+    -- the claims of stores with a starts limit are recorded; the stores served get their turn
     -------------------------------------------------------------------------------------------------------------------
     IF cardinality(tighten_stores) > 0 THEN
         PERFORM job_store_queues_tighten(array_agg(t.priority), array_agg(t.store_key))
@@ -919,19 +1155,32 @@ BEGIN
         HAVING count(*) > 0;
     END IF;
 
+    IF cardinality(starts_stores) > 0 THEN
+        INSERT INTO job_store_starts (store_key, type, claimed_at, jobs)
+        SELECT c.store_key, c.type, now(), count(*)::integer
+        FROM unnest(claimed_stores, claimed_types) AS c(store_key, type)
+        WHERE c.store_key = ANY (starts_stores)
+        GROUP BY c.store_key, c.type;
+        DELETE FROM job_store_starts
+        WHERE id IN (SELECT s.id FROM job_store_starts s
+                     WHERE s.store_key = ANY (starts_stores) AND s.claimed_at <= now() - interval '1 minute'
+                     FOR UPDATE SKIP LOCKED);
+    END IF;
+
     IF cardinality(claimed_ids) = 0 THEN
         RETURN;
     END IF;
     PERFORM job_store_queues_serve(array_agg(s.store_key), array_agg(s.pos))
     FROM (SELECT c.store_key, max(c.pos)::integer AS pos
-          FROM (SELECT u.store_key, row_number() OVER (ORDER BY u.priority, u.round, u.rank) AS pos
-                FROM unnest(claimed_stores, claimed_levels, claimed_rounds, claimed_ranks)
-                     AS u(store_key, priority, round, rank)) AS c
+          FROM (SELECT u.store_key, row_number() OVER (ORDER BY u.priority, u.round, u.rank, u.nth) AS pos
+                FROM unnest(claimed_stores, claimed_levels, claimed_rounds, claimed_ranks, claimed_nths)
+                     AS u(store_key, priority, round, rank, nth)) AS c
           GROUP BY c.store_key) AS s;
 
     RETURN QUERY
-        SELECT u.id, (row_number() OVER (ORDER BY u.priority, u.round, u.rank))::integer
-        FROM unnest(claimed_ids, claimed_levels, claimed_rounds, claimed_ranks) AS u(id, priority, round, rank);
+        SELECT u.id, (row_number() OVER (ORDER BY u.priority, u.round, u.rank, u.nth))::integer
+        FROM unnest(claimed_ids, claimed_levels, claimed_rounds, claimed_ranks, claimed_nths)
+             AS u(id, priority, round, rank, nth);
 END
 $$;
 
@@ -946,6 +1195,37 @@ CREATE FUNCTION public.jobs_fair_claim(p_limit integer, p_type text, p_max_per_s
         FROM jobs_fair_claim(p_limit, CASE WHEN p_type IS NOT NULL THEN ARRAY[p_type] END, p_max_per_store,
                              p_skip) AS f
     $$;
+
+--
+-- Name: jobs_fair_flow_plan(public.jobs_fair_queue_v4[], text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_fair_flow_plan(p_chunk public.jobs_fair_queue_v4[], p_wanted text[]) RETURNS SETOF public.jobs_fair_flow
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT c.store_key, c.ordinality::integer, coalesce(p.paused, false),
+           coalesce(p.types, '{}') || coalesce(h.types, '{}'),
+           l.weight, l.max_running, l.max_starts, l.cap_types, l.cap_running, l.cap_starts
+    FROM unnest(p_chunk) WITH ORDINALITY AS c
+    CROSS JOIN LATERAL (SELECT bool_or(x.type IS NULL) AS paused,
+                               array_agg(x.type) FILTER (WHERE x.type IS NOT NULL) AS types
+                        FROM job_pauses x
+                        WHERE coalesce(x.store_id, '') = c.store_key) AS p
+    CROSS JOIN LATERAL (SELECT array_agg(x.type) AS types
+                        FROM job_store_quota_holds x
+                        WHERE x.store_key = c.store_key AND x.until > now()) AS h
+    CROSS JOIN LATERAL (SELECT count(*) AS n,
+                               max(x.weight) FILTER (WHERE x.type IS NULL) AS weight,
+                               max(x.max_running) FILTER (WHERE x.type IS NULL) AS max_running,
+                               max(x.max_starts_per_minute) FILTER (WHERE x.type IS NULL) AS max_starts,
+                               array_agg(x.type) FILTER (WHERE x.type IS NOT NULL) AS cap_types,
+                               array_agg(x.max_running) FILTER (WHERE x.type IS NOT NULL) AS cap_running,
+                               array_agg(x.max_starts_per_minute) FILTER (WHERE x.type IS NOT NULL) AS cap_starts
+                        FROM jobs_flow_limits(ARRAY[c.store_key]) AS x
+                        WHERE x.type IS NULL OR p_wanted IS NULL OR x.type = ANY (p_wanted)) AS l
+    WHERE c.store_key <> ''
+      AND (p.paused OR p.types IS NOT NULL OR h.types IS NOT NULL OR l.n > 0)
+$$;
 
 --
 -- Name: jobs_fair_head(smallint, text, text[], text[], bigint[]); Type: FUNCTION; Schema: public; Owner: -
@@ -987,6 +1267,60 @@ CREATE FUNCTION public.jobs_fair_head(p_level smallint, p_store text, p_via text
                        ORDER BY x.run_at, x.id
                        LIMIT 1) AS by_type ON true
     WHERE every_type.id IS NOT NULL OR walked.id IS NOT NULL OR by_type.id IS NOT NULL
+$$;
+
+--
+-- Name: jobs_flow_limits(text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_flow_limits(p_stores text[]) RETURNS TABLE(store_key text, type text, max_running integer, max_starts_per_minute integer, weight integer, openai_tokens_per_minute integer)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT s.store_key, NULL::text, coalesce(o.max_running, d.max_running),
+           coalesce(o.max_starts_per_minute, d.max_starts_per_minute), coalesce(o.weight, d.weight),
+           coalesce(o.openai_tokens_per_minute, d.openai_tokens_per_minute)
+    FROM unnest(p_stores) AS s(store_key)
+    LEFT JOIN job_store_limits o ON coalesce(o.store_id, '') = s.store_key AND coalesce(o.type, '') = ''
+    LEFT JOIN job_store_limits d ON coalesce(d.store_id, '') = '' AND coalesce(d.type, '') = ''
+    WHERE s.store_key <> ''
+      AND num_nonnulls(o.max_running, d.max_running, o.max_starts_per_minute, d.max_starts_per_minute, o.weight,
+                       d.weight, o.openai_tokens_per_minute, d.openai_tokens_per_minute) > 0
+    UNION ALL
+    SELECT s.store_key, t.type, coalesce(o.max_running, d.max_running),
+           coalesce(o.max_starts_per_minute, d.max_starts_per_minute), NULL, NULL
+    FROM unnest(p_stores) AS s(store_key)
+    CROSS JOIN LATERAL (SELECT DISTINCT coalesce(l.type, '') AS type
+                        FROM job_store_limits l
+                        WHERE coalesce(l.store_id, '') IN (s.store_key, '') AND coalesce(l.type, '') > '') AS t
+    LEFT JOIN job_store_limits o ON coalesce(o.store_id, '') = s.store_key AND coalesce(o.type, '') = t.type
+    LEFT JOIN job_store_limits d ON coalesce(d.store_id, '') = '' AND coalesce(d.type, '') = t.type
+    WHERE s.store_key <> ''
+      AND num_nonnulls(o.max_running, d.max_running, o.max_starts_per_minute, d.max_starts_per_minute) > 0
+$$;
+
+--
+-- Name: jobs_flow_usage(text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_flow_usage(p_stores text[]) RETURNS TABLE(store_key text, type text, running integer, started integer)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT s.store_key, u.type, sum(u.running)::integer, sum(u.started)::integer
+    FROM unnest(p_stores) AS s(store_key)
+    CROSS JOIN LATERAL (SELECT j.type, count(*) AS running, 0 AS started
+                        FROM jobs j
+                        -- the lease test written so no index can serve it: a store's running jobs are found by
+                        -- jobs_store_status_live_idx (store_id, status); on jobs_running_lease_idx the planner
+                        -- walked every live lease of every store, per store (bench/fair_claim.py flow: 10x)
+                        WHERE j.store_id = s.store_key AND j.status = 'running'
+                          AND j.locked_until - now() > interval '0'
+                        GROUP BY j.type
+                        UNION ALL
+                        SELECT w.type, 0, sum(w.jobs)
+                        FROM job_store_starts w
+                        WHERE w.store_key = s.store_key AND w.claimed_at > now() - interval '1 minute'
+                        GROUP BY w.type) AS u
+    GROUP BY s.store_key, u.type
 $$;
 
 --
@@ -1087,6 +1421,237 @@ CREATE FUNCTION public.jobs_pending_types() RETURNS text[]
         WHERE s.type IS NOT NULL
     )
     SELECT coalesce(array_agg(s.type ORDER BY s.type), '{}') FROM seen s WHERE s.type IS NOT NULL
+$$;
+
+--
+-- Name: jobs_wait_reasons(bigint, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_wait_reasons(p_job_id bigint, p_handler_types text[] DEFAULT NULL::text[]) RETURNS TABLE(code text, message text, until timestamp with time zone, details jsonb)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    j             jobs%ROWTYPE;
+    key           text;          -- its store ('' for a job without one)
+    blocked       boolean := false;  -- something other than the competition for slots keeps it waiting
+    held_until    timestamptz;
+    pause         record;
+    lim           record;
+    running_now   integer;
+    started_now   integer;
+    frees_at      timestamptz;
+    turn_at       timestamptz;
+    turn_pos      integer;
+    head_run      timestamptz;
+    rank_wait     timestamptz;
+    ahead_jobs    integer;
+    ahead_stores  integer;
+    per_round     integer;
+BEGIN
+    SELECT * INTO j FROM jobs WHERE id = p_job_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    key := coalesce(j.store_id, '');
+    IF j.status = 'running' THEN
+        code := 'leased';
+        until := j.locked_until;
+        IF j.started_at IS NULL THEN
+            message := format('claimed by %s and not started yet (its call starts it on a free thread, or gives it '
+                              'back); the lease runs until %s', j.locked_by, j.locked_until);
+        ELSE
+            message := format('running in %s since %s; its lease runs until %s and is renewed while the handler '
+                              'runs', j.locked_by, j.started_at, j.locked_until);
+        END IF;
+        details := jsonb_build_object('locked_by', j.locked_by, 'started_at', j.started_at);
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF j.status = 'waiting' THEN  -- a workflow child (sql/013): not pending until its parents have ended
+        code := 'parents'; until := NULL;
+        SELECT jsonb_build_object('waits_for', j.waits_for,
+                                  'parent_ids', coalesce(jsonb_agg(d.parent_id ORDER BY d.parent_id), '[]'::jsonb))
+        INTO details
+        FROM (SELECT parent_id FROM job_dependencies
+              WHERE child_id = j.id AND NOT resolved ORDER BY parent_id LIMIT 20) d;
+        message := format('waits for %s parent job(s) to end (it becomes pending when the last one completes): %s',
+                          j.waits_for, details -> 'parent_ids');
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    IF j.status <> 'pending' THEN
+        RETURN;
+    END IF;
+
+    IF p_handler_types IS NOT NULL AND NOT (j.type = ANY (p_handler_types)) THEN
+        blocked := true;
+        code := 'no_handler'; until := NULL;
+        message := format('no handler is registered for type %s here: no call claims it until a deploy brings one '
+                          'back (or cancel it)', j.type);
+        details := jsonb_build_object('type', j.type);
+        RETURN NEXT;
+    END IF;
+
+    FOR pause IN SELECT p.id, p.type, p.store_id, p.created_at
+                 FROM job_pauses p
+                 WHERE (coalesce(p.store_id, '') = '' AND p.type = j.type)
+                    OR (key <> '' AND coalesce(p.store_id, '') = key AND (p.type IS NULL OR p.type = j.type))
+                 ORDER BY p.id LOOP
+        blocked := true;
+        code := 'paused'; until := NULL;
+        message := format('paused since %s: %s (pause %s; DELETE /pauses/%s resumes)', pause.created_at,
+                          CASE WHEN pause.store_id IS NULL THEN format('type %s', pause.type)
+                               WHEN pause.type IS NULL THEN format('store %s', pause.store_id)
+                               ELSE format('type %s of store %s', pause.type, pause.store_id) END,
+                          pause.id, pause.id);
+        details := jsonb_build_object('pause_id', pause.id, 'type', pause.type, 'store_id', pause.store_id);
+        RETURN NEXT;
+    END LOOP;
+
+    SELECT w.until INTO held_until FROM rate_limiter_waits w WHERE w.job_id = j.id AND w.until > now();
+    IF held_until IS NOT NULL THEN
+        blocked := true;
+        code := 'limiter_hold'; until := held_until;
+        message := format('the shared OpenAI rate limiter has rescheduled it until %s (the budget for its call '
+                          'refills then)', held_until);
+        details := jsonb_build_object('limiter', (SELECT w.name FROM rate_limiter_waits w WHERE w.job_id = j.id));
+        RETURN NEXT;
+    END IF;
+    held_until := NULL;
+    SELECT h.until INTO held_until
+    FROM job_store_quota_holds h WHERE h.store_key = key AND h.type = j.type AND h.until > now();
+    IF held_until IS NOT NULL THEN
+        blocked := true;
+        code := 'token_quota'; until := held_until;
+        message := format('store %s has spent its OpenAI token quota (openai_tokens_per_minute); its %s jobs are '
+                          'not claimed until %s', key, j.type, held_until);
+        details := jsonb_build_object('store_id', j.store_id, 'type', j.type);
+        RETURN NEXT;
+    END IF;
+    IF j.run_at > now() AND NOT blocked THEN
+        blocked := true;
+        until := j.run_at;
+        IF j.attempts > 0 OR j.deferrals > 0 THEN
+            code := 'backoff';
+            message := format('it runs again at %s (attempt %s of %s so far, put off %s times)%s', j.run_at,
+                              j.attempts, j.max_attempts, j.deferrals,
+                              CASE WHEN j.last_error IS NOT NULL THEN format('; last error: %s', left(j.last_error, 200))
+                                   ELSE '' END);
+        ELSE
+            code := 'not_due';
+            message := format('not due before %s (its run_at)', j.run_at);
+        END IF;
+        details := jsonb_build_object('run_at', j.run_at, 'attempts', j.attempts, 'deferrals', j.deferrals);
+        RETURN NEXT;
+    ELSIF j.run_at > now() THEN
+        blocked := true;
+    END IF;
+
+    -- its store's limits, as a whole and for its type, against live leases and the last minute's claims
+    FOR lim IN SELECT l.type, l.max_running, l.max_starts_per_minute
+               FROM jobs_flow_limits(ARRAY[key]) AS l
+               WHERE (l.type IS NULL OR l.type = j.type)
+                 AND (l.max_running IS NOT NULL OR l.max_starts_per_minute IS NOT NULL)
+               ORDER BY l.type NULLS FIRST LOOP
+        SELECT coalesce(sum(u.running), 0)::integer, coalesce(sum(u.started), 0)::integer
+        INTO running_now, started_now
+        FROM jobs_flow_usage(ARRAY[key]) AS u
+        WHERE lim.type IS NULL OR u.type = lim.type;
+        IF lim.max_running IS NOT NULL AND running_now >= lim.max_running THEN
+            blocked := true;
+            code := 'store_running_limit'; until := NULL;
+            message := format('store %s has %s %sjobs running (live leases), its max_running is %s: the next slot '
+                              'frees when one of them ends', key, running_now,
+                              CASE WHEN lim.type IS NULL THEN '' ELSE lim.type || ' ' END, lim.max_running);
+            details := jsonb_build_object('running', running_now, 'max_running', lim.max_running, 'type', lim.type);
+            RETURN NEXT;
+        END IF;
+        IF lim.max_starts_per_minute IS NOT NULL AND started_now >= lim.max_starts_per_minute THEN
+            blocked := true;
+            SELECT s.claimed_at + interval '1 minute' INTO frees_at
+            FROM (SELECT w.claimed_at,
+                         sum(w.jobs) OVER (ORDER BY w.claimed_at DESC, w.id DESC) AS newest_jobs
+                  FROM job_store_starts w
+                  WHERE w.store_key = key AND (lim.type IS NULL OR w.type = lim.type)
+                    AND w.claimed_at > now() - interval '1 minute') AS s
+            WHERE s.newest_jobs >= greatest(lim.max_starts_per_minute, 1)
+            ORDER BY s.claimed_at DESC
+            LIMIT 1;
+            code := 'store_rate_limit'; until := frees_at;
+            message := format('store %s was given %s %sjobs in the last minute, its max_starts_per_minute is %s%s',
+                              key, started_now, CASE WHEN lim.type IS NULL THEN '' ELSE lim.type || ' ' END,
+                              lim.max_starts_per_minute,
+                              CASE WHEN frees_at IS NOT NULL THEN format(': the next slot frees at %s', frees_at)
+                                   ELSE '' END);
+            details := jsonb_build_object('started', started_now, 'max_starts_per_minute', lim.max_starts_per_minute,
+                                          'type', lim.type);
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+
+    IF blocked THEN
+        RETURN;
+    END IF;
+
+    -- the competition for slots: more urgent due jobs (priority is global), then the stores ahead at its level
+    SELECT count(*)::integer INTO ahead_jobs
+    FROM (SELECT 1 FROM jobs x
+          WHERE x.status = 'pending' AND x.priority < j.priority AND x.run_at <= now()
+          LIMIT 10000) AS x;
+    IF ahead_jobs > 0 THEN
+        code := 'behind_higher_priority'; until := NULL;
+        message := format('%s%s due jobs of a more urgent priority than %s come first (priority is global)',
+                          ahead_jobs, CASE WHEN ahead_jobs = 10000 THEN '+' ELSE '' END, j.priority);
+        details := jsonb_build_object('jobs_ahead', ahead_jobs);
+        RETURN NEXT;
+    END IF;
+
+    SELECT q.served_at, q.served_pos INTO turn_at, turn_pos
+    FROM job_store_queues q WHERE q.store_key = key AND q.priority = j.priority;
+    turn_pos := coalesce(turn_pos, 0);
+    SELECT x.run_at INTO head_run
+    FROM jobs x
+    WHERE x.status = 'pending' AND x.priority = j.priority AND coalesce(x.store_id, '') = key AND x.run_at <= now()
+    ORDER BY x.run_at, x.id
+    LIMIT 1;
+    head_run := coalesce(head_run, j.run_at);
+    rank_wait := greatest(head_run, turn_at);
+    SELECT count(*)::integer INTO ahead_stores
+    FROM (SELECT q.store_key, q.served_at, q.served_pos
+          FROM job_store_queues q
+          WHERE q.priority = j.priority AND q.store_key <> key
+            AND (q.wait_from, q.served_pos, q.head_lb, q.store_key) < (rank_wait, turn_pos, head_run, key)
+          ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
+          LIMIT 1000) AS q
+    CROSS JOIN LATERAL (SELECT x.run_at
+                        FROM jobs x
+                        WHERE x.status = 'pending' AND x.priority = j.priority
+                          AND coalesce(x.store_id, '') = q.store_key AND x.run_at <= now()
+                        ORDER BY x.run_at, x.id
+                        LIMIT 1) AS h
+    WHERE (greatest(h.run_at, q.served_at), q.served_pos, h.run_at, q.store_key) < (rank_wait, turn_pos, head_run, key);
+    SELECT count(*)::integer INTO ahead_jobs
+    FROM (SELECT 1 FROM jobs x
+          WHERE x.status = 'pending' AND x.priority = j.priority AND coalesce(x.store_id, '') = key
+            AND x.run_at <= now() AND (x.run_at, x.id) < (j.run_at, j.id)
+          LIMIT 10000) AS x;
+    SELECT l.weight INTO per_round FROM jobs_flow_limits(ARRAY[key]) AS l WHERE l.type IS NULL;
+    per_round := coalesce(per_round, 1);
+    code := 'waiting_for_turn'; until := NULL;
+    IF ahead_stores = 0 AND ahead_jobs = 0 THEN
+        message := format('first in line at priority %s: the next claim takes it', j.priority);
+    ELSE
+        message := format('%s%s stores wait ahead of %s at priority %s (the longest waiting go first) and %s%s of '
+                          'its own due jobs come before this one; each round of a claim gives a store %s job%s',
+                          ahead_stores, CASE WHEN ahead_stores = 1000 THEN '+' ELSE '' END,
+                          CASE WHEN key = '' THEN 'the jobs without a store' ELSE 'store ' || key END, j.priority,
+                          ahead_jobs, CASE WHEN ahead_jobs = 10000 THEN '+' ELSE '' END, per_round,
+                          CASE WHEN per_round = 1 THEN '' ELSE 's' END);
+    END IF;
+    details := jsonb_build_object('stores_ahead', ahead_stores, 'jobs_ahead_in_store', ahead_jobs,
+                                  'jobs_per_round', per_round);
+    RETURN NEXT;
+END
 $$;
 
 --
@@ -1330,6 +1895,39 @@ CREATE TABLE public.job_dependencies (
 );
 
 --
+-- Name: job_pauses; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_pauses (
+    id bigint NOT NULL,
+    type text,
+    store_id text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT job_pauses_something_check CHECK (((type IS NOT NULL) OR (store_id IS NOT NULL))),
+    CONSTRAINT job_pauses_store_id_check CHECK ((store_id <> ''::text)),
+    CONSTRAINT job_pauses_type_check CHECK ((type <> ''::text))
+);
+
+--
+-- Name: TABLE job_pauses; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.job_pauses IS 'Paused job types, stores and store/type pairs; see sql/027_job_flow_control_v1.sql.';
+
+--
+-- Name: job_pauses_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_pauses ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.job_pauses_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: job_queue_alert_settings; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1345,6 +1943,8 @@ CREATE TABLE public.job_queue_alert_settings (
     failure_rate_min_jobs bigint DEFAULT 20 NOT NULL,
     no_tick_after_s bigint DEFAULT 300 NOT NULL,
     stuck_handler_after_s bigint DEFAULT 900 NOT NULL,
+    store_lag_warning_s bigint DEFAULT 300 NOT NULL,
+    store_lag_critical_s bigint DEFAULT 3600 NOT NULL,
     CONSTRAINT job_queue_alert_settings_backlog_critical_check CHECK ((backlog_critical > 0)),
     CONSTRAINT job_queue_alert_settings_backlog_warning_check CHECK ((backlog_warning > 0)),
     CONSTRAINT job_queue_alert_settings_failure_rate_critical_check CHECK (((failure_rate_critical >= (0)::numeric) AND (failure_rate_critical <= (1)::numeric))),
@@ -1355,6 +1955,8 @@ CREATE TABLE public.job_queue_alert_settings (
     CONSTRAINT job_queue_alert_settings_pending_age_critical_s_check CHECK ((pending_age_critical_s > 0)),
     CONSTRAINT job_queue_alert_settings_pending_age_warning_s_check CHECK ((pending_age_warning_s > 0)),
     CONSTRAINT job_queue_alert_settings_singleton CHECK (singleton),
+    CONSTRAINT job_queue_alert_settings_store_lag_critical_s_check CHECK ((store_lag_critical_s > 0)),
+    CONSTRAINT job_queue_alert_settings_store_lag_warning_s_check CHECK ((store_lag_warning_s > 0)),
     CONSTRAINT job_queue_alert_settings_stuck_handler_after_s_check CHECK ((stuck_handler_after_s > 0))
 );
 
@@ -1423,6 +2025,18 @@ COMMENT ON COLUMN public.job_queue_alert_settings.no_tick_after_s IS 'seconds si
 --
 
 COMMENT ON COLUMN public.job_queue_alert_settings.stuck_handler_after_s IS 'seconds a handler may run before "stuck_handler" fires (900: longer than any call''s budget)';
+
+--
+-- Name: COLUMN job_queue_alert_settings.store_lag_warning_s; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_alert_settings.store_lag_warning_s IS 'seconds a store''s oldest due job may wait (since its run_at) before "store_lag" fires for that store';
+
+--
+-- Name: COLUMN job_queue_alert_settings.store_lag_critical_s; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.job_queue_alert_settings.store_lag_critical_s IS 'seconds past which "store_lag" is critical';
 
 --
 -- Name: job_ticks; Type: TABLE; Schema: public; Owner: -
@@ -1559,7 +2173,9 @@ CREATE VIEW public.job_queue_alerts AS
             job_queue_alert_settings.failure_rate_critical,
             job_queue_alert_settings.failure_rate_min_jobs,
             job_queue_alert_settings.no_tick_after_s,
-            job_queue_alert_settings.stuck_handler_after_s
+            job_queue_alert_settings.stuck_handler_after_s,
+            job_queue_alert_settings.store_lag_warning_s,
+            job_queue_alert_settings.store_lag_critical_s
            FROM public.job_queue_alert_settings
           WHERE job_queue_alert_settings.singleton
         ), due AS (
@@ -1677,11 +2293,26 @@ UNION ALL
     s
   WHERE (stuck.n > 0)
 UNION ALL
+ SELECT 'store_lag'::text AS alert,
+        CASE
+            WHEN (l.wait_s >= (s.store_lag_critical_s)::double precision) THEN 'critical'::text
+            ELSE 'warning'::text
+        END AS severity,
+    round((l.wait_s)::numeric, 1) AS value,
+    (
+        CASE
+            WHEN (l.wait_s >= (s.store_lag_critical_s)::double precision) THEN s.store_lag_critical_s
+            ELSE s.store_lag_warning_s
+        END)::numeric AS threshold,
+    format('store %s: its oldest due job (priority %s) has waited %s s since its run_at (warning at %s s, critical at %s s)'::text, COALESCE(l.store_id, '(jobs without a store)'::text), l.priority, round((l.wait_s)::numeric), s.store_lag_warning_s, s.store_lag_critical_s) AS message
+   FROM (s
+     CROSS JOIN LATERAL public.job_store_lag((s.store_lag_warning_s)::double precision, 20) l(store_id, priority, oldest_run_at, wait_s))
+UNION ALL
  SELECT 'alert_settings_missing'::text AS alert,
     'critical'::text AS severity,
     NULL::numeric AS value,
     NULL::numeric AS threshold,
-    'job_queue_alert_settings has no row: no other alert can fire; re-run sql/052_queue_health_v1.sql and sql/058_queue_health_v2.sql'::text AS message
+    'job_queue_alert_settings has no row: no other alert can fire; re-run sql/052_queue_health_v1.sql, sql/058_queue_health_v2.sql and sql/061_queue_health_v4.sql'::text AS message
   WHERE (NOT (EXISTS ( SELECT 1
            FROM public.job_queue_alert_settings)));
 
@@ -1811,6 +2442,33 @@ ALTER TABLE public.job_store_arrivals ALTER COLUMN id ADD GENERATED ALWAYS AS ID
 );
 
 --
+-- Name: job_store_limits; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_store_limits (
+    store_id text,
+    type text,
+    max_running integer,
+    max_starts_per_minute integer,
+    weight integer,
+    openai_tokens_per_minute integer,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT job_store_limits_max_running_check CHECK ((max_running >= 0)),
+    CONSTRAINT job_store_limits_max_starts_check CHECK ((max_starts_per_minute >= 0)),
+    CONSTRAINT job_store_limits_per_store_check CHECK (((type IS NULL) OR ((weight IS NULL) AND (openai_tokens_per_minute IS NULL)))),
+    CONSTRAINT job_store_limits_store_id_check CHECK ((store_id <> ''::text)),
+    CONSTRAINT job_store_limits_tokens_check CHECK ((openai_tokens_per_minute >= 1)),
+    CONSTRAINT job_store_limits_type_check CHECK ((type <> ''::text)),
+    CONSTRAINT job_store_limits_weight_check CHECK (((weight >= 1) AND (weight <= 1000)))
+);
+
+--
+-- Name: TABLE job_store_limits; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.job_store_limits IS 'Per-store limits and weights (store_id NULL: every store); see sql/027_job_flow_control_v1.sql.';
+
+--
 -- Name: job_store_queues; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1825,6 +2483,54 @@ CREATE TABLE public.job_store_queues (
     type_heads timestamp with time zone[]
 )
 WITH (fillfactor='70', autovacuum_vacuum_threshold='500', autovacuum_vacuum_scale_factor='0.05', autovacuum_vacuum_cost_delay='0');
+
+--
+-- Name: job_store_quota_holds; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_store_quota_holds (
+    store_key text NOT NULL,
+    type text NOT NULL,
+    until timestamp with time zone NOT NULL
+);
+
+--
+-- Name: TABLE job_store_quota_holds; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.job_store_quota_holds IS 'Store/type pairs whose OpenAI token quota is spent, until when (claims leave their jobs alone until then).';
+
+--
+-- Name: job_store_starts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_store_starts (
+    id bigint NOT NULL,
+    store_key text NOT NULL,
+    type text NOT NULL,
+    claimed_at timestamp with time zone NOT NULL,
+    jobs integer NOT NULL,
+    CONSTRAINT job_store_starts_jobs_check CHECK ((jobs > 0))
+);
+
+--
+-- Name: TABLE job_store_starts; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.job_store_starts IS 'Jobs claimed per claim, store and type, for max_starts_per_minute; rows older than a minute mean nothing.';
+
+--
+-- Name: job_store_starts_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_store_starts ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.job_store_starts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
 
 --
 -- Name: job_ticks_id_seq; Type: SEQUENCE; Schema: public; Owner: -
@@ -2002,6 +2708,13 @@ ALTER TABLE ONLY public.job_dependencies
     ADD CONSTRAINT job_dependencies_pkey PRIMARY KEY (parent_id, child_id);
 
 --
+-- Name: job_pauses job_pauses_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_pauses
+    ADD CONSTRAINT job_pauses_pkey PRIMARY KEY (id);
+
+--
 -- Name: job_queue_alert_settings job_queue_alert_settings_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2035,6 +2748,20 @@ ALTER TABLE ONLY public.job_store_arrivals
 
 ALTER TABLE ONLY public.job_store_queues
     ADD CONSTRAINT job_store_queues_pkey PRIMARY KEY (store_key, priority);
+
+--
+-- Name: job_store_quota_holds job_store_quota_holds_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_store_quota_holds
+    ADD CONSTRAINT job_store_quota_holds_pkey PRIMARY KEY (store_key, type);
+
+--
+-- Name: job_store_starts job_store_starts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_store_starts
+    ADD CONSTRAINT job_store_starts_pkey PRIMARY KEY (id);
 
 --
 -- Name: job_ticks job_ticks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -2125,16 +2852,40 @@ CREATE INDEX dashboard_signin_failures_client_idx ON public.dashboard_signin_fai
 CREATE INDEX job_dependencies_child_idx ON public.job_dependencies USING btree (child_id);
 
 --
+-- Name: job_pauses_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX job_pauses_key ON public.job_pauses USING btree (COALESCE(store_id, ''::text), COALESCE(type, ''::text));
+
+--
 -- Name: job_schedules_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX job_schedules_due_idx ON public.job_schedules USING btree (next_run_at) WHERE enabled;
 
 --
+-- Name: job_store_limits_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX job_store_limits_key ON public.job_store_limits USING btree (COALESCE(store_id, ''::text), COALESCE(type, ''::text));
+
+--
 -- Name: job_store_queues_wait_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX job_store_queues_wait_idx ON public.job_store_queues USING btree (priority, wait_from, served_pos, head_lb, store_key);
+
+--
+-- Name: job_store_quota_holds_until_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX job_store_quota_holds_until_idx ON public.job_store_quota_holds USING btree (until);
+
+--
+-- Name: job_store_starts_store_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX job_store_starts_store_idx ON public.job_store_starts USING btree (store_key, claimed_at);
 
 --
 -- Name: job_ticks_started_idx; Type: INDEX; Schema: public; Owner: -

@@ -69,6 +69,9 @@ def database_url() -> str:
             # each run of a job.step() function (tests/workflow_handlers.py)
             conn.execute(text("CREATE TABLE step_runs (job_id bigint NOT NULL, name text NOT NULL, pid int NOT NULL, "
                               "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
+            # test.span: when each run of a handler started and ended (the flow-control tests count overlaps)
+            conn.execute(text("CREATE TABLE job_spans (job_id bigint NOT NULL, store_id text, pid int NOT NULL, "
+                              "started_at timestamptz NOT NULL DEFAULT clock_timestamp(), ended_at timestamptz)"))
         db.engine.dispose()
     return url
 
@@ -85,7 +88,8 @@ def clean_db(raw_engine):
     with raw_engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, job_executions, jobs_archive, job_schedules, job_store_queues, job_ticks, "
                           "job_type_runtimes, job_dependencies, job_steps, job_batch_callbacks, step_runs, "
-                          "job_actions, dashboard_signin_failures "
+                          "job_actions, dashboard_signin_failures, job_pauses, job_store_limits, "
+                          "job_store_starts, job_store_quota_holds, job_spans "
                           "RESTART IDENTITY"))
     return raw_engine
 

@@ -105,4 +105,18 @@ def later_once(job):
     return {"deferrals": job.deferrals}
 
 
+@handler("test.span", max_attempts=3, timeout_s=10)
+def span(job):
+    """Records when its run started and ended (job_spans), sleeping `seconds` in between."""
+    with db.engine.begin() as conn:
+        span_id = conn.execute(text("INSERT INTO job_spans (job_id, store_id, pid) VALUES (:id, :store, :pid) "
+                                    "RETURNING ctid::text"),
+                               {"id": job.id, "store": job.store_id, "pid": os.getpid()}).scalar()
+    time.sleep(float(job.payload.get("seconds", 0.1)))
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE job_spans SET ended_at = clock_timestamp() WHERE ctid = CAST(:at AS tid)"),
+                     {"at": span_id})
+    return {"span": job.id}
+
+
 from tests import workflow_handlers  # noqa: E402,F401 - the workflow tests' handlers, registered with these

@@ -219,14 +219,14 @@ def test_every_page_shows_real_data(operator, engine):
     assert 'id="due">3<' in overview and "host:1:abc" in overview and "completed 7" in overview
     assert "test.fail" in overview and "200 ms" in overview  # p50 of the runtimes
     stores = operator.get("/dashboard/stores").get_data(as_text=True)
-    assert ">s1</a>" in stores and "not available" in stores
+    assert ">s1</a>" in stores and "not available" not in stores
     assert 'id="store-due">3<' in operator.get("/dashboard/stores/s1").get_data(as_text=True)
     failed = operator.get("/dashboard/failed").get_data(as_text=True)
     assert "ValueError: product N missing" in failed and ">4<" in failed
     assert "b1" in operator.get("/dashboard/batches").get_data(as_text=True)
     assert "nightly" in operator.get("/dashboard/schedules").get_data(as_text=True)
     job = operator.get("/dashboard/jobs/5").get_data(as_text=True)
-    assert "ValueError: product 2 missing" in job and "Wait reasons: not available" in job
+    assert "ValueError: product 2 missing" in job and "Not waiting: it is failed." in job
     confirm = operator.get("/dashboard/bulk/confirm?action=retry&status=failed&type=test.fail").get_data(as_text=True)
     assert 'id="matched">4<' in confirm
 
@@ -252,52 +252,48 @@ def test_single_job_actions_and_schedules_are_logged(operator, engine):
     assert "schedule.disable" in log and "cancel" in log and "dashboard · operator" in log
 
 
-# --- the flow-control plug-in (issue 11's objects, stood in for here) ----------------------------------------------
+# --- tenant flow control (jobprocessor/dashboard/flow_control.py over jobprocessor/flow) ------------------------
 
-STAND_IN = """
-CREATE TABLE job_pauses (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, type text, store_id text,
-                         created_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE job_limits (store_id text, type text, max_running int, max_starts_per_minute int, weight real,
-                         openai_tokens_per_minute int);
-CREATE FUNCTION job_wait_reasons(bigint) RETURNS TABLE (code text, message text, until timestamptz)
-LANGUAGE sql AS $$ SELECT 'paused'::text, 'its type is paused'::text, NULL::timestamptz $$;
-"""
-
-
-@pytest.fixture
-def flow_control_objects(raw_engine):
-    """The shapes CONTRACT.md gives issue 11's pauses, limits and wait reasons; dropped again after the test."""
-    with raw_engine.begin() as conn:
-        conn.execute(text(STAND_IN))
-    yield
-    with raw_engine.begin() as conn:
-        conn.execute(text("DROP TABLE job_pauses; DROP TABLE job_limits; DROP FUNCTION job_wait_reasons(bigint)"))
-
-
-def test_flow_control_lights_up_when_its_objects_exist(operator, engine, flow_control_objects):
+def test_pauses_limits_and_wait_reasons_through_the_dashboard(operator, engine):
     _some_jobs(engine)
     token = page_token(operator)
     assert operator.post("/dashboard/pauses", data={"csrf_token": token, "type": "test.echo"}).status_code == 302
     assert operator.post("/dashboard/pauses", data={"csrf_token": token}).status_code == 400
+    bad = operator.post("/dashboard/pauses", data={"csrf_token": token, "type": "x" * 300})
+    assert bad.status_code == 400 and "at most" in bad.get_data(as_text=True)  # POST /pauses's own rules
     assert operator.post("/dashboard/limits", data={"csrf_token": token, "store_id": "s1", "max_running": "2",
-                                                    "weight": "1.5"}).status_code == 302
+                                                    "weight": "3"}).status_code == 302
+    refused = operator.post("/dashboard/limits", data={"csrf_token": token, "store_id": "s1", "type": "test.echo",
+                                                       "weight": "2"})
+    assert refused.status_code == 400 and "weight is per store" in refused.get_data(as_text=True)
     controls = operator.get("/dashboard/controls").get_data(as_text=True)
-    assert "not available" not in controls and "test.echo" in controls and "1.5" in controls
+    assert "not available" not in controls and "test.echo" in controls
     stores = operator.get("/dashboard/stores").get_data(as_text=True)
     assert "≤2 running" in stores and "test.echo" in stores
-    assert "its type is paused" in operator.get("/dashboard/jobs/1").get_data(as_text=True)
-    assert operator.post("/dashboard/pauses/1/remove", data={"csrf_token": token}).status_code == 302
+    assert "max_running 2" in operator.get("/dashboard/stores/s1").get_data(as_text=True)
+    job = operator.get("/dashboard/jobs/1").get_data(as_text=True)  # what GET /jobs/1/wait says
+    assert "<code>paused</code>" in job and "type test.echo" in job
+    with engine.connect() as conn:
+        pause_id = conn.execute(text("SELECT id FROM job_pauses")).scalar_one()
+        assert conn.execute(text("SELECT weight FROM job_store_limits WHERE store_id = 's1'")).scalar_one() == 3
+    assert operator.post(f"/dashboard/pauses/{pause_id}/remove", data={"csrf_token": token}).status_code == 302
+    assert "<code>waiting_for_turn</code>" in operator.get("/dashboard/jobs/1").get_data(as_text=True)
     assert operator.post("/dashboard/limits/remove", data={"csrf_token": token, "store_id": "s1"}).status_code == 302
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_pauses")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM job_store_limits")).scalar_one() == 0
     log = operator.get("/dashboard/actions").get_data(as_text=True)
     for action in ("pause.add", "pause.remove", "limit.put", "limit.remove"):
         assert action in log
 
 
-def test_without_flow_control_its_actions_say_so(operator):
+def test_before_the_flow_control_migration_its_actions_say_so(operator, monkeypatch):
+    from jobprocessor.dashboard import flow_control
+
+    monkeypatch.setattr(flow_control, "features", lambda conn: flow_control.Features())
     response = operator.post("/dashboard/pauses", data={"csrf_token": page_token(operator), "type": "x"})
     assert response.status_code == 501 and "not available" in response.get_data(as_text=True)
+    assert "not available" in operator.get("/dashboard/controls").get_data(as_text=True)
 
 
 # --- figures that stay cheap at scale --------------------------------------------------------------------------------

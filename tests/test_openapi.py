@@ -26,6 +26,8 @@ CONTRACT_ENDPOINTS = {
     ("get", "/batches/{batch_id}"), ("get", "/queue/health"), ("get", "/rate-limiter/stats"),
     ("get", "/metrics"), ("get", "/healthz"), ("get", "/openapi.json"), ("get", "/ticks"),
     ("post", "/jobs/bulk"),
+    ("post", "/pauses"), ("get", "/pauses"), ("delete", "/pauses/{pause_id}"),
+    ("put", "/limits"), ("get", "/limits"), ("delete", "/limits"), ("get", "/jobs/{job_id}/wait"),
 }
 
 

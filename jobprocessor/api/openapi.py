@@ -21,6 +21,8 @@ bp = Blueprint("openapi", __name__)
 
 STATUSES = ["waiting", "pending", "running", "completed", "failed", "cancelled"]
 MAX_JOB_ID = 2**63 - 1
+WAIT_CODES = ["leased", "parents", "no_handler", "paused", "limiter_hold", "token_quota", "backoff", "not_due",
+              "store_running_limit", "store_rate_limit", "behind_higher_priority", "waiting_for_turn"]
 
 
 def _ref(name: str) -> dict:
@@ -304,6 +306,83 @@ _SCHEMAS = {
             "next_before": {"type": "integer", "nullable": True},
         },
     },
+    "Pause": {
+        "type": "object",
+        "required": ["id", "type", "store_id", "created_at"],
+        "properties": {
+            "id": {"type": "integer", "format": "int64", "minimum": 1},
+            "type": {**_NULLABLE_TEXT, "description": "the paused job type (null: every type of the store)"},
+            "store_id": {**_NULLABLE_TEXT, "description": "the paused store (null: the type in every store)"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "NewPause": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "a type, a store_id, or both (one type of one store); claims skip the jobs it covers from "
+                       "their next round; running jobs finish",
+        "properties": {"type": {**_IDENTIFIER, "nullable": True}, "store_id": {**_IDENTIFIER, "nullable": True}},
+        "anyOf": [{"required": ["type"], "properties": {"type": _IDENTIFIER}},
+                  {"required": ["store_id"], "properties": {"store_id": _IDENTIFIER}}],
+    },
+    "Limit": {
+        "type": "object",
+        "required": ["store_id", "type", "max_running", "max_starts_per_minute", "weight",
+                     "openai_tokens_per_minute"],
+        "properties": {
+            "store_id": {**_NULLABLE_TEXT, "description": "null: every store, each on its own"},
+            "type": {**_NULLABLE_TEXT, "description": "null: the store's jobs of every type together"},
+            "max_running": {"type": "integer", "nullable": True, "minimum": 0,
+                            "description": "jobs running at once, counted from live leases across every caller"},
+            "max_starts_per_minute": {"type": "integer", "nullable": True, "minimum": 0,
+                                      "description": "jobs claimed in any 60 s"},
+            "weight": {"type": "integer", "nullable": True, "minimum": 1, "maximum": 1000,
+                       "description": "jobs per round of the fair claim (default 1); per store only"},
+            "openai_tokens_per_minute": {"type": "integer", "nullable": True, "minimum": 1,
+                                         "description": "the store's share of the shared OpenAI tokens/min; per "
+                                                        "store only"},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "LimitPut": {
+        "type": "object",
+        "required": ["store_id"],
+        "additionalProperties": False,
+        "description": "replaces the row of (store_id, type) as a whole: a field left out is not set there (a "
+                       "store's value is its own row's, else the every-store row's); at least one field",
+        "properties": {
+            "store_id": {**_IDENTIFIER, "nullable": True},
+            "type": {**_IDENTIFIER, "nullable": True},
+            "max_running": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 1000000},
+            "max_starts_per_minute": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 1000000},
+            "weight": {"type": "integer", "nullable": True, "minimum": 1, "maximum": 1000},
+            "openai_tokens_per_minute": {"type": "integer", "nullable": True, "minimum": 1, "maximum": 2000000000},
+        },
+        # at least one field set; weight and openai_tokens_per_minute only for a store as a whole (no type)
+        "anyOf": [{"required": [name], "properties": {name: {"type": "integer"}}}
+                  for name in ("max_running", "max_starts_per_minute", "weight", "openai_tokens_per_minute")],
+        "not": {"anyOf": [{"required": ["type", name], "properties": {"type": {"type": "string"},
+                                                                      name: {"type": "integer"}}}
+                          for name in ("weight", "openai_tokens_per_minute")]},
+    },
+    "WaitReasons": {
+        "type": "object",
+        "required": ["job_id", "status", "reasons"],
+        "properties": {
+            "job_id": {"type": "integer", "format": "int64"},
+            "status": {"type": "string"},
+            "reasons": {"type": "array", "items": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": WAIT_CODES},
+                    "message": {"type": "string"},
+                    "until": {"type": "string", "format": "date-time", "description": "when it ends, if known"},
+                    "details": {"type": "object", "description": "the figures behind the message (stores_ahead, "
+                                                                 "running, max_running, pause_id, locked_by, ...)"},
+                }}},
+        },
+    },
     "BulkRequest": {
         "oneOf": [_ref("BulkRetry"), _ref("BulkCancel")],
         "description": "retry: failed or cancelled jobs back to pending with fresh attempts; cancel: pending jobs "
@@ -477,6 +556,59 @@ _PATHS = {
         "responses": {"200": _json("Ticks, the age of the last one, and the next page's `before`.",
                                    _ref("Ticks")),
                       "400": _error("A parameter is out of range or malformed."), **_COMMON}}},
+    "/pauses": {
+        "post": {
+            "summary": "Pause a job type, a store, or one type of a store", "operationId": "add_pause",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewPause")}}},
+            "responses": {"201": _json("Paused.", _ref("Pause")),
+                          "200": _json("That pause exists already (nothing changed).", _ref("Pause")),
+                          "400": _error("Neither type nor store_id, or a field is invalid."),
+                          "415": _error("The body is not application/json."), **_COMMON}},
+        "get": {
+            "summary": "The pauses in force", "operationId": "list_pauses",
+            "parameters": [{"name": "type", "in": "query", "schema": _FILTER},
+                           {"name": "store_id", "in": "query", "schema": _FILTER}],
+            "responses": {"200": _json("Every pause (of the store / type asked for), oldest first.", {
+                "type": "object", "required": ["pauses"],
+                "properties": {"pauses": {"type": "array", "items": _ref("Pause")}}}),
+                "400": _error("A parameter is invalid."), **_COMMON}},
+    },
+    "/pauses/{pause_id}": {"delete": {
+        "summary": "Resume: remove a pause", "operationId": "remove_pause",
+        "parameters": [{"name": "pause_id", "in": "path", "required": True,
+                        "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_JOB_ID}}],
+        "responses": {"204": {"description": "Removed: claims take the jobs again from their next round."},
+                      "400": _error("pause_id is not a valid id."), "404": _error("No such pause."), **_COMMON}}},
+    "/limits": {
+        "put": {
+            "summary": "Set a store's limits and weight (store_id null: every store), optionally per type",
+            "operationId": "put_limit",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("LimitPut")}}},
+            "responses": {"201": _json("Created.", _ref("Limit")), "200": _json("Replaced.", _ref("Limit")),
+                          "400": _error("A field is invalid, or no limit is given."),
+                          "415": _error("The body is not application/json."), **_COMMON}},
+        "get": {
+            "summary": "The limits set; with store_id, that store's rows and what applies to it now",
+            "operationId": "list_limits",
+            "parameters": [{"name": "store_id", "in": "query", "schema": _FILTER}],
+            "responses": {"200": _json("The rows (and, for a store, `effective`: per type or as a whole, the "
+                                       "values that apply with running and started_last_minute).", {
+                "type": "object", "required": ["limits"],
+                "properties": {"limits": {"type": "array", "items": _ref("Limit")},
+                               "effective": {"type": "array", "items": {"type": "object"}}}}),
+                "400": _error("A parameter is invalid."), **_COMMON}},
+        "delete": {
+            "summary": "Remove the limits of (store_id, type) (store_id left out: the every-store row)",
+            "operationId": "delete_limit",
+            "parameters": [{"name": "store_id", "in": "query", "schema": _FILTER},
+                           {"name": "type", "in": "query", "schema": _FILTER}],
+            "responses": {"204": {"description": "Removed."}, "400": _error("A parameter is invalid."),
+                          "404": _error("No such row."), **_COMMON}},
+    },
+    "/jobs/{job_id}/wait": {"get": {
+        "summary": "Why this job is waiting (or what holds it)", "operationId": "job_wait", "parameters": [_JOB_ID],
+        "responses": {"200": _json("Its status and every reason that applies now, in order.", _ref("WaitReasons")),
+                      "400": _error("job_id is not a valid id."), "404": _error("No such job."), **_COMMON}}},
     "/rate-limiter/stats": {"get": {
         "summary": "The shared OpenAI rate limiter", "operationId": "rate_limiter_stats",
         "responses": {"200": _json("Used and limit per window, utilisation, jobs waiting.",

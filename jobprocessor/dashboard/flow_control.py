@@ -1,15 +1,11 @@
-"""Tenant flow control as the dashboard sees it (issue 11: pauses, per-store limits and weights, "why is this job
-waiting?"), behind a feature check: until the database has these objects, each page and section says "not
-available" and no action is offered.
+"""Tenant flow control as the dashboard sees it: pauses, per-store limits and weights, and "why is this job
+waiting?", through the same functions as the HTTP API and the CLI (jobprocessor/flow: pauses.py, limits.py,
+wait.py), so a pause or a limit set here is validated, stored and read exactly as `POST /pauses` and `PUT /limits`
+do it, and a job's page shows what `GET /jobs/<id>/wait` says. Used by the Pauses & limits page (add, edit,
+remove), the pauses/limits/weight columns of the Stores page and a store's page, and a job's page.
 
-THE PLUG-IN POINT. issue 11 builds the real objects; when it lands, make the names below match them (or replace
-the bodies of these functions by calls to its module), and every page and action of the dashboard that uses flow
-control works: the Pauses & limits page (add, edit, remove), the pauses/limits/weight columns of the Stores page and
-a store's page, and the wait reasons of a job's page. Nothing else in the dashboard refers to these objects.
-The shapes follow the contract (CONTRACT.md, "Added by the second round of issues"):
-  pauses: id, type, store_id, created_at          (POST /pauses, GET /pauses, DELETE /pauses/<id>)
-  limits: store_id (NULL: every store), type, max_running, max_starts_per_minute, weight, openai_tokens_per_minute
-  wait reasons: code, message, until              (GET /jobs/<id>/wait)
+features() stays as a guard for a database whose migrations have not reached revision 0016_flow_control (a
+dashboard deployed before its `flask db upgrade`): each page then says "not available" and offers no action.
 """
 from __future__ import annotations
 
@@ -19,13 +15,29 @@ from typing import Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-PAUSES_TABLE = "job_pauses"
-LIMITS_TABLE = "job_limits"
-WAIT_REASONS_FUNCTION = "job_wait_reasons(bigint)"  # returns rows of (code, message, until)
-LIMIT_FIELDS = ("max_running", "max_starts_per_minute", "weight", "openai_tokens_per_minute")
+from ..flow import InvalidFlowInput, limits, pauses, plain, wait
+from ..queries import array_literal
 
-FEATURES = text("SELECT to_regclass(:pauses) IS NOT NULL AS pauses, to_regclass(:limits) IS NOT NULL AS limits, "
-                "to_regprocedure(:wait) IS NOT NULL AS wait_reasons")
+LIMIT_FIELDS = tuple(limits.FIELDS)
+
+FEATURES = text("SELECT to_regclass('job_pauses') IS NOT NULL AS pauses, "
+                "to_regclass('job_store_limits') IS NOT NULL AS limits, "
+                "to_regprocedure('jobs_wait_reasons(bigint, text[])') IS NOT NULL AS wait_reasons")
+
+# a store's own pauses and the pauses of a type everywhere (store_id NULL): what holds its jobs
+STORE_PAUSES = """
+SELECT id, type, store_id, created_at FROM job_pauses
+WHERE store_id IS NULL OR store_id = ANY (CAST(:stores AS text[]))
+ORDER BY id LIMIT 1000
+"""
+STORE_LIMITS = f"""
+SELECT store_id, type, {", ".join(LIMIT_FIELDS)} FROM job_store_limits
+WHERE store_id IS NULL OR store_id = ANY (CAST(:stores AS text[]))
+ORDER BY store_id NULLS FIRST, type NULLS FIRST LIMIT 1000
+"""
+
+__all__ = ["InvalidFlowInput", "LIMIT_FIELDS", "Features", "features", "list_pauses", "add_pause", "remove_pause",
+           "list_limits", "put_limit", "delete_limit", "wait_reasons"]
 
 
 @dataclass(frozen=True)
@@ -40,70 +52,52 @@ class Features:
 
 
 def features(conn: Connection) -> Features:
-    row = conn.execute(FEATURES, {"pauses": PAUSES_TABLE, "limits": LIMITS_TABLE,
-                                  "wait": WAIT_REASONS_FUNCTION}).one()
+    row = conn.execute(FEATURES).one()
     return Features(bool(row.pauses), bool(row.limits), bool(row.wait_reasons))
 
 
 # --- pauses --------------------------------------------------------------------------------------------------------
 
 def list_pauses(conn: Connection, store_ids: Optional[list[str]] = None) -> list[dict]:
-    sql = f"SELECT id, type, store_id, created_at FROM {PAUSES_TABLE}"
-    params = {}
-    if store_ids is not None:
-        # a store's own pauses and those that apply to every store
-        sql += " WHERE store_id IS NULL OR store_id = ANY(CAST(:stores AS text[]))"
-        from ..queries import array_literal
-
-        params["stores"] = array_literal(store_ids)
-    return [dict(row) for row in conn.execute(text(sql + " ORDER BY created_at DESC, id DESC LIMIT 1000"),
-                                              params).mappings()]
+    """Every pause; with store_ids, those that hold these stores' jobs (their own, and a type's everywhere)."""
+    if store_ids is None:
+        return pauses.list_pauses(conn)
+    return [plain(row) for row in conn.execute(text(STORE_PAUSES), {"stores": array_literal(store_ids)}).mappings()]
 
 
 def add_pause(conn: Connection, job_type: Optional[str], store_id: Optional[str]) -> dict:
-    row = conn.execute(text(f"INSERT INTO {PAUSES_TABLE} (type, store_id) VALUES (:type, :store_id) "
-                            "RETURNING id, type, store_id, created_at"),
-                       {"type": job_type, "store_id": store_id}).mappings().one()
-    return dict(row)
+    """POST /pauses's rules (InvalidFlowInput for a bad one); the existing pause when it is there already."""
+    valid_type, valid_store = pauses.validate({"type": job_type, "store_id": store_id})
+    return pauses.add_pause(conn, job_type=valid_type, store_id=valid_store)[0]
 
 
 def remove_pause(conn: Connection, pause_id: int) -> bool:
-    return conn.execute(text(f"DELETE FROM {PAUSES_TABLE} WHERE id = :id RETURNING id"),
-                        {"id": pause_id}).first() is not None
+    return pauses.remove_pause(conn, pause_id)
 
 
 # --- limits and weights --------------------------------------------------------------------------------------------
 
 def list_limits(conn: Connection, store_ids: Optional[list[str]] = None) -> list[dict]:
-    sql = f"SELECT store_id, type, {', '.join(LIMIT_FIELDS)} FROM {LIMITS_TABLE}"
-    params = {}
-    if store_ids is not None:
-        sql += " WHERE store_id IS NULL OR store_id = ANY(CAST(:stores AS text[]))"
-        from ..queries import array_literal
-
-        params["stores"] = array_literal(store_ids)
-    return [dict(row) for row in conn.execute(text(sql + " ORDER BY store_id NULLS FIRST, type NULLS FIRST "
-                                                         "LIMIT 1000"), params).mappings()]
+    """Every row; with store_ids, these stores' rows and the every-store rows."""
+    if store_ids is None:
+        return limits.list_limits(conn)
+    return [plain(row) for row in conn.execute(text(STORE_LIMITS), {"stores": array_literal(store_ids)}).mappings()]
 
 
 def put_limit(conn: Connection, store_id: Optional[str], job_type: Optional[str], values: dict) -> None:
-    """Set (or replace) the limits of one (store, type); values: LIMIT_FIELDS, None for "no limit"."""
-    conn.execute(text(f"DELETE FROM {LIMITS_TABLE} WHERE store_id IS NOT DISTINCT FROM :store_id "
-                      "AND type IS NOT DISTINCT FROM :type"), {"store_id": store_id, "type": job_type})
-    conn.execute(text(f"INSERT INTO {LIMITS_TABLE} (store_id, type, {', '.join(LIMIT_FIELDS)}) "
-                      f"VALUES (:store_id, :type, {', '.join(':' + f for f in LIMIT_FIELDS)})"),
-                 {"store_id": store_id, "type": job_type, **{f: values.get(f) for f in LIMIT_FIELDS}})
+    """PUT /limits: set (or replace) the row of (store, type); values: LIMIT_FIELDS, None for "not set"."""
+    limits.put_limit(conn, limits.validate({"store_id": store_id, "type": job_type, **values}))
 
 
 def delete_limit(conn: Connection, store_id: Optional[str], job_type: Optional[str]) -> bool:
-    return conn.execute(text(f"DELETE FROM {LIMITS_TABLE} WHERE store_id IS NOT DISTINCT FROM :store_id "
-                             "AND type IS NOT DISTINCT FROM :type RETURNING 1"),
-                        {"store_id": store_id, "type": job_type}).first() is not None
+    return limits.delete_limit(conn, store_id=store_id, job_type=job_type)
 
 
 # --- why is this job waiting? --------------------------------------------------------------------------------------
 
 def wait_reasons(conn: Connection, job_id: int) -> list[dict]:
-    name = WAIT_REASONS_FUNCTION.split("(")[0]
-    return [dict(row) for row in conn.execute(text(f"SELECT code, message, until FROM {name}(:id)"),
-                                              {"id": job_id}).mappings()]
+    """GET /jobs/<id>/wait's reasons (code, message, until?, details), with this process's handler types."""
+    from ..handlers import registered_types
+
+    body = wait.wait_reasons(conn, job_id, registered_types())
+    return [] if body is None else body["reasons"]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import bulk, queries, schedules
 from ..api.errors import ApiError, _is_unavailable
-from ..api.params import choice_param, int_param, number_param, str_param
+from ..api.params import choice_param, int_param, str_param
 from ..extensions import db
 from ..ratelimit import rate_limiter_stats
 from . import charts, data, flow_control, session, signin
@@ -445,8 +445,11 @@ def add_pause():
     store_id = str_param("store_id", request.form.get("store_id"))
     if job_type is None and store_id is None:
         raise Refused(400, "Bad request", "Name a type, a store, or both: a pause of everything is not offered.")
-    with db.engine.begin() as conn:
-        pause = flow_control.add_pause(conn, job_type, store_id)
+    try:
+        with db.engine.begin() as conn:
+            pause = flow_control.add_pause(conn, job_type, store_id)
+    except flow_control.InvalidFlowInput as exc:
+        raise Refused(400, "Bad request", exc.message) from None
     bulk.log.record(db.engine, _actor(), "pause.add", {"type": job_type, "store_id": store_id, "id": pause["id"]})
     return redirect(url_for("dashboard.controls_page"))
 
@@ -470,12 +473,14 @@ def put_limit():
     values = {}
     for name in flow_control.LIMIT_FIELDS:
         raw = request.form.get(name)
-        values[name] = (number_param(name, raw, 0, 1e12) if name == "weight"
-                        else int_param(name, raw, 0, 10**12))
+        values[name] = int_param(name, raw, 0, 10**12)  # the ranges: flow.limits.validate, as PUT /limits
     if all(v is None for v in values.values()):
         raise Refused(400, "Bad request", "Give at least one limit or a weight.")
-    with db.engine.begin() as conn:
-        flow_control.put_limit(conn, store_id, job_type, values)
+    try:
+        with db.engine.begin() as conn:
+            flow_control.put_limit(conn, store_id, job_type, values)
+    except flow_control.InvalidFlowInput as exc:
+        raise Refused(400, "Bad request", exc.message) from None
     bulk.log.record(db.engine, _actor(), "limit.put", {"store_id": store_id, "type": job_type, **values})
     return redirect(url_for("dashboard.controls_page"))
 

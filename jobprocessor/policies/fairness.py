@@ -23,11 +23,24 @@ compares them job for job.
   turn (round-robin), even when a store's jobs were all enqueued at once.
 - max_per_store, when set, caps one store's jobs per call across all levels.
 - Jobs without a store form one store of their own (key "").
+
+Tenant flow control (`flow`, a Flow; sql/027_job_flow_control_v1.sql holds what it is made from):
+- Paused jobs do not exist for the claim: a paused type, a paused store, a paused type of one store (and a type of
+  a store whose OpenAI token quota is spent, held the same way until it refills).
+- A store's allowance is how many jobs it may still be given -- its limits (jobs running at once, starts per minute)
+  less what it has running and started lately -- across all levels of the claim, like max_per_store; a type of a
+  store can have an allowance of its own: once the claim has taken that many jobs of the type from the store, the
+  store's other jobs of that type do not exist for the rest of the claim (they are skipped, the store goes on with
+  its other types). A store whose allowance is 0 is not in the claim at all; a type whose allowance is 0 at the
+  start of a level does not count for the store's head (its rank) at that level.
+- A store's weight w (a whole number, default 1) is how many jobs it gets in each round: round r holds the jobs
+  (r-1)*w+1 .. r*w of the store. So rounds still go in order and stores in rank order within a round, a store alone
+  still gets every slot, and no store that can still run is more than one round (w jobs) ahead of another.
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence
 
 NO_STORE = ""
@@ -60,34 +73,82 @@ def _rank_key(head: DueJob, turn: Optional[Turn]) -> tuple:
     return (max(head.run_at, turn.served_at), turn.served_pos, head.run_at, head.store)
 
 
+@dataclass(frozen=True)
+class Flow:
+    """What tenant flow control says for one claim. The defaults: nothing configured."""
+
+    paused_types: frozenset = frozenset()
+    paused_stores: frozenset = frozenset()
+    paused_pairs: frozenset = frozenset()  # (store, type): a paused type of one store, or a spent token quota
+    allowance: Mapping[str, int] = field(default_factory=dict)  # store -> jobs it may still be given (absent: any)
+    type_allowance: Mapping[tuple, int] = field(default_factory=dict)  # (store, type) -> the same for one type
+    weights: Mapping[str, int] = field(default_factory=dict)  # store -> jobs per round (absent: 1)
+
+    def may_run(self, job: DueJob) -> bool:
+        return (job.type not in self.paused_types and job.store not in self.paused_stores
+                and (job.store, job.type) not in self.paused_pairs)
+
+    def weight(self, store: str) -> int:
+        return self.weights.get(store, 1)
+
+
+NO_FLOW = Flow()
+
+
 def allocate(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] = None,
-             turns: Optional[Mapping[str, Turn]] = None, types: Optional[Collection[str]] = None) -> list[DueJob]:
-    """The jobs one claim of `limit` takes from the due jobs `due`, in claim order (priority, round, rank); with
-    `types`, only jobs of those types."""
+             turns: Optional[Mapping[str, Turn]] = None, types: Optional[Collection[str]] = None,
+             flow: Flow = NO_FLOW) -> list[DueJob]:
+    """The jobs one claim of `limit` takes from the due jobs `due`, in claim order (priority, round, rank, then the
+    store's jobs in its round); with `types`, only jobs of those types; with `flow`, as tenant flow control says."""
     turns = turns or {}
     wanted = None if types is None else set(types)
     levels: dict[int, dict[str, list[DueJob]]] = defaultdict(lambda: defaultdict(list))
     for job in due:
-        if wanted is None or job.type in wanted:
+        if (wanted is None or job.type in wanted) and flow.may_run(job):
             levels[job.priority][job.store].append(job)
     taken: Counter = Counter()
+    taken_of_type: Counter = Counter()
+
+    def store_left(store: str) -> float:
+        left = float("inf")
+        if max_per_store is not None:
+            left = max_per_store - taken[store]
+        if store in flow.allowance:
+            left = min(left, flow.allowance[store] - taken[store])
+        return left
+
+    def type_left(job: DueJob) -> float:
+        key = (job.store, job.type)
+        return flow.type_allowance[key] - taken_of_type[key] if key in flow.type_allowance else float("inf")
+
     out: list[DueJob] = []
     for priority in sorted(levels):
-        queues = levels[priority]
-        for jobs in queues.values():
-            jobs.sort(key=lambda job: (job.run_at, job.id))
+        # at the level's start: each store's jobs of the types it may still be given, and the stores that may take
+        # any; their heads give the rank order
+        queues = {}
+        for store, jobs in levels[priority].items():
+            jobs = sorted((job for job in jobs if type_left(job) > 0), key=lambda job: (job.run_at, job.id))
+            if jobs and store_left(store) > 0:
+                queues[store] = jobs
         order = sorted(queues, key=lambda store: _rank_key(queues[store][0], turns.get(store)))
-        served = {store: 0 for store in order}
+        next_at = {store: 0 for store in order}
         while len(out) < limit:
             progressed = False
-            for store in order:  # one round
+            for store in order:  # one round: each store its next `weight` jobs
+                jobs = queues[store]
+                for _ in range(flow.weight(store)):
+                    while next_at[store] < len(jobs) and type_left(jobs[next_at[store]]) <= 0:
+                        next_at[store] += 1  # a type whose allowance this claim has used up
+                    if len(out) == limit or store_left(store) <= 0 or next_at[store] == len(jobs):
+                        break
+                    job = jobs[next_at[store]]
+                    out.append(job)
+                    next_at[store] += 1
+                    taken[store] += 1
+                    taken_of_type[(store, job.type)] += 1
+                    progressed = True
                 if len(out) == limit:
                     break
-                if served[store] < len(queues[store]) and (max_per_store is None or taken[store] < max_per_store):
-                    out.append(queues[store][served[store]])
-                    served[store] += 1
-                    taken[store] += 1
-                    progressed = True
             if not progressed:
                 break
     return out

@@ -1,5 +1,6 @@
 """The shared limiter as a handler uses it: acquire a slot (sleep briefly for it, or reschedule the job), call,
-settle.
+settle. A job of a store with an OpenAI token quota (openai_tokens_per_minute) also reserves on its store's quota
+first (store_quota.py): no room there soon, and the job is rescheduled without spending an attempt.
 
     limiter = SharedLimiter.for_app()
     grant = limiter.acquire(job, charged_tokens)        # may sleep; may raise RetryLater or PermanentError
@@ -19,6 +20,7 @@ from ..handlers.registry import Job, PermanentError, RetryLater
 from . import core
 from .core import Limits, Reservation, Settlement
 from .store import DEFAULT_NAME, LimiterStore
+from .store_quota import QUOTA_INLINE_WAIT_S, StoreGrant, StoreQuotas
 
 MAX_INLINE_WAIT_S = 10.0  # a job sleeps at most this long for its slot inside a call; longer: rescheduled
 MIN_CALL_S = 5.0  # a job does not start a call with less than this much of its deadline left
@@ -32,11 +34,18 @@ class Grant:
     reservation: Reservation
     waited_s: float
     job_id: Optional[int]
+    store: Optional[StoreGrant] = None  # what the call reserved on its store's token quota (None: no quota)
+
+
+def _delay(wait_s: float) -> float:
+    """When a refused call's job comes back: when the budget has room, spread by up to +20 %."""
+    return max(MIN_RESCHEDULE_S, wait_s) * (1.0 + RESCHEDULE_JITTER * random.random())
 
 
 class SharedLimiter:
-    def __init__(self, store: LimiterStore, limits: Limits):
+    def __init__(self, store: LimiterStore, limits: Limits, quotas: Optional[StoreQuotas] = None):
         self.store, self.limits = store, limits
+        self.quotas = quotas if quotas is not None else StoreQuotas(store.engine, limits.rpm)
 
     @classmethod
     def for_app(cls, name: str = DEFAULT_NAME) -> "SharedLimiter":
@@ -60,20 +69,45 @@ class SharedLimiter:
             raise RetryLater(MIN_RESCHEDULE_S, f"rate limiter: less than {min_call_s:g}s of the job's deadline "
                                                "left for the call; rescheduled")
         try:
+            quota, refused = self.quotas.reserve(job.store_id, job.type, tokens, min(max_wait, QUOTA_INLINE_WAIT_S))
+        except SQLAlchemyError as exc:
+            raise RetryLater(UNAVAILABLE_RETRY_S, f"rate limiter unavailable ({type(exc).__name__}); "
+                                                  "rescheduled") from None
+        if refused is not None:
+            raise RetryLater(_delay(refused.wait_s), f"token quota: store {job.store_id}'s OpenAI quota "
+                                                     f"(openai_tokens_per_minute) has room for this call in "
+                                                     f"{refused.wait_s:.1f}s; rescheduled")
+        try:
             decision = self.store.reserve(self.limits, tokens, max_wait_s=max_wait, job_id=job.id)
         except SQLAlchemyError as exc:  # pool exhausted, database restarting: nothing was sent, so no attempt spent
+            self._give_back(quota)
             raise RetryLater(UNAVAILABLE_RETRY_S, f"rate limiter unavailable ({type(exc).__name__}); "
                                                   "rescheduled") from None
         if not decision.granted:
-            delay = max(MIN_RESCHEDULE_S, decision.wait_s) * (1.0 + RESCHEDULE_JITTER * random.random())
-            raise RetryLater(delay, f"rate limiter: the shared OpenAI budget ({self.limits.rpm} requests/min, "
-                                    f"{self.limits.tpm} tokens/min) has room for this call in "
-                                    f"{decision.wait_s:.1f}s; rescheduled")
-        if decision.wait_s > 0:
-            time.sleep(decision.wait_s)
-        return Grant(decision.reservation, decision.wait_s, job.id)
+            self._give_back(quota)
+            raise RetryLater(_delay(decision.wait_s), f"rate limiter: the shared OpenAI budget ({self.limits.rpm} "
+                                                      f"requests/min, {self.limits.tpm} tokens/min) has room for "
+                                                      f"this call in {decision.wait_s:.1f}s; rescheduled")
+        wait = max(decision.wait_s, quota.wait_s if quota is not None else 0.0)
+        if wait > 0:
+            time.sleep(wait)
+        return Grant(decision.reservation, wait, job.id, quota)
+
+    def _give_back(self, quota: Optional[StoreGrant]) -> None:
+        """The store's reservation, unused (the shared budget said no, or could not be reached)."""
+        if quota is None:
+            return
+        try:
+            self.quotas.settle(quota, Settlement(sent=False, used_tokens=0))
+        except SQLAlchemyError:  # its tokens stay charged to the store until they refill: the safe side
+            pass
 
     def settle(self, grant: Grant, outcome: Settlement) -> dict:
+        if grant.store is not None:
+            try:
+                self.quotas.settle(grant.store, outcome)
+            except SQLAlchemyError:  # the store's quota keeps the whole charge: the safe side
+                pass
         return self.store.settle(self.limits, grant.reservation, outcome, job_id=grant.job_id)
 
     def release(self, grant: Grant) -> dict:

@@ -120,15 +120,21 @@ class LimiterStore:
     def reserve(self, limits: Limits, tokens: int, max_wait_s: float, job_id: Optional[int] = None) -> Decision:
         """Reserve one request and `tokens` tokens starting within max_wait_s (see core.reserve)."""
         with self.engine.begin() as conn:
-            state, now = self._lock(conn)
-            state, decision = core.reserve(state, limits, now, tokens, max_wait_s)
-            waits = decision.wait_s > 0 and job_id is not None
-            conn.execute(text(SAVE_RESERVATION), {
-                **_params(self.name, state), "job_id": job_id if waits else None,
-                "wait_until": state.updated_at + decision.wait_s if waits else None,
-                "prune": not decision.granted,
-            })
-        return decision
+            return self.reserve_in(conn, limits, tokens, max_wait_s, job_id)[0]
+
+    def reserve_in(self, conn, limits: Limits, tokens: int, max_wait_s: float,
+                   job_id: Optional[int] = None) -> tuple[Decision, float]:
+        """reserve() inside the caller's transaction (which holds the row's lock until it ends); also returns the
+        time it computed at (the database's clock, epoch seconds)."""
+        state, now = self._lock(conn)
+        state, decision = core.reserve(state, limits, now, tokens, max_wait_s)
+        waits = decision.wait_s > 0 and job_id is not None
+        conn.execute(text(SAVE_RESERVATION), {
+            **_params(self.name, state), "job_id": job_id if waits else None,
+            "wait_until": state.updated_at + decision.wait_s if waits else None,
+            "prune": not decision.granted,
+        })
+        return decision, state.updated_at
 
     def settle(self, limits: Limits, reservation: Reservation, outcome: Settlement,
                job_id: Optional[int] = None) -> dict:

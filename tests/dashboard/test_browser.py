@@ -1,9 +1,8 @@
 """The dashboard in a real browser (headless Chromium) against a real gunicorn and PostgreSQL: sign in, every page
 with real data, filter jobs, a bulk retry through its dry-run count and confirmation, a read-only session that
-cannot act, a POST without the CSRF token refused, sign out. One browser for the module, pages in order.
-
-(The issue's "pause a type and see the next tick skip it" waits for tenant flow control: see
-jobprocessor/dashboard/flow_control.py.) With DASHBOARD_SCREENSHOTS=<dir> set, each page is saved there as a PNG
+cannot act, a POST without the CSRF token refused, sign out, and a type paused in the dashboard that the next tick
+(a real /process-pending on the same gunicorn) skips, with the job's page saying why. One browser for the module,
+pages in order. With DASHBOARD_SCREENSHOTS=<dir> set, each page is saved there as a PNG
 (docs/dashboard/ holds the ones the README shows)."""
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import Gunicorn, insert_jobs
+from tests.conftest import AUTH, Gunicorn, insert_jobs
 from tests.dashboard.browser import require_browser, start_browser, stop_browser
 from tests.dashboard_fixtures import OPERATOR_SECRET, READONLY_SECRET, SESSION_KEY
 
@@ -146,7 +145,7 @@ def test_the_overview_refreshes_itself(browser, server):
     ("/dashboard/failed", "failed-groups", "HTTPError: N Too Many Requests for product N"),
     ("/dashboard/batches", "batches", "import-0"),
     ("/dashboard/schedules", "schedules", "nightly-export"),
-    ("/dashboard/controls", "pauses", "not available"),
+    ("/dashboard/controls", "pauses", "Nothing is paused"),
     ("/dashboard/actions", "actions", "Nothing done yet"),
 ])
 def test_every_page_renders_real_data(browser, server, path, marker, expected):
@@ -232,3 +231,42 @@ def test_a_read_only_session_cannot_act(browser, server, raw_engine):
     with raw_engine.connect() as conn:
         assert conn.execute(text("SELECT status FROM jobs WHERE id = 1")).scalar_one() == "pending"
     _click(browser, "signout")
+
+
+def _tick(server) -> dict:
+    import requests
+
+    response = requests.post(server.base + "/process-pending", json={"limit": 100, "budget_s": 5}, headers=AUTH,
+                             timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _count(raw_engine, where: str) -> int:
+    with raw_engine.connect() as conn:
+        return conn.execute(text(f"SELECT count(*) FROM jobs WHERE {where}")).scalar_one()
+
+
+def test_a_type_paused_in_the_dashboard_is_skipped_by_the_next_tick(browser, server, raw_engine):
+    failing = "type = 'test.fail' AND status = 'pending' AND attempts = 0"
+    assert _count(raw_engine, failing) == 17  # due: the bulk retry above put them back
+    _sign_in(browser, server.base, OPERATOR_SECRET)
+    browser.get(server.base + "/dashboard/controls")
+    _by_id(browser, "pause-type").send_keys("test.fail")
+    _click(browser, "pause-button")
+    assert "test.fail" in _by_id(browser, "pauses").text
+    _shot(browser, "controls")
+    summary = _tick(server)
+    assert summary["claimed"] == _count(raw_engine, "type = 'test.echo' AND status = 'completed' "
+                                                   "AND completed_at > now() - interval '1 minute'") > 0
+    assert _count(raw_engine, failing) == 17  # the tick left every paused job alone
+    with raw_engine.connect() as conn:
+        job_id, pause_id = conn.execute(text("SELECT (SELECT min(id) FROM jobs WHERE type = 'test.fail'), "
+                                             "(SELECT id FROM job_pauses)")).one()
+    browser.get(server.base + f"/dashboard/jobs/{job_id}")
+    assert "paused" in _by_id(browser, "wait-reasons").text and "type test.fail" in _by_id(browser, "wait-reasons").text
+    browser.get(server.base + "/dashboard/controls")
+    _click(browser, f"resume-{pause_id}")
+    assert "Nothing is paused" in _by_id(browser, "pauses").text
+    _tick(server)
+    assert _count(raw_engine, failing) == 0  # resumed: the next tick ran them (they fail: retried, attempt spent)
