@@ -5,20 +5,30 @@ callers cheaply; handlers themselves run on the call's own pool of JOBS_CONCURRE
 """
 import os
 
-bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from jobprocessor.startup import gunicorn_numbers
+
+_numbers = gunicorn_numbers(os.environ)  # a bad value: one line naming it, and gunicorn does not start
+bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{_numbers['port']}")
+workers = _numbers["workers"]
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = _numbers["threads"]
 # A call may run up to budget_s (<= 900 s) plus a short grace; gthread workers heartbeat from their main loop, so
 # this only bounds a worker whose main loop is stuck. graceful_timeout lets running calls finish on deploys.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "960"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "60"))
+timeout = _numbers["timeout"]
+graceful_timeout = _numbers["graceful_timeout"]
 keepalive = 5
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # empty: no access log
-# the access log never includes request headers, so the Authorization secret never reaches it
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+# time, client, method, path (never the query string: a caller may put a secret in ?secret=, and parameters are not
+# the log's business), protocol, status, bytes, seconds. Request headers are never logged, so neither is
+# the Authorization secret.
+access_log_format = '%(t)s %(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss'
+
+# gunicorn's own refusals (bad request line, too many headers, ...) as JSON errors like the app's
+from jobprocessor import gunicorn_errors  # noqa: E402
+
+gunicorn_errors.install()
 
 # --- Prometheus multiprocess mode (GET /metrics sums every worker's counters) -------------------------------------
 # Each worker writes its metric values into files in PROMETHEUS_MULTIPROC_DIR; a scrape, whichever worker answers,
@@ -31,6 +41,12 @@ import tempfile  # noqa: E402
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="jobprocessor-metrics-")
+
+
+# The app's settings, checked here in the master before any worker boots (each worker reads them again)
+from jobprocessor.startup import check_or_exit  # noqa: E402
+
+check_or_exit(os.environ, threads=threads)
 
 
 def on_starting(server):

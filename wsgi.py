@@ -1,4 +1,4 @@
-"""WSGI entry point: `gunicorn wsgi:app`, `flask --app wsgi ...`."""
-from jobprocessor import create_app
+"""WSGI entry point: `gunicorn wsgi:app`, `flask --app wsgi ...`. A bad setting: one line and exit status 3."""
+from jobprocessor.startup import app_or_exit
 
-app = create_app()
+app = app_or_exit()

@@ -10,15 +10,15 @@ import json
 import logging
 import os
 import sys
+import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from flask import Flask
 
 from .config import ConfigError, Settings
+from .shipped import MIGRATIONS_DIR
 
-MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 BUILTIN_HANDLER_MODULES: tuple[str, ...] = (
     "jobprocessor.handlers.system",  # system.cleanup
     "jobprocessor.handlers.product_optimize",  # product.optimize
@@ -45,17 +45,19 @@ def _engine_options(settings: Settings) -> dict[str, Any]:
         "pool_pre_ping": True,
         "pool_recycle": 1800,
         "connect_args": {"connect_timeout": 5, "application_name": "jobprocessor"},
+        # a failed statement's bound parameters (payloads, results, secrets of a caller) never reach a log
+        "hide_parameters": True,
     }
 
 
-def _configure_logging() -> None:
+def _configure_logging(settings: Settings) -> None:
     logger = logging.getLogger("jobprocessor")
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         logger.addHandler(handler)
     if logger.level == logging.NOTSET:
-        logger.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+        logger.setLevel(settings.LOG_LEVEL)
 
 
 def _import_handler_modules(settings: Settings) -> None:
@@ -64,6 +66,14 @@ def _import_handler_modules(settings: Settings) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"JOBPROCESSOR_HANDLERS: cannot import {name!r} ({exc})") from exc
+        except Exception as exc:  # noqa: BLE001 - a handler module that fails while importing: one line, where
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            raise ConfigError(f"JOBPROCESSOR_HANDLERS: importing {name!r} failed: {type(exc).__name__}: "
+                              f"{_one_line(exc)} (at {frame.filename}:{frame.lineno})") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def _log_auth_methods(settings: Settings) -> None:
@@ -112,7 +122,9 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.DATABASE_URL,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
-        MAX_CONTENT_LENGTH=settings.MAX_REQUEST_BYTES,
+        # one byte more than the limit, so a chunked body of exactly the limit can be told from a longer one
+        # (api/params.raw_body refuses what is over MAX_REQUEST_BYTES)
+        MAX_CONTENT_LENGTH=settings.MAX_REQUEST_BYTES + 1,
     )
     app.json.sort_keys = False
     app.extensions["jobprocessor"] = JobProcessorState(settings)
@@ -120,12 +132,12 @@ def create_app(settings: Optional[Settings] = None, **overrides: Any) -> Flask:
     with app.app_context():
         instrument_pool(db.engine)  # pool gauges for /metrics
     register_scrape_collector(rate_limiter_metrics)  # the shared OpenAI budget, read from PostgreSQL per scrape
-    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR))
     register_api(app)
     register_dashboard(app)
     register_cli(app)
     _import_handler_modules(settings)
-    _configure_logging()
+    _configure_logging(settings)
     _log_auth_methods(settings)
     return app
 

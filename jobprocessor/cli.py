@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 from flask import Flask, current_app
@@ -11,11 +12,34 @@ from .enqueue import InvalidJob, enqueue_many
 from .extensions import db
 from .processor import process_pending
 
-jobs_cli = AppGroup("jobs", help="Enqueue and process jobs.")
+
+
+class _JobsGroup(AppGroup):
+    """An unreachable database is one line (naming the host, never the password), not a traceback."""
+
+    def invoke(self, ctx):
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().invoke(ctx)
+        except OperationalError as exc:
+            url = db.engine.url
+            reason = " ".join(str(exc.orig).split())[:300] if exc.orig is not None else type(exc).__name__
+            raise click.ClickException(f"the database at {url.host}:{url.port or 5432}/{url.database} is "
+                                       f"unreachable: {reason}") from None
+
+
+jobs_cli = _JobsGroup("jobs", help="Enqueue and process jobs.")
 
 
 def _settings():
     return current_app.extensions["jobprocessor"].settings
+
+
+def _priority(text: str):
+    """--priority: a name, or ASCII digits as a number ("²".isdigit() is true, int("²") a crash); the enqueue
+    validation then says what is allowed."""
+    return int(text) if re.fullmatch(r"[0-9]{1,3}", text) else text
 
 
 @jobs_cli.command("enqueue")
@@ -43,7 +67,7 @@ def enqueue_command(job_type, payload, store_id, user_id, priority, run_at, max_
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload")
     job = {"type": job_type, "payload": payload_obj, "store_id": store_id, "user_id": user_id,
-           "priority": int(priority) if priority.isdigit() else priority, "run_at": run_at,
+           "priority": _priority(priority), "run_at": run_at,
            "max_attempts": max_attempts, "idempotency_key": idempotency_key, "batch_id": batch_id,
            "depends_on": list(depends_on) or None, "depends_on_batch": depends_on_batch,
            "on_parent_failure": on_parent_failure, "singleton_key": singleton_key, "debounce_s": debounce_s}
@@ -87,16 +111,21 @@ def process_command(limit, budget_s, job_type):
 @jobs_cli.command("demo")
 @click.option("--count", default=20, show_default=True)
 def demo_command(count):
-    """Enqueue sample jobs across a few stores (needs JOBPROCESSOR_HANDLERS=jobprocessor.handlers.demo)."""
+    """Enqueue sample jobs across a few stores (needs JOBPROCESSOR_HANDLERS=jobprocessor.handlers.demo). The same
+    COUNT jobs however often it runs (idempotency keys demo:1 ... demo:COUNT): `make demo` runs it at every start."""
     import jobprocessor.handlers.demo  # noqa: F401 - registers the demo types in this process
 
     kinds = [("demo.echo", {"hello": "world"}), ("demo.sleep", {"seconds": 0.5}), ("demo.flaky", {"fail_rate": 0.3}),
              ("demo.rate_limited", {"seconds": 30}), ("demo.invalid", {})]
     # a few urgent jobs (they go first), the rest normal and spread over four stores (they share the slots fairly)
     jobs = [{"type": kinds[i % len(kinds)][0], "payload": kinds[i % len(kinds)][1], "store_id": f"store-{i % 4}",
-             "priority": "urgent" if i % 10 == 0 else "normal"} for i in range(count)]
-    results = enqueue_many(jobs)
-    click.echo(json.dumps({"enqueued": len(results)}))
+             "priority": "urgent" if i % 10 == 0 else "normal", "idempotency_key": f"demo:{i + 1}"}
+            for i in range(count)]
+    results = []
+    for start in range(0, count, 1000):
+        results += enqueue_many(jobs[start:start + 1000])
+    created = sum(1 for _, was_created in results if was_created)
+    click.echo(json.dumps({"enqueued": created, "already_there": len(results) - created}))
 
 
 # --- operators: health, cleanup, schedules -------------------------------------------------------------------------
@@ -208,7 +237,7 @@ def schedule_add(name, cron, job_type, payload, priority, disabled):
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload")
     try:
         row = schedules.add_schedule(db.engine, _settings(), name=name, cron=cron, job_type=job_type,
-                                     payload=payload_obj, priority=int(priority) if priority.isdigit() else priority,
+                                     payload=payload_obj, priority=_priority(priority),
                                      enabled=not disabled)
     except CronError as exc:
         raise click.BadParameter(str(exc), param_hint="CRON")

@@ -43,6 +43,16 @@ def _modules(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {raw!r}")
+    return level
+
+
 def _emails(raw: str) -> tuple[str, ...]:
     # e-mail addresses compare case-insensitively (Google writes service accounts in lower case)
     return tuple(name.strip().lower() for name in raw.split(",") if name.strip())
@@ -144,10 +154,19 @@ class Settings:
                                                        "passes", 1, 10000)
     JOBPROCESSOR_HANDLERS: tuple = _setting((), _modules, "comma-separated modules imported at start-up to "
                                                           "register handlers")
+    LOG_LEVEL: str = _setting("INFO", _log_level, "level of the `jobprocessor` loggers: DEBUG, INFO, WARNING, "
+                                                  "ERROR or CRITICAL")
     MAX_REQUEST_BYTES: int = _setting(4 * 1024 * 1024, int, "largest request body accepted (413 above)",
                                       1024, 256 * 1024 * 1024)
     MAX_PAYLOAD_BYTES: int = _setting(256 * 1024, int, "largest payload of one job, as JSON", 64, 64 * 1024 * 1024)
     MAX_PAYLOAD_DEPTH: int = _setting(32, int, "deepest nesting of a job payload", 1, 1000)
+    MAX_RESULT_BYTES: int = _setting(1024 * 1024, int, "largest result a handler may return, as JSON; a bigger "
+                                                       "one fails the job with an error that says so",
+                                     64, 64 * 1024 * 1024)
+    MAX_PAGE_BYTES: int = _setting(8 * 1024 * 1024, int, "about the most bytes of payloads, results and errors one "
+                                                         "GET /jobs page holds (a page ends early, with next_after, "
+                                                         "rather than grow past it; always at least one job)",
+                                   64 * 1024, 1024 * 1024 * 1024)
     JOBS_MAX_STEP_BYTES: int = _setting(256 * 1024, int, "largest result of one job.step(), as JSON (a larger one "
                                                          "fails the job)", 64, 64 * 1024 * 1024)
     OPENAI_API_KEY: str = _setting("", str, "OpenAI API key for product.optimize; unset: those jobs fail with a clear "
@@ -190,6 +209,8 @@ class Settings:
                               "and set it; in production point it at your database)")
         if not self.DATABASE_URL.startswith("postgresql+psycopg2://"):
             raise ConfigError("DATABASE_URL must be a postgres:// or postgresql:// URL")
+        for name in SECRETS:
+            check_secret_text(name, getattr(self, name))
         if self.CRON_SECRET and len(self.CRON_SECRET) < MIN_SECRET_LENGTH:
             raise ConfigError(f"CRON_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
         self._check_trigger_auth()
@@ -200,6 +221,11 @@ class Settings:
             raise ConfigError("OPENAI_BASE_URL must be an http:// or https:// URL")
         if not self.OPENAI_MODEL.strip():
             raise ConfigError("OPENAI_MODEL must not be empty")
+        if self.OPENAI_TPM < self.OPENAI_MAX_OUTPUT_TOKENS:
+            # a call is charged at least its output cap, which is OPENAI_MAX_OUTPUT_TOKENS until answers are known,
+            # and a call charged more than a minute's tokens is refused: no OpenAI job could ever run
+            raise ConfigError(f"OPENAI_TPM ({self.OPENAI_TPM}) must be at least OPENAI_MAX_OUTPUT_TOKENS "
+                              f"({self.OPENAI_MAX_OUTPUT_TOKENS}): a call is charged at least its output cap")
 
     def _check_trigger_auth(self) -> None:
         """Each trigger method is all there or off: half a configuration is refused rather than left open."""
@@ -247,6 +273,25 @@ class Settings:
         return [(f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
 
 
+# Secrets compared with what a caller sends in an HTTP header: servers strip a header value's surrounding
+# whitespace and cannot carry control characters, so such a secret would never match (every request a 401)
+SECRETS = ("CRON_SECRET", "TRIGGER_HMAC_SECRET", "QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY")
+
+
+def check_secret_text(name: str, value: str) -> None:
+    """A secret set with a trailing newline (`echo secret > file`), made of spaces, or holding characters a header
+    cannot carry is refused at start-up, naming the variable (never the value)."""
+    if not value:
+        return
+    if not value.strip():
+        raise ConfigError(f"{name} is made of whitespace only; set a real secret or leave it unset")
+    if value != value.strip():
+        raise ConfigError(f"{name} starts or ends with whitespace (a newline from a file?); HTTP strips it from "
+                          "headers, so no request could match: remove it")
+    if any(not (" " <= char <= "~") for char in value):
+        raise ConfigError(f"{name} must be printable ASCII (HTTP headers carry nothing else reliably)")
+
+
 def _number(value: float) -> str:
     """1000000 as 1000000, not 1e+06; 0.1 as 0.1."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
@@ -255,6 +300,8 @@ def _number(value: float) -> str:
 def _parse(f: dataclasses.Field, raw: str) -> Any:
     try:
         return f.metadata["parse"](raw)
+    except ConfigError:
+        raise
     except ValueError:
         raise ConfigError(f"{f.name} must be {_kind(f)}, got {raw!r}") from None
 

@@ -20,12 +20,14 @@ from flask import current_app
 from . import queries
 from .config import Settings
 from .handlers import PermanentError, get_handler
+from .jsontext import has_nul
 from .workflows import plan as workflow_plan
 from .workflows.plan import Links
 
 PRIORITY_NAMES = {"urgent": 1, "high": 2, "normal": 5, "low": 10}
 MAX_JOBS_PER_REQUEST = 1000
 MAX_IDENTIFIER_LENGTH = 200
+MAX_SHOWN_NAME = 64  # an unknown field's name is echoed back at most this long
 MAX_JOB_ID = 2**63 - 1
 FIELDS = ("type", "payload", "priority", "run_at", "store_id", "user_id", "max_attempts", "idempotency_key",
           "batch_id", "depends_on", "depends_on_batch", "on_parent_failure", "singleton_key", "debounce_s")
@@ -130,7 +132,7 @@ def _payload(value: Any, settings: Settings) -> str:
         raise InvalidJob("payload", f"payload is not valid JSON data ({exc})") from None
     if len(document.encode()) > settings.MAX_PAYLOAD_BYTES:
         raise InvalidJob("payload", f"payload is larger than {settings.MAX_PAYLOAD_BYTES} bytes")
-    if "\\u0000" in document:  # PostgreSQL's jsonb cannot store the NUL character
+    if has_nul(document):  # PostgreSQL's jsonb cannot store the NUL character
         raise InvalidJob("payload", "payload must not contain the NUL character (\\u0000)")
     if "\\ud" in document and not _is_utf8(json.dumps(value, ensure_ascii=False)):
         raise InvalidJob("payload", "payload must be valid Unicode text (it holds a lone surrogate such as \\ud800)")
@@ -203,7 +205,9 @@ def validate_job(data: Any, settings: Settings, *, allowed: Sequence[str] = FIEL
         raise InvalidJob("job", "each job must be a JSON object")
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise InvalidJob(unknown[0], f"unknown field {unknown[0]!r}; allowed: {', '.join(allowed)}")
+        name = str(unknown[0])
+        shown = name if len(name) <= MAX_SHOWN_NAME else name[:MAX_SHOWN_NAME] + "..."  # never echo 100 KB back
+        raise InvalidJob(shown, f"unknown field {shown!r}; allowed: {', '.join(allowed)}")
     job_type = data.get("type")
     if not isinstance(job_type, str) or not job_type:
         raise InvalidJob("type", "type is required and must be a string")

@@ -113,8 +113,12 @@ def run_cleanup(engine: Engine, settings: Settings, *, budget_s: float,
     half-moved) and the batch size halves."""
     started = time.monotonic()
     deadline = started + budget_s
-    unit = CleanupUnit(completed_older_than or timedelta(days=settings.JOBS_CLEANUP_KEEP_COMPLETED_DAYS),
-                       failed_older_than or timedelta(days=settings.JOBS_CLEANUP_KEEP_FAILED_DAYS))
+    # `is None`, not `or`: a retention of 0 days (timedelta(0), falsy) means "everything finished until now"
+    if completed_older_than is None:
+        completed_older_than = timedelta(days=settings.JOBS_CLEANUP_KEEP_COMPLETED_DAYS)
+    if failed_older_than is None:
+        failed_older_than = timedelta(days=settings.JOBS_CLEANUP_KEEP_FAILED_DAYS)
+    unit = CleanupUnit(completed_older_than, failed_older_than)
     size = batch_size or settings.JOBS_CLEANUP_BATCH_SIZE
     report = CleanupReport()
     slowest = 0.0

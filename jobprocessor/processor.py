@@ -759,7 +759,8 @@ class _Tick:
         handler_started = time.monotonic()
         outcome = execute(job, spec, Run(cut_by_budget=cut, deferred_since=row["deferred_since"],
                                          max_deferrals=self.settings.JOBS_MAX_DEFERRALS,
-                                         max_deferral_s=self.settings.JOBS_MAX_DEFERRAL_S))
+                                         max_deferral_s=self.settings.JOBS_MAX_DEFERRAL_S,
+                                         max_result_bytes=self.settings.MAX_RESULT_BYTES))
         elapsed = time.monotonic() - handler_started
         try:
             if outcome.status == "completed":

@@ -18,6 +18,7 @@ JOB_COLUMNS = (
     "idempotency_key", "batch_id", "deferrals", "deferred_since", "waits_for", "on_parent_failure", "singleton_key",
 )
 _SELECT_JOB = ", ".join(f"jobs.{c}" for c in JOB_COLUMNS)
+DETAIL_COLUMNS = ("last_traceback",)  # what GET /jobs/<id> adds to JOB_COLUMNS
 # What a claim returns: what the pipeline needs to run a job, no more (decoding the other columns of 1000 claimed
 # rows cost a third of the claim's client time in the benchmark's profile).
 CLAIMED_COLUMNS = ("id", "type", "payload", "priority", "store_id", "user_id", "run_at", "attempts", "max_attempts",
@@ -301,6 +302,7 @@ class Outcome:
     delay_s: Optional[float] = 0.0  # pending: run again after this many seconds (None: keep run_at)
     give_back_attempt: bool = False  # RetryLater and budget cuts give the run's attempt back
     deferred: bool = False  # RetryLater or a budget cut: counted in jobs.deferrals (bounded)
+    traceback: Optional[str] = None  # where `error` happened (bounded): jobs.last_traceback, replaced with last_error
 
 
 # One statement for the whole batch: the outcomes arrive as parallel arrays, unnest() turns them into rows.
@@ -311,6 +313,7 @@ UPDATE jobs AS j
 SET status = o.status,
     result = CASE WHEN o.status = 'completed' THEN CAST(o.result AS jsonb) ELSE j.result END,
     last_error = coalesce(o.error, j.last_error),
+    last_traceback = CASE WHEN o.error IS NOT NULL THEN o.traceback ELSE j.last_traceback END,
     attempts = j.attempts - o.give_back,
     deferrals = j.deferrals + o.deferred,
     deferred_since = CASE WHEN o.deferred = 1 THEN coalesce(j.deferred_since, now()) ELSE j.deferred_since END,
@@ -323,8 +326,8 @@ SET status = o.status,
     locked_until = NULL
 FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:results AS text[]),
             CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:give_backs AS int[]),
-            CAST(:deferred AS int[]))
-     AS o(id, status, result, error, delay_s, give_back, deferred)
+            CAST(:deferred AS int[]), CAST(:tracebacks AS text[]))
+     AS o(id, status, result, error, delay_s, give_back, deferred, traceback)
 WHERE j.id = o.id AND j.status = 'running' AND j.locked_by = :worker
 RETURNING j.id
 """
@@ -343,6 +346,7 @@ def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[in
         "delays": array_literal([None if o.delay_s is None else float(o.delay_s) for o in outcomes]),
         "give_backs": array_literal([1 if o.give_back_attempt else 0 for o in outcomes]),
         "deferred": array_literal([1 if o.deferred else 0 for o in outcomes]),
+        "tracebacks": array_literal([o.traceback for o in outcomes]),
     }
     return {row[0] for row in conn.execute(text(FINISH), params)}
 
@@ -415,7 +419,8 @@ def enqueue(conn: Connection, rows: Sequence[dict]) -> list[tuple[int, bool]]:
 
 # --- the job API ---------------------------------------------------------------------------------------------------
 
-GET_JOB = f"SELECT {_SELECT_JOB} FROM jobs WHERE id = :id"
+# One job, with the traceback of its last failure (the listing's pages leave it out: up to 8 KB a job)
+GET_JOB = f"SELECT {_SELECT_JOB}, jobs.last_traceback FROM jobs WHERE id = :id"
 
 # Newest first, keyset-paginated on id: `after` is the last id of the previous page, so every page is one indexed
 # range scan however deep it is (no OFFSET). One row more than the page tells whether another page follows.
@@ -426,8 +431,20 @@ GET_JOB = f"SELECT {_SELECT_JOB} FROM jobs WHERE id = :id"
 # primary key. Without a status filter, the third line (always true: the CHECK constraint allows no other status)
 # lets the planner read both halves of a split index and the few waiting jobs (a BitmapOr) instead of scanning the
 # table for a user's or a store's jobs.
+#
+# A page is also bounded in bytes (MAX_PAGE_BYTES): a job counts for its payload, result and error (up to
+# MAX_PAYLOAD_BYTES + MAX_RESULT_BYTES each) plus 400 bytes for its other columns, and the page ends before the
+# job that would start past the bound (the first job always comes). Measured here, in the statement, so rows past the bound never
+# leave the server; the page's selection (the inner query) is the same indexed scan.
 LIST_JOBS = f"""
-SELECT {_SELECT_JOB} FROM jobs
+SELECT * FROM (
+    SELECT page.*, sum(page.row_bytes) OVER (ORDER BY page.id DESC) - page.row_bytes AS bytes_before,
+           count(*) OVER () AS fetched
+    FROM (
+SELECT {_SELECT_JOB},
+       octet_length(jobs.payload::text) + coalesce(octet_length(jobs.result::text), 0)
+       + coalesce(octet_length(jobs.last_error), 0) + 400 AS row_bytes
+FROM jobs
 WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:status AS text) IS NOT NULL OR status IN ('pending', 'running')
        OR status IN ('completed', 'failed', 'cancelled') OR status = 'waiting')
@@ -438,6 +455,10 @@ WHERE (CAST(:status AS text) IS NULL OR status = CAST(:status AS text))
   AND (CAST(:after AS bigint) IS NULL OR id < CAST(:after AS bigint))
 ORDER BY id DESC
 LIMIT :limit
+    ) AS page
+) AS sized
+WHERE bytes_before < :max_bytes
+ORDER BY id DESC
 """
 
 # Manual retry gives a failed or cancelled job a fresh set of attempts (and of deferrals), due now. Its parents are
@@ -467,15 +488,21 @@ def get_job(conn: Connection, job_id: int):
     return conn.execute(text(GET_JOB), {"id": job_id}).mappings().first()
 
 
+DEFAULT_MAX_PAGE_BYTES = 8 * 1024 * 1024
+
+
 def list_jobs(conn: Connection, *, status=None, job_type=None, store_id=None, batch_id=None, after=None,
-              limit: int = 50, user_id=None) -> tuple[list, Optional[int]]:
+              limit: int = 50, user_id=None, max_bytes: int = DEFAULT_MAX_PAGE_BYTES) -> tuple[list, Optional[int]]:
+    """One page, newest first, and the `after` of the next page (None: this was the last). The page ends early
+    when its jobs reach `max_bytes` (payloads, results, errors)."""
     rows = conn.execute(text(LIST_JOBS), {
         "status": status, "job_type": job_type, "store_id": store_id, "batch_id": batch_id, "after": after,
         "user_id": user_id,
-        "limit": limit + 1,
+        "limit": limit + 1, "max_bytes": max_bytes,
     }).mappings().all()
     page = rows[:limit]
-    return page, (page[-1]["id"] if len(rows) > limit else None)
+    more = bool(rows) and (rows[0]["fetched"] > limit or len(rows) < rows[0]["fetched"])
+    return page, (page[-1]["id"] if more and page else None)
 
 
 def retry_job(conn: Connection, job_id: int):
@@ -493,7 +520,7 @@ def batch_counts(conn: Connection, batch_id: str) -> dict[str, int]:
 def job_to_dict(row: Any) -> dict:
     """A job row as JSON-able data for the API."""
     out = {}
-    for column in JOB_COLUMNS:
+    for column in JOB_COLUMNS + tuple(c for c in DETAIL_COLUMNS if c in row.keys()):
         value = row[column]
         out[column] = value.isoformat() if hasattr(value, "isoformat") else value
     return out

@@ -1,9 +1,7 @@
 """The versioned DBA scripts in sql/, executed verbatim by the Alembic revisions (one source of truth)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+from .shipped import SQL_DIR
 
 
 def read_sql_file(name: str) -> str:

@@ -6,34 +6,18 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 export PATH="$PWD/.venv/bin:$PATH"
 
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
-if [ -z "${CRON_SECRET:-}" ]; then
-  CRON_SECRET="$($PY -c 'import secrets; print(secrets.token_urlsafe(32))')"
-  echo "CRON_SECRET=$CRON_SECRET" >> .env
-  echo "Generated a CRON_SECRET into .env"
-fi
-export CRON_SECRET
-# the dashboard: an operators' secret and the key that signs its session cookies (kept in .env like CRON_SECRET)
-for name in DASHBOARD_SECRET DASHBOARD_SESSION_KEY; do
-  if [ -z "${!name:-}" ]; then
-    value="$($PY -c 'import secrets; print(secrets.token_urlsafe(32))')"
-    echo "$name=$value" >> .env
-    printf -v "$name" '%s' "$value"
-    echo "Generated a $name into .env"
-  fi
-  export "${name?}"
-done
-if [ -z "${DATABASE_URL:-}" ]; then
-  DATABASE_URL="$($PY -m jobprocessor.devdb start jobprocessor)"
-  echo "Embedded PostgreSQL: $DATABASE_URL (data in .pgdata/)"
-fi
-export DATABASE_URL
+# .env, the file Flask's CLI reads too: a generated CRON_SECRET and, unless you give a DATABASE_URL, the embedded
+# PostgreSQL's URL (started here), so `flask --app wsgi jobs ...` in another terminal finds both. The environment
+# wins over the file.
+exports="$($PY -m jobprocessor.devenv prepare .env)"  # an assignment, so that a failure stops the script (set -e)
+eval "$exports"
+: "${CRON_SECRET:?}" "${DATABASE_URL:?}"
 if [ "${DEMO:-0}" = "1" ]; then
   export JOBPROCESSOR_HANDLERS="${JOBPROCESSOR_HANDLERS:+$JOBPROCESSOR_HANDLERS,}jobprocessor.handlers.demo"
 fi
 
 flask --app wsgi db upgrade
-if [ "${DEMO:-0}" = "1" ]; then flask --app wsgi jobs demo --count 40; fi
+if [ "${DEMO:-0}" = "1" ]; then flask --app wsgi jobs demo --count 40; fi  # the same 40 however often you start
 
 PORT="${PORT:-8000}"
 gunicorn wsgi:app -c gunicorn.conf.py --bind "127.0.0.1:$PORT" &
@@ -53,7 +37,8 @@ Try:
   curl -s "http://127.0.0.1:$PORT/jobs?limit=5" -H "Authorization: Bearer \$CRON_SECRET"
 (the demo.* types are registered with 'make demo')
 
-A cron tick (POST /process-pending) runs now and then once a minute. Ctrl-C stops.
+A cron tick (POST /process-pending) runs now and then once a minute. Ctrl-C stops gunicorn and the tick;
+the embedded PostgreSQL keeps running (another terminal's flask --app wsgi jobs health uses it): make db-stop.
 TXT
 
 for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done

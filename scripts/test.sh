@@ -11,6 +11,8 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   fi
 fi
 unset DATABASE_URL CRON_SECRET JOBPROCESSOR_HANDLERS
+# a developer's .env (make run's) never reaches the flask commands the tests start (tests of it set their own)
+export FLASK_SKIP_DOTENV=1
 # Worker processes (pytest-xdist, one database each; a test file stays in one worker for its module fixtures):
 # most of the suite waits on servers it started, so two workers roughly halve it on two cores. TEST_WORKERS=0 runs
 # it in this process; a later -n in PYTEST_ARGS wins.

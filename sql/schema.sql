@@ -2098,6 +2098,7 @@ CREATE TABLE public.jobs (
     on_parent_failure text,
     has_dependents boolean DEFAULT false NOT NULL,
     singleton_key text,
+    last_traceback text,
     CONSTRAINT jobs_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT jobs_max_attempts_check CHECK (((max_attempts >= 1) AND (max_attempts <= 100))),
     CONSTRAINT jobs_on_parent_failure_check CHECK ((on_parent_failure = ANY (ARRAY['cancel'::text, 'run'::text]))),
@@ -2149,6 +2150,12 @@ COMMENT ON COLUMN public.jobs.has_dependents IS 'other jobs wait for this one to
 --
 
 COMMENT ON COLUMN public.jobs.singleton_key IS 'at most one job per key is waiting, pending or running (jobs_singleton_key_idx)';
+
+--
+-- Name: COLUMN jobs.last_traceback; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.jobs.last_traceback IS 'traceback of the error in last_error (bounded); NULL: none';
 
 --
 -- Name: job_queue_alerts; Type: VIEW; Schema: public; Owner: -

@@ -158,3 +158,15 @@ def test_flask_jobs_cleanup(app, engine):
     assert result.exit_code == 0, result.output
     assert {k: v for k, v in json.loads(result.output).items() if k in ("archived", "deleted", "done")} == \
         {"archived": 12, "deleted": 3, "done": True}
+
+
+def test_flask_jobs_cleanup_honours_zero_days(app, engine):
+    """0 days means everything finished until now, not the 30/90-day defaults (timedelta(0) is falsy)."""
+    finished(engine, 4, "completed", 0.001)
+    finished(engine, 2, "cancelled", 0.001)
+    kept = insert_jobs(engine, 1)  # pending: never touched
+    result = app.test_cli_runner().invoke(args=["jobs", "cleanup", "--completed-days", "0", "--failed-days", "0"])
+    assert result.exit_code == 0, result.output
+    assert {k: v for k, v in json.loads(result.output).items() if k in ("archived", "deleted")} == \
+        {"archived": 4, "deleted": 2}
+    assert [job["id"] for job in fetch_jobs(engine)] == kept

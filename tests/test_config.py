@@ -68,3 +68,33 @@ def test_unimportable_handler_module_stops_start_up():
 
     with pytest.raises(ConfigError, match="JOBPROCESSOR_HANDLERS: cannot import 'no.such.module'"):
         create_app(Settings.from_env({"DATABASE_URL": URL, "JOBPROCESSOR_HANDLERS": "no.such.module"}))
+
+
+def test_a_bad_log_level_names_the_variable():
+    with pytest.raises(ConfigError, match="LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL"):
+        Settings.from_env({"DATABASE_URL": URL, "LOG_LEVEL": "VERBOSE"})
+    assert Settings.from_env({"DATABASE_URL": URL, "LOG_LEVEL": " debug"}).LOG_LEVEL == "DEBUG"
+
+
+@pytest.mark.parametrize("name", ["CRON_SECRET", "TRIGGER_HMAC_SECRET", "QSTASH_CURRENT_SIGNING_KEY"])
+@pytest.mark.parametrize("value,words", [
+    ("a-long-enough-secret-for-every-check-0123\n", "starts or ends with whitespace"),
+    (" a-long-enough-secret-for-every-check-0123", "starts or ends with whitespace"),
+    (" " * 40, "made of whitespace only"),
+    ("a-long-enough-secret\x01for-every-check-0123", "printable ASCII"),
+    ("a-long-enough-secret-för-every-check-0123", "printable ASCII"),
+])
+def test_secrets_a_header_cannot_carry_are_refused_naming_the_variable(name, value, words):
+    environ = {"DATABASE_URL": URL, name: value}
+    if name == "QSTASH_CURRENT_SIGNING_KEY":
+        environ["TRIGGER_PUBLIC_URL"] = "https://jobs.example.com"
+    with pytest.raises(ConfigError, match=f"^{name} .*{words}") as raised:
+        Settings.from_env(environ)
+    assert value.strip() not in str(raised.value) or not value.strip()
+
+
+def test_a_token_budget_below_one_calls_output_cap_is_refused():
+    # every call is charged at least its output cap, and a call charged more than a minute's budget is refused
+    with pytest.raises(ConfigError, match=r"OPENAI_TPM \(1000\) must be at least OPENAI_MAX_OUTPUT_TOKENS \(4096\)"):
+        Settings.from_env({"DATABASE_URL": URL, "OPENAI_TPM": "1000"})
+    assert Settings.from_env({"DATABASE_URL": URL, "OPENAI_TPM": "1000", "OPENAI_MAX_OUTPUT_TOKENS": "1000"})

@@ -49,6 +49,9 @@ def test_naive_moment_is_utc_and_other_zones_convert():
     ("* * * 13 *", "month: 13"), ("* * * * 8", "day-of-week: 8"), ("*/0 * * * *", "step"),
     ("5-1 * * * *", "backwards"), ("a * * * *", "not a number"), ("1,,2 * * * *", "empty item"),
     ("0 0 31 2 *", "never matches"), ("* * * foo *", "not a number or a name"),
+    # digits that are not ASCII: str.isdigit() says yes, int() says no (or reads another number)
+    ("\u00b2 * * * *", "minute: '\u00b2' is not a number"), ("*/\u00b2 * * * *", "step"),
+    ("\u0661 * * * *", "not a number"), ("0 \uff11 * * *", "hour: '\uff11' is not a number"),
 ])
 def test_invalid_expressions_say_why(expression, fragment):
     with pytest.raises(CronError, match=fragment):

@@ -3,6 +3,8 @@ bodies over the limit are 413 whether or not they declare a length, malformed in
 message, and the worker keeps serving. The same inputs over the Flask test client: test_hostile_input.py."""
 from __future__ import annotations
 
+import json
+import re
 import socket
 
 import pytest
@@ -17,7 +19,9 @@ LIMIT = 64 * 1024  # MAX_REQUEST_BYTES for this server: small, so the tests send
 
 @pytest.fixture(scope="module")
 def server(database_url):
+    # the access log on (into the server's output): what it holds is tested too
     gunicorn = Gunicorn(database_url, workers=1, threads=4, env={"MAX_REQUEST_BYTES": str(LIMIT)})
+    gunicorn.env["GUNICORN_ACCESSLOG"] = "-"
     with gunicorn:
         yield gunicorn
 
@@ -99,10 +103,46 @@ def test_raw_bytes_in_headers_are_a_401_not_a_crash(server, clean_db):
 
 
 def test_a_request_line_past_gunicorns_limit_is_refused_before_the_app(server, clean_db):
-    # gunicorn itself answers (limit_request_line = 8190), in its own plain-text format: no app code runs
+    # gunicorn itself answers (limit_request_line = 8190), before any app code runs: as JSON like every error
     response = requests.get(f"{server.base}/jobs?store_id={'x' * 9000}", headers=AUTH, timeout=30)
-    assert 400 <= response.status_code < 500
+    assert_json_error(response, 414)
+    assert len(response.content) < 500
     assert requests.get(server.base + "/healthz", timeout=5).status_code == 200
+
+
+def test_gunicorns_own_refusals_are_json(server, clean_db):
+    headers = {f"X-Filler-{i}": "1" for i in range(120)}  # past limit_request_fields = 100
+    assert_json_error(requests.get(server.base + "/healthz", headers=headers, timeout=30), 431)
+    answer = raw_request(server, b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"Content-Type: application/json" in head, answer[:300]
+    assert json.loads(body)["error"] == "bad_request"
+
+
+def _json_of_size(size: int) -> bytes:
+    start, end = b'{"type": "test.echo", "payload": {"pad": "', b'"}}'
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_body_of_exactly_the_limit_is_read_chunked_or_not(server, clean_db, chunked):
+    body = _json_of_size(LIMIT)
+    data = iter([body[:1000], body[1000:]]) if chunked else body
+    response = requests.post(server.base + "/jobs", data=data, headers={**AUTH, "Content-Type": "application/json"},
+                             timeout=30)
+    assert response.status_code == 201, response.text[:300]
+    over = _json_of_size(LIMIT + 1)
+    data = iter([over[:1000], over[1000:]]) if chunked else over
+    assert_json_error(requests.post(server.base + "/jobs", data=data,
+                                    headers={**AUTH, "Content-Type": "application/json"}, timeout=30), 413)
+
+
+def test_the_access_log_has_times_and_no_query_strings(server, clean_db):
+    requests.get(f"{server.base}/jobs?secret=leaked-by-a-caller-0000&limit=1", headers=AUTH, timeout=10)
+    lines = [line for line in server.output().splitlines() if '"GET /jobs HTTP/1.1"' in line]
+    assert lines, server.output()[-2000:]
+    assert "leaked-by-a-caller-0000" not in server.output() and "limit=1" not in server.output()
+    assert re.match(r"^\[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] 127\.0\.0\.1 ", lines[-1]), lines[-1]
 
 
 def test_the_worker_still_serves_after_all_this(server, clean_db):

@@ -7,7 +7,8 @@ from sqlalchemy import text
 
 from jobprocessor import queries
 
-LIST_PARAMS = dict(status=None, job_type=None, store_id=None, user_id=None, batch_id=None, after=None, limit=51)
+LIST_PARAMS = dict(status=None, job_type=None, store_id=None, user_id=None, batch_id=None, after=None, limit=51,
+                   max_bytes=8 * 1024 * 1024)
 
 
 def plan(engine, sql, params=None):

@@ -156,6 +156,12 @@ def test_cli_refuses_bad_input(app, engine):
     assert runner.invoke(args=["jobs", "schedule", "add", "x", "* * * * *", "test.echo"]).exit_code == 0
     duplicate = runner.invoke(args=["jobs", "schedule", "add", "x", "* * * * *", "test.echo"])
     assert duplicate.exit_code != 0 and "exists already" in duplicate.output
+    for args in (["x2", "\u00b2 * * * *", "test.echo"], ["x2", "* * * * *", "test.echo", "--priority", "\u00b2"],
+                 ["x2", "* * * * *", "test.echo", "--payload", "[1]"], ["x2", "*/\u0661 * * * *", "test.echo"]):
+        refused = runner.invoke(args=["jobs", "schedule", "add", *args])
+        # a clean click error (exit 1 or 2 with a message), never an exception escaping with a traceback
+        assert refused.exit_code in (1, 2) and isinstance(refused.exception, SystemExit), (args, refused.output)
+        assert "Error" in refused.output and "Traceback" not in refused.output
     missing = runner.invoke(args=["jobs", "schedule", "disable", "nope"])
     assert missing.exit_code != 0 and "no schedule named" in missing.output
 

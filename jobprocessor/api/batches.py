@@ -13,7 +13,7 @@ from ..extensions import db
 from ..workflows import graph
 from .auth import require_secret
 from .errors import ApiError
-from .params import str_param
+from .params import accepts, str_param
 
 bp = Blueprint("batches", __name__)
 
@@ -23,6 +23,7 @@ FINISHED = ("completed", "failed", "cancelled")  # final states: nothing more wi
 
 @bp.get("/batches/<raw_id>")
 @require_secret
+@accepts()
 def get_batch(raw_id: str):
     batch_id = str_param("batch_id", raw_id)
     with db.engine.connect() as conn:

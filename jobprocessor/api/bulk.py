@@ -8,7 +8,7 @@ from .. import bulk
 from ..extensions import db
 from .auth import require_secret
 from .errors import ApiError
-from .params import json_body
+from .params import accepts, json_body
 
 bp = Blueprint("bulk", __name__)
 API_ACTOR = bulk.Actor("api", "cron_secret")
@@ -20,6 +20,7 @@ def bulk_error(exc: bulk.BulkError) -> ApiError:
 
 @bp.post("/jobs/bulk")
 @require_secret
+@accepts()  # no query parameters: a misspelt one is a 400 naming it (the body's fields are bulk.parse_request's)
 def bulk_action():
     try:
         request = bulk.parse_request(json_body(required=True))

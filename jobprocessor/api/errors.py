@@ -1,7 +1,9 @@
 """Every error the API gives is JSON: {"error": "<code>", "message": "<one clear sentence>"}."""
 from __future__ import annotations
 
+import json
 import logging
+import traceback
 
 from flask import Flask, jsonify
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -18,11 +20,11 @@ class ApiError(Exception):
                  field: str | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-        self.field = field  # the body's offending field, named as enqueue errors name theirs
+        self.field = field
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None, field: str | None = None):
-    response = jsonify(error=code, message=message, **({"field": field} if field else {}))
+    response = jsonify(error=code, message=message, **({"field": field} if field is not None else {}))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -65,12 +67,18 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
+        limit = app.extensions["jobprocessor"].settings.MAX_REQUEST_BYTES
         messages = {
             404: "No such endpoint or resource.",
             405: "This endpoint does not accept that method.",
-            413: f"The request body is larger than {app.config.get('MAX_CONTENT_LENGTH')} bytes.",
+            413: f"The request body is larger than {limit} bytes.",
         }
-        return error_response(exc.code or 500, code, messages.get(exc.code, exc.description or exc.name))
+        # the exception's own headers (405: Allow, the methods the endpoint takes), not its HTML's content type
+        headers = {name: value for name, value in exc.get_headers()
+                   if name.lower() not in ("content-type", "content-length")}
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            messages[405] = f"This endpoint does not accept that method; it takes {', '.join(exc.valid_methods)}."
+        return error_response(exc.code or 500, code, messages.get(exc.code, exc.description or exc.name), headers)
 
     @app.errorhandler(SQLAlchemyError)
     def _database_error(exc: SQLAlchemyError):
@@ -79,7 +87,14 @@ def register_error_handlers(app: Flask) -> None:
             return error_response(503, "database_unavailable",
                                   "The database is unreachable right now; nothing was changed, try again shortly.",
                                   {"Retry-After": "5"})
-        log.exception("database error")
+        # the error's class, code and statement, never its message: PostgreSQL's messages quote the values
+        # (payloads, results) they refused, and the engine hides the bound parameters (hide_parameters)
+        orig = getattr(exc, "orig", None)
+        log.error(json.dumps({"event": "database_error", "error": type(orig or exc).__name__,
+                              "pgcode": getattr(orig, "pgcode", None),
+                              "statement": " ".join(str(getattr(exc, "statement", "") or "").split())[:300],
+                              "at": [f"{f.filename}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
+                                     if "/jobprocessor/" in f.filename][-3:]}))
         return error_response(500, "database_error", "The database rejected the request.")
 
     @app.errorhandler(Exception)

@@ -10,7 +10,7 @@ from ..flow import limits, pauses, wait
 from ..handlers import registered_types
 from .auth import require_secret
 from .errors import ApiError
-from .params import int_param, json_body, str_param
+from .params import accepts, int_param, json_body, str_param
 
 bp = Blueprint("flow", __name__)
 
@@ -19,6 +19,7 @@ MAX_ID = 2**63 - 1
 
 @bp.post("/pauses")
 @require_secret
+@accepts()  # a misspelt query parameter is a 400 naming it
 def add_pause():
     job_type, store_id = pauses.validate(json_body(required=True))
     with db.engine.begin() as conn:
@@ -28,6 +29,7 @@ def add_pause():
 
 @bp.get("/pauses")
 @require_secret
+@accepts(query=("type", "store_id"))  # a misspelt query parameter is a 400 naming it
 def list_pauses():
     with db.engine.connect() as conn:
         rows = pauses.list_pauses(conn, job_type=str_param("type", request.args.get("type")),
@@ -37,6 +39,7 @@ def list_pauses():
 
 @bp.delete("/pauses/<raw_id>")
 @require_secret
+@accepts()  # a misspelt query parameter is a 400 naming it
 def remove_pause(raw_id: str):
     pause_id = int_param("pause id", raw_id, 1, MAX_ID)
     with db.engine.begin() as conn:
@@ -47,6 +50,7 @@ def remove_pause(raw_id: str):
 
 @bp.put("/limits")
 @require_secret
+@accepts()  # a misspelt query parameter is a 400 naming it
 def put_limit():
     row = limits.validate(json_body(required=True))
     with db.engine.begin() as conn:
@@ -56,6 +60,7 @@ def put_limit():
 
 @bp.get("/limits")
 @require_secret
+@accepts(query=("store_id",))  # a misspelt query parameter is a 400 naming it
 def list_limits():
     store_id = str_param("store_id", request.args.get("store_id"))
     with db.engine.connect() as conn:
@@ -67,6 +72,7 @@ def list_limits():
 
 @bp.delete("/limits")
 @require_secret
+@accepts(query=("store_id", "type"))  # a misspelt query parameter is a 400 naming it
 def delete_limit():
     store_id = str_param("store_id", request.args.get("store_id"))
     job_type = str_param("type", request.args.get("type"))
@@ -79,6 +85,7 @@ def delete_limit():
 
 @bp.get("/jobs/<raw_id>/wait")
 @require_secret
+@accepts()  # a misspelt query parameter is a 400 naming it
 def job_wait(raw_id: str):
     job_id = int_param("job id", raw_id, 1, MAX_ID)
     with db.engine.connect() as conn:

@@ -13,7 +13,7 @@ from ..workflows import graph
 from ..workflows.write import with_retry
 from .auth import require_secret
 from .errors import ApiError
-from .params import choice_param, int_param, json_body, str_param
+from .params import accepts, check_body_fields, choice_param, int_param, json_body, str_param
 
 bp = Blueprint("jobs", __name__)
 
@@ -27,14 +27,13 @@ def _settings():
 
 @bp.post("/jobs")
 @require_secret
+@accepts()
 def create_jobs():
     body = json_body(required=True)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The body must be a job object or {\"jobs\": [...]}.")
     if "jobs" in body:
-        if not set(body) <= {"jobs", "on_complete"}:
-            raise ApiError(400, "invalid_field", "A batch body holds only \"jobs\" and, optionally, "
-                                                 "\"on_complete\".")
+        check_body_fields(body, ("jobs", "on_complete"))  # a batch body holds only "jobs" and "on_complete"
         rows = validate_jobs(body["jobs"], _settings())
         callback = validate_callback(body["on_complete"], _settings()) if body.get("on_complete") is not None \
             else None
@@ -69,6 +68,7 @@ def create_jobs():
 
 @bp.get("/jobs")
 @require_secret
+@accepts(query=("status", "type", "store_id", "user_id", "batch_id", "limit", "after"))
 def list_jobs():
     args = request.args
     status = choice_param("status", args.get("status"), STATUSES)
@@ -78,7 +78,8 @@ def list_jobs():
         page, next_after = queries.list_jobs(
             conn, status=status, job_type=str_param("type", args.get("type")),
             store_id=str_param("store_id", args.get("store_id")), user_id=str_param("user_id", args.get("user_id")),
-            batch_id=str_param("batch_id", args.get("batch_id")), after=after, limit=limit)
+            batch_id=str_param("batch_id", args.get("batch_id")), after=after, limit=limit,
+            max_bytes=_settings().MAX_PAGE_BYTES)
     return jsonify({"jobs": [queries.job_to_dict(row) for row in page], "next_after": next_after})
 
 
@@ -88,6 +89,7 @@ def _job_id(raw: str) -> int:
 
 @bp.get("/jobs/<raw_id>")
 @require_secret
+@accepts()
 def get_job(raw_id: str):
     with db.engine.connect() as conn:
         job = queries.get_job(conn, _job_id(raw_id))
@@ -118,11 +120,13 @@ def _transition(raw_id: str, action, allowed: str):
 
 @bp.post("/jobs/<raw_id>/retry")
 @require_secret
+@accepts(body=())
 def retry_job(raw_id: str):
     return _transition(raw_id, queries.retry_job, "failed or cancelled")
 
 
 @bp.post("/jobs/<raw_id>/cancel")
 @require_secret
+@accepts(body=())
 def cancel_job(raw_id: str):
     return _transition(raw_id, queries.cancel_job, "pending or waiting")

@@ -15,6 +15,7 @@ from ..enqueue import CALLBACK_FIELDS, MAX_IDENTIFIER_LENGTH, MAX_JOBS_PER_REQUE
 from ..handlers import registered_types
 from ..workflows import plan as workflow_plan
 from .auth import require_secret
+from .params import accepts
 
 bp = Blueprint("openapi", __name__)
 
@@ -46,8 +47,14 @@ _TIME_FILTER = {"type": "string", "format": "date-time", "pattern": "^(19[7-9][0
                 "description": "years 1970 to 9999; no offset: UTC"}
 
 
+def _left_out(schema: dict) -> dict:
+    """A bulk filter field as the app reads it: null, or an empty string (what a form sends), is the field left out."""
+    return {"anyOf": [schema, {"type": "string", "enum": [""]}], "nullable": True,
+            **({"description": schema["description"]} if "description" in schema else {})}
+
+
 def _bulk_request(action: str, statuses: list) -> dict:
-    return {
+    request = {
         "type": "object",
         "required": ["action"],
         "additionalProperties": False,
@@ -64,6 +71,12 @@ def _bulk_request(action: str, statuses: list) -> dict:
             "dry_run": {"type": "boolean", "description": "true: count the jobs it would change, change nothing"},
         },
     }
+    properties = request["properties"]
+    properties["filter"]["properties"] = {name: _left_out(field)
+                                          for name, field in properties["filter"]["properties"].items()}
+    properties["filter"] = {**properties["filter"], "nullable": True, "description": "null: no filter"}
+    properties["dry_run"] = {**properties["dry_run"], "nullable": True}
+    return request
 
 
 # Answers every protected endpoint can give besides its own.
@@ -110,6 +123,8 @@ _SCHEMAS = {
             "deferrals": {"type": "integer", "minimum": 0,
                           "description": "times put off without spending an attempt (RetryLater, cut by a budget)"},
             "deferred_since": _NULLABLE_TIME,
+            "last_traceback": {**_NULLABLE_TEXT, "description": "GET /jobs/{job_id} only: the traceback of the "
+                                                                "error in last_error, its last 8,000 characters"},
             "waits_for": {"type": "integer", "minimum": 0,
                           "description": "parents whose end the job still waits for (status waiting until 0)"},
             "on_parent_failure": {"type": "string", "enum": list(workflow_plan.POLICIES), "nullable": True,
@@ -145,6 +160,7 @@ _SCHEMAS = {
         "type": "object",
         "required": ["type"],
         "additionalProperties": False,
+        "description": "every field but type may be null: the same as leaving it out (the default)",
         "properties": {
             "type": {"type": "string", "minLength": 1, "maxLength": MAX_IDENTIFIER_LENGTH,
                      "description": "a registered job type; unknown: 422"},
@@ -245,7 +261,9 @@ _SCHEMAS = {
     },
     "RunParameters": {
         "type": "object",
-        "description": "the same parameters as the query string (which wins); null means the default",
+        "description": "the same parameters as the query string (which wins); null means the default; any "
+                       "other key is a 400",
+        "additionalProperties": False,
         "properties": {
             "limit": {"type": "integer", "minimum": 1, "maximum": 1000000, "nullable": True},
             "budget_s": {"type": "number", "minimum": 1, "maximum": 900, "nullable": True},
@@ -404,7 +422,8 @@ _RUN_QUERY = [
 
 _RUN_RESPONSES = {
     "200": _json("What the call did.", _ref("RunSummary")),
-    "400": _error("A parameter is out of range or malformed."),
+    "400": _error("A parameter is out of range or malformed, or unknown (named in the message)."),
+    "413": _error("The body is larger than MAX_REQUEST_BYTES."),
     "415": _error("A body that is not application/json."),
     "422": _error("No handler is registered for `type`."),
     **_COMMON,
@@ -478,13 +497,16 @@ _PATHS = {
                 {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
                 {"name": "type", "in": "query", "schema": _FILTER},
                 {"name": "store_id", "in": "query", "schema": _FILTER},
+                {"name": "user_id", "in": "query", "schema": _FILTER},
                 {"name": "batch_id", "in": "query", "schema": _FILTER},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                 {"name": "after", "in": "query", "description": "next_after of the previous page",
                  "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_JOB_ID}},
             ],
             "responses": {
-                "200": _json("One page.", {"type": "object", "required": ["jobs", "next_after"], "properties": {
+                "200": _json("One page: up to `limit` jobs, fewer when they reach MAX_PAGE_BYTES (then "
+                             "next_after is set).", {
+                    "type": "object", "required": ["jobs", "next_after"], "properties": {
                     "jobs": {"type": "array", "items": _ref("Job")},
                     "next_after": {"type": "integer", "nullable": True}}}),
                 "400": _error("A parameter is invalid."),
@@ -600,6 +622,10 @@ _PATHS = {
         "responses": {
             "200": _json("The database answers.", {"type": "object", "required": ["status"], "properties": {
                 "status": {"type": "string", "enum": ["ok"]}, "database": {"type": "string"},
+                "api": {"type": "string", "enum": ["enabled", "disabled"],
+                        "description": "disabled: CRON_SECRET is not set, the protected endpoints answer 503"},
+                "warnings": {"type": "array", "items": {"type": "string"},
+                             "description": "what an operator should know (e.g. the secret is not set)"},
                 "auth": {"type": "object", "description": "which auth methods are on (never their secrets)",
                          "properties": {name: {"type": "boolean"} for name in
                                         ("cron_secret", "qstash", "google_oidc", "hmac")}}}}),
@@ -646,6 +672,22 @@ SPEC = {
 }
 
 
+# Every operation refuses an unknown query parameter (and a body field it does not take) with a 400 naming it
+_UNKNOWN = _error("An unknown query parameter or body field (the message and `field` name it).")
+for _item in _PATHS.values():
+    for _operation in _item.values():
+        _operation["responses"].setdefault("400", _UNKNOWN)
+        for _parameter in _operation.get("parameters", []):
+            if _parameter["in"] == "query":  # `?limit=` means the default, `?type=` no filter
+                _parameter["allowEmptyValue"] = True
+
+
+# A new job's optional fields may be null, which the app reads as "not given" (the default), as Python's enqueue()
+for _name, _schema in SPEC["components"]["schemas"]["NewJob"]["properties"].items():
+    if _name != "type":
+        SPEC["components"]["schemas"]["NewJob"]["properties"][_name] = {**_schema, "nullable": True}
+
+
 def spec(job_types: list[str] | None = None) -> dict:
     """The document; with `job_types`, `type` in a new job and in /process-pending lists exactly the job types
     this app has handlers for (any other is a 422), so a client, or a fuzzer, knows what it may enqueue."""
@@ -663,5 +705,6 @@ def spec(job_types: list[str] | None = None) -> dict:
 
 @bp.get("/openapi.json")
 @require_secret
+@accepts()
 def openapi_json():
     return jsonify(spec(registered_types()))

@@ -8,19 +8,21 @@ from flask import Blueprint, Response, jsonify
 from .. import metrics, queue_health, ticks
 from ..extensions import db
 from .auth import require_secret
-from .params import int_param
+from .params import accepts, int_param
 
 bp = Blueprint("ops", __name__)
 
 
 @bp.get("/queue/health")
 @require_secret
+@accepts()
 def health():
     return jsonify(queue_health.read(db.engine).as_dict())
 
 
 @bp.get("/ticks")
 @require_secret
+@accepts(query=("limit", "before"))
 def recent_ticks():
     from flask import request
 
@@ -39,5 +41,6 @@ def recent_ticks():
 
 @bp.get("/metrics")
 @require_secret
+@accepts()
 def prometheus_metrics():
     return Response(metrics.render(db.engine), mimetype=None, content_type=metrics.CONTENT_TYPE)

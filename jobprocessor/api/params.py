@@ -1,16 +1,64 @@
 """Reading request input strictly: a bad value is a 400 naming the parameter, never a silent default."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
-from flask import request
+from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import ApiError
 
+MAX_SHOWN_NAME = 64  # an unknown name is echoed back at most this long (a 100 KB field name is not)
+
+
+def shown(name: str) -> str:
+    """A caller's name for an error message: quoted, cut to MAX_SHOWN_NAME characters."""
+    text = str(name)
+    return repr(text if len(text) <= MAX_SHOWN_NAME else text[:MAX_SHOWN_NAME] + "...")
+
+
+def _refuse_unknown(kind: str, names: Iterable[str], allowed: Iterable[str]) -> None:
+    unknown = sorted(names)
+    if not unknown:
+        return
+    allowed = list(allowed)
+    known = f"allowed: {', '.join(allowed)}" if allowed else "it takes none"
+    noun = f"{kind}s" if len(unknown) > 1 else kind
+    raise ApiError(400, f"unknown_{kind.replace(' ', '_')}",
+                   f"Unknown {noun} {', '.join(shown(n) for n in unknown[:5])}{' ...' if len(unknown) > 5 else ''}"
+                   f"; {known}.", field=str(unknown[0])[:MAX_SHOWN_NAME])
+
+
+def check_body_fields(body: Any, allowed: Iterable[str]) -> None:
+    """A JSON object body holds only the `allowed` keys: any other is a 400 naming it."""
+    if isinstance(body, dict):
+        allowed = tuple(allowed)
+        _refuse_unknown("field", set(body) - set(allowed), allowed)
+
+
+def accepts(query: Iterable[str] = (), body: Optional[Iterable[str]] = None):
+    """Declare the query parameters (and, for a view that reads no body itself, the body fields) a view takes:
+    anything else is a 400 naming it, so a misspelt `?limt=5` is not silently ignored. Put it under the auth
+    decorator: the auth answers first."""
+    query = tuple(query)
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(*args, **kwargs):
+            _refuse_unknown("query parameter", set(request.args) - set(query), query)
+            if body is not None and request.method not in ("GET", "HEAD"):
+                fields = tuple(body)
+                check_body_fields(object_body("The body, if any, must be a JSON object."), fields)
+            return view(*args, **kwargs)
+
+        wrapper.accepted_query = query
+        return wrapper
+
+    return decorate
 
 
 def _reject_constant(name: str):
@@ -20,12 +68,16 @@ def _reject_constant(name: str):
 def raw_body() -> bytes:
     """The request's body as sent (read once, kept for later readers), 413 above MAX_REQUEST_BYTES."""
     raw = request.get_data(cache=True)
-    limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(raw) >= limit:
-        # a chunked body (no Content-Length): werkzeug stops reading at the limit without a word and hands over
-        # the truncated start; a body that reaches the limit is too large, as it is with a Content-Length
+    # MAX_CONTENT_LENGTH is MAX_REQUEST_BYTES + 1 (create_app): werkzeug cannot tell a chunked body (no
+    # Content-Length) of exactly its limit from a longer one, as it never reads past the limit; with one byte more
+    # allowed, a body of exactly MAX_REQUEST_BYTES passes, chunked or not, and one byte over is refused here
+    if len(raw) > max_request_bytes():
         raise RequestEntityTooLarge()
     return raw
+
+
+def max_request_bytes() -> int:
+    return current_app.extensions["jobprocessor"].settings.MAX_REQUEST_BYTES
 
 
 def json_body(required: bool) -> Any:
@@ -49,6 +101,16 @@ def json_body(required: bool) -> Any:
         raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
 
 
+def object_body(message: str) -> Optional[dict]:
+    """An optional JSON object body: None when the body is empty; any other JSON value (null too) is a 400."""
+    body = json_body(required=False)
+    if body is None and not raw_body().strip():
+        return None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", message)
+    return body
+
+
 def _source(body: Any) -> dict:
     return body if isinstance(body, dict) else {}
 
@@ -63,6 +125,8 @@ def get_param(name: str, body: Any = None) -> Any:
 # ASCII digits only: str.isdigit() also accepts "²" or "①", which int() then refuses (a 500); and no more
 # digits than any bound here needs, so int() never meets Python's 4300-digit conversion limit
 _INTEGER = re.compile(r"[+-]?[0-9]{1,40}")
+# The same for decimals: float() also reads "1_0", full-width "１０" and "infinity"; only plain ASCII decimals here
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]{1,40}(?:\.[0-9]{0,40})?|\.[0-9]{1,40})(?:[eE][+-]?[0-9]{1,4})?")
 
 
 def int_param(name: str, value: Any, lo: int, hi: int, default: Optional[int] = None) -> Optional[int]:
@@ -81,10 +145,9 @@ def number_param(name: str, value: Any, lo: float, hi: float, default: Optional[
     if value is None or value == "":
         return default
     if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ApiError(400, "invalid_parameter", f"{name} must be a number from {lo:g} to {hi:g}.") from None
+        if not _DECIMAL.fullmatch(value.strip()):
+            raise ApiError(400, "invalid_parameter", f"{name} must be a number from {lo:g} to {hi:g}.")
+        value = float(value.strip())
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         raise ApiError(400, "invalid_parameter", f"{name} must be a number from {lo:g} to {hi:g}.")
     if not lo <= value <= hi:

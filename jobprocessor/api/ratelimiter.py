@@ -5,11 +5,13 @@ from flask import Blueprint, jsonify
 
 from ..ratelimit import rate_limiter_stats
 from .auth import require_secret
+from .params import accepts
 
 bp = Blueprint("ratelimiter", __name__)
 
 
 @bp.get("/rate-limiter/stats")
 @require_secret
+@accepts()
 def stats():
     return jsonify(rate_limiter_stats())

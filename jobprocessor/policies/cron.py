@@ -12,6 +12,7 @@ after t", which is forty lines, and owning them keeps the semantics documented a
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -26,6 +27,10 @@ FIELDS = (("minute", 0, 59, None), ("hour", 0, 23, None), ("day-of-month", 1, 31
 SEARCH_YEARS = 28  # the calendar repeats every 28 years (within 1901-2099): no match by then means never
 
 
+# ASCII digits only: str.isdigit() also accepts "²" or "١", which int() refuses or reads as another number
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
 class CronError(ValueError):
     """The expression is not a valid 5-field cron expression; the message says which part and why."""
 
@@ -33,7 +38,7 @@ class CronError(ValueError):
 def _number(text: str, field: str, lo: int, hi: int, names) -> int:
     value = names.get(text.lower()) if names else None
     if value is None:
-        if not text.isdigit():
+        if not _DIGITS.fullmatch(text):
             raise CronError(f"{field}: {text!r} is not a number" + (" or a name" if names else ""))
         value = int(text)
     if not lo <= value <= hi:
@@ -47,7 +52,7 @@ def _field(text: str, field: str, lo: int, hi: int, names) -> frozenset[int]:
         base, slash, step_text = part.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) < 1:
+            if not _DIGITS.fullmatch(step_text) or int(step_text) < 1:
                 raise CronError(f"{field}: step {step_text!r} must be a whole number of at least 1")
             step = int(step_text)
         if base == "*":
