@@ -1,6 +1,7 @@
 """Fair claim vs FIFO claim (issues 3 and 11). Prints figures; docs/BENCHMARKS.md keeps them with the command.
 
-    .venv/bin/python bench/fair_claim.py latency    [--jobs 1000000] [--stores 10,100,1000] [--limits 100,10] [--reps 40]
+    .venv/bin/python bench/fair_claim.py latency    [--jobs 1000000] [--stores 10,100,1000] [--limits 100,10]
+                                                    [--reps 40]
     .venv/bin/python bench/fair_claim.py explain    [--jobs 1000000] [--stores 1000] [--limit 100]
     .venv/bin/python bench/fair_claim.py first-job  [--limit 100] [--job-ms 20] [--concurrency 8]
     .venv/bin/python bench/fair_claim.py profile    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
@@ -105,12 +106,12 @@ UNHANDLED_TYPE = "bench.unhandled"
 
 def fill(engine, n_jobs: int, n_stores: int, due: bool = True, unhandled_stores: int = 0,
          served_lately: bool = False) -> None:
-    """n_jobs pending jobs of the four QUEUED_TYPES (at random, by a hash of the id): even ids to store 'big', odd ids spread over
-    n_stores - 1 others; run_at over the last 3 hours (or the next 3 hours), interleaved; every store served once
-    before (a turn an hour before its oldest job). With unhandled_stores, that many more stores with 10 jobs each of
-    UNHANDLED_TYPE, older than every other job and never served (nobody asks for their type). served_lately: every
-    store was served in the last 10 minutes instead, in a random order (the steady state of a backlog being
-    drained: each store's wait is its turn, not its oldest job)."""
+    """n_jobs pending jobs of the four QUEUED_TYPES (at random, by a hash of the id): even ids to store 'big', odd ids
+    spread over n_stores - 1 others; run_at over the last 3 hours (or the next 3 hours), interleaved; every store served
+    once before (a turn an hour before its oldest job). With unhandled_stores, that many more stores with 10 jobs each
+    of UNHANDLED_TYPE, older than every other job and never served (nobody asks for their type). served_lately: every
+    store was served in the last 10 minutes instead, in a random order (the steady state of a backlog being drained:
+    each store's wait is its turn, not its oldest job)."""
     when = "now() - interval '3 hours'" if due else "now() + interval '1 hour'"
     step = 3 * 3600 * 1000 // n_jobs or 1
     with engine.begin() as conn:
@@ -151,7 +152,8 @@ def install_v2(engine) -> None:
 
     probe = function(v1_sql, "jobs_fair_claim_probe").replace("FUNCTION jobs_fair_claim_probe(",
                                                                "FUNCTION bench_fair_claim_probe_v1(", 1)
-    claim = (function(v2_sql, "jobs_fair_claim").replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v2(", 1)
+    claim = (function(v2_sql, "jobs_fair_claim")
+             .replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v2(", 1)
              .replace("jobs_fair_claim_probe(", "bench_fair_claim_probe_v1("))
     with engine.begin() as conn:
         conn.exec_driver_sql(probe.replace("%", "%%"))
@@ -282,7 +284,8 @@ def cmd_flow(args) -> None:
             for variant in FLOW_VARIANTS:
                 wall_med, wall_p90, jobs, cpu_ms = res[variant]
                 served = stores_in(engine, variant, limit) if jobs else 0
-                print(f"{label:<22} {limit:>5}  {FLOW_NAMES.get(variant, variant):<15} {wall_med:>7.2f} / {wall_p90:>5.2f} {cpu_ms:>7.2f} "
+                print(f"{label:<22} {limit:>5}  {FLOW_NAMES.get(variant, variant):<15} {wall_med:>7.2f} / "
+                      f"{wall_p90:>5.2f} {cpu_ms:>7.2f} "
                       f"{cpu_ms - fifo_cpu:>7.2f} {res['pk']:>5.2f} {jobs:>5} {served:>6}", flush=True)
 
 
@@ -607,7 +610,8 @@ def cmd_profile(args) -> None:
 
 def cmd_enqueue(args) -> None:
     """What the directory's triggers cost an enqueue: queries.enqueue (the real INSERT), one job per transaction and
-    batches of 1000 over 1000 stores, with the insert trigger of the directory (sql/025) enabled and disabled, alternating."""
+    batches of 1000 over 1000 stores, with the insert trigger of the directory (sql/025) enabled and disabled,
+    alternating."""
     engine = fresh_schema(database_url())
     fill(engine, args.jobs, args.stores[-1])  # the directory holds a row for every store: the common case
 

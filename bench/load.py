@@ -96,7 +96,8 @@ def run_phase(name: str, database_url: str, engine, args, jobs: int) -> dict:
     with engine.connect() as conn:
         left = dict(conn.execute(text("SELECT status, count(*) FROM jobs GROUP BY 1")).all())
     return {
-        "phase": name, "callers": args.callers, "db_pool_min": args.pool_min or "default (2)", "seconds": round(elapsed_s, 1), "gunicorn_workers": args.workers,
+        "phase": name, "callers": args.callers, "db_pool_min": args.pool_min or "default (2)",
+        "seconds": round(elapsed_s, 1), "gunicorn_workers": args.workers,
         "gunicorn_threads": args.threads, "requests": len(latencies),
         "requests_per_s": round(len(latencies) / elapsed_s, 1), "statuses": dict(statuses),
         "client_errors": dict(errors),

@@ -17,7 +17,8 @@ Cases:
   450 x scale RPM (and TPM) cannot finish in under 11.1 / scale minutes. Reports the makespan (first request to
   last job completed) against that floor.
 - store: the limiter's own ceiling, without HTTP: processes x threads doing reserve + settle on the shared row.
-The first two check: 0 x 429 from the fake, every job completed, each job called exactly once, every reservation settled.
+The first two check: 0 x 429 from the fake, every job completed, each job called exactly once, every reservation
+settled.
 - accounting (issue 10): OpenAI's token accounting, before and after, side by side in one run. The fake counts
   tokens as OpenAI documents it (accounting="openai": each request on arrival the larger of its cap and its input
   characters / 4, nothing back) and allows --server-rpm / --server-tpm (500 / 500,000, its bucket a whole minute as

@@ -434,8 +434,8 @@ GET_JOB = f"SELECT {_SELECT_JOB}, jobs.last_traceback FROM jobs WHERE id = :id"
 #
 # A page is also bounded in bytes (MAX_PAGE_BYTES): a job counts for its payload, result and error (up to
 # MAX_PAYLOAD_BYTES + MAX_RESULT_BYTES each) plus 400 bytes for its other columns, and the page ends before the
-# job that would start past the bound (the first job always comes). Measured here, in the statement, so rows past the bound never
-# leave the server; the page's selection (the inner query) is the same indexed scan.
+# job that would start past the bound (the first job always comes). Measured here, in the statement, so rows past
+# the bound never leave the server; the page's selection (the inner query) is the same indexed scan.
 LIST_JOBS = f"""
 SELECT * FROM (
     SELECT page.*, sum(page.row_bytes) OVER (ORDER BY page.id DESC) - page.row_bytes AS bytes_before,

@@ -4,10 +4,11 @@
     .venv/bin/python -m jobprocessor.schema_dump --check    exit 1, saying so, when it is stale
 
 It creates a scratch database anew (`jobprocessor_schema` on the embedded server, or the database SCHEMA_DATABASE_URL
-names, which it DROPS first), builds it with `flask db upgrade`, and dumps it with the embedded server's pg_dump (`--schema-only --no-owner --no-privileges`,
-alembic_version left out: the revision chain is not schema), normalised so that the same schema gives the same file:
-the version banner and pg_dump's random `\\restrict` key are dropped. tests/test_sql_files.py fails when the file is
-stale. The file is for reading; the schema is built by the files it was dumped from (sql/README.md).
+names, which it DROPS first), builds it with `flask db upgrade`, and dumps it with the embedded server's pg_dump
+(`--schema-only --no-owner --no-privileges`, alembic_version left out: the revision chain is not schema), normalised so
+that the same schema gives the same file: the version banner and pg_dump's random `\\restrict` key are dropped.
+tests/test_sql_files.py fails when the file is stale. The file is for reading; the schema is built by the files it was
+dumped from (sql/README.md).
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   fi
 fi
 unset DATABASE_URL CRON_SECRET JOBPROCESSOR_HANDLERS
+"$PY" -m ruff check --quiet .  # the linter first (ruff.toml): a finding fails the run, as a failing test does
 # a developer's .env (make run's) never reaches the flask commands the tests start (tests of it set their own)
 export FLASK_SKIP_DOTENV=1
 # Worker processes (pytest-xdist, one database each; a test file stays in one worker for its module fixtures):

@@ -1,6 +1,6 @@
 """The job API over the Flask test client: enqueue (one, many, idempotent), list pages, read, retry, cancel."""
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from tests.conftest import AUTH, fetch_jobs, insert_jobs
 

@@ -48,7 +48,7 @@ def test_every_presented_secret_goes_through_compare_digest(client, monkeypatch)
     assert client.get("/jobs", headers=AUTH).status_code == 200 and len(calls) == 2 * len(WRONG) + 1
 
 
-# --- never in logs, messages or responses -------------------------------------------------------------------------------
+# --- never in logs, messages or responses -----------------------------------------------------------------------------
 
 def test_the_secret_never_appears_in_logs_errors_or_responses(database_url, clean_db):
     insert_jobs(clean_db, 3, "test.fail")  # handler errors are logged

@@ -99,7 +99,8 @@ def test_retry_in_batches_changes_exactly_the_matching_jobs_and_logs_it(engine):
     with engine.connect() as conn:
         logged = bulk.log.recent(conn)
     assert len(logged) == 1 and logged[0]["action"] == "retry" and logged[0]["status"] == "done"
-    assert (logged[0]["actor"], logged[0]["role"], logged[0]["matched"], logged[0]["changed"]) == ("cli", "test", 25, 25)
+    first = logged[0]
+    assert (first["actor"], first["role"], first["matched"], first["changed"]) == ("cli", "test", 25, 25)
     assert logged[0]["filter"] == {"status": ["failed", "cancelled"], "store_id": "s1"}
 
 

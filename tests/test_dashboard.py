@@ -162,7 +162,8 @@ def test_a_post_without_the_csrf_token_is_refused_and_changes_nothing(operator, 
         assert response.status_code == 403 and "CSRF" in response.get_data(as_text=True)
         assert operator.post("/dashboard/jobs/5/retry", data=data).status_code == 403
     assert {j["status"] for j in fetch_jobs(engine, "type = 'test.fail'")} == {"failed"}
-    ok = operator.post("/dashboard/bulk", data={"action": "retry", "status": "failed", "csrf_token": page_token(operator)})
+    ok = operator.post("/dashboard/bulk",
+                       data={"action": "retry", "status": "failed", "csrf_token": page_token(operator)})
     assert ok.status_code == 302
     assert {j["status"] for j in fetch_jobs(engine, "type = 'test.fail'")} == {"pending"}
 
@@ -214,7 +215,8 @@ def test_every_page_shows_real_data(operator, engine):
         conn.execute(text("INSERT INTO job_ticks (worker, job_limit, budget_s, rounds, claimed, succeeded, failed, "
                           "started_at, ended_at) VALUES ('host:1:abc', 100, 20, 1, 9, 7, 2, now() - interval '2 min', "
                           "now() - interval '1 min')"))
-        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) VALUES ('test.echo', '{0.1,0.2,0.3}', 3)"))
+        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) "
+                          "VALUES ('test.echo', '{0.1,0.2,0.3}', 3)"))
     overview = operator.get("/dashboard/").get_data(as_text=True)
     assert 'id="due">3<' in overview and "host:1:abc" in overview and "completed 7" in overview
     assert "test.fail" in overview and "200 ms" in overview  # p50 of the runtimes

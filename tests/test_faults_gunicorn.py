@@ -68,7 +68,8 @@ def drain(server: Gunicorn, engine, deadline_s: float, **params) -> list[dict]:
             return summaries
         if response.json()["claimed"] == 0:
             time.sleep(0.3)
-    raise AssertionError(f"jobs still open after {deadline_s} s: {fetch_jobs(engine, 'status <> ' + repr('completed'))}")
+    still_open = fetch_jobs(engine, "status <> 'completed'")
+    raise AssertionError(f"jobs still open after {deadline_s} s: {still_open}")
 
 
 def thread_count(pid: int) -> int:
@@ -92,7 +93,7 @@ def audited(audit_trail, clean_db):
     assert transitions.violations(clean_db) == {}
 
 
-# --- a worker killed in the middle of a batch --------------------------------------------------------------------------
+# --- a worker killed in the middle of a batch -------------------------------------------------------------------------
 
 def test_worker_killed_mid_batch_loses_nothing_and_completes_nothing_twice(database_url, audited):
     engine = audited
@@ -189,7 +190,7 @@ def test_terminated_idle_connections_are_replaced_before_use(database_url, audit
 
 def test_connection_killed_while_recording_outcomes_is_503_then_rescued(database_url, audited):
     engine = audited
-    ids = insert_jobs(engine, 100, "fault.record_sleep", payload="'{\"seconds\": 0.3}'")
+    insert_jobs(engine, 100, "fault.record_sleep", payload="'{\"seconds\": 0.3}'")
     with fault_server(database_url, workers=1, threads=2, JOBS_LEASE_S=8, JOBS_CONCURRENCY=2) as server:
         result = {}
         caller = threading.Thread(target=lambda: result.update(response=call(server, limit=100, budget_s=20)))

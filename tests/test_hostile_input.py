@@ -46,7 +46,7 @@ def test_cron_json_numbers_out_of_range(client, body):
                       400)
 
 
-# --- strings PostgreSQL cannot store -----------------------------------------------------------------------------------
+# --- strings PostgreSQL cannot store ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value", [
     ("store_id", "\\ud800"), ("user_id", "x\\udc80y"), ("idempotency_key", "\\udfff"), ("batch_id", "\\ud83d"),
@@ -101,7 +101,7 @@ def test_many_jobs_each_at_the_payload_limit_hit_the_request_limit(client, app):
     assert_json_error(response, 413)
 
 
-# --- SQL metacharacters -------------------------------------------------------------------------------------------------
+# --- SQL metacharacters -----------------------------------------------------------------------------------------------
 
 NASTY = [
     "'; DROP TABLE jobs; --",

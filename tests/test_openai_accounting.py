@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 import requests
@@ -106,7 +106,8 @@ def test_the_limiter_charges_exactly_what_the_server_counts(make_app, raw_engine
     served = fake.snapshot()
     assert [c.status for c in served] == [200] * 3
     by_fake = {(c.job_id, c.max_tokens): c.charged for c in served}
-    by_limiter = {(line["job_id"], line["max_completion_tokens"]): line["charged_tokens"] for line in call_lines(caplog)}
+    by_limiter = {(line["job_id"], line["max_completion_tokens"]): line["charged_tokens"]
+                  for line in call_lines(caplog)}
     assert by_limiter == by_fake
     charges = sorted(by_fake.values())
     assert charges[0] == charges[1] == 600 and charges[2] > 1200  # the cap; the long input's ceil(chars / 4)
@@ -249,7 +250,7 @@ def test_gunicorn_workers_and_cron_callers_use_the_token_budget_with_no_429(data
           f"limit, 0 x 429, cap {cap}")
 
 
-# --- the cap follows the answers ---------------------------------------------------------------------------------------
+# --- the cap follows the answers --------------------------------------------------------------------------------------
 
 FAST = {"OPENAI_RPM": 100_000, "OPENAI_TPM": 100_000_000}  # the budget is not what these tests are about
 

@@ -77,7 +77,7 @@ def make_due(engine) -> None:
         conn.execute(text("UPDATE jobs SET run_at = now() WHERE status = 'pending'"))
 
 
-# --- the payload and the answer (pure) ----------------------------------------------------------------------------------
+# --- the payload and the answer (pure) --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("payload, message", [
     (None, "JSON object"), ([], "JSON object"), ({}, "product"), ({"product": {}}, "product"),
@@ -146,7 +146,7 @@ def test_enqueue_refuses_a_payload_that_can_never_work(client):
     assert ok.status_code == 201
 
 
-# --- running it ----------------------------------------------------------------------------------------------------------
+# --- running it -------------------------------------------------------------------------------------------------------
 
 def test_a_product_is_optimised_through_the_limiter(make_app, fake, raw_engine):
     client = make_app(fake)
@@ -254,7 +254,8 @@ def test_a_429_storm_holds_every_job_back_and_fails_none(make_app, raw_engine):
         for _ in range(3):  # rescheduled ones come back when the server said, not before
             if summary["succeeded"] == 6 or {j["status"] for j in fetch_jobs(raw_engine)} == {"completed"}:
                 break
-            assert all(j["run_at"].timestamp() >= storm_ends - 0.05 for j in fetch_jobs(raw_engine, "status = 'pending'"))
+            pending = fetch_jobs(raw_engine, "status = 'pending'")
+            assert all(j["run_at"].timestamp() >= storm_ends - 0.05 for j in pending)
             time.sleep(max(0.0, server.storm_until - time.monotonic()) + 0.6)
             make_due(raw_engine)
             summary = process(client)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from jobprocessor.policies import openai_errors, tokens
 from jobprocessor.ratelimit import core
-from jobprocessor.ratelimit.core import Limits, Reservation, ServerView, Settlement
+from jobprocessor.ratelimit.core import Limits, ServerView, Settlement
 from jobprocessor.ratelimit.headers import format_duration, parse_duration, parse_retry_after, server_view
 
 T0 = 1_700_000_000.0
@@ -330,7 +330,7 @@ def test_max_inline_wait():
     assert core.max_inline_wait(3, 10, 5) < 0
 
 
-# --- headers -----------------------------------------------------------------------------------------------------------
+# --- headers ----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, seconds", [
     ("1s", 1.0), ("6m0s", 360.0), ("12ms", 0.012), ("4m12.172s", 252.172), ("23h18m29.144s", 83909.144),
@@ -371,7 +371,7 @@ def test_server_view_from_headers():
     assert server_view({"x-ratelimit-remaining-tokens": "-1", "retry-after": "3"}, T0) == ServerView(retry_after_s=3)
 
 
-# --- what a call is charged --------------------------------------------------------------------------------------------
+# --- what a call is charged -------------------------------------------------------------------------------------------
 
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "p", "strict": True, "schema": {"type": "object"}}}
 
@@ -410,7 +410,7 @@ def test_the_charge_is_what_the_fake_server_counts_for_the_same_request(messages
     assert tokens.call_charge(messages, cap, response_format) == openai_charge(body)
 
 
-# --- the error policy ----------------------------------------------------------------------------------------------------
+# --- the error policy -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("status, code, kind", [
     (429, "rate_limit_exceeded", openai_errors.THROTTLED), (429, None, openai_errors.THROTTLED),

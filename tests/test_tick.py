@@ -210,7 +210,7 @@ def test_retry_later_is_bounded_in_time(app, engine, settings):
     assert job["status"] == "failed" and "JOBS_MAX_DEFERRAL_S=3600" in job["last_error"]
 
 
-# --- tick history and its alerts ---------------------------------------------------------------------------------------
+# --- tick history and its alerts --------------------------------------------------------------------------------------
 
 def ticks_table(engine) -> list:
     with engine.connect() as conn:

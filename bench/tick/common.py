@@ -497,7 +497,8 @@ class LoadSampler:
 
     def line(self) -> str:
         s = self.summary()
-        return f"load average (1 min) during the run: min {s['min']}, mean {s['mean']}, max {s['max']} on {s['cores']} cores"
+        return (f"load average (1 min) during the run: min {s['min']}, mean {s['mean']}, max {s['max']} "
+                f"on {s['cores']} cores")
 
 
 def write_results(name: str, tag: str, data: dict) -> Path:

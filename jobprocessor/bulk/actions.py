@@ -39,7 +39,8 @@ AND (CAST(:job_type AS text) IS NULL OR type = CAST(:job_type AS text))
 AND (CAST(:store_id AS text) IS NULL OR store_id = CAST(:store_id AS text))
 AND (CAST(:batch_id AS text) IS NULL OR batch_id = CAST(:batch_id AS text))
 AND (CAST(:error_like AS text) IS NULL OR last_error ILIKE CAST(:error_like AS text))
-AND (CAST(:error_group AS text) IS NULL OR """ + GROUP_OF.format(column="last_error") + """ = CAST(:error_group AS text))
+AND (CAST(:error_group AS text) IS NULL
+     OR """ + GROUP_OF.format(column="last_error") + """ = CAST(:error_group AS text))
 AND (CAST(:created_after AS timestamptz) IS NULL OR created_at >= CAST(:created_after AS timestamptz))
 AND (CAST(:created_before AS timestamptz) IS NULL OR created_at < CAST(:created_before AS timestamptz))
 """
@@ -64,7 +65,8 @@ GUARDS = {
       AND (picked.singleton_key IS NULL
            OR (NOT EXISTS (SELECT 1 FROM jobs holder WHERE holder.singleton_key = picked.singleton_key
                            AND holder.status IN ('waiting', 'pending', 'running'))
-               AND picked.id = (SELECT max(same.id) FROM picked same WHERE same.singleton_key = picked.singleton_key)))""",
+               AND picked.id = (SELECT max(same.id) FROM picked same
+                                WHERE same.singleton_key = picked.singleton_key)))""",
     "cancel": "",
 }
 

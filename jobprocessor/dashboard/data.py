@@ -43,7 +43,7 @@ def _rows(conn: Connection, sql: str, **params) -> list[dict]:
 # types, not the size of the queue.
 TYPE_COUNT_CAP = 2_000
 DUE_COUNT_CAP = 10_000
-LIVE_BY_TYPE = f"""
+LIVE_BY_TYPE = """
 WITH RECURSIVE t AS (
     (SELECT type FROM jobs WHERE status IN ('pending', 'running') ORDER BY type LIMIT 1)
     UNION ALL
@@ -111,7 +111,8 @@ WITH parts AS (
                                        t.ended_at, CAST(:step AS interval)) AS p(s)
     CROSS JOIN LATERAL (
         SELECT CASE WHEN t.ended_at <= t.started_at THEN 1.0
-                    ELSE extract(epoch FROM least(t.ended_at, p.s + CAST(:step AS interval)) - greatest(t.started_at, p.s))
+                    ELSE extract(epoch FROM least(t.ended_at, p.s + CAST(:step AS interval))
+                                            - greatest(t.started_at, p.s))
                          / extract(epoch FROM t.ended_at - t.started_at) END AS share
     ) AS o
     WHERE t.started_at > now() - CAST(:span AS interval) - interval '20 minutes' AND t.ended_at IS NOT NULL
@@ -215,8 +216,10 @@ GROUP BY store_key
 STORE_COUNT_CAP = 10_000
 STORE_COUNTS = f"""
 SELECT s.store_key,
-       (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'pending' AND coalesce(j.store_id, '') = s.store_key
-           AND j.priority = ANY(CAST(:priorities AS smallint[])) AND j.run_at <= now() LIMIT {STORE_COUNT_CAP + 1}) AS c)
+       (SELECT count(*) FROM (SELECT 1 FROM jobs j
+                              WHERE j.status = 'pending' AND coalesce(j.store_id, '') = s.store_key
+                                AND j.priority = ANY(CAST(:priorities AS smallint[])) AND j.run_at <= now()
+                              LIMIT {STORE_COUNT_CAP + 1}) AS c)
            AS due,
        (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.status = 'pending' AND coalesce(j.store_id, '') = s.store_key
            AND j.priority = ANY(CAST(:priorities AS smallint[])) LIMIT {STORE_COUNT_CAP + 1}) AS c) AS pending,
@@ -253,7 +256,8 @@ def stores(conn: Connection, page: int = 1, search: Optional[str] = None) -> dic
 
 STORE_FINISHED = """
 SELECT status, count(*) AS n FROM jobs
-WHERE store_id = :store_id AND status IN ('completed', 'failed', 'cancelled') AND completed_at > now() - interval '24 hours'
+WHERE store_id = :store_id AND status IN ('completed', 'failed', 'cancelled')
+  AND completed_at > now() - interval '24 hours'
 GROUP BY status
 """
 STORE_HEAD = """

@@ -21,7 +21,6 @@ from ..api.params import choice_param, int_param, str_param
 from ..extensions import db
 from ..ratelimit import rate_limiter_stats
 from . import charts, data, flow_control, session, signin
-from .session import Session
 
 log = logging.getLogger("jobprocessor.dashboard")
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",

@@ -19,8 +19,8 @@ compares them job for job.
   `Turn`); ties go to the store whose last job came earlier in the last call's claim order, then to the store
   whose oldest due job is older, then by store key (not by job id: the directory can order by a store's key
   without reading its head, so stores tied on their wait -- a batch enqueued in one statement -- are placed from
-  the rows read). Serving a store restarts its wait, so with more stores than slots, successive calls serve every store in
-  turn (round-robin), even when a store's jobs were all enqueued at once.
+  the rows read). Serving a store restarts its wait, so with more stores than slots, successive calls serve every
+  store in turn (round-robin), even when a store's jobs were all enqueued at once.
 - max_per_store, when set, caps one store's jobs per call across all levels.
 - Jobs without a store form one store of their own (key "").
 

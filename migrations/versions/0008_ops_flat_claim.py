@@ -1,5 +1,6 @@
 """claim cost flat with history: dashboard indexes split into live and finished halves, built CONCURRENTLY
-(sql/055_ops_dashboard_indexes_v1.sql); autovacuum of jobs after a fixed number of dead rows (sql/054_jobs_storage_v2.sql)
+(sql/055_ops_dashboard_indexes_v1.sql); autovacuum of jobs after a fixed number of dead rows
+(sql/054_jobs_storage_v2.sql)
 
 Revision ID: 0008_ops_flat_claim
 Revises: 0007_store_queues
