@@ -426,8 +426,8 @@ class _Tick:
         if rows:
             self.keeper.hold([row["id"] for row in rows], self.token, self.answer_by + GRACE_S)
             self.book.ensure_loaded(self.types)  # one statement, once: the estimates of every type it may claim
-        if claim.schedules_due:
-            self._enqueue_schedules()
+        # recurring jobs just enqueued are the next round's work, so this empty round does not make the queue dry
+        enqueued_now = self._enqueue_schedules() if claim.schedules_due else False
         now = time.monotonic()
         with self.cond:
             if rows:
@@ -436,7 +436,7 @@ class _Tick:
                 self.dry_since = None
                 self.last_activity = now
                 self._admit(rows, now)
-            elif not self.schedules_enqueued:
+            elif not enqueued_now:
                 self.last_empty_claim = now
                 if self.dry_since is None:
                     self.dry_since = now
@@ -457,13 +457,15 @@ class _Tick:
         with self.cond:
             self.next_due = None if due_in is None else time.monotonic() + due_in
 
-    def _enqueue_schedules(self) -> None:
-        """Maintenance: enqueue due recurring jobs; the next round claims them."""
+    def _enqueue_schedules(self) -> bool:
+        """Maintenance: enqueue due recurring jobs; the next round claims them. True when it enqueued any."""
         scheduled = maintenance.run_due_schedules(self.engine, self.settings).get("schedules", {})
-        if scheduled.get("enqueued"):
-            self.schedules_enqueued = True
-            with self.cond:
-                self.dry_since = None
+        if not scheduled.get("enqueued"):
+            return False
+        self.schedules_enqueued = True
+        with self.cond:
+            self.dry_since = None
+        return True
 
     def _spec(self, job_type: str) -> Optional[HandlerSpec]:
         if job_type not in self.spec_cache:
