@@ -19,6 +19,7 @@ import tests.fault_handlers  # noqa: F401 - registers the fault.* types in this 
 from jobprocessor.processor import GRACE_S
 from tests import transitions
 from tests.conftest import AUTH, Gunicorn, fetch_jobs, insert_jobs
+from tests.transitions import audit_trail, audited  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -77,20 +78,6 @@ def thread_count(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     raise AssertionError("no Threads line")
-
-
-@pytest.fixture(scope="module")
-def audit_trail(raw_engine):
-    transitions.install(raw_engine)
-    yield raw_engine
-    transitions.uninstall(raw_engine)
-
-
-@pytest.fixture
-def audited(audit_trail, clean_db):
-    transitions.truncate(clean_db)
-    yield clean_db
-    assert transitions.violations(clean_db) == {}
 
 
 # --- a worker killed in the middle of a batch -------------------------------------------------------------------------

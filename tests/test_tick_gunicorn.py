@@ -10,25 +10,11 @@ import pytest
 import requests
 from sqlalchemy import text
 
-from tests import transitions
 from tests.conftest import AUTH, fetch_jobs, insert_jobs
 from tests.test_faults_gunicorn import call, drain, fault_server, wait_for_workers, worker_pids
+from tests.transitions import audit_trail, audited  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def audit_trail(raw_engine):
-    transitions.install(raw_engine)
-    yield raw_engine
-    transitions.uninstall(raw_engine)
-
-
-@pytest.fixture
-def audited(audit_trail, clean_db):
-    transitions.truncate(clean_db)
-    yield clean_db
-    assert transitions.violations(clean_db) == {}
 
 
 def test_a_poison_pill_fails_only_the_runs_that_had_started(database_url, audited):

@@ -7,6 +7,7 @@ product schema: install() adds it to a test database, uninstall() removes it.
 """
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 INSTALL = """
@@ -146,3 +147,20 @@ def outcomes_by_worker(engine) -> dict[tuple[str, str], int]:
 def rescues(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM job_transitions WHERE rescue")).scalar_one()
+
+
+# --- fixtures (import both into a test module: `from tests.transitions import audit_trail, audited`) ---------------
+
+@pytest.fixture(scope="module")
+def audit_trail(raw_engine):
+    install(raw_engine)
+    yield raw_engine
+    uninstall(raw_engine)
+
+
+@pytest.fixture
+def audited(audit_trail, clean_db):
+    """The audit trail, emptied before the test; the test fails after it if any transition broke a rule."""
+    truncate(clean_db)
+    yield clean_db
+    assert violations(clean_db) == {}
