@@ -520,11 +520,11 @@ def main() -> None:
 
     watcher = threading.Thread(target=claims_meanwhile)
     watcher.start()
-    from jobprocessor.maintenance import run_cleanup
+    from jobprocessor.maintenance.cleaner import Cleaner, CleanerConfig
 
     try:
-        report = run_cleanup(engine, settings, budget_s=3600, completed_older_than=cutoff_age,
-                             failed_older_than=cutoff_age, batch_size=settings.JOBS_CLEANUP_BATCH_SIZE)
+        config = CleanerConfig.from_settings(settings, completed_older_than=cutoff_age, failed_older_than=cutoff_age)
+        report = Cleaner(engine, config).run_once(budget_s=3600)
     finally:
         stop.set()
         watcher.join()

@@ -191,18 +191,25 @@ def cleanup_command(completed_days, failed_days, batch_size, budget_s):
     """Archive old completed jobs and delete old failed ones, one short transaction per batch."""
     from datetime import timedelta
 
-    from .maintenance import run_cleanup
+    from .maintenance.cleaner import Cleaner, CleanerConfig
 
-    report = run_cleanup(db.engine, _settings(), budget_s=budget_s,
-                         completed_older_than=None if completed_days is None else timedelta(days=completed_days),
-                         failed_older_than=None if failed_days is None else timedelta(days=failed_days),
-                         batch_size=batch_size)
-    click.echo(json.dumps(report.as_dict()))
+    config = CleanerConfig.from_settings(
+        _settings(), completed_older_than=None if completed_days is None else timedelta(days=completed_days),
+        failed_older_than=None if failed_days is None else timedelta(days=failed_days), batch_size=batch_size)
+    click.echo(json.dumps(Cleaner(db.engine, config).run_once(budget_s=budget_s).as_dict()))
+
+
+@jobs_cli.command("rescue")
+def rescue_command():
+    """Give back now the jobs whose lease ran out (every claim also does this, at most JOBS_RESCUE_LIMIT a call)."""
+    from .maintenance.rescuer import Rescuer, RescuerConfig
+
+    click.echo(json.dumps(Rescuer(db.engine, RescuerConfig.from_settings(_settings())).run_once().as_dict()))
 
 
 @jobs_cli.group("schedule")
 def schedule_cli():
-    """Recurring jobs: list, add, enable, disable, remove (5-field cron, UTC)."""
+    """Recurring jobs: list, add, enable, disable, remove, run (5-field cron, UTC)."""
 
 
 @schedule_cli.command("list")
@@ -278,6 +285,14 @@ def schedule_remove(name):
     if not schedules.remove_schedule(db.engine, name):
         raise click.ClickException(f"no schedule named {name!r}")
     click.echo(json.dumps({"removed": name}))
+
+
+@schedule_cli.command("run")
+def schedule_run():
+    """Enqueue now the jobs of the schedules whose slot has come (every /process-pending call also does this)."""
+    from .maintenance.scheduler import Scheduler
+
+    click.echo(json.dumps(Scheduler(db.engine, _settings()).run_once().as_dict()))
 
 
 # --- tenant flow control: pauses, limits, why a job waits ---------------------------------------------------------

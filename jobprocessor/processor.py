@@ -36,12 +36,13 @@ from typing import Optional
 
 from sqlalchemy.engine import Engine
 
-from . import maintenance, queries, runtimes, ticks
+from . import queries, runtimes, ticks
 from .config import Settings
 from .executor import Run, execute, job_from_row
 from .extensions import db
 from .handlers.registry import HandlerSpec, get_handler, registered_types
 from .leases import LeaseKeeper, keeper_for
+from .maintenance.tick import TickMaintenance
 from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
 from .policies import runtime
 from .queries import Outcome
@@ -243,6 +244,7 @@ class _Tick:
         self.keeper: LeaseKeeper = keeper_for(engine, settings.JOBS_LEASE_S)
         self.book = RuntimeBook(engine, budget_s)
         self.starts = StartBatcher(engine, token)
+        self.maintenance = TickMaintenance(engine, settings)
         # one lock; the coordinator waits on `cond`, each lane's idle threads on their lane's `wakeup`, so a job
         # finishing wakes only whoever has something to do about it
         self.lock = threading.Lock()
@@ -421,15 +423,19 @@ class _Tick:
         rows = claim.jobs
         if first:
             self.tick_id = claim.tick_id
-        self.rescued += claim.rescued
         observe_claimed((row["type"] for row in rows), claim.rescued)
         if rows:
             self.keeper.hold([row["id"] for row in rows], self.token, self.answer_by + GRACE_S)
             self.book.ensure_loaded(self.types)  # one statement, once: the estimates of every type it may claim
+        maintained = self.maintenance.after_claim(claim)
+        self.rescued += maintained.rescued.rescued
         # recurring jobs just enqueued are the next round's work, so this empty round does not make the queue dry
-        enqueued_now = self._enqueue_schedules() if claim.schedules_due else False
+        enqueued_now = maintained.enqueued > 0
         now = time.monotonic()
         with self.cond:
+            if enqueued_now:
+                self.schedules_enqueued = True
+                self.dry_since = None
             if rows:
                 self.rounds += 1
                 self.claimed += len(rows)
@@ -456,16 +462,6 @@ class _Tick:
             due_in = None
         with self.cond:
             self.next_due = None if due_in is None else time.monotonic() + due_in
-
-    def _enqueue_schedules(self) -> bool:
-        """Maintenance: enqueue due recurring jobs; the next round claims them. True when it enqueued any."""
-        scheduled = maintenance.run_due_schedules(self.engine, self.settings).get("schedules", {})
-        if not scheduled.get("enqueued"):
-            return False
-        self.schedules_enqueued = True
-        with self.cond:
-            self.dry_since = None
-        return True
 
     def _spec(self, job_type: str) -> Optional[HandlerSpec]:
         if job_type not in self.spec_cache:

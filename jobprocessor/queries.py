@@ -218,6 +218,39 @@ def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
                        bool(first["schedules_due"]), first["tick_id"])
 
 
+# The rescue step alone (maintenance.rescuer.Rescuer.run_once, `flask jobs rescue`): the claim runs the same CTE
+# in every round; this is for an operator who wants expired leases back now, with nothing claimed.
+RESCUE = "WITH " + _RESCUE_CTE + """
+SELECT count(*) FILTER (WHERE status = 'pending') AS rescued_pending,
+       count(*) FILTER (WHERE status = 'failed') AS rescued_failed
+FROM rescued"""
+
+
+def rescue(conn: Connection, *, limit: int) -> tuple[int, int]:
+    """Rescue up to `limit` expired leases; returns (back to pending, failed)."""
+    row = conn.execute(text(RESCUE), {"rescue_limit": limit}).one()
+    return int(row.rescued_pending), int(row.rescued_failed)
+
+
+# One batch of cleanup_old_jobs() (sql/051_jobs_archive_cleanup_v1.sql): completed jobs older than :completed
+# move to jobs_archive, failed and cancelled ones older than :failed are deleted, at most :batch_size rows; `done`
+# when nothing old is left. The statement_timeout is set with set_config(..., true) (SET LOCAL: it ends with the
+# transaction, and the value is a bound parameter), so one batch can never hold its locks for long.
+CLEANUP_TIMEOUT = "SELECT set_config('statement_timeout', :ms, true)"
+CLEANUP_BATCH = """
+SELECT archived, deleted, done
+FROM cleanup_old_jobs(CAST(:completed AS interval), CAST(:failed AS interval), CAST(:batch_size AS integer), 1)
+"""
+
+
+def cleanup_batch(conn: Connection, *, completed_older_than, failed_older_than, batch_size: int,
+                  statement_timeout_s: float) -> tuple[int, int, bool]:
+    """One cleanup batch inside the caller's transaction; returns (archived, deleted, done)."""
+    conn.execute(text(CLEANUP_TIMEOUT), {"ms": str(max(1, int(statement_timeout_s * 1000)))})
+    row = conn.execute(text(CLEANUP_BATCH), {"completed": completed_older_than, "failed": failed_older_than,
+                                             "batch_size": batch_size}).one()
+    return int(row.archived), int(row.deleted), bool(row.done)
+
 # When the next pending job falls due, in seconds from now (NULL: no pending job lies in the future): asked by a call
 # whose queue ran dry, to keep going a little if one is about to. One probe per priority level (1..10, the CHECK's
 # bounds) of jobs_claim_idx (priority, run_at, id) WHERE status = 'pending': ten index descents however large a

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from jobprocessor.maintenance import CleanupUnit, run_cleanup
+from jobprocessor import queries
+from jobprocessor.maintenance.cleaner import Cleaner, CleanerConfig
 from jobprocessor.processor import process_pending
 from tests.conftest import fetch_jobs, insert_jobs
 
@@ -80,7 +81,19 @@ def test_rows_another_transaction_holds_are_skipped_not_waited_for(clean_db):
     assert [row["id"] for row in fetch_jobs(clean_db)] == ids[:2]
 
 
-def test_run_cleanup_commits_each_batch_in_its_own_transaction(clean_db, settings):
+def cleaner(engine, settings, **overrides) -> Cleaner:
+    return Cleaner(engine, CleanerConfig.from_settings(settings, **overrides))
+
+
+def test_the_cleaner_config_is_validated():
+    for bad in (dict(batch_size=99), dict(batch_size=True), dict(statement_timeout_s=0),
+                dict(completed_older_than=timedelta(days=-1)), dict(failed_older_than=3)):
+        fields = {"completed_older_than": timedelta(days=30), "failed_older_than": timedelta(days=90), **bad}
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            CleanerConfig(**fields)
+
+
+def test_the_cleaner_commits_each_batch_in_its_own_transaction(clean_db, settings):
     finished(clean_db, 2500, "completed", 40)
     seen = []
     stop = threading.Event()
@@ -94,7 +107,7 @@ def test_run_cleanup_commits_each_batch_in_its_own_transaction(clean_db, setting
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        report = run_cleanup(clean_db, settings, budget_s=60, batch_size=100)
+        report = cleaner(clean_db, settings, batch_size=100).run_once(budget_s=60)
     finally:
         stop.set()
         watcher.join()
@@ -105,20 +118,20 @@ def test_run_cleanup_commits_each_batch_in_its_own_transaction(clean_db, setting
 
 def test_a_batch_past_its_statement_timeout_rolls_back_whole(clean_db):
     finished(clean_db, 30000, "completed", 40)
-    unit = CleanupUnit(timedelta(days=30), timedelta(days=90))
-    with pytest.raises(OperationalError) as caught:
-        unit.run_once(clean_db, batch_size=30000, statement_timeout_s=0.001)
+    with pytest.raises(OperationalError) as caught, clean_db.begin() as conn:
+        queries.cleanup_batch(conn, completed_older_than=timedelta(days=30), failed_older_than=timedelta(days=90),
+                              batch_size=30000, statement_timeout_s=0.001)
     assert caught.value.orig.pgcode == "57014"
     with clean_db.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 30000
         assert conn.execute(text("SELECT count(*) FROM jobs_archive")).scalar_one() == 0
 
 
-def test_run_cleanup_respects_max_batches_and_budget(clean_db, settings):
+def test_the_cleaner_respects_max_batches_and_budget(clean_db, settings):
     finished(clean_db, 500, "completed", 40)
-    report = run_cleanup(clean_db, settings, budget_s=60, batch_size=100, max_batches=2)
+    report = cleaner(clean_db, settings, batch_size=100).run_once(budget_s=60, max_batches=2)
     assert (report.archived, report.batches, report.done) == (200, 2, False)
-    nothing = run_cleanup(clean_db, settings, budget_s=0.1, batch_size=100)
+    nothing = cleaner(clean_db, settings, batch_size=100).run_once(budget_s=0.1)
     assert (nothing.archived, nothing.batches, nothing.done) == (0, 0, False)
 
 

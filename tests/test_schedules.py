@@ -5,13 +5,14 @@ import json
 import threading
 from datetime import datetime, timezone
 
+import pytest
 from sqlalchemy import event, text
 
 from jobprocessor import schedules
-from jobprocessor.maintenance import run_due_schedules
+from jobprocessor.maintenance.scheduler import Scheduler, SchedulerConfig, SchedulerResult
 from jobprocessor.policies.cron import Cron
 from jobprocessor.processor import process_pending
-from tests.conftest import fetch_jobs
+from tests.conftest import fetch_jobs, insert_jobs
 
 
 def add(engine, name="every-minute", cron="* * * * *", job_type="test.echo", due_seconds_ago=None, **fields):
@@ -51,14 +52,14 @@ def test_due_schedule_enqueues_one_job_and_moves_to_the_next_slot(app, engine, s
 
 def test_missed_slots_collapse_into_one_run(app, engine, settings):
     add(engine, due_seconds_ago=3 * 86400)  # three days of minutes missed
-    assert run_due_schedules(engine, settings)["schedules"] == {"enqueued": 1, "duplicates": 0, "invalid": 0}
+    assert Scheduler(engine, settings).run_once() == SchedulerResult(enqueued=1)
     assert len(fetch_jobs(engine)) == 1
 
 
 def test_disabled_and_future_schedules_do_nothing(app, engine, settings):
     add(engine, name="off", enabled=False)
     add(engine, name="future", due_seconds_ago=-3600)
-    assert run_due_schedules(engine, settings)["schedules"]["enqueued"] == 0
+    assert Scheduler(engine, settings).run_once().enqueued == 0
     assert fetch_jobs(engine) == []
 
 
@@ -71,17 +72,48 @@ def test_concurrent_callers_enqueue_each_slot_once(app, engine, settings):
     def caller():
         barrier.wait()
         with app.app_context():
-            results.append(run_due_schedules(engine, settings)["schedules"])
+            results.append(Scheduler(engine, settings).run_once())
 
     threads = [threading.Thread(target=caller) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(r["enqueued"] for r in results) == 20
+    assert sum(r.enqueued for r in results) == 20
     jobs = fetch_jobs(engine)
     assert len(jobs) == 20 and len({job["idempotency_key"] for job in jobs}) == 20
 
+
+
+def test_one_pass_enqueues_at_most_its_limit_and_the_rest_next_pass(app, engine, settings):
+    for i in range(5):
+        add(engine, name=f"s{i}")
+    scheduler = Scheduler(engine, settings, SchedulerConfig(limit=2))
+    assert [scheduler.run_once().enqueued for _ in range(4)] == [2, 2, 1, 0]
+    assert SchedulerConfig.from_settings(settings).limit == settings.JOBS_SCHEDULES_PER_RUN
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="limit"):
+            SchedulerConfig(limit=bad)
+
+
+def test_a_failing_scheduler_does_not_fail_the_call(app, engine, settings, monkeypatch):
+    add(engine)
+    insert_jobs(engine, 3, "test.echo")
+
+    def broken(self):
+        raise RuntimeError("scheduler down")
+
+    monkeypatch.setattr(Scheduler, "run_once", broken)
+    summary = process_pending(engine, settings, limit=10, budget_s=10, app=app)
+    assert summary.succeeded == 3 and schedule(engine, "every-minute")["last_job_id"] is None
+
+
+def test_cli_schedule_run_enqueues_the_due_slots(app, engine):
+    add(engine)
+    ran = app.test_cli_runner().invoke(args=["jobs", "schedule", "run"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.output) == {"enqueued": 1, "duplicates": 0, "invalid": 0}
+    assert [job["type"] for job in fetch_jobs(engine)] == ["test.echo"]
 
 def test_a_slot_seen_twice_is_not_enqueued_twice(app, engine, settings):
     """The idempotency key is the second fence: a slot whose job exists already adds nothing."""
@@ -97,13 +129,13 @@ def test_a_slot_seen_twice_is_not_enqueued_twice(app, engine, settings):
 
 def test_unknown_type_is_skipped_and_counted_and_the_schedule_moves_on(app, engine, settings):
     add(engine, job_type="no.such.type")
-    assert run_due_schedules(engine, settings)["schedules"] == {"enqueued": 0, "duplicates": 0, "invalid": 1}
+    assert Scheduler(engine, settings).run_once() == SchedulerResult(invalid=1)
     assert fetch_jobs(engine) == [] and schedule(engine, "every-minute")["next_run_at"] > datetime.now(timezone.utc)
 
 
 def test_bad_cron_written_by_hand_disables_the_schedule(app, engine, settings):
     add(engine, cron="not a cron")
-    run_due_schedules(engine, settings)
+    Scheduler(engine, settings).run_once()
     assert schedule(engine, "every-minute")["enabled"] is False
 
 

@@ -277,13 +277,14 @@ def test_the_stuck_handler_alert(app, engine, settings):
 
 
 def test_cleanup_prunes_old_ticks(app, engine, settings):
-    from jobprocessor.maintenance import run_cleanup
+    from jobprocessor.maintenance.cleaner import Cleaner, CleanerConfig
 
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE job_ticks"))
         conn.execute(text("INSERT INTO job_ticks (worker, started_at, job_limit, budget_s) "
                           "SELECT 'w', now() - make_interval(days => g), 10, 50 FROM generate_series(1, 10) g"))
-    report = run_cleanup(engine, dataclasses.replace(settings, JOBS_TICK_HISTORY_DAYS=3.5), budget_s=30)
+    config = CleanerConfig.from_settings(dataclasses.replace(settings, JOBS_TICK_HISTORY_DAYS=3.5))
+    report = Cleaner(engine, config).run_once(budget_s=30)
     assert report.ticks_deleted == 7 and len(ticks_table(engine)) == 3
 
 

@@ -1,4 +1,4 @@
-"""Built-in `system.cleanup`: the SQL cleanup (cleanup_old_jobs) in batches, within the job's deadline.
+"""Built-in `system.cleanup`: the cleaner (jobprocessor/maintenance/cleaner.py) within the job's deadline.
 
 Run daily at 03:00 UTC by the shipped schedule (sql/053_job_schedules_v1.sql). Payload, all optional:
 `completed_older_than_days`, `failed_older_than_days` (default JOBS_CLEANUP_KEEP_*_DAYS), `batch_size` (default
@@ -13,7 +13,7 @@ from datetime import timedelta
 from flask import current_app
 
 from ..extensions import db
-from ..maintenance import run_cleanup
+from ..maintenance.cleaner import Cleaner, CleanerConfig
 from .registry import PermanentError, RetryLater, handler
 
 CONTINUE_AFTER_S = 30.0
@@ -37,9 +37,10 @@ def cleanup(job):
                                    or not 100 <= batch_size <= 1000000):
         raise PermanentError("payload batch_size must be a whole number from 100 to 1000000")
     settings = current_app.extensions["jobprocessor"].settings
-    report = run_cleanup(db.engine, settings, budget_s=max(0.0, job.time_left() - SAFETY_S),
-                         completed_older_than=_days(payload, "completed_older_than_days"),
-                         failed_older_than=_days(payload, "failed_older_than_days"), batch_size=batch_size)
+    config = CleanerConfig.from_settings(settings, completed_older_than=_days(payload, "completed_older_than_days"),
+                                         failed_older_than=_days(payload, "failed_older_than_days"),
+                                         batch_size=batch_size)
+    report = Cleaner(db.engine, config).run_once(budget_s=max(0.0, job.time_left() - SAFETY_S))
     if not report.done:
         raise RetryLater(CONTINUE_AFTER_S, f"cleanup continues: archived {report.archived}, deleted "
                                            f"{report.deleted} in {report.batches} batches before the deadline")
