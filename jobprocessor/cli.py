@@ -86,13 +86,14 @@ def enqueue_command(job_type, payload, store_id, user_id, priority, run_at, max_
 def show_command(job_id):
     """Print one job as JSON, with its parents, children and steps (what GET /jobs/<id> returns)."""
     from . import queries
+    from .api.job_json import job_to_dict
     from .workflows import graph
 
     with db.engine.connect() as conn:
         job = queries.get_job(conn, job_id)
         if job is None:
             raise click.ClickException(f"no job {job_id}")
-        click.echo(json.dumps({**queries.job_to_dict(job), **graph.read(conn, job_id)}, indent=2, default=str))
+        click.echo(json.dumps({**job_to_dict(job), **graph.read(conn, job_id)}, indent=2, default=str))
 
 
 @jobs_cli.command("process")

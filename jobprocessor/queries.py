@@ -1,4 +1,7 @@
-"""The only place job SQL lives. Each statement is named and says why it is shaped as it is.
+"""The owner of the jobs table's SQL: claim, start, lease renewal, finish, enqueue, the API's reads, retry and
+cancel, rescue and cleanup batches. Each statement is named and says why it is shaped as it is. Two modules write
+jobs for work of their own (bulk/actions.py: set-based changes over a filter; workflows/write.py: waiting jobs and
+their release); every other table has one owner module (docs/ARCHITECTURE.md, "Who owns which table").
 
 All values travel as bound parameters. Statements that take many jobs take them as arrays (or one JSON document)
 so a batch costs one round trip, whatever its size.
@@ -548,13 +551,3 @@ def cancel_job(conn: Connection, job_id: int):
 
 def batch_counts(conn: Connection, batch_id: str) -> dict[str, int]:
     return {row.status: int(row.n) for row in conn.execute(text(BATCH_COUNTS), {"batch_id": batch_id})}
-
-
-def job_to_dict(row: Any) -> dict:
-    """A job row as JSON-able data for the API."""
-    out = {}
-    for column in JOB_COLUMNS + tuple(c for c in DETAIL_COLUMNS if c in row.keys()):
-        value = row[column]
-        out[column] = value.isoformat() if hasattr(value, "isoformat") else value
-    return out
-

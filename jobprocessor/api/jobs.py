@@ -13,6 +13,7 @@ from ..workflows import graph
 from ..workflows.write import with_retry
 from .auth import require_secret
 from .errors import ApiError
+from .job_json import job_to_dict
 from .params import accepts, check_body_fields, choice_param, int_param, json_body, str_param
 
 bp = Blueprint("jobs", __name__)
@@ -60,7 +61,7 @@ def create_jobs():
 
     written, job = with_retry(db.engine, enqueue_one)
     (job_id, created), = written.jobs
-    payload = {"id": job_id, "ids": [job_id], "created": created, "job": queries.job_to_dict(job)}
+    payload = {"id": job_id, "ids": [job_id], "created": created, "job": job_to_dict(job)}
     if written.debounced:
         payload["debounced"] = True
     return jsonify(payload), 201 if created else 200
@@ -80,7 +81,7 @@ def list_jobs():
             store_id=str_param("store_id", args.get("store_id")), user_id=str_param("user_id", args.get("user_id")),
             batch_id=str_param("batch_id", args.get("batch_id")), after=after, limit=limit,
             max_bytes=_settings().MAX_PAGE_BYTES)
-    return jsonify({"jobs": [queries.job_to_dict(row) for row in page], "next_after": next_after})
+    return jsonify({"jobs": [job_to_dict(row) for row in page], "next_after": next_after})
 
 
 def _job_id(raw: str) -> int:
@@ -96,7 +97,7 @@ def get_job(raw_id: str):
         if job is None:
             raise ApiError(404, "not_found", f"No job {raw_id}.")
         links = graph.read(conn, job["id"])
-    return jsonify({**queries.job_to_dict(job), **links})
+    return jsonify({**job_to_dict(job), **links})
 
 
 def _transition(raw_id: str, action, allowed: str):
@@ -115,7 +116,7 @@ def _transition(raw_id: str, action, allowed: str):
             raise ApiError(409, "singleton_conflict", f"Job {job_id} cannot run again now: another job with its "
                                                       "singleton_key has not finished.") from None
         raise
-    return jsonify(queries.job_to_dict(job))
+    return jsonify(job_to_dict(job))
 
 
 @bp.post("/jobs/<raw_id>/retry")
