@@ -290,7 +290,7 @@ def _watch_locks(url: str, watching, waits: list, looks: list) -> None:
 def measure_claims(url: str, phase_s: float, phases: int = 4) -> dict:
     import requests
 
-    from tests.conftest import Gunicorn
+    from tests.support.gunicorn import Gunicorn
 
     env = {"DASHBOARD_SECRET": OPERATOR, "DASHBOARD_SESSION_KEY": SESSION_KEY}
     with Gunicorn(url, workers=2, threads=4, env=env) as server:

@@ -25,7 +25,9 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.chaos.setup_db import fresh_database  # noqa: E402
-from tests.conftest import AUTH, Gunicorn, insert_jobs  # noqa: E402
+from tests.support.db import insert_jobs  # noqa: E402
+from tests.support.gunicorn import Gunicorn  # noqa: E402
+from tests.support.settings import AUTH  # noqa: E402
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -42,8 +44,8 @@ def run_phase(name: str, database_url: str, engine, args, jobs: int) -> dict:
         insert_jobs(engine, jobs, "test.echo", store_id="'store-' || (g % 100)", payload="'{\"n\": 1}'::jsonb")
     probe_dir = Path(tempfile.mkdtemp(prefix="pool-probe-"))
     server = Gunicorn(database_url, workers=args.workers, threads=args.threads)
-    server.env.update(JOBPROCESSOR_HANDLERS="tests.job_handlers,bench.pool_probe", POOL_PROBE_DIR=str(probe_dir),
-                      LOG_LEVEL="WARNING")
+    server.env.update(JOBPROCESSOR_HANDLERS="tests.support.job_handlers,bench.pool_probe",
+                      POOL_PROBE_DIR=str(probe_dir), LOG_LEVEL="WARNING")
     if args.pool_min is not None:
         server.env["DB_POOL_MIN"] = str(args.pool_min)
     latencies, statuses, claimed, succeeded, errors = [], Counter(), [0], [0], Counter()

@@ -7,7 +7,7 @@ to the floor the limit sets, with no 429.
 Everything real but OpenAI: gunicorn (wsgi:app, 3 workers) on loopback, PostgreSQL (DATABASE_URL, else the
 embedded server with database jobprocessor_bench_openai, schema by the migrations), `callers` threads here each
 POSTing /process-pending back to back; product.optimize jobs calling the fake OpenAI server of the tests
-(tests/fake_openai.py) through the official SDK. The fake enforces the same requests/min and tokens/min as the
+(tests/support/fake_openai.py) through the official SDK. The fake enforces the same requests/min and tokens/min as the
 limiter is configured with (OpenAI's bucket semantics, full at start) and answers after 0.2-0.6 s.
 
 Cases:
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from jobprocessor.config import normalise_database_url  # noqa: E402
 from tests.conftest import AUTH, Gunicorn, make_settings  # noqa: E402 (the tests' gunicorn runner, reused)
-from tests.fake_openai import FakeOpenAI  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI  # noqa: E402
 
 LATENCY_S = (0.2, 0.6)
 

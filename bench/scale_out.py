@@ -30,7 +30,8 @@ import requests  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from jobprocessor.config import normalise_database_url  # noqa: E402
-from tests.conftest import AUTH, Gunicorn, free_port  # noqa: E402
+from tests.support.gunicorn import Gunicorn, free_port  # noqa: E402
+from tests.support.settings import AUTH  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 CALLERS_PER_INSTANCE = 2
@@ -68,7 +69,7 @@ def migrate(url: str) -> None:
     from flask_migrate import upgrade
 
     from jobprocessor import create_app
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     engine = create_engine(normalise_database_url(url))
     with engine.begin() as conn:
@@ -154,8 +155,8 @@ def main() -> int:
     bouncer = None
     app_url = url
     if args.pgbouncer:
-        from tests.pgbouncer_runner import PgBouncer
-        from tests.system_packages import SEARCH
+        from tests.support.pgbouncer_runner import PgBouncer
+        from tests.support.system_packages import SEARCH
 
         executable = next(f"{d}/pgbouncer" for d in SEARCH if os.access(f"{d}/pgbouncer", os.X_OK))
         bouncer = PgBouncer(executable, url, free_port(), pool_size=20).__enter__()

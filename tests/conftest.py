@@ -3,11 +3,6 @@ schema built by the real migrations once per session, and a clean jobs table per
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -15,10 +10,7 @@ from sqlalchemy import create_engine, text
 
 from jobprocessor import create_app
 from jobprocessor.config import Settings, normalise_database_url
-
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "test-secret-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {SECRET}"}
+from tests.support.settings import make_settings
 
 
 def _database_url() -> str:
@@ -41,14 +33,6 @@ def _database_url() -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-def make_settings(database_url: str, **overrides) -> Settings:
-    # no idle grace: a test's call ends as soon as its queue is dry (tests of the grace set it)
-    values = dict(DATABASE_URL=normalise_database_url(database_url), CRON_SECRET=SECRET,
-                  JOBPROCESSOR_HANDLERS=("tests.job_handlers",), JOBS_IDLE_GRACE_S=0.0)
-    values.update(overrides)
-    return Settings.from_env({}, **values)
-
-
 @pytest.fixture(scope="session")
 def database_url() -> str:
     url = _database_url()
@@ -66,7 +50,7 @@ def database_url() -> str:
         with db.engine.begin() as conn:
             conn.execute(text("CREATE TABLE job_executions (job_id bigint NOT NULL, pid int NOT NULL, "
                               "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
-            # each run of a job.step() function (tests/workflow_handlers.py)
+            # each run of a job.step() function (tests/support/workflow_handlers.py)
             conn.execute(text("CREATE TABLE step_runs (job_id bigint NOT NULL, name text NOT NULL, pid int NOT NULL, "
                               "attempt int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
             # test.span: when each run of a handler started and ended (the flow-control tests count overlaps)
@@ -120,84 +104,3 @@ def engine(app):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def insert_jobs(engine, n: int, job_type: str = "test.echo", **columns) -> list[int]:
-    """n jobs in one statement; columns are SQL expressions over g (1..n), e.g. store_id="'s' || (g % 3)"."""
-    names = ["type"] + list(columns)
-    values = [f"'{job_type}'"] + list(columns.values())
-    sql = (f"INSERT INTO jobs ({', '.join(names)}) SELECT {', '.join(values)} FROM generate_series(1, :n) AS g "
-           "RETURNING id")
-    with engine.begin() as conn:
-        return [row[0] for row in conn.execute(text(sql), {"n": n})]
-
-
-def fetch_jobs(engine, where: str = "true", **params) -> list:
-    with engine.connect() as conn:
-        return conn.execute(text(f"SELECT * FROM jobs WHERE {where} ORDER BY id"), params).mappings().all()
-
-
-def drain_until_idle(call, idle_calls: int = 3) -> list:
-    """Call `call()` (one cron tick, returning a dict or RunSummary) until `idle_calls` ticks in a row claim
-    nothing; other callers may still be finishing what they hold. Returns every tick's result."""
-    results, idle = [], 0
-    while idle < idle_calls:
-        result = call()
-        results.append(result)
-        claimed = result["claimed"] if isinstance(result, dict) else result.claimed
-        idle = idle + 1 if claimed == 0 else 0
-    return results
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gunicorn:
-    """A real gunicorn serving wsgi:app on loopback (from `root`: this tree, or another source tree's code)."""
-
-    def __init__(self, database_url: str, workers: int = 2, threads: int = 4, env: dict | None = None,
-                 root: Path = ROOT):
-        self.root = root
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, DATABASE_URL=database_url, CRON_SECRET=SECRET,
-                        JOBPROCESSOR_HANDLERS="tests.job_handlers", WEB_CONCURRENCY=str(workers), JOBS_IDLE_GRACE_S="0",
-                        GUNICORN_THREADS=str(threads), GUNICORN_ACCESSLOG="", PYTHONPATH=str(root),
-                        **(env or {}))
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gunicorn-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Gunicorn":
-        self.log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "wsgi:app", "-c", "gunicorn.conf.py", "--bind",
-             f"127.0.0.1:{self.port}"], cwd=self.root, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        import requests
-
-        for _ in range(150):
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:  # refused, or a worker still loading on a busy machine
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError("gunicorn did not start:\n" + self.log_path.read_text())
-
-    def output(self) -> str:
-        return self.log_path.read_text()
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()

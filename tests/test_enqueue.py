@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 
 from jobprocessor.enqueue import InvalidJob, enqueue, enqueue_many, validate_job
-from tests.conftest import fetch_jobs
+from tests.support.db import fetch_jobs
 
 
 def test_enqueue_returns_the_id(app, engine):

@@ -17,34 +17,10 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from jobprocessor import create_app, queries
-from jobprocessor.policies.fairness import DueJob, Turn, allocate, next_turns, store_key
-from tests.conftest import AUTH, fetch_jobs, insert_jobs, make_settings
-
-WORKER = "test-worker"
-
-
-def queue_state(engine):
-    """The due jobs (every type) and the store turns, as the pure rule takes them."""
-    with engine.connect() as conn:
-        due = [DueJob(r.id, r.priority, store_key(r.store_id), r.run_at, r.type) for r in conn.execute(text(
-            "SELECT id, priority, store_id, run_at, type FROM jobs WHERE status = 'pending' AND run_at <= now()"))]
-    return due, read_turns(engine)
-
-
-def read_turns(engine) -> dict:
-    """Each store's turn, as the directory of store queues holds it (the same on every row of the store)."""
-    with engine.connect() as conn:
-        return {r.store_key: Turn(r.served_at, r.served_pos) for r in conn.execute(text(
-            "SELECT DISTINCT ON (store_key) store_key, served_at, served_pos FROM job_store_queues "
-            "WHERE served_at > '-infinity' ORDER BY store_key, served_at DESC"))}
-
-
-def claim_once(engine, limit, **kwargs):
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL lock_timeout = '5s'"))  # a claim never waits on another: fail, do not hang
-        now = conn.execute(text("SELECT now()")).scalar()  # the claim's now(): same transaction
-        result = queries.claim(conn, limit=limit, worker=WORKER, lease_s=300, **kwargs)
-    return now, result
+from jobprocessor.policies.fairness import allocate, next_turns, store_key
+from tests.support.claims import claim_once, queue_state, read_turns
+from tests.support.db import fetch_jobs, insert_jobs
+from tests.support.settings import AUTH, make_settings
 
 
 def claim_and_check(engine, limit, **kwargs) -> list:
@@ -282,7 +258,7 @@ def test_processes_claiming_with_type_sets_take_each_job_once_and_only_their_typ
             "p-abc": ["test.a", "test.b", "test.c"]}
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(len(sets)), ctx.Queue()
-    from tests.typed_claim_worker import claim_until_idle
+    from tests.support.typed_claim_worker import claim_until_idle
 
     procs = [ctx.Process(target=claim_until_idle, args=(database_url, name, types, start, results))
              for name, types in sets.items()]

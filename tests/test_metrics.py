@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobprocessor import metrics
 from jobprocessor.processor import process_pending
-from tests.conftest import AUTH, SECRET, Gunicorn, insert_jobs
+from tests.support.db import insert_jobs
+from tests.support.gunicorn import Gunicorn
+from tests.support.settings import AUTH, SECRET
 
 
 def samples(text: str) -> dict:
@@ -173,7 +175,7 @@ def test_counters_are_summed_over_gunicorn_workers_and_survive_a_dead_worker(dat
 
 
 def test_metrics_include_the_shared_openai_limiter(client):
-    from tests.conftest import AUTH
+    from tests.support.settings import AUTH
 
     body = client.get("/metrics", headers=AUTH).get_data(as_text=True)
     assert "jobprocessor_openai_ratelimit_" in body

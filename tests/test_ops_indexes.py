@@ -6,15 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from jobprocessor import queries
-
-LIST_PARAMS = dict(status=None, job_type=None, store_id=None, user_id=None, batch_id=None, after=None, limit=51,
-                   max_bytes=8 * 1024 * 1024)
-
-
-def plan(engine, sql, params=None):
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        return "\n".join(r[0] for r in conn.execute(text("EXPLAIN " + sql), params or {}))
+from tests.support.plans import LIST_PARAMS, plan
 
 
 @pytest.fixture
@@ -79,7 +71,7 @@ def _leaf_entries(conn, index: str) -> int:
 def test_the_claim_writes_only_to_the_live_halves(clean_db):
     """What the split is for: a job's pending and running versions go to the small live indexes only, its final
     version to the finished ones only, so the claim never writes to an index that grows with history."""
-    from tests.conftest import insert_jobs
+    from tests.support.db import insert_jobs
 
     insert_jobs(clean_db, 30, store_id="'s1'", user_id="'u1'")
     indexes = [f"{family}_{half}_idx" for family in DASHBOARD_FILTERS for half in ("live", "finished")]
@@ -126,7 +118,8 @@ def test_views_use_partial_indexes(clean_db):
 
 
 def test_user_id_filter_on_the_api(client, engine):
-    from tests.conftest import AUTH, insert_jobs
+    from tests.support.db import insert_jobs
+    from tests.support.settings import AUTH
 
     insert_jobs(engine, 2, user_id="'u1'", store_id="'s1'")
     insert_jobs(engine, 1, user_id="'u2'", store_id="'s1'")

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from jobprocessor.config import normalise_database_url
-from tests.conftest import ROOT
+from tests.support.settings import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ import threading
 
 from jobprocessor import create_app, warm_pool
 from jobprocessor.extensions import db
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 def test_warm_pool_opens_min_and_bursts_do_not_churn(database_url):
@@ -34,7 +34,7 @@ def test_warm_pool_opens_min_and_bursts_do_not_churn(database_url):
 
 
 def test_warm_pool_with_the_database_down_is_not_fatal():
-    from tests.conftest import free_port
+    from tests.support.gunicorn import free_port
 
     app = create_app(make_settings(f"postgresql://postgres@127.0.0.1:{free_port()}/none", DB_POOL_MIN=2))
     assert warm_pool(app) == 0

@@ -9,19 +9,10 @@ from sqlalchemy import text
 
 from jobprocessor import queries
 from jobprocessor.processor import GRACE_S, process_pending
-from tests.conftest import SECRET, drain_until_idle, fetch_jobs, insert_jobs
-from tests.job_handlers import HANG_FOREVER
-
-
-def run(app, engine, settings, limit=10, budget_s=20.0, **overrides):
-    if overrides:
-        settings = dataclasses.replace(settings, **overrides)
-    return process_pending(engine, settings, limit=limit, budget_s=budget_s, app=app)
-
-
-def one(engine, job_id):
-    (job,) = fetch_jobs(engine, "id = :id", id=job_id)
-    return job
+from tests.support.calls import one, run
+from tests.support.db import drain_until_idle, fetch_jobs, insert_jobs
+from tests.support.job_handlers import HANG_FOREVER
+from tests.support.settings import SECRET
 
 
 def seconds_until(engine, job_id) -> float:
@@ -34,7 +25,7 @@ def seconds_until(engine, job_id) -> float:
 
 def test_success_stores_result_and_finishes_the_job(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "test.echo", payload="'{\"sku\": \"A-1\"}'", store_id="'s1'")
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert (summary.claimed, summary.succeeded, summary.stores) == (1, 1, {"s1": 1})
     job = one(engine, job_id)
     assert job["status"] == "completed" and job["attempts"] == 1
@@ -44,24 +35,24 @@ def test_success_stores_result_and_finishes_the_job(app, engine, settings):
 
 def test_exception_retries_with_backoff_and_records_the_error(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "test.fail", max_attempts="3")
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert summary.retried == 1
     job = one(engine, job_id)
     assert job["status"] == "pending" and job["attempts"] == 1
     assert job["last_error"] == "RuntimeError: boom"
     assert 4 <= seconds_until(engine, job_id) <= 10  # first retry waits 5-10 s
-    assert run(app, engine, settings).claimed == 0  # not due again yet: no hot retry loop
+    assert run(app, engine, settings, limit=10).claimed == 0  # not due again yet: no hot retry loop
 
 
 def test_backoff_grows_with_attempts(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "test.fail", max_attempts="5", attempts="3")
-    run(app, engine, settings)  # the 4th attempt fails: 40-80 s
+    run(app, engine, settings, limit=10)  # the 4th attempt fails: 40-80 s
     assert 39 <= seconds_until(engine, job_id) <= 80
 
 
 def test_attempts_exhausted_is_final(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "test.fail", max_attempts="2", attempts="1")
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert summary.failed == 1
     job = one(engine, job_id)
     assert job["status"] == "failed" and job["attempts"] == 2 and job["completed_at"] is not None
@@ -70,7 +61,7 @@ def test_attempts_exhausted_is_final(app, engine, settings):
 
 def test_retry_later_does_not_spend_an_attempt(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "test.retry_later", payload="'{\"seconds\": 120}'")
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert summary.retried == 1
     job = one(engine, job_id)
     assert job["status"] == "pending" and job["attempts"] == 0
@@ -80,7 +71,7 @@ def test_retry_later_does_not_spend_an_attempt(app, engine, settings):
 
 def test_permanent_error_fails_now(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "test.permanent", max_attempts="5")
-    assert run(app, engine, settings).failed == 1
+    assert run(app, engine, settings, limit=10).failed == 1
     job = one(engine, job_id)
     assert job["status"] == "failed" and job["attempts"] == 1
     assert job["last_error"] == "PermanentError: the product does not exist"
@@ -89,7 +80,7 @@ def test_permanent_error_fails_now(app, engine, settings):
 def test_unserialisable_result_fails_with_a_clear_error_and_spares_the_batch(app, engine, settings):
     bad = insert_jobs(engine, 1, "test.unserialisable")
     good = insert_jobs(engine, 3, "test.echo")
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert (summary.succeeded, summary.failed) == (3, 1)
     assert one(engine, bad[0])["last_error"].startswith("the handler's result is not JSON-serialisable")
     assert all(one(engine, i)["status"] == "completed" for i in good)
@@ -97,7 +88,7 @@ def test_unserialisable_result_fails_with_a_clear_error_and_spares_the_batch(app
 
 def test_exception_whose_message_cannot_render_still_records_an_error(app, engine, settings):
     (job_id,) = insert_jobs(engine, 1, "test.broken_error")
-    assert run(app, engine, settings).retried == 1
+    assert run(app, engine, settings, limit=10).retried == 1
     assert one(engine, job_id)["last_error"] == "Unprintable: <error message could not be rendered>"
 
 
@@ -105,7 +96,7 @@ def test_a_process_never_claims_a_type_it_has_no_handler_for(app, engine, settin
     (job_id,) = insert_jobs(engine, 1, "nobody.handles.this", run_at="now() - interval '1 minute'")
     others = insert_jobs(engine, 3, "test.echo")
     before = one(engine, job_id)
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert (summary.claimed, summary.succeeded, summary.released) == (3, 3, 0)
     job = one(engine, job_id)  # waits, untouched, for a process that has its handler
     assert job["status"] == "pending" and job["attempts"] == 0 and job["run_at"] == before["run_at"]
@@ -133,12 +124,12 @@ def test_priority_then_age_then_id(app, engine, settings):
 def test_scheduled_jobs_do_not_run_early(app, engine, settings):
     (later,) = insert_jobs(engine, 1, "test.echo", run_at="now() + interval '1 hour'", priority="1")
     (now_job,) = insert_jobs(engine, 1, "test.echo", priority="10")
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert summary.claimed == 1 and one(engine, now_job)["status"] == "completed"
     assert one(engine, later)["status"] == "pending"
     with engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET run_at = now() - interval '1 second' WHERE id = :id"), {"id": later})
-    assert run(app, engine, settings).claimed == 1 and one(engine, later)["status"] == "completed"
+    assert run(app, engine, settings, limit=10).claimed == 1 and one(engine, later)["status"] == "completed"
 
 
 def test_type_filter_claims_only_that_type(app, engine, settings):
@@ -158,7 +149,7 @@ def test_jobs_that_cannot_finish_inside_the_budget_are_released_unspent(app, eng
                       run_at="now() - interval '1 minute'")
     run_at_before = {j["id"]: j["run_at"] for j in fetch_jobs(engine)}
     started = time.monotonic()
-    summary = run(app, engine, settings, budget_s=2.5, JOBS_CONCURRENCY=1)
+    summary = run(app, engine, settings, limit=10, budget_s=2.5, JOBS_CONCURRENCY=1)
     elapsed = time.monotonic() - started
     # two start; claimed ahead of the thread, the others are given back once they no longer fit
     assert summary.succeeded == 2 and summary.released == summary.claimed - 2 >= 1
@@ -173,7 +164,7 @@ def test_jobs_that_cannot_finish_inside_the_budget_are_released_unspent(app, eng
 def test_slow_handlers_answer_inside_budget_plus_grace(app, engine, settings):
     insert_jobs(engine, 8, "test.sleep", payload="'{\"seconds\": 1.2}'")
     started = time.monotonic()
-    summary = run(app, engine, settings, budget_s=3, JOBS_CONCURRENCY=2)
+    summary = run(app, engine, settings, limit=10, budget_s=3, JOBS_CONCURRENCY=2)
     assert time.monotonic() - started < 3 + GRACE_S
     assert summary.succeeded + summary.released + summary.abandoned == summary.claimed
     assert summary.succeeded >= 2 and summary.released >= 1
@@ -215,7 +206,7 @@ def test_expired_leases_are_rescued(app, engine, settings):
                                last_error="'an earlier error'")
     alive = insert_jobs(engine, 1, "test.echo", status="'running'", attempts="1", locked_by="'live-worker'",
                         locked_until="now() + interval '5 minutes'", started_at="now()")
-    summary = run(app, engine, settings)
+    summary = run(app, engine, settings, limit=10)
     assert summary.rescued == 4
     assert one(engine, spent[0])["status"] == "failed"
     assert "lease expired: dead-worker" in one(engine, spent[0])["last_error"]
@@ -223,7 +214,7 @@ def test_expired_leases_are_rescued(app, engine, settings):
     back = one(engine, unstarted)
     assert (back["status"], back["attempts"], back["last_error"]) == ("pending", 2, "an earlier error")
     assert one(engine, alive[0])["status"] == "running"
-    second = run(app, engine, settings)  # rescued jobs are due again
+    second = run(app, engine, settings, limit=10)  # rescued jobs are due again
     assert second.claimed == 3 and all(one(engine, i)["status"] == "completed" for i in retry + [unstarted])
     assert one(engine, retry[0])["attempts"] == 2 and one(engine, unstarted)["attempts"] == 3
 
@@ -275,7 +266,7 @@ def test_eight_concurrent_processes_run_every_job_exactly_once(database_url, eng
     insert_jobs(engine, 2000, "test.record", store_id="'s' || (g % 11)")
     ctx = multiprocessing.get_context("spawn")
     totals = ctx.Queue()
-    from tests.drain_worker import drain
+    from tests.support.drain_worker import drain
 
     procs = [ctx.Process(target=drain, args=(database_url, SECRET, 40, totals)) for _ in range(8)]
     for p in procs:
@@ -303,7 +294,7 @@ def test_no_job_starts_when_the_budget_is_already_spent(app, engine, settings):
     # a budget shorter than the claim itself: every job claimed is given back unstarted, as it was
     ids = insert_jobs(engine, 3, "test.sleep", run_at="now() - interval '1 minute'")
     before = {j["id"]: j["run_at"] for j in fetch_jobs(engine)}
-    summary = run(app, engine, settings, budget_s=0.0001)
+    summary = run(app, engine, settings, limit=10, budget_s=0.0001)
     assert (summary.claimed, summary.released, summary.succeeded) == (3, 3, 0)
     for job in fetch_jobs(engine, "id = ANY(:ids)", ids=ids):
         assert (job["status"], job["attempts"], job["started_at"]) == ("pending", 0, None)

@@ -7,7 +7,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from tests.conftest import AUTH, insert_jobs
+from tests.support.db import insert_jobs
+from tests.support.settings import AUTH
 
 
 def health_rows(engine):

@@ -12,7 +12,7 @@ from jobprocessor import schedules
 from jobprocessor.maintenance.scheduler import Scheduler, SchedulerConfig, SchedulerResult
 from jobprocessor.policies.cron import Cron
 from jobprocessor.processor import process_pending
-from tests.conftest import fetch_jobs, insert_jobs
+from tests.support.db import fetch_jobs, insert_jobs
 
 
 def add(engine, name="every-minute", cron="* * * * *", job_type="test.echo", due_seconds_ago=None, **fields):

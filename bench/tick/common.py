@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 
 from jobprocessor.config import Settings, normalise_database_url  # noqa: E402
 from tests.conftest import AUTH, SECRET, Gunicorn, make_settings  # noqa: E402 (the tests' gunicorn runner)
-from tests.fake_openai import FakeOpenAI  # noqa: E402
+from tests.support.fake_openai import FakeOpenAI  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"
 DATABASE = "jobprocessor_bench_tick"
@@ -366,7 +366,7 @@ def resolve_accounting(name: str) -> str:
     if name == "auto":
         return "openai" if fake_supports_accounting() else "max_tokens"
     if name == "openai" and not fake_supports_accounting():
-        raise SystemExit("--accounting openai: this tests/fake_openai.py has no accounting= option yet; use "
+        raise SystemExit("--accounting openai: this tests/support/fake_openai.py has no accounting= option yet; use "
                          "--accounting max_tokens (charge_max_tokens=True)")
     return name
 

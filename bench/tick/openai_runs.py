@@ -36,8 +36,9 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="k: cadence, latency and budgets / k, rate limits x k, ratios kept (default 1: real time)")
     parser.add_argument("--accounting", choices=("auto", "openai", "max_tokens", "completion"), default="auto",
-                        help="how the fake charges tokens: openai = accounting=\"openai\" of tests/fake_openai.py "
-                             "(max(max_completion_tokens, input chars/4) on arrival, no refund); max_tokens = "
+                        help="how the fake charges tokens: openai = accounting=\"openai\" of "
+                             "tests/support/fake_openai.py (max(max_completion_tokens, input chars/4) on arrival, "
+                             "no refund); max_tokens = "
                              "charge_max_tokens=True (prompt + max_completion_tokens on arrival, no refund); auto "
                              "(default) = openai when the fake has it, else max_tokens")
     parser.add_argument("--fake-rpm", type=int, default=FAKE_RPM, help="the provider's requests/min (default 500)")

@@ -1,6 +1,6 @@
 """GET /openapi.json: the OpenAPI 3.0 description of every endpoint of the contract (CONTRACT.md, "HTTP").
 
-The description is data kept beside the code it describes; tests/test_openapi.py checks it against the live app
+The description is data kept beside the code it describes; tests/api/test_openapi.py checks it against the live app
 (schemathesis, plus a test that every route the app serves is described and every contract endpoint is present).
 Like every endpoint but /healthz it needs the secret: the API surface is no one else's business, and a scanner
 without the secret learns nothing (the 401 comes before any work).

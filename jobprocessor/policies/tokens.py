@@ -14,8 +14,9 @@ Which characters is our reading of "the character count of your request", chosen
 charge is never below the server's for our own requests: the framing (roles) and the structured-output schema are
 counted too, since the model reads them; the schema is counted as the compact JSON that is sent. Characters are
 Unicode code points (what "characters" means for text). Should a server count more, its x-ratelimit-remaining-tokens
-header says so, and the limiter believes the lower figure (ratelimit/core.observe). tests/fake_openai.py implements
-the same rule independently, from the request body it receives; the tests compare the two numbers.
+header says so, and the limiter believes the lower figure (ratelimit/core.observe).
+tests/support/fake_openai.py implements the same rule independently, from the request body it receives; the tests
+compare the two numbers.
 """
 from __future__ import annotations
 

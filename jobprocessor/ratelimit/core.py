@@ -19,7 +19,7 @@ What a call is charged is what OpenAI counts: when it arrives, the larger of its
 that reached the server, whatever its usage: the starts in any interval, and the tokens they were charged, stay
 within one bucket plus the rate times the interval, exactly as the server counts them. Only a call that never
 reached the server (no connection) gets its request and its tokens back; the server never saw it. The usage is
-recorded for the stats, beside what was charged (tests/test_ratelimit_core.py states these as properties).
+recorded for the stats, beside what was charged (tests/ratelimit/test_core.py states these as properties).
 The server's x-ratelimit-* headers and Retry-After can only make the limiter more careful, never less.
 
 All times are seconds on one clock (the database's, so that every host agrees).

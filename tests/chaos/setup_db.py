@@ -6,8 +6,8 @@ from sqlalchemy import create_engine, text
 
 from jobprocessor import create_app
 from jobprocessor.config import normalise_database_url
-from tests import transitions
-from tests.conftest import make_settings
+from tests.support import transitions
+from tests.support.settings import make_settings
 
 
 def fresh_database(database_url: str, audit: bool = True):

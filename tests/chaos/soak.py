@@ -5,7 +5,7 @@ The jobs are enqueued over HTTP while the callers already drain (batches of 1000
 so a batch whose worker was killed is simply sent again). At the end it checks, and exits non-zero if any fails:
   - the table holds exactly the jobs enqueued (no job lost, none duplicated by a re-sent batch);
   - every job is `completed` or `failed`;
-  - the audit trail (tests/transitions.py): none completed twice, none changed or ran after it was final,
+  - the audit trail (tests/support/transitions.py): none completed twice, none changed or ran after it was final,
     attempts = runs started, none over max_attempts, no lease rescued before it ran out, none stuck in running;
   - the answered calls' counts add up to the table, call by call (claimed, succeeded, failed, retried+released),
     and the killed calls' share is what the audit trail attributes to them.
@@ -29,9 +29,10 @@ from pathlib import Path
 import requests
 from sqlalchemy import text
 
-from tests import transitions
+from tests.support import transitions
 from tests.chaos.setup_db import fresh_database
-from tests.conftest import AUTH, Gunicorn
+from tests.support.gunicorn import Gunicorn
+from tests.support.settings import AUTH
 
 
 def worker_pids(server: Gunicorn) -> list[int]:
@@ -58,7 +59,7 @@ def main() -> int:
     database_url = os.environ["CHAOS_DATABASE_URL"]
     engine = fresh_database(database_url)
     server = Gunicorn(database_url, workers=args.workers, threads=4)
-    server.env.update(JOBPROCESSOR_HANDLERS="tests.job_handlers,tests.fault_handlers",
+    server.env.update(JOBPROCESSOR_HANDLERS="tests.support.job_handlers,tests.support.fault_handlers",
                       JOBS_LEASE_S=str(args.lease), JOBS_CONCURRENCY="8", DB_POOL_MAX="40", LOG_LEVEL="WARNING")
     summaries: list[dict] = []
     broken_calls = Counter()  # calls with no answer (their worker was killed) by exception type

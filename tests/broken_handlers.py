@@ -1,2 +1,0 @@
-"""A handler module that fails while it is imported (tests/test_startup_errors.py)."""
-raise RuntimeError("broken on purpose")
