@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.db import fetch_jobs, insert_jobs
-from tests.support.settings import AUTH
 from tests.support.flow_fixtures import pause
+from tests.support.settings import AUTH
 
 
 def test_pauses_made_listed_and_removed(client):

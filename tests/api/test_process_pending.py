@@ -9,7 +9,6 @@ from tests.support.db import insert_jobs
 from tests.support.gunicorn import free_port
 from tests.support.settings import AUTH, SECRET, make_settings
 
-
 # --- auth ------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("headers", [

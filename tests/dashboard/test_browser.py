@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.support.browser import require_browser, start_browser, stop_browser
+from tests.support.dashboard_fixtures import OPERATOR_SECRET, READONLY_SECRET, SESSION_KEY
 from tests.support.db import insert_jobs
 from tests.support.gunicorn import Gunicorn
 from tests.support.settings import AUTH
-from tests.support.browser import require_browser, start_browser, stop_browser
-from tests.support.dashboard_fixtures import OPERATOR_SECRET, READONLY_SECRET, SESSION_KEY
 
 pytestmark = pytest.mark.e2e
 SCREENSHOTS = os.environ.get("DASHBOARD_SCREENSHOTS")

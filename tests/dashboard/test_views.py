@@ -10,9 +10,16 @@ from sqlalchemy import text
 
 from jobprocessor import create_app
 from jobprocessor.config import ConfigError
+from tests.support.dashboard_fixtures import (
+    DASHBOARD_SETTINGS,
+    OPERATOR_SECRET,
+    READONLY_SECRET,
+    SESSION_KEY,
+    csrf_of,
+    page_token,
+    sign_in,
+)
 from tests.support.db import fetch_jobs, insert_jobs
-from tests.support.dashboard_fixtures import (DASHBOARD_SETTINGS, OPERATOR_SECRET, READONLY_SECRET, SESSION_KEY,
-                                              csrf_of, page_token, sign_in)
 from tests.support.settings import make_settings
 
 PAGES = ["/dashboard/", "/dashboard/stores", "/dashboard/stores/s1", "/dashboard/jobs", "/dashboard/jobs/1",
@@ -20,26 +27,10 @@ PAGES = ["/dashboard/", "/dashboard/stores", "/dashboard/stores/s1", "/dashboard
          "/dashboard/actions", "/dashboard/bulk/confirm?action=retry&status=failed"]
 
 
-@pytest.fixture
-def dash(database_url, clean_db):
-    app = create_app(make_settings(database_url, **DASHBOARD_SETTINGS))
-    app.config["TESTING"] = True
-    with app.app_context():
-        yield app
-        from jobprocessor.extensions import db
-
-        db.engine.dispose()
 
 
-@pytest.fixture
-def dash_client(dash):
-    return dash.test_client()
 
 
-@pytest.fixture
-def operator(dash_client):
-    assert sign_in(dash_client, OPERATOR_SECRET).status_code == 302
-    return dash_client
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from tests.support.settings import AUTH
-from tests.dashboard.test_views import dash, dash_client, operator  # noqa: F401 - the fixtures
 
 
 def post(client, body):

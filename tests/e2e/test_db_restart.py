@@ -16,11 +16,11 @@ from sqlalchemy import text
 
 import tests.support.fault_handlers  # noqa: F401
 from jobprocessor import devdb
-from tests.support import transitions
 from tests.chaos.setup_db import fresh_database
+from tests.support import transitions
 from tests.support.db import insert_jobs
+from tests.support.faults import drain, fault_server, worker_pids
 from tests.support.settings import AUTH
-from tests.e2e.test_faults import drain, fault_server, worker_pids
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

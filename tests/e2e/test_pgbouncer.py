@@ -17,8 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from tests.support.gunicorn import Gunicorn, free_port
-from tests.support.settings import AUTH
 from tests.support.pgbouncer_runner import PgBouncer
+from tests.support.settings import AUTH
 from tests.support.system_packages import binary
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

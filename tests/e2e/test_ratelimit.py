@@ -15,10 +15,10 @@ import pytest
 import requests
 
 from tests.support.db import fetch_jobs
-from tests.support.gunicorn import Gunicorn
-from tests.support.settings import AUTH
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.gunicorn import Gunicorn
 from tests.support.limiter_fixtures import fresh_limiter, limiter_row  # noqa: F401 - fixture
+from tests.support.settings import AUTH
 
 RPM, TPM = 120, 150_000  # 2 requests/s; tokens to spare (each call reserves ~850, uses ~600)
 JOBS = 126  # (126 - one bucket of 2) / 2 per second = 62 s of sending

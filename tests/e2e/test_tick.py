@@ -11,8 +11,8 @@ import requests
 from sqlalchemy import text
 
 from tests.support.db import fetch_jobs, insert_jobs
+from tests.support.faults import call, drain, fault_server, wait_for_workers, worker_pids
 from tests.support.settings import AUTH
-from tests.e2e.test_faults import call, drain, fault_server, wait_for_workers, worker_pids
 from tests.support.transitions import audit_trail, audited  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e

@@ -17,11 +17,24 @@ from sqlalchemy import text
 
 from tests.support.db import insert_jobs
 from tests.support.gunicorn import Gunicorn
+from tests.support.proxy import CountingProxy
 from tests.support.settings import ROOT, SECRET
-from tests.api.test_auth import CountingProxy
-from tests.support.trigger_fixtures import (AUDIENCE, EMAIL, HMAC_SECRET, QSTASH_CURRENT, QSTASH_NEXT, QSTASH_WRONG,
-                                    JwksServer, RsaKey, google_claims, google_token, hmac_headers,
-                                    hs256_with_public_key, qstash_token, unsigned_token)
+from tests.support.trigger_fixtures import (
+    AUDIENCE,
+    EMAIL,
+    HMAC_SECRET,
+    QSTASH_CURRENT,
+    QSTASH_NEXT,
+    QSTASH_WRONG,
+    JwksServer,
+    RsaKey,
+    google_claims,
+    google_token,
+    hmac_headers,
+    hs256_with_public_key,
+    qstash_token,
+    unsigned_token,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -22,11 +22,11 @@ from jobprocessor.handlers.product_optimize import optimize_product
 from jobprocessor.handlers.registry import Job
 from jobprocessor.policies import output_cap
 from tests.support.db import fetch_jobs
-from tests.support.gunicorn import Gunicorn
-from tests.support.settings import AUTH
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.gunicorn import Gunicorn
 from tests.support.limiter_fixtures import fresh_limiter, limiter_row, openai_settings  # noqa: F401 - fixture
-from tests.handlers.test_product_optimize import process
+from tests.support.product_calls import process
+from tests.support.settings import AUTH
 
 PRODUCT = {"title": "Organic cotton T-shirt", "description": "Soft 180 g/m² jersey tee, pre-shrunk.",
            "sku": "TS-2041", "vendor": "Acme"}

@@ -14,10 +14,11 @@ from jobprocessor.handlers import PermanentError
 from jobprocessor.handlers.openai_call import UpstreamError
 from jobprocessor.handlers.product_optimize import build_messages, parse_answer, validate_payload
 from tests.support.db import fetch_jobs
-from tests.support.gunicorn import free_port
-from tests.support.settings import AUTH
 from tests.support.fake_openai import FakeOpenAI, openai_charge
+from tests.support.gunicorn import free_port
 from tests.support.limiter_fixtures import fake, fresh_limiter, limiter_row, openai_settings  # noqa: F401 - fixtures
+from tests.support.product_calls import process
+from tests.support.settings import AUTH
 
 PRODUCT = {"title": "Organic cotton T-shirt", "description": "Soft 180 g/m² jersey tee.", "sku": "TS-2041",
            "vendor": "Acme"}
@@ -51,10 +52,6 @@ def enqueue(client, n: int = 1, marker: str = "", **payload) -> list[int]:
     return response.json["ids"]
 
 
-def process(client, budget_s: float = 20, limit: int = 100) -> dict:
-    response = client.post("/process-pending", json={"budget_s": budget_s, "limit": limit}, headers=AUTH)
-    assert response.status_code == 200, response.json
-    return response.json
 
 
 def drain(client, engine, budget_s: float = 10, max_calls: int = 100) -> int:

@@ -152,13 +152,18 @@ def test_waiting_jobs_counts_sleepers_and_rescheduled_jobs_until_they_settle(fre
 def test_what_the_server_says_reaches_every_process(fresh_limiter):
     store, limits = LimiterStore(fresh_limiter), Limits(rpm=600, tpm=600_000)
     decision = store.reserve(limits, 10, max_wait_s=0)
+    settled = time.monotonic()
     store.settle(limits, decision.reservation,
                  Settlement(sent=True, used_tokens=0, throttled=True, view=ServerView(retry_after_s=3)))
     other = LimiterStore(create_engine(fresh_limiter.url))  # another process's view of the same row
     figures = other.stats(limits)
-    assert figures["throttled_total"] == 1 and figures["hold_s"] == pytest.approx(3, abs=0.2)
+
+    def held_for_the_rest_of(seconds: float, measured: float) -> bool:  # what is left of it, on a slow machine too
+        return seconds - (time.monotonic() - settled) - 0.2 <= measured <= seconds + 0.2
+
+    assert figures["throttled_total"] == 1 and held_for_the_rest_of(3, figures["hold_s"])
     assert not other.reserve(limits, 10, max_wait_s=1).granted
-    assert other.reserve(limits, 10, max_wait_s=5).wait_s == pytest.approx(3, abs=0.2)
+    assert held_for_the_rest_of(3, other.reserve(limits, 10, max_wait_s=5).wait_s)
     other.engine.dispose()
 
 

@@ -1,4 +1,5 @@
-"""Shared by the dashboard's tests: settings with its secrets, signing in through the real form."""
+"""Shared by the dashboard's tests: settings with its secrets, signing in through the real form
+(the fixtures are in tests/dashboard/conftest.py)."""
 from __future__ import annotations
 
 import re
