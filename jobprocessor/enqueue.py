@@ -19,7 +19,8 @@ from flask import current_app
 
 from . import queries
 from .config import Settings
-from .handlers import PermanentError, get_handler
+from .handlers import get_handler
+from .job import PermanentError
 from .jsontext import has_nul
 from .workflows import plan as workflow_plan
 from .workflows.plan import Links

@@ -17,9 +17,8 @@ import requests
 from sqlalchemy import text
 
 from jobprocessor import create_app
-from jobprocessor.handlers import RetryLater
+from jobprocessor.handlers import Job, RetryLater
 from jobprocessor.handlers.product_optimize import optimize_product
-from jobprocessor.handlers.registry import Job
 from jobprocessor.policies import output_cap
 from tests.conftest import AUTH, Gunicorn, fetch_jobs
 from tests.fake_openai import FakeOpenAI

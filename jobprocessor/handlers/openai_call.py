@@ -22,12 +22,12 @@ import openai
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..job import Job, PermanentError, RetryLater
 from ..policies import openai_errors, output_cap, tokens
 from ..ratelimit.core import Settlement
 from ..ratelimit.headers import server_view
 from ..ratelimit.limiter import MIN_CALL_S, MIN_RESCHEDULE_S, Grant, SharedLimiter
 from ..ratelimit.output_stats import CapView, OutputStatsStore
-from .registry import Job, PermanentError, RetryLater
 
 log = logging.getLogger("jobprocessor.openai")
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from ..handlers.registry import PermanentError
+from ..job import PermanentError
 
 MAX_STEPS_PER_JOB = 1000
 MAX_NAME_LENGTH = 200
