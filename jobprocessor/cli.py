@@ -411,7 +411,7 @@ def limits_remove(store_id, job_type):
 def wait_command(job_id, as_json):
     """Why job JOB_ID is waiting (or what holds it)."""
     from .flow import wait
-    from .handlers import registered_types
+    from .handler_registry import registered_types
 
     with db.engine.connect() as conn:
         body = wait.wait_reasons(conn, job_id, registered_types())

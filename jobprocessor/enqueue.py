@@ -19,7 +19,7 @@ from flask import current_app
 
 from . import queries
 from .config import Settings
-from .handlers import get_handler
+from .handler_registry import get_handler
 from .job import PermanentError
 from .jsontext import has_nul
 from .workflows import plan as workflow_plan

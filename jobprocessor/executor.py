@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from .handlers.registry import HandlerSpec
+from .handler_registry import HandlerSpec
 from .job import Job, PermanentError, RetryLater
 from .jsontext import has_nul
 from .policies import deferral

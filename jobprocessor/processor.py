@@ -40,7 +40,7 @@ from . import maintenance, queries, runtimes, ticks
 from .config import Settings
 from .executor import Run, execute, job_from_row
 from .extensions import db
-from .handlers.registry import HandlerSpec, get_handler, registered_types
+from .handler_registry import HandlerSpec, get_handler, registered_types
 from .leases import LeaseKeeper, keeper_for
 from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
 from .policies import runtime
@@ -489,7 +489,7 @@ class _Tick:
         return lane
 
     def _rate_limited_target(self, spec: HandlerSpec) -> int:
-        rate_per_s = self.settings.OPENAI_RPM / 60.0  # the one shared limit today (handlers.registry.RATE_LIMITS)
+        rate_per_s = self.settings.OPENAI_RPM / 60.0  # the one shared limit today (handler_registry.RATE_LIMITS)
         return runtime.rate_limited_threads(rate_per_s, self.book.mean(spec.type),
                                             cap=self.settings.JOBS_MAX_IO_CONCURRENCY, timeout_s=self._timeout(spec))
 

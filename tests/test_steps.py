@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from jobprocessor.handlers import Job, handler
-from jobprocessor.handlers.registry import unregister
+from jobprocessor.handler_registry import unregister
 from jobprocessor.processor import process_pending
 from tests.conftest import AUTH, SECRET, fetch_jobs, insert_jobs
 from tests.workflow_workers import forkserver, ticker

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from ..extensions import db
-from ..handlers import get_handler
+from ..handler_registry import get_handler
 from ..processor import process_pending
 from .auth import require_secret
 from .errors import ApiError

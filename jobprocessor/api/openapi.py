@@ -12,7 +12,7 @@ from copy import deepcopy
 from flask import Blueprint, jsonify
 
 from ..enqueue import CALLBACK_FIELDS, MAX_IDENTIFIER_LENGTH, MAX_JOBS_PER_REQUEST, PRIORITY_NAMES
-from ..handlers import registered_types
+from ..handler_registry import registered_types
 from ..workflows import plan as workflow_plan
 from .auth import require_secret
 from .params import accepts

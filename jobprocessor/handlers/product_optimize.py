@@ -25,8 +25,8 @@ from flask import current_app
 
 from ..ratelimit.limiter import SharedLimiter
 from .openai_call import UpstreamError, chat_json
+from ..handler_registry import handler
 from ..job import PermanentError
-from .registry import handler
 
 JOB_TYPE = "product.optimize"
 PAYLOAD_FIELDS = ("product", "instructions", "language")

@@ -14,8 +14,8 @@ from flask import current_app
 
 from ..extensions import db
 from ..maintenance import run_cleanup
+from ..handler_registry import handler
 from ..job import PermanentError, RetryLater
-from .registry import handler
 
 CONTINUE_AFTER_S = 30.0
 SAFETY_S = 1.0  # stop starting batches this long before the deadline

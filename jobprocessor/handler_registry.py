@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..job import Job
+from .job import Job
 
 
 @dataclass(frozen=True)
