@@ -1,5 +1,5 @@
-"""What a job is, below every other module: what a handler receives (`Job`) and what it may raise (`RetryLater`,
-`PermanentError`).
+"""What a job is, below every other module: what a handler receives (`Job`), what it may raise (`RetryLater`,
+`PermanentError`) and what enqueueing refuses (`InvalidJob`, raised by enqueue.py and workflows/write.py).
 
 Handlers, the processor, the shared limiter, enqueueing and the workflows all use these, so this module imports
 nothing of jobprocessor's: dependencies point one way, towards it (tests/test_layers.py checks). Users import them
@@ -62,3 +62,12 @@ class Job:
         if self._steps is None:
             raise RuntimeError("job.step() needs a job run by the processor (no step store is attached)")
         return self._steps.run(name, fn)
+
+
+class InvalidJob(ValueError):
+    """A job that cannot be enqueued. `field` names the culprit; status is the HTTP status it maps to."""
+
+    def __init__(self, field: str, message: str, status: int = 400, index: Optional[int] = None,
+                 code: Optional[str] = None):
+        super().__init__(message)
+        self.field, self.message, self.status, self.index, self.code = field, message, status, index, code

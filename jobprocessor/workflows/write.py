@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ..enqueue import InvalidJob
+from ..job import InvalidJob
 from ..queries import array_literal
 from .plan import MAX_BATCH_PARENTS, Plan, links_of
 
