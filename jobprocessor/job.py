@@ -1,5 +1,6 @@
 """What a job is, below every other module: what a handler receives (`Job`), what it may raise (`RetryLater`,
-`PermanentError`) and what enqueueing refuses (`InvalidJob`, raised by enqueue.py and workflows/write.py).
+`PermanentError`) and what enqueueing refuses (`InvalidJob`, raised by enqueue.py and workflows/write.py); the
+statuses a job goes through.
 
 Handlers, the processor, the shared limiter, enqueueing and the workflows all use these, so this module imports
 nothing of jobprocessor's: dependencies point one way, towards it (tests/test_layers.py checks). Users import them
@@ -11,6 +12,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional
+
+# every status a job can have, in the order of its life; the CHECK constraint jobs_status_check of sql/ allows the
+# same (tests/test_job_statuses.py compares them)
+JOB_STATUSES = ("waiting", "pending", "running", "completed", "failed", "cancelled")
+FINISHED_STATUSES = ("completed", "failed", "cancelled")  # final: nothing more will happen to these jobs
 
 MAX_RETRY_LATER_S = 365 * 24 * 3600.0
 

@@ -13,13 +13,13 @@ from flask import Blueprint, jsonify
 
 from ..enqueue import CALLBACK_FIELDS, MAX_IDENTIFIER_LENGTH, MAX_JOBS_PER_REQUEST, PRIORITY_NAMES
 from ..handler_registry import registered_types
+from ..job import JOB_STATUSES
 from ..workflows import plan as workflow_plan
 from .auth import require_secret
 from .params import accepts
 
 bp = Blueprint("openapi", __name__)
 
-STATUSES = ["waiting", "pending", "running", "completed", "failed", "cancelled"]
 MAX_JOB_ID = 2**63 - 1
 WAIT_CODES = ["leased", "parents", "no_handler", "paused", "limiter_hold", "token_quota", "backoff", "not_due",
               "store_running_limit", "store_rate_limit", "behind_higher_priority", "waiting_for_turn"]
@@ -104,7 +104,7 @@ _SCHEMAS = {
             "id": {"type": "integer", "format": "int64", "minimum": 1},
             "type": {"type": "string"},
             "payload": {"type": "object"},
-            "status": {"type": "string", "enum": STATUSES},
+            "status": {"type": "string", "enum": list(JOB_STATUSES)},
             "priority": {"type": "integer", "minimum": 1, "maximum": 10},
             "store_id": _NULLABLE_TEXT,
             "user_id": _NULLABLE_TEXT,
@@ -494,7 +494,7 @@ _PATHS = {
             "summary": "List jobs, newest first, in keyset pages (one SQL query per page)",
             "operationId": "list_jobs",
             "parameters": [
-                {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": list(JOB_STATUSES)}},
                 {"name": "type", "in": "query", "schema": _FILTER},
                 {"name": "store_id", "in": "query", "schema": _FILTER},
                 {"name": "user_id", "in": "query", "schema": _FILTER},
