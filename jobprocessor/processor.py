@@ -44,6 +44,7 @@ from .handler_registry import HandlerSpec, get_handler, registered_types
 from .leases import LeaseKeeper, keeper_for
 from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
 from .policies import runtime
+from .policies.fairness import NO_STORE
 from .queries import Outcome
 from .ratelimit import gate
 from .runtimes import RuntimeBook
@@ -62,7 +63,6 @@ GATE_S = 1.0  # a rate-limited job starts only when its limit has room within th
 START_AHEAD_S = 0.02  # a thread marks as started at once the quick jobs it will run within this much expected work
 MAX_RUN = 64  # ... at most this many
 GATE_READ_EVERY_S = 0.2  # a lane reads its limit's state at most this often
-NO_STORE = ""  # the `stores` key of jobs without a store_id (a real store_id is never empty: CHECK constraint)
 CPU_LANE = "handlers"
 
 
