@@ -229,7 +229,7 @@ def schedule_list():
 def schedule_add(name, cron, job_type, payload, priority, disabled):
     """Add schedule NAME running JOB_TYPE at CRON (e.g. '*/15 * * * *', quoted)."""
     from . import schedules
-    from .policies.cron import CronError
+    from .policies.cron_expr import CronError
 
     try:
         payload_obj = json.loads(payload)

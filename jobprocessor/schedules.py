@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import queries
 from .config import Settings
 from .enqueue import InvalidJob, validate_job
-from .policies.cron import Cron
+from .policies.cron_expr import Cron
 
 log = logging.getLogger("jobprocessor.schedules")
 

@@ -9,7 +9,7 @@ from sqlalchemy import event, text
 
 from jobprocessor import schedules
 from jobprocessor.maintenance import run_due_schedules
-from jobprocessor.policies.cron import Cron
+from jobprocessor.policies.cron_expr import Cron
 from jobprocessor.processor import process_pending
 from tests.conftest import fetch_jobs
 
