@@ -50,7 +50,7 @@ def run_due_schedules(engine: Engine, settings: Settings) -> dict:
     for unit in (ScheduleUnit(),):
         try:
             counts[unit.name] = unit.run_once(engine, settings)
-        except Exception:  # noqa: BLE001 - maintenance must not stop jobs from running
+        except Exception:  # maintenance must not stop jobs from running
             log.exception("maintenance unit %s failed; the claim goes on", unit.name)
             counts[unit.name] = {"error": True}
     scheduled = counts.get("schedules", {})

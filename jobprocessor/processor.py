@@ -193,7 +193,7 @@ class _Gate:
         if stale:  # one thread reads; the others go on with the last reading
             try:
                 wait, cost = self.read()
-            except Exception:  # noqa: BLE001 - the handler's own acquire copes with a limiter it cannot reach
+            except Exception:  # the handler's own acquire copes with a limiter it cannot reach
                 log.exception("could not read the rate limit's state")
                 wait, cost = 0.0, 0.0
             with self._lock:
@@ -451,7 +451,7 @@ class _Tick:
         try:
             with self.engine.connect() as conn:
                 due_in = queries.next_due_in_s(conn)
-        except Exception:  # noqa: BLE001 - without it the call just ends after its idle grace
+        except Exception:  # without it the call just ends after its idle grace
             log.exception("could not read when the next job falls due")
             due_in = None
         with self.cond:
@@ -579,7 +579,7 @@ class _Tick:
                 with self.engine.begin() as conn:
                     written = queries.finish(conn, self.token, batch)
                 break
-            except Exception:  # noqa: BLE001
+            except Exception:
                 if attempt == 2:
                     # the jobs stay `running` under this call's lease until it runs out; then they come back
                     log.exception("could not record %d outcomes; their leases will expire and they will rerun",
@@ -770,7 +770,7 @@ class _Tick:
             observe_outcome(job.type, _kind(outcome), elapsed)
             if self.app is not None and db.session.registry.has():
                 db.session.remove()  # a handler's own session never outlives its job
-        except Exception:  # noqa: BLE001 - bookkeeping must not cost the job its outcome
+        except Exception:  # bookkeeping must not cost the job its outcome
             log.exception("after job %s: metrics or session clean-up failed", job.id)
         return outcome, elapsed
 
@@ -781,7 +781,7 @@ class _Tick:
                 written = queries.finish(conn, self.token, outcomes)
             log.info(json.dumps({"event": "late_outcome", "job_ids": ids, "statuses": [o.status for o in outcomes],
                                  "written": len(written), "worker": self.token}))
-        except Exception:  # noqa: BLE001 - the lease will bring the jobs back
+        except Exception:  # the lease will bring the jobs back
             log.exception("could not record the late outcome of jobs %s; their leases will expire", ids)
         finally:
             self.keeper.release(ids)
@@ -804,7 +804,7 @@ class _Tick:
         try:
             with self.engine.begin() as conn:
                 ticks.finish(conn, self.tick_id, asdict(summary), self.busy_s)
-        except Exception:  # noqa: BLE001 - the outcomes are written; the history misses one row's figures
+        except Exception:  # the outcomes are written; the history misses one row's figures
             log.exception("could not record tick %s", self.tick_id)
 
 
