@@ -24,8 +24,8 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.chaos.setup_db import fresh_database  # noqa: E402
-from tests.conftest import AUTH, Gunicorn, insert_jobs  # noqa: E402
+from tests.chaos.setup_db import fresh_database
+from tests.conftest import AUTH, Gunicorn, insert_jobs
 
 
 def percentile(values: list[float], share: float) -> float:
