@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-import tests.fault_handlers  # noqa: F401
+import tests.fault_handlers  # noqa: F401 - registers the fault.* types in this process
 from jobprocessor import devdb
 from tests import transitions
 from tests.chaos.setup_db import fresh_database
