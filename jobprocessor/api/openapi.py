@@ -1,7 +1,7 @@
-"""GET /openapi.json: the OpenAPI 3.0 description of every endpoint of the contract (CONTRACT.md, "HTTP").
+"""GET /openapi.json: the OpenAPI 3.0 description of every endpoint, those of the README's "HTTP API" table.
 
 The description is data kept beside the code it describes; tests/test_openapi.py checks it against the live app
-(schemathesis, plus a test that every route the app serves is described and every contract endpoint is present).
+(schemathesis, plus tests that every route the app serves is described and is a row of the README's table).
 Like every endpoint but /healthz it needs the secret: the API surface is no one else's business, and a scanner
 without the secret learns nothing (the 401 comes before any work).
 """
