@@ -3,8 +3,9 @@
 statuses a job goes through.
 
 Handlers, the processor, the shared limiter, enqueueing and the workflows all use these, so this module imports
-nothing of jobprocessor's: dependencies point one way, towards it (tests/test_layers.py checks). Users import them
-from `jobprocessor.handlers`, which re-exports them (README, "Writing a handler").
+nothing of jobprocessor's: dependencies point one way, towards it (tests/test_layers.py checks). Users import the
+first three from `jobprocessor.handlers` (README, "Writing handlers") and InvalidJob from `jobprocessor.enqueue`,
+which re-export them.
 """
 from __future__ import annotations
 
