@@ -24,10 +24,10 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.chaos.setup_db import fresh_database  # noqa: E402
-from tests.support.db import insert_jobs  # noqa: E402
-from tests.support.gunicorn import Gunicorn  # noqa: E402
-from tests.support.settings import AUTH  # noqa: E402
+from tests.chaos.setup_db import fresh_database
+from tests.support.db import insert_jobs
+from tests.support.gunicorn import Gunicorn
+from tests.support.settings import AUTH
 
 
 def percentile(values: list[float], share: float) -> float:

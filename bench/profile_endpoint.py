@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from drain import OUT_DIR, JobsTable, Server, libpq_url, warm_up  # noqa: E402
+from drain import OUT_DIR, JobsTable, Server, libpq_url, warm_up
 
 
 def frames(stack: str) -> list[str]:

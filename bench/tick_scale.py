@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import os
 
-from jobprocessor.handlers import registry
+from jobprocessor import handler_registry as registry
 
 _k = float(os.environ.get("BENCH_TIME_SCALE", "1"))
 if _k != 1:

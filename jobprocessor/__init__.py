@@ -66,7 +66,7 @@ def _import_handler_modules(settings: Settings) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"JOBPROCESSOR_HANDLERS: cannot import {name!r} ({exc})") from exc
-        except Exception as exc:  # noqa: BLE001 - a handler module that fails while importing: one line, where
+        except Exception as exc:  # a handler module that fails while importing: one line saying where
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             raise ConfigError(f"JOBPROCESSOR_HANDLERS: importing {name!r} failed: {type(exc).__name__}: "
                               f"{_one_line(exc)} (at {frame.filename}:{frame.lineno})") from exc
@@ -96,7 +96,7 @@ def warm_pool(app: Flask) -> int:
         try:
             for _ in range(wanted):
                 connections.append(engine.connect())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - best effort: a database down now is reported by the first request
             logging.getLogger("jobprocessor").warning("could not open the database pool up front: %s",
                                                       type(exc).__name__)
         finally:

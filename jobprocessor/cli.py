@@ -237,7 +237,7 @@ def schedule_list():
 def schedule_add(name, cron, job_type, payload, priority, disabled):
     """Add schedule NAME running JOB_TYPE at CRON (e.g. '*/15 * * * *', quoted)."""
     from . import schedules
-    from .policies.cron import CronError
+    from .policies.cron_expr import CronError
 
     try:
         payload_obj = json.loads(payload)
@@ -427,7 +427,7 @@ def limits_remove(store_id, job_type):
 def wait_command(job_id, as_json):
     """Why job JOB_ID is waiting (or what holds it)."""
     from .flow import wait
-    from .handlers import registered_types
+    from .handler_registry import registered_types
 
     with db.engine.connect() as conn:
         body = wait.wait_reasons(conn, job_id, registered_types())

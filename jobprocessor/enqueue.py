@@ -19,7 +19,8 @@ from flask import current_app
 
 from . import queries
 from .config import Settings
-from .handlers import PermanentError, get_handler
+from .handler_registry import get_handler
+from .job import InvalidJob, PermanentError
 from .jsontext import has_nul
 from .workflows import plan as workflow_plan
 from .workflows.plan import Links
@@ -34,15 +35,6 @@ FIELDS = ("type", "payload", "priority", "run_at", "store_id", "user_id", "max_a
 WORKFLOW_FIELDS = FIELDS[9:]
 # what an on_complete job may carry: a plain job (it is the batch's child, in no batch itself)
 CALLBACK_FIELDS = FIELDS[:8]
-
-
-class InvalidJob(ValueError):
-    """A job that cannot be enqueued. `field` names the culprit; status is the HTTP status it maps to."""
-
-    def __init__(self, field: str, message: str, status: int = 400, index: Optional[int] = None,
-                 code: Optional[str] = None):
-        super().__init__(message)
-        self.field, self.message, self.status, self.index, self.code = field, message, status, index, code
 
 
 def _identifier(data: Mapping, field: str) -> Optional[str]:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from .handlers.registry import HandlerSpec, Job, PermanentError, RetryLater
+from .handler_registry import HandlerSpec
+from .job import Job, PermanentError, RetryLater
 from .jsontext import has_nul
 from .policies import deferral
 from .policies.backoff import retry_delay
@@ -151,7 +152,7 @@ def execute(job: Job, spec: Optional[HandlerSpec], run: Run) -> Outcome:
         result = spec.func(job)
     except RetryLater as exc:
         return _defer(job, run, why=error_text(exc), delay_s=exc.seconds)
-    except BaseException as exc:  # noqa: BLE001 - any handler failure is the job's outcome, not the call's
+    except BaseException as exc:  # any handler failure is the job's outcome, not the call's
         if isinstance(exc, KeyboardInterrupt):
             raise
         outcome = _failed_run(job, run, exc)

@@ -103,7 +103,7 @@ class LeaseKeeper:
                     return
             try:
                 self.beat()
-            except Exception:  # noqa: BLE001 - retried soon; a lease is several beats long
+            except Exception:  # retried soon; a lease is several beats long
                 log.exception("could not renew %d leases; retrying in %.0f s", self.held(), RETRY_S)
                 self._wake.wait(RETRY_S)
 

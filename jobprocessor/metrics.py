@@ -50,13 +50,10 @@ TICK_SECONDS = Histogram("jobprocessor_tick_duration_seconds", "How long /proces
 SCHEDULED = Counter("jobprocessor_schedule_jobs_enqueued_total", "Jobs enqueued by recurring schedules")
 ARCHIVED = Counter("jobprocessor_cleanup_archived_total", "Completed jobs moved to jobs_archive by the cleanup")
 DELETED = Counter("jobprocessor_cleanup_deleted_total", "Failed/cancelled jobs deleted by the cleanup")
-POOL_SIZE = Gauge("jobprocessor_db_pool_size", "Connections the pool keeps (DB_POOL_MIN), summed over processes",
-                  multiprocess_mode="livesum")
+POOL_SIZE = Gauge("jobprocessor_db_pool_size", "Most connections the pool opens (DB_POOL_MAX, each kept once opened; "
+                                               "no overflow), summed over processes", multiprocess_mode="livesum")
 POOL_CHECKED_OUT = Gauge("jobprocessor_db_pool_checked_out", "Connections in use, summed over processes",
                          multiprocess_mode="livesum")
-POOL_OVERFLOW = Gauge("jobprocessor_db_pool_overflow", "Connections open beyond the pool size (up to DB_POOL_MAX - "
-                                                       "DB_POOL_MIN), summed over processes",
-                      multiprocess_mode="livesum")
 POOL_IDLE = Gauge("jobprocessor_db_pool_idle", "Open connections waiting in the pool, summed over processes",
                   multiprocess_mode="livesum")
 
@@ -126,7 +123,6 @@ def _update_pool_gauges(pool, returning: int = 0) -> None:
     try:
         POOL_SIZE.set(pool.size())
         POOL_CHECKED_OUT.set(max(0, pool.checkedout() - returning))
-        POOL_OVERFLOW.set(max(0, pool.overflow()))
         POOL_IDLE.set(pool.checkedin() + returning)
     except AttributeError:  # a pool class without these figures (NullPool, StaticPool): nothing to report
         pass
@@ -197,12 +193,13 @@ STORE_LAG_STORES = 5  # the stores whose oldest due job has waited longest, expo
 
 
 def queue_metrics(engine: Engine) -> list[Metric]:
-    """Queue depth and ages per status (pending/running: all; finished: last 24 h), firing alerts, and the oldest
-    wait of the stores that have waited longest."""
+    """Queue depth and ages per status (waiting/pending/running: all; finished: last 24 h), firing alerts, and the
+    oldest wait of the stores that have waited longest."""
     from .flow.lag import worst_stores
 
-    jobs = GaugeMetricFamily("jobprocessor_queue_jobs", "Jobs per status (pending/running: all of them; finished "
-                                                        "statuses: finished in the last 24 h)", labels=["status"])
+    jobs = GaugeMetricFamily("jobprocessor_queue_jobs", "Jobs per status (waiting/pending/running: all of "
+                                                        "them; finished statuses: finished in the last 24 h)",
+                             labels=["status"])
     oldest = GaugeMetricFamily("jobprocessor_queue_oldest_age_seconds", "Age of the oldest job per status (created_at)",
                                labels=["status"])
     duration = GaugeMetricFamily("jobprocessor_queue_avg_duration_seconds", "Average run time per status (see "

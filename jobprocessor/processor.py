@@ -40,11 +40,12 @@ from . import queries, runtimes, ticks
 from .config import Settings
 from .executor import Run, execute, job_from_row
 from .extensions import db
-from .handlers.registry import HandlerSpec, get_handler, registered_types
+from .handler_registry import HandlerSpec, get_handler, registered_types
 from .leases import LeaseKeeper, keeper_for
 from .maintenance.tick import TickMaintenance
 from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
 from .policies import runtime
+from .policies.fairness import NO_STORE
 from .queries import Outcome
 from .ratelimit import gate
 from .runtimes import RuntimeBook
@@ -63,7 +64,6 @@ GATE_S = 1.0  # a rate-limited job starts only when its limit has room within th
 START_AHEAD_S = 0.02  # a thread marks as started at once the quick jobs it will run within this much expected work
 MAX_RUN = 64  # ... at most this many
 GATE_READ_EVERY_S = 0.2  # a lane reads its limit's state at most this often
-NO_STORE = ""  # the `stores` key of jobs without a store_id (a real store_id is never empty: CHECK constraint)
 CPU_LANE = "handlers"
 
 
@@ -194,7 +194,7 @@ class _Gate:
         if stale:  # one thread reads; the others go on with the last reading
             try:
                 wait, cost = self.read()
-            except Exception:  # noqa: BLE001 - the handler's own acquire copes with a limiter it cannot reach
+            except Exception:  # the handler's own acquire copes with a limiter it cannot reach
                 log.exception("could not read the rate limit's state")
                 wait, cost = 0.0, 0.0
             with self._lock:
@@ -457,7 +457,7 @@ class _Tick:
         try:
             with self.engine.connect() as conn:
                 due_in = queries.next_due_in_s(conn)
-        except Exception:  # noqa: BLE001 - without it the call just ends after its idle grace
+        except Exception:  # without it the call just ends after its idle grace
             log.exception("could not read when the next job falls due")
             due_in = None
         with self.cond:
@@ -485,7 +485,7 @@ class _Tick:
         return lane
 
     def _rate_limited_target(self, spec: HandlerSpec) -> int:
-        rate_per_s = self.settings.OPENAI_RPM / 60.0  # the one shared limit today (handlers.registry.RATE_LIMITS)
+        rate_per_s = self.settings.OPENAI_RPM / 60.0  # the one shared limit today (handler_registry.RATE_LIMITS)
         return runtime.rate_limited_threads(rate_per_s, self.book.mean(spec.type),
                                             cap=self.settings.JOBS_MAX_IO_CONCURRENCY, timeout_s=self._timeout(spec))
 
@@ -575,7 +575,7 @@ class _Tick:
                 with self.engine.begin() as conn:
                     written = queries.finish(conn, self.token, batch)
                 break
-            except Exception:  # noqa: BLE001
+            except Exception:
                 if attempt == 2:
                     # the jobs stay `running` under this call's lease until it runs out; then they come back
                     log.exception("could not record %d outcomes; their leases will expire and they will rerun",
@@ -766,7 +766,7 @@ class _Tick:
             observe_outcome(job.type, _kind(outcome), elapsed)
             if self.app is not None and db.session.registry.has():
                 db.session.remove()  # a handler's own session never outlives its job
-        except Exception:  # noqa: BLE001 - bookkeeping must not cost the job its outcome
+        except Exception:  # bookkeeping must not cost the job its outcome
             log.exception("after job %s: metrics or session clean-up failed", job.id)
         return outcome, elapsed
 
@@ -777,7 +777,7 @@ class _Tick:
                 written = queries.finish(conn, self.token, outcomes)
             log.info(json.dumps({"event": "late_outcome", "job_ids": ids, "statuses": [o.status for o in outcomes],
                                  "written": len(written), "worker": self.token}))
-        except Exception:  # noqa: BLE001 - the lease will bring the jobs back
+        except Exception:  # the lease will bring the jobs back
             log.exception("could not record the late outcome of jobs %s; their leases will expire", ids)
         finally:
             self.keeper.release(ids)
@@ -800,7 +800,7 @@ class _Tick:
         try:
             with self.engine.begin() as conn:
                 ticks.finish(conn, self.tick_id, asdict(summary), self.busy_s)
-        except Exception:  # noqa: BLE001 - the outcomes are written; the history misses one row's figures
+        except Exception:  # the outcomes are written; the history misses one row's figures
             log.exception("could not record tick %s", self.tick_id)
 
 

@@ -111,7 +111,7 @@ class RuntimeBook:
             return
         try:
             shared = load(self.engine, missing)
-        except Exception:  # noqa: BLE001 - without the shared figures the call still works, on timeouts
+        except Exception:  # without the shared figures the call still works, on timeouts
             log.exception("could not read the run-time estimates of %s", sorted(missing))
             shared = {}
         with self._lock:
@@ -176,5 +176,5 @@ class RuntimeBook:
             return
         try:
             append(self.engine, unsaved, runs)
-        except Exception:  # noqa: BLE001 - estimates are an optimisation; the outcomes are already written
+        except Exception:  # estimates are an optimisation; the outcomes are already written
             log.exception("could not save run-time samples of %s", sorted(unsaved))

@@ -1,11 +1,13 @@
 """Recurring jobs: the job_schedules table (sql/053_job_schedules_v1.sql) and its SQL.
 
-Each /process-pending call runs `enqueue_due()` (through jobprocessor.maintenance) before it claims: the schedules
-whose next_run_at has come are locked FOR UPDATE SKIP LOCKED (a concurrent caller skips them instead of waiting),
-each gets one job with the idempotency key `schedule:<name>:<slot>` (so even a caller that raced past the lock
-cannot enqueue the same slot twice), and next_run_at moves to the first slot after now. Job and next_run_at change
-in one transaction: the job exists if and only if the schedule moved on. Slots missed while nothing called
-collapse into one run (no burst of catch-up jobs after an outage).
+A /process-pending call runs `enqueue_due()` (through jobprocessor.maintenance) after a claim round whose statement
+found a schedule due (queries.claim's `schedules_due`); a later round claims the jobs it enqueued (processor.py,
+`_claim_round` and `_enqueue_schedules`). The schedules whose next_run_at has come are locked FOR UPDATE SKIP LOCKED
+(a concurrent caller skips them instead of waiting), each gets one job with the idempotency key
+`schedule:<name>:<slot>` (so even a caller that raced past the lock cannot enqueue the same slot twice), and
+next_run_at moves to the first slot after now. Job and next_run_at change in one transaction: the job exists if and
+only if the schedule moved on. Slots missed while nothing called collapse into one run (no burst of catch-up jobs
+after an outage).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import queries
 from .config import Settings
 from .enqueue import InvalidJob, validate_job
-from .policies.cron import Cron
+from .policies.cron_expr import Cron
 
 log = logging.getLogger("jobprocessor.schedules")
 

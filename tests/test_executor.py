@@ -9,7 +9,7 @@ import pytest
 
 from jobprocessor import create_app, executor
 from jobprocessor.handlers import handler
-from jobprocessor.handlers.registry import unregister
+from jobprocessor.handler_registry import unregister
 from jobprocessor.policies.log_rate import LogRate
 from jobprocessor.processor import process_pending
 from tests.support.db import fetch_jobs, insert_jobs

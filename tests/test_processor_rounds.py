@@ -85,7 +85,7 @@ def test_a_job_that_overruns_its_own_timeout_spends_its_attempt(app, engine, set
     try:
         run(app, engine, settings, budget_s=10)
     finally:
-        from jobprocessor.handlers.registry import unregister
+        from jobprocessor.handler_registry import unregister
 
         unregister("test.until_deadline_1s")
     job = one(engine, own)

@@ -10,7 +10,7 @@ from sqlalchemy import event, text
 
 from jobprocessor import schedules
 from jobprocessor.maintenance.scheduler import Scheduler, SchedulerConfig, SchedulerResult
-from jobprocessor.policies.cron import Cron
+from jobprocessor.policies.cron_expr import Cron
 from jobprocessor.processor import process_pending
 from tests.support.db import fetch_jobs, insert_jobs
 

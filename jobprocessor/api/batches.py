@@ -10,15 +10,13 @@ from flask import Blueprint, jsonify
 
 from .. import queries
 from ..extensions import db
+from ..job import FINISHED_STATUSES, JOB_STATUSES
 from ..workflows import graph
 from .auth import require_secret
 from .errors import ApiError
 from .params import accepts, str_param
 
 bp = Blueprint("batches", __name__)
-
-STATUSES = ("waiting", "pending", "running", "completed", "failed", "cancelled")
-FINISHED = ("completed", "failed", "cancelled")  # final states: nothing more will happen to these jobs
 
 
 @bp.get("/batches/<raw_id>")
@@ -32,8 +30,8 @@ def get_batch(raw_id: str):
     total = sum(counts.values())
     if total == 0:
         raise ApiError(404, "not_found", f"No jobs in batch {batch_id!r}.")
-    counts = {status: counts.get(status, 0) for status in STATUSES}
-    finished = sum(counts[status] for status in FINISHED)
+    counts = {status: counts.get(status, 0) for status in JOB_STATUSES}
+    finished = sum(counts[status] for status in FINISHED_STATUSES)
     # progress: the share of the batch in a final state (failed jobs included: they will not run again)
     return jsonify({"batch_id": batch_id, "total": total, "counts": counts, "finished": finished,
                     "progress": finished / total, "done": finished == total, "on_complete": on_complete})

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from ..enqueue import InvalidJob
+from ..job import InvalidJob
 
 log = logging.getLogger("jobprocessor.api")
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import queries
 from ..enqueue import validate_callback, validate_job, validate_jobs, write
 from ..extensions import db
+from ..job import JOB_STATUSES
 from ..workflows import graph
 from ..workflows.write import with_retry
 from .auth import require_secret
@@ -18,7 +19,6 @@ from .params import accepts, check_body_fields, choice_param, int_param, json_bo
 
 bp = Blueprint("jobs", __name__)
 
-STATUSES = ("waiting", "pending", "running", "completed", "failed", "cancelled")
 MAX_JOB_ID = 2**63 - 1
 
 
@@ -72,7 +72,7 @@ def create_jobs():
 @accepts(query=("status", "type", "store_id", "user_id", "batch_id", "limit", "after"))
 def list_jobs():
     args = request.args
-    status = choice_param("status", args.get("status"), STATUSES)
+    status = choice_param("status", args.get("status"), JOB_STATUSES)
     limit = int_param("limit", args.get("limit"), 1, 500, 50)
     after = int_param("after", args.get("after"), 1, MAX_JOB_ID)
     with db.engine.connect() as conn:

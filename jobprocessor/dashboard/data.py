@@ -16,10 +16,10 @@ from .. import counts, queries, queue_health, ticks
 from ..workflows import graph
 from ..bulk.actions import GROUP_OF
 from ..bulk.filter import like_escape
+from ..job import JOB_STATUSES
 
 STATEMENT_TIMEOUT = "5s"
 PAGE = 50
-STATUSES = ("waiting", "pending", "running", "completed", "failed", "cancelled")
 
 
 @contextlib.contextmanager
@@ -146,7 +146,7 @@ def by_type(rows: list[dict]) -> list[dict]:
     sorted by type."""
     table: dict[str, dict] = {}
     for row in rows:
-        entry = table.setdefault(row["type"], {"type": row["type"], **{s: 0 for s in STATUSES}, "approx": set()})
+        entry = table.setdefault(row["type"], {"type": row["type"], **{s: 0 for s in JOB_STATUSES}, "approx": set()})
         entry[row["status"]] += int(row["n"])
         if not row.get("exact", True):
             entry["approx"].add(row["status"])
@@ -372,7 +372,7 @@ def batches(conn: Connection, before: Optional[str] = None, search: Optional[str
         ids = [r["batch_id"] for r in _rows(conn, BATCH_IDS, before=before, limit=PAGE + 1)]
     more = len(ids) > PAGE
     ids = ids[:PAGE]
-    table = {i: {"batch_id": i, "total": 0, **{s: 0 for s in STATUSES}} for i in ids}
+    table = {i: {"batch_id": i, "total": 0, **{s: 0 for s in JOB_STATUSES}} for i in ids}
     if ids:
         for row in _rows(conn, BATCH_COUNTS, ids=queries.array_literal(ids)):
             table[row["batch_id"]][row["status"]] += int(row["n"])

@@ -97,7 +97,7 @@ def delete_limit(conn: Connection, store_id: Optional[str], job_type: Optional[s
 
 def wait_reasons(conn: Connection, job_id: int) -> list[dict]:
     """GET /jobs/<id>/wait's reasons (code, message, until?, details), with this process's handler types."""
-    from ..handlers import registered_types
+    from ..handler_registry import registered_types
 
     body = wait.wait_reasons(conn, job_id, registered_types())
     return [] if body is None else body["reasons"]

@@ -19,6 +19,7 @@ from .. import bulk, queries, schedules
 from ..api.errors import ApiError, _is_unavailable
 from ..api.params import choice_param, int_param, str_param
 from ..extensions import db
+from ..job import JOB_STATUSES
 from ..ratelimit import rate_limiter_stats
 from . import charts, data, flow_control, session, signin
 
@@ -280,7 +281,7 @@ def store_page(store_id: str):
 
 def _job_filters(args) -> dict:
     return {
-        "status": choice_param("status", args.get("status"), data.STATUSES),
+        "status": choice_param("status", args.get("status"), JOB_STATUSES),
         "type": str_param("type", args.get("type")),
         "store_id": str_param("store_id", args.get("store_id")),
         "batch_id": str_param("batch_id", args.get("batch_id")),
@@ -311,7 +312,7 @@ def jobs_page():
         actions.append("retry")
     if filters["status"] in (None, "pending"):
         actions.append("cancel")
-    return page("jobs.html", jobs=rows, filters=filters, next_after=next_after, statuses=data.STATUSES,
+    return page("jobs.html", jobs=rows, filters=filters, next_after=next_after, statuses=JOB_STATUSES,
                 next_url=url_for("dashboard.jobs_page", **query, after=next_after) if next_after else None,
                 first_url=url_for("dashboard.jobs_page", **query) if after else None,
                 bulk_actions=actions, bulk_query=query)

@@ -5,7 +5,8 @@ Not loaded unless named in JOBPROCESSOR_HANDLERS (e.g. JOBPROCESSOR_HANDLERS=job
 import random
 import time
 
-from .registry import PermanentError, RetryLater, handler
+from ..handler_registry import handler
+from ..job import PermanentError, RetryLater
 
 
 @handler("demo.noop", max_attempts=3, timeout_s=5)

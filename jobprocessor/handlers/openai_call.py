@@ -22,12 +22,12 @@ import openai
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..job import Job, PermanentError, RetryLater
 from ..policies import openai_errors, output_cap, tokens
 from ..ratelimit.core import Settlement
 from ..ratelimit.headers import server_view
 from ..ratelimit.limiter import MIN_CALL_S, MIN_RESCHEDULE_S, Grant, SharedLimiter
 from ..ratelimit.output_stats import CapView, OutputStatsStore
-from .registry import Job, PermanentError, RetryLater
 
 log = logging.getLogger("jobprocessor.openai")
 
@@ -205,7 +205,7 @@ def _call_once(job: Job, settings, limiter: SharedLimiter, messages: list, respo
     except BaseException:  # unexpected (a bug, an interrupt): keep the charge, then propagate
         try:
             limiter.settle(grant, Settlement(sent=True))
-        except Exception:  # noqa: BLE001 - the original exception matters more
+        except Exception:  # the original exception matters more
             log.exception("could not settle the rate limiter for job %s", job.id)
         raise
     latency_s = time.monotonic() - started
@@ -243,7 +243,7 @@ def _settle_and_log(limiter: SharedLimiter, grant: Grant, outcome: Settlement, j
                     finish_reason: Optional[str]) -> dict:
     try:
         figures = limiter.settle(grant, outcome)
-    except Exception:  # noqa: BLE001 - the charge stays (the safe side); the job's outcome still counts
+    except Exception:  # the charge stays (the safe side); the job's outcome still counts
         log.exception("could not settle the rate limiter for job %s", job.id)
         figures = {}
     log.info(json.dumps({

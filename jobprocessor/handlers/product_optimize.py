@@ -25,7 +25,8 @@ from flask import current_app
 
 from ..ratelimit.limiter import SharedLimiter
 from .openai_call import UpstreamError, chat_json
-from .registry import PermanentError, handler
+from ..handler_registry import handler
+from ..job import PermanentError
 
 JOB_TYPE = "product.optimize"
 PAYLOAD_FIELDS = ("product", "instructions", "language")

@@ -13,8 +13,9 @@ from datetime import timedelta
 from flask import current_app
 
 from ..extensions import db
+from ..handler_registry import handler
+from ..job import PermanentError, RetryLater
 from ..maintenance.cleaner import Cleaner, CleanerConfig
-from .registry import PermanentError, RetryLater, handler
 
 CONTINUE_AFTER_S = 30.0
 SAFETY_S = 1.0  # stop starting batches this long before the deadline

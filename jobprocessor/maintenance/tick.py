@@ -37,6 +37,6 @@ class TickMaintenance:
         if claim.schedules_due:
             try:
                 scheduled = self.scheduler.run_once()
-            except Exception:  # noqa: BLE001 - maintenance must not stop the claimed jobs from running
+            except Exception:  # maintenance must not stop the claimed jobs from running
                 log.exception("the scheduler failed; the call goes on with the jobs it holds")
         return TickMaintenanceResult(RescuerResult.of_claim(claim), scheduled)

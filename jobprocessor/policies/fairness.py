@@ -43,7 +43,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence
 
-NO_STORE = ""
+NO_STORE = ""  # the store key of jobs without a store_id (a real store_id is never empty: CHECK constraint)
 
 
 @dataclass(frozen=True)

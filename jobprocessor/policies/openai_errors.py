@@ -19,7 +19,7 @@ SERVER = "server_error"
 RETRY = "retry"
 PERMANENT = "permanent"
 
-THROTTLE_FALLBACK_S = 2.0  # a 429 without Retry-After
+THROTTLE_FALLBACK_S = 2.0  # a 429 without Retry-After: the job's delay, and how long the shared limiter holds everyone
 SERVER_BACKOFF_BASE_S = 5.0
 SERVER_BACKOFF_CAP_S = 600.0
 

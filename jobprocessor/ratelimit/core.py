@@ -29,9 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
+from ..policies import openai_errors
+
 WINDOW_S = 60  # the stats window: requests and tokens used over the last minute
 BURST_S = 1.0  # bucket capacity, in seconds of budget (see the module docstring)
-THROTTLE_FALLBACK_S = 2.0  # a 429 that names no wait holds every caller this long
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def settle(state: State, limits: Limits, now: float, reservation: Reservation, o
 def _throttled(state: State, limits: Limits, now: float, view: Optional[ServerView]) -> State:
     """A 429: nobody starts before the server's Retry-After, and both buckets are at most empty."""
     retry_after = view.retry_after_s if view is not None and view.retry_after_s is not None else None
-    hold = now + (retry_after if retry_after is not None and retry_after >= 0 else THROTTLE_FALLBACK_S)
+    hold = now + (retry_after if retry_after is not None and retry_after >= 0 else openai_errors.THROTTLE_FALLBACK_S)
     return replace(state, hold_until=max(state.hold_until, hold),
                    request_free_at=max(state.request_free_at, _free_at_for(0.0, now, limits.request_rate,
                                                                            limits.request_capacity)),

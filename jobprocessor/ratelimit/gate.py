@@ -42,7 +42,7 @@ def start_wait_s(engine: Engine, limits: Limits, name: str = DEFAULT_NAME) -> tu
 
 
 def for_limit(limit: str, engine: Engine, settings) -> tuple[float, float]:
-    """start_wait_s of a limit a handler declares (handlers.registry.RATE_LIMITS)."""
+    """start_wait_s of a limit a handler declares (handler_registry.RATE_LIMITS)."""
     if limit == "openai":
         return start_wait_s(engine, Limits(settings.OPENAI_RPM, settings.OPENAI_TPM))
     raise ValueError(f"unknown rate limit {limit!r}")

@@ -16,7 +16,7 @@ from typing import Optional
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..handlers.registry import Job, PermanentError, RetryLater
+from ..job import Job, PermanentError, RetryLater
 from . import core
 from .core import Limits, Reservation, Settlement
 from .store import DEFAULT_NAME, LimiterStore

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from ..flow.limits import token_quota
-from ..handlers.registry import PermanentError
+from ..job import PermanentError
 from .core import Decision, Limits, Reservation, Settlement
 from .store import LimiterStore
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from ..handlers.registry import PermanentError
+from ..job import PermanentError
 
 MAX_STEPS_PER_JOB = 1000
 MAX_NAME_LENGTH = 200
@@ -80,7 +80,7 @@ class StepStore:
                     if stored is None:  # another run of the job stored it first (or the job is gone)
                         stored = conn.execute(text(STORED), {"job_id": self.job_id, "name": name}).scalar()
                 return document if stored is None else stored
-            except Exception:  # noqa: BLE001 - the database may be back in a moment; the result is in hand
+            except Exception:  # the database may be back in a moment; the result is in hand
                 if attempt == WRITE_ATTEMPTS:
                     raise
                 time.sleep(0.2 * attempt)

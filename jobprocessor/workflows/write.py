@@ -26,11 +26,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from ..enqueue import InvalidJob
+from ..job import FINISHED_STATUSES, InvalidJob
 from ..queries import array_literal
 from .plan import MAX_BATCH_PARENTS, Plan, links_of
 
-FINAL = ("completed", "failed", "cancelled")
 LIVE = ("waiting", "pending", "running")  # the statuses jobs_singleton_key_idx covers
 RETRIED_CODES = ("40P01", "40001")  # deadlock detected, serialization failure
 MAX_KEY_ROUNDS = 8  # rounds of insert / look up for singleton keys changing hands under concurrent enqueues
@@ -211,7 +210,8 @@ def enqueue(conn: Connection, rows: Sequence[dict], plan: Plan, callback: Option
     # before this commits; of failed ones, cancelled)
     waited_for = {ids[p] for i in range(len(all_rows)) if created[i] for p in plan.positions[i]}
     waited_for.update(parent for i in range(len(all_rows)) if created[i] for parent in planned[i])
-    ended = sorted(job_id for job_id, status in parents.status.items() if status in FINAL and job_id in waited_for)
+    ended = sorted(job_id for job_id, status in parents.status.items()
+                   if status in FINISHED_STATUSES and job_id in waited_for)
     if ended:
         conn.execute(text(SETTLE), {"ids": array_literal(ended)})
     return Written([(ids[i], created[i]) for i in range(len(rows))], frozenset(debounced), on_complete)

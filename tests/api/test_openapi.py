@@ -16,10 +16,11 @@ from schemathesis.checks import negative_data_rejection, positive_data_acceptanc
 
 from jobprocessor.api.openapi import spec
 from jobprocessor.handlers import registered_types
-from tests.support.settings import AUTH, SECRET
+from tests.support.settings import AUTH, ROOT, SECRET
 
-# CONTRACT.md, "HTTP": every endpoint it names, as (method, OpenAPI path)
-CONTRACT_ENDPOINTS = {
+# every endpoint users are told of, as (method, OpenAPI path): the rows of the README's "HTTP API" table
+# (test_the_readme_lists_every_endpoint holds the two together)
+README_ENDPOINTS = {
     ("post", "/process-pending"), ("get", "/process-pending"),
     ("post", "/jobs"), ("get", "/jobs"), ("get", "/jobs/{job_id}"),
     ("post", "/jobs/{job_id}/retry"), ("post", "/jobs/{job_id}/cancel"),
@@ -48,7 +49,7 @@ def served_routes(app) -> set[tuple[str, str]]:
 
 def implemented_operations(app) -> set[tuple[str, str]]:
     served = served_routes(app)
-    return {(method, path) for method, path in CONTRACT_ENDPOINTS if (method, _template(path)) in served}
+    return {(method, path) for method, path in README_ENDPOINTS if (method, _template(path)) in served}
 
 
 def test_the_description_needs_the_secret_and_is_the_document(client):
@@ -61,15 +62,32 @@ def test_the_description_needs_the_secret_and_is_the_document(client):
     assert SECRET not in served.get_data(as_text=True)
 
 
-def test_every_contract_endpoint_is_described():
+def test_every_readme_endpoint_is_described():
     document = spec()
     described = {(method, path) for path, item in document["paths"].items() for method in item}
-    assert described == CONTRACT_ENDPOINTS
+    assert described == README_ENDPOINTS
     for path, item in document["paths"].items():
         for method, operation in item.items():
             assert operation["summary"] and operation["operationId"]
             if path != "/healthz":  # every protected operation documents the 401 and the 503
                 assert {"401", "503"} <= set(operation["responses"]), (method, path)
+
+
+def readme_endpoints() -> set[tuple[str, str]]:
+    """(method, path template) of each row of the README's "HTTP API" table: `| `GET /jobs/<id>` | ... |`, and
+    `(also `GET`)` for a second method."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## HTTP API\n", 1)[1].split("\n## ", 1)[0]
+    found = set()
+    for method, path, also in re.findall(r"^\| `(GET|POST|PUT|DELETE) (/\S*)`( \(also `GET`\))? \|", section, re.M):
+        found.add((method.lower(), _template(path)))
+        if also:
+            found.add(("get", _template(path)))
+    return found
+
+
+def test_the_readme_lists_every_endpoint():
+    assert readme_endpoints() == {(method, _template(path)) for method, path in README_ENDPOINTS}
 
 
 def test_every_route_the_app_serves_is_described(app):
@@ -81,7 +99,7 @@ def test_the_document_is_valid_openapi(app):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app, headers=AUTH)
     schema.validate()  # against the OpenAPI 3.0 meta-schema
     labels = {result.ok().label for result in schemathesis.openapi.from_dict(spec()).get_all_operations()}
-    assert labels == {f"{method.upper()} {path}" for method, path in CONTRACT_ENDPOINTS}
+    assert labels == {f"{method.upper()} {path}" for method, path in README_ENDPOINTS}
     broken = spec()
     del broken["paths"]["/jobs"]["get"]["responses"]  # the same check refuses a document that is not valid
     with pytest.raises(Exception):
@@ -128,7 +146,7 @@ def sent_as_generated(case) -> bool:
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-@pytest.mark.parametrize("method,path", sorted(CONTRACT_ENDPOINTS), ids=lambda v: v)
+@pytest.mark.parametrize("method,path", sorted(README_ENDPOINTS), ids=lambda v: v)
 def test_generated_requests_get_no_5xx_and_only_json_errors(app, method, path, mode):
     if (method, path) not in implemented_operations(app):
         pytest.skip(f"{method.upper()} {path} is in the contract but not served by this app yet")

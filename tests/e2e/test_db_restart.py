@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import text
 
-import tests.support.fault_handlers  # noqa: F401
+import tests.support.fault_handlers  # noqa: F401 - registers the fault.* types in this process
 from jobprocessor import devdb
 from tests.chaos.setup_db import fresh_database
 from tests.support import transitions

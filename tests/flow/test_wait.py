@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from jobprocessor.handlers import RetryLater
-from jobprocessor.handlers.registry import Job
+from jobprocessor.handlers import Job, RetryLater
 from jobprocessor.queries import claim
 from jobprocessor.ratelimit import LimiterStore, SharedLimiter
 from jobprocessor.ratelimit.core import Limits

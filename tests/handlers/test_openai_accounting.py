@@ -17,9 +17,8 @@ import requests
 from sqlalchemy import text
 
 from jobprocessor import create_app
-from jobprocessor.handlers import RetryLater
+from jobprocessor.handlers import Job, RetryLater
 from jobprocessor.handlers.product_optimize import optimize_product
-from jobprocessor.handlers.registry import Job
 from jobprocessor.policies import output_cap
 from tests.support.db import fetch_jobs
 from tests.support.fake_openai import FakeOpenAI

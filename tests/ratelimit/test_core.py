@@ -243,7 +243,7 @@ def test_a_429_without_retry_after_holds_for_the_fallback():
     state = core.new_state(T0)
     state, d = grant(state, limits, T0)
     state = core.settle(state, limits, T0, d.reservation, Settlement(sent=True, used_tokens=0, throttled=True))
-    assert state.hold_until == pytest.approx(T0 + core.THROTTLE_FALLBACK_S)
+    assert state.hold_until == pytest.approx(T0 + openai_errors.THROTTLE_FALLBACK_S)
 
 
 def test_believe_the_server_when_it_says_less_remains():

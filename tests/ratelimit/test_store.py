@@ -11,8 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from jobprocessor.config import normalise_database_url
-from jobprocessor.handlers import PermanentError, RetryLater
-from jobprocessor.handlers.registry import Job
+from jobprocessor.handlers import Job, PermanentError, RetryLater
 from jobprocessor.ratelimit import LimiterStore, SharedLimiter
 from jobprocessor.ratelimit.core import Limits, ServerView, Settlement
 from tests.support.limiter_fixtures import fresh_limiter, limiter_row  # noqa: F401 - fixture

@@ -7,8 +7,7 @@ import pytest
 from sqlalchemy import text
 
 from jobprocessor import create_app
-from jobprocessor.handlers import PermanentError, RetryLater
-from jobprocessor.handlers.registry import Job
+from jobprocessor.handlers import Job, PermanentError, RetryLater
 from jobprocessor.queries import claim
 from jobprocessor.ratelimit import LimiterStore, SharedLimiter
 from jobprocessor.ratelimit.core import Limits, Settlement

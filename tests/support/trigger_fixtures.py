@@ -56,7 +56,7 @@ class JwksServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 with outer.lock:
                     outer.requests += 1
                     down, document = outer.down, {"keys": [key.jwk() for key in outer.keys]}

@@ -8,8 +8,8 @@ import time
 import pytest
 from sqlalchemy import text
 
-from jobprocessor.handlers import handler
-from jobprocessor.handlers.registry import Job, unregister
+from jobprocessor.handlers import Job, handler
+from jobprocessor.handler_registry import unregister
 from jobprocessor.processor import process_pending
 from tests.support.db import fetch_jobs, insert_jobs
 from tests.support.settings import AUTH, SECRET

@@ -7,13 +7,13 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import MethodNotAllowed
 
 from ..extensions import db
-from ..handlers import get_handler
+from ..handler_registry import get_handler
 from ..processor import process_pending
 from .auth import require_secret
 from .errors import ApiError
 from .params import accepts, check_body_fields, int_param, number_param, object_body, str_param
 
-bp = Blueprint("cron", __name__)
+bp = Blueprint("process_pending", __name__)
 MAX_LIMIT = 1_000_000  # jobs one call may claim over all its rounds
 PARAMETERS = ("limit", "budget_s", "type")
 

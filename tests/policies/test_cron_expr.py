@@ -1,11 +1,11 @@
-"""The 5-field cron parser (jobprocessor.policies.cron): pure, no database."""
+"""The 5-field cron-expression parser of the schedules (jobprocessor.policies.cron_expr): pure, no database."""
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobprocessor.policies.cron import Cron, CronError
+from jobprocessor.policies.cron_expr import Cron, CronError
 
 UTC = timezone.utc
 

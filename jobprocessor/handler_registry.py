@@ -1,34 +1,17 @@
-"""Handler registration: `@handler("type", max_attempts=..., timeout_s=...)`, and what a handler may raise."""
+"""Handler registration: `@handler("type", max_attempts=..., timeout_s=...)`. What a handler receives and may raise
+is in jobprocessor/job.py."""
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-
-MAX_RETRY_LATER_S = 365 * 24 * 3600.0
-
-
-class RetryLater(Exception):
-    """Run the job again after `seconds`, without spending an attempt (rate limits, a busy upstream)."""
-
-    def __init__(self, seconds: float, reason: str = ""):
-        super().__init__(reason or f"retry in {seconds:g}s")
-        seconds = float(seconds)
-        # NaN means "now"; beyond a year (or infinity) is capped: the delay becomes an interval in PostgreSQL
-        self.seconds = min(max(0.0, seconds), MAX_RETRY_LATER_S) if seconds == seconds else 0.0
-        self.reason = reason
-
-
-class PermanentError(Exception):
-    """Fail the job now, with no retry: the error will not change by trying again."""
+from .job import Job
 
 
 @dataclass(frozen=True)
 class HandlerSpec:
     type: str
-    func: Callable[["Job"], Any]
+    func: Callable[[Job], Any]
     max_attempts: Optional[int] = None  # None: the service default (JOBS_DEFAULT_MAX_ATTEMPTS)
     timeout_s: Optional[float] = None  # None: the service default (JOBS_DEFAULT_TIMEOUT_S)
     # checks a payload at enqueue (raising PermanentError: the API answers 422) so a job that can never work is
@@ -37,40 +20,6 @@ class HandlerSpec:
     # the shared rate limit its calls pass (e.g. "openai"): such a type is I/O-bound, and a call runs as many of
     # its jobs at once as that rate and their observed latency need (its own lane of threads), not JOBS_CONCURRENCY
     rate_limited: Optional[str] = None
-
-
-@dataclass
-class Job:
-    """What a handler receives. `deadline` is when the handler must be done (UTC); `time_left()` in seconds;
-    `step(name, fn)` runs fn once per job and keeps its JSON result (jobprocessor/workflows/steps.py)."""
-
-    id: int
-    type: str
-    payload: Any
-    store_id: Optional[str]
-    user_id: Optional[str]
-    priority: int
-    attempts: int
-    max_attempts: int
-    batch_id: Optional[str]
-    deferrals: int = 0  # times it was put off without spending an attempt (RetryLater, cut by a budget's end)
-    deadline: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    _deadline_monotonic: float = field(default=0.0, repr=False)
-    _steps: Any = field(default=None, repr=False)  # a workflows.steps.StepStore, set by the processor
-
-    def set_deadline(self, seconds_from_now: float) -> None:
-        self._deadline_monotonic = time.monotonic() + seconds_from_now
-        self.deadline = datetime.now(timezone.utc) + timedelta(seconds=seconds_from_now)
-
-    def time_left(self) -> float:
-        return max(0.0, self._deadline_monotonic - time.monotonic())
-
-    def step(self, name: str, fn: Callable[[], Any]) -> Any:
-        """Run `fn()` once for this job and keep its result (JSON): a later run of the job (after a crash, a budget
-        cut, a retry) gets the kept result back instead of running fn again. Returns the result as stored."""
-        if self._steps is None:
-            raise RuntimeError("job.step() needs a job run by the processor (no step store is attached)")
-        return self._steps.run(name, fn)
 
 
 _registry: dict[str, HandlerSpec] = {}
