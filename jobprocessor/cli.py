@@ -309,6 +309,13 @@ def _flow_call(action):
         raise click.ClickException(exc.message)
 
 
+def _cli_actor():
+    """Who changes flow control from a shell, for the action log: the CLI and the OS user (as `flask jobs retry`)."""
+    from .bulk.cli import _actor
+
+    return _actor()
+
+
 @jobs_cli.command("pause")
 @click.option("--type", "job_type", help="the job type to pause (with --store: only in that store)")
 @click.option("--store", "store_id", help="the store to pause (every type, unless --type)")
@@ -319,7 +326,7 @@ def pause_command(job_type, store_id):
 
     def add(conn):
         valid_type, valid_store = pauses.validate({"type": job_type, "store_id": store_id})
-        return pauses.add_pause(conn, job_type=valid_type, store_id=valid_store)
+        return pauses.add_pause(conn, job_type=valid_type, store_id=valid_store, actor=_cli_actor())
 
     pause, created = _flow_call(add)
     click.echo(json.dumps({**pause, "created": created}))
@@ -340,7 +347,7 @@ def resume_command(pause_id, job_type, store_id):
                 raise click.UsageError("give PAUSE_ID, or --type and/or --store")
             pause = pauses.find_pause(conn, job_type=job_type, store_id=store_id)
             found = pause["id"] if pause else None
-        if found is None or not pauses.remove_pause(conn, found):
+        if found is None or not pauses.remove_pause(conn, found, actor=_cli_actor()):
             raise click.ClickException("no such pause")
         return found
 
@@ -405,7 +412,7 @@ def limits_set(store_id, job_type, max_running, max_starts_per_minute, weight, o
     body = {"store_id": store_id, "type": job_type, "max_running": max_running,
             "max_starts_per_minute": max_starts_per_minute, "weight": weight,
             "openai_tokens_per_minute": openai_tokens_per_minute}
-    stored, created = _flow_call(lambda conn: limits.put_limit(conn, limits.validate(body)))
+    stored, created = _flow_call(lambda conn: limits.put_limit(conn, limits.validate(body), actor=_cli_actor()))
     click.echo(json.dumps({**stored, "created": created}))
 
 
@@ -416,7 +423,8 @@ def limits_remove(store_id, job_type):
     """Remove the row of (store, type)."""
     from .flow import limits
 
-    if not _flow_call(lambda conn: limits.delete_limit(conn, store_id=store_id, job_type=job_type)):
+    if not _flow_call(lambda conn: limits.delete_limit(conn, store_id=store_id, job_type=job_type,
+                                                      actor=_cli_actor())):
         raise click.ClickException("no such limit")
     click.echo(json.dumps({"removed": {"store_id": store_id, "type": job_type}}))
 

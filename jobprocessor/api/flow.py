@@ -1,6 +1,6 @@
 """Tenant flow control over HTTP: pauses (POST/GET /pauses, DELETE /pauses/<id>), per-store limits (PUT/GET/DELETE
 /limits) and why a job waits (GET /jobs/<id>/wait). Each is one small function of jobprocessor.flow, the same the
-CLI and the dashboard call."""
+CLI and the dashboard call; each change is logged in the action log as the API's (jobprocessor/flow/audit.py)."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -9,6 +9,7 @@ from ..extensions import db
 from ..flow import limits, pauses, wait
 from ..handlers import registered_types
 from .auth import require_secret
+from .bulk import API_ACTOR  # who acts over HTTP: whoever holds the cron secret
 from .errors import ApiError
 from .params import accepts, int_param, json_body, str_param
 
@@ -23,7 +24,7 @@ MAX_ID = 2**63 - 1
 def add_pause():
     job_type, store_id = pauses.validate(json_body(required=True))
     with db.engine.begin() as conn:
-        pause, created = pauses.add_pause(conn, job_type=job_type, store_id=store_id)
+        pause, created = pauses.add_pause(conn, job_type=job_type, store_id=store_id, actor=API_ACTOR)
     return jsonify(pause), 201 if created else 200
 
 
@@ -43,7 +44,7 @@ def list_pauses():
 def remove_pause(raw_id: str):
     pause_id = int_param("pause id", raw_id, 1, MAX_ID)
     with db.engine.begin() as conn:
-        if not pauses.remove_pause(conn, pause_id):
+        if not pauses.remove_pause(conn, pause_id, actor=API_ACTOR):
             raise ApiError(404, "not_found", f"No pause {pause_id}.")
     return "", 204
 
@@ -54,7 +55,7 @@ def remove_pause(raw_id: str):
 def put_limit():
     row = limits.validate(json_body(required=True))
     with db.engine.begin() as conn:
-        stored, created = limits.put_limit(conn, row)
+        stored, created = limits.put_limit(conn, row, actor=API_ACTOR)
     return jsonify(stored), 201 if created else 200
 
 
@@ -77,7 +78,7 @@ def delete_limit():
     store_id = str_param("store_id", request.args.get("store_id"))
     job_type = str_param("type", request.args.get("type"))
     with db.engine.begin() as conn:
-        if not limits.delete_limit(conn, store_id=store_id, job_type=job_type):
+        if not limits.delete_limit(conn, store_id=store_id, job_type=job_type, actor=API_ACTOR):
             what = f"store {store_id}" if store_id else "every store"
             raise ApiError(404, "not_found", f"No limit for {what}{f', type {job_type}' if job_type else ''}.")
     return "", 204

@@ -65,14 +65,15 @@ def list_pauses(conn: Connection, store_ids: Optional[list[str]] = None) -> list
     return [plain(row) for row in conn.execute(text(STORE_PAUSES), {"stores": array_literal(store_ids)}).mappings()]
 
 
-def add_pause(conn: Connection, job_type: Optional[str], store_id: Optional[str]) -> dict:
-    """POST /pauses's rules (InvalidFlowInput for a bad one); the existing pause when it is there already."""
+def add_pause(conn: Connection, job_type: Optional[str], store_id: Optional[str], actor) -> dict:
+    """POST /pauses's rules (InvalidFlowInput for a bad one); the existing pause when it is there already. Logged
+    as `actor`'s, as every path logs it (jobprocessor/flow/audit.py)."""
     valid_type, valid_store = pauses.validate({"type": job_type, "store_id": store_id})
-    return pauses.add_pause(conn, job_type=valid_type, store_id=valid_store)[0]
+    return pauses.add_pause(conn, job_type=valid_type, store_id=valid_store, actor=actor)[0]
 
 
-def remove_pause(conn: Connection, pause_id: int) -> bool:
-    return pauses.remove_pause(conn, pause_id)
+def remove_pause(conn: Connection, pause_id: int, actor) -> bool:
+    return pauses.remove_pause(conn, pause_id, actor=actor)
 
 
 # --- limits and weights --------------------------------------------------------------------------------------------
@@ -84,13 +85,14 @@ def list_limits(conn: Connection, store_ids: Optional[list[str]] = None) -> list
     return [plain(row) for row in conn.execute(text(STORE_LIMITS), {"stores": array_literal(store_ids)}).mappings()]
 
 
-def put_limit(conn: Connection, store_id: Optional[str], job_type: Optional[str], values: dict) -> None:
-    """PUT /limits: set (or replace) the row of (store, type); values: LIMIT_FIELDS, None for "not set"."""
-    limits.put_limit(conn, limits.validate({"store_id": store_id, "type": job_type, **values}))
+def put_limit(conn: Connection, store_id: Optional[str], job_type: Optional[str], values: dict, actor) -> None:
+    """PUT /limits: set (or replace) the row of (store, type); values: LIMIT_FIELDS, None for "not set". Logged as
+    `actor`'s."""
+    limits.put_limit(conn, limits.validate({"store_id": store_id, "type": job_type, **values}), actor=actor)
 
 
-def delete_limit(conn: Connection, store_id: Optional[str], job_type: Optional[str]) -> bool:
-    return limits.delete_limit(conn, store_id=store_id, job_type=job_type)
+def delete_limit(conn: Connection, store_id: Optional[str], job_type: Optional[str], actor) -> bool:
+    return limits.delete_limit(conn, store_id=store_id, job_type=job_type, actor=actor)
 
 
 # --- why is this job waiting? --------------------------------------------------------------------------------------

@@ -447,10 +447,9 @@ def add_pause():
         raise Refused(400, "Bad request", "Name a type, a store, or both: a pause of everything is not offered.")
     try:
         with db.engine.begin() as conn:
-            pause = flow_control.add_pause(conn, job_type, store_id)
+            flow_control.add_pause(conn, job_type, store_id, _actor())
     except flow_control.InvalidFlowInput as exc:
         raise Refused(400, "Bad request", exc.message) from None
-    bulk.log.record(db.engine, _actor(), "pause.add", {"type": job_type, "store_id": store_id, "id": pause["id"]})
     return redirect(url_for("dashboard.controls_page"))
 
 
@@ -458,10 +457,9 @@ def add_pause():
 def remove_pause(pause_id: int):
     _need("pauses")
     with db.engine.begin() as conn:
-        removed = flow_control.remove_pause(conn, pause_id)
+        removed = flow_control.remove_pause(conn, pause_id, _actor())
     if not removed:
         raise Refused(404, "Not found", f"No pause {pause_id}.")
-    bulk.log.record(db.engine, _actor(), "pause.remove", {"id": pause_id})
     return redirect(url_for("dashboard.controls_page"))
 
 
@@ -478,10 +476,9 @@ def put_limit():
         raise Refused(400, "Bad request", "Give at least one limit or a weight.")
     try:
         with db.engine.begin() as conn:
-            flow_control.put_limit(conn, store_id, job_type, values)
+            flow_control.put_limit(conn, store_id, job_type, values, _actor())
     except flow_control.InvalidFlowInput as exc:
         raise Refused(400, "Bad request", exc.message) from None
-    bulk.log.record(db.engine, _actor(), "limit.put", {"store_id": store_id, "type": job_type, **values})
     return redirect(url_for("dashboard.controls_page"))
 
 
@@ -491,10 +488,9 @@ def remove_limit():
     store_id = str_param("store_id", request.form.get("store_id"))
     job_type = str_param("type", request.form.get("type"))
     with db.engine.begin() as conn:
-        removed = flow_control.delete_limit(conn, store_id, job_type)
+        removed = flow_control.delete_limit(conn, store_id, job_type, _actor())
     if not removed:
         raise Refused(404, "Not found", "No such limit.")
-    bulk.log.record(db.engine, _actor(), "limit.remove", {"store_id": store_id, "type": job_type})
     return redirect(url_for("dashboard.controls_page"))
 
 

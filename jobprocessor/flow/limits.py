@@ -8,7 +8,7 @@ from typing import Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from . import InvalidFlowInput, optional_name, plain
+from . import InvalidFlowInput, audit, optional_name, plain
 
 FIELDS = {  # name -> (lowest, highest)
     "max_running": (0, 1_000_000),
@@ -83,11 +83,13 @@ def validate(body) -> dict:
     return row
 
 
-def put_limit(conn: Connection, row: dict) -> tuple[dict, bool]:
-    """Set the row of (store_id, type) to `row` (see validate); returns (the row, whether it is new)."""
-    stored = plain(conn.execute(text(PUT), {name: row.get(name) for name in ("store_id", "type", *FIELDS)})
-                   .mappings().one())
+def put_limit(conn: Connection, row: dict, *, actor) -> tuple[dict, bool]:
+    """Set the row of (store_id, type) to `row` (see validate), logged as `actor`'s (audit.py); returns (the row,
+    whether it is new)."""
+    values = {name: row.get(name) for name in ("store_id", "type", *FIELDS)}
+    stored = plain(conn.execute(text(PUT), values).mappings().one())
     created = bool(stored.pop("created"))
+    audit.record(conn, actor, "limit.put", values)
     if stored["max_starts_per_minute"] is None:
         conn.execute(text(PRUNE_STARTS))
     return stored, created
@@ -98,11 +100,14 @@ def list_limits(conn: Connection, *, store_id: Optional[str] = None) -> list[dic
     return [plain(row) for row in conn.execute(text(LIST), {"store_id": store_id}).mappings()]
 
 
-def delete_limit(conn: Connection, *, store_id: Optional[str] = None, job_type: Optional[str] = None) -> bool:
-    """Remove the row of (store_id, type); True if it existed."""
+def delete_limit(conn: Connection, *, store_id: Optional[str] = None, job_type: Optional[str] = None,
+                 actor) -> bool:
+    """Remove the row of (store_id, type), logged as `actor`'s (audit.py); True if it existed (nothing is logged if
+    it did not)."""
     deleted = conn.execute(text(DELETE), {"store_id": store_id, "type": job_type}).first() is not None
     if deleted:
         conn.execute(text(PRUNE_STARTS))
+        audit.record(conn, actor, "limit.remove", {"store_id": store_id, "type": job_type})
     return deleted
 
 

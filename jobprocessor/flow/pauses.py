@@ -7,7 +7,7 @@ from typing import Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from . import InvalidFlowInput, optional_name, plain
+from . import InvalidFlowInput, audit, optional_name, plain
 
 COLUMNS = "id, type, store_id, created_at"
 
@@ -30,7 +30,7 @@ WHERE (CAST(:store_id AS text) IS NULL OR store_id = CAST(:store_id AS text))
   AND (CAST(:type AS text) IS NULL OR type = CAST(:type AS text))
 ORDER BY id
 """
-REMOVE = "DELETE FROM job_pauses WHERE id = :id RETURNING id"
+REMOVE = "DELETE FROM job_pauses WHERE id = :id RETURNING id, type, store_id"
 FIND = f"""
 SELECT {COLUMNS} FROM job_pauses
 WHERE coalesce(store_id, '') = coalesce(:store_id, '') AND coalesce(type, '') = coalesce(:type, '')
@@ -52,11 +52,14 @@ def validate(body) -> tuple[Optional[str], Optional[str]]:
     return job_type, store_id
 
 
-def add_pause(conn: Connection, *, job_type: Optional[str] = None,
-              store_id: Optional[str] = None) -> tuple[dict, bool]:
-    """Pause a type, a store, or a type of a store; returns (the pause, whether it is new)."""
+def add_pause(conn: Connection, *, job_type: Optional[str] = None, store_id: Optional[str] = None,
+              actor) -> tuple[dict, bool]:
+    """Pause a type, a store, or a type of a store, logged as `actor`'s (audit.py); returns (the pause, whether it
+    is new)."""
     row = conn.execute(text(ADD), {"type": job_type, "store_id": store_id}).mappings().one()
     pause = plain(row)
+    audit.record(conn, actor, "pause.add", {"type": job_type, "store_id": store_id, "id": pause["id"]},
+                 changed=int(bool(pause["created"])))
     return {key: pause[key] for key in ("id", "type", "store_id", "created_at")}, bool(pause["created"])
 
 
@@ -71,6 +74,11 @@ def find_pause(conn: Connection, *, job_type: Optional[str] = None,
     return None if row is None else plain(row)
 
 
-def remove_pause(conn: Connection, pause_id: int) -> bool:
-    """Resume: True if the pause existed."""
-    return conn.execute(text(REMOVE), {"id": pause_id}).first() is not None
+def remove_pause(conn: Connection, pause_id: int, *, actor) -> bool:
+    """Resume, logged as `actor`'s (audit.py): True if the pause existed (nothing is logged if it did not)."""
+    removed = conn.execute(text(REMOVE), {"id": pause_id}).mappings().first()
+    if removed is None:
+        return False
+    audit.record(conn, actor, "pause.remove", {"id": pause_id, "type": removed["type"],
+                                               "store_id": removed["store_id"]})
+    return True
