@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from jobprocessor import create_app
-from tests.conftest import AUTH, make_settings
-from tests.dashboard_fixtures import DASHBOARD_SETTINGS, OPERATOR_SECRET, page_token, sign_in
+from tests.support.dashboard_fixtures import DASHBOARD_SETTINGS, OPERATOR_SECRET, page_token, sign_in
+from tests.support.settings import AUTH, make_settings
 
 
 def logged(engine) -> list[dict]:
