@@ -46,7 +46,8 @@ from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from jobprocessor.queries import CLAIM, FINISH, array_literal  # noqa: E402  (the statements the endpoint runs)
+from jobprocessor.pgarray import array_literal  # noqa: E402
+from jobprocessor.queries import CLAIM, FINISH  # noqa: E402  (the statements the endpoint runs)
 
 JOB_TYPE = "demo.noop"
 OUT_DIR = ROOT / "bench" / ".out"  # gunicorn logs (git-ignored)

@@ -13,7 +13,7 @@ latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING)
            interleaved, each in a transaction that is rolled back so every rep sees the same queue: `--jobs`
            pending jobs of four types (at random), one store holding half of them, the other half spread
            over the other stores, every store already served once before (its turn in job_store_queues: the
-           steady state). Variants: the FIFO claim (queries.claim_fifo); v2 of the fair claim (sql/024, installed
+           steady state). Variants: the FIFO claim (claim_fifo); v2 of the fair claim (sql/024, installed
            beside v3 under another name) untyped and `?type=`; v3 (queries.claim, sql/026) untyped, typed (one
            type), with the types of a process's handlers (the four queued types and three more), and with three
            of the four queued types. At the largest store count also: a queue with 1,000 more stores holding only
@@ -64,9 +64,11 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from bench.fifo_claim import FIFO_CLAIM, claim_fifo  # noqa: E402
 from jobprocessor import create_app, queries  # noqa: E402
 from jobprocessor.config import Settings, normalise_database_url  # noqa: E402
 from jobprocessor.handlers import handler  # noqa: E402
+from jobprocessor.pgarray import array_literal  # noqa: E402
 
 WORKER = "bench"
 
@@ -171,7 +173,7 @@ due AS (
 
 # name -> how one claim of `limit` runs on a connection (inside the caller's transaction)
 VARIANTS = {
-    "fifo": lambda conn, limit: queries.claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300),
+    "fifo": lambda conn, limit: claim_fifo(conn, limit=limit, worker=WORKER, lease_s=300),
     "v2": lambda conn, limit: _claim_v2(conn, limit, None),
     "v2 typed": lambda conn, limit: _claim_v2(conn, limit, QUEUED_TYPES[0]),
     "v3": lambda conn, limit: queries.claim(conn, limit=limit, worker=WORKER, lease_s=300),
@@ -210,7 +212,7 @@ assert CLAIM_V3 != queries.CLAIM
 
 def _claim_v3(conn, limit: int, job_types) -> queries.ClaimResult:
     return queries._claim(conn, CLAIM_V3, limit=limit, worker=WORKER, lease_s=300,
-                          job_types=None if job_types is None else queries.array_literal(sorted(job_types)),
+                          job_types=None if job_types is None else array_literal(sorted(job_types)),
                           rescue_limit=1000, max_per_store=None, start_types="{}")
 
 
@@ -305,7 +307,7 @@ def cmd_flow_explain(args) -> None:
     conn.notices = []
     cur = conn.cursor()
     for title, extra in (("untyped", dict(job_types=None)),
-                         (f"one type ({QUEUED_TYPES[0]!r})", dict(job_types=queries.array_literal([QUEUED_TYPES[0]])))):
+                         (f"one type ({QUEUED_TYPES[0]!r})", dict(job_types=array_literal([QUEUED_TYPES[0]])))):
         sql = text(queries.CLAIM).compile(engine, compile_kwargs={}).string
         cur.execute("LOAD 'auto_explain'")
         for name, value in (("log_min_duration", "0"), ("log_analyze", "on"), ("log_buffers", "on"),
@@ -463,10 +465,10 @@ def cmd_explain(args) -> None:
     cur = conn.cursor()
     cases = (("fair claim v3, untyped (queries.CLAIM)", queries.CLAIM, dict(job_types=None), True),
              (f"fair claim v3, one type ({QUEUED_TYPES[0]!r}, `?type=`)", queries.CLAIM,
-              dict(job_types=queries.array_literal([QUEUED_TYPES[0]])), True),
+              dict(job_types=array_literal([QUEUED_TYPES[0]])), True),
              (f"fair claim v3, types {list(QUEUED_TYPES[:3])} (3 of the 4 queued)", queries.CLAIM,
-              dict(job_types=queries.array_literal(sorted(QUEUED_TYPES[:3]))), True),
-             ("FIFO claim (queries.FIFO_CLAIM)", queries.FIFO_CLAIM, dict(job_types=None), False))
+              dict(job_types=array_literal(sorted(QUEUED_TYPES[:3]))), True),
+             ("FIFO claim (FIFO_CLAIM)", FIFO_CLAIM, dict(job_types=None), False))
     for title, statement, extra, nested in cases:
         sql = text(statement).compile(engine, compile_kwargs={}).string  # :name -> %(name)s
         if nested:
@@ -533,7 +535,8 @@ def cmd_first_job(args) -> None:
 
     def fifo_claim(conn, **kwargs):
         kwargs.pop("max_per_store", None)
-        return queries.claim_fifo(conn, **kwargs)
+        kwargs.pop("tick", None)  # the baseline records no tick
+        return claim_fifo(conn, **kwargs)
 
     print(f"1 store x 5,000 jobs enqueued first, then 99 stores x 50; process_pending(limit={args.limit}) back to "
           f"back, {args.concurrency} threads, jobs of {args.job_ms} ms")
@@ -563,7 +566,7 @@ def cmd_first_job(args) -> None:
         while len(first_call) < 100:
             calls += 1
             with engine.begin() as conn:
-                claim = queries.claim if fair else queries.claim_fifo
+                claim = queries.claim if fair else claim_fifo
                 for row in claim(conn, limit=10, worker=WORKER, lease_s=300).jobs:
                     first_call.setdefault(row["store_id"], calls)
         small = [c for store, c in first_call.items() if store != "big"]
@@ -577,8 +580,8 @@ def cmd_profile(args) -> None:
     engine = fresh_schema(database_url())
     fill(engine, args.jobs, args.stores[-1])
     install_v2(engine)
-    handlers = queries.array_literal(HANDLER_TYPES)
-    three = queries.array_literal(sorted(QUEUED_TYPES[:3]))
+    handlers = array_literal(HANDLER_TYPES)
+    three = array_literal(sorted(QUEUED_TYPES[:3]))
     statements = {
         "v3 jobs_fair_claim(limit)": "SELECT count(*) FROM jobs_fair_claim(:limit)",
         "v3 typed": f"SELECT count(*) FROM jobs_fair_claim(:limit, ARRAY['{QUEUED_TYPES[0]}'])",

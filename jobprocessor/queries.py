@@ -15,6 +15,8 @@ from typing import Any, Optional, Sequence
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from .pgarray import array_literal
+
 JOB_COLUMNS = (
     "id", "type", "payload", "status", "priority", "store_id", "user_id", "run_at", "created_at", "started_at",
     "completed_at", "attempts", "max_attempts", "last_error", "result", "locked_by", "locked_until",
@@ -83,21 +85,6 @@ due AS (
     LIMIT :limit
 )"""
 
-# The FIFO selection the fair one replaced, kept as the baseline of bench/fair_claim.py: highest priority first,
-# then oldest, then id (jobs_claim_idx is exactly this order and predicate, so the scan stops after LIMIT rows).
-# FOR UPDATE SKIP LOCKED lets any number of callers claim at once: each skips rows another caller is locking instead
-# of waiting for it. The CTE is an optimisation fence: LIMIT applies to the locked selection, so the UPDATE can never
-# touch more rows than asked for.
-_FIFO_DUE_CTE = """
-due AS (
-    SELECT id, CAST(NULL AS integer) AS claim_order FROM jobs
-    WHERE status = 'pending' AND run_at <= now()
-      AND (CAST(:job_types AS text[]) IS NULL OR type = ANY (CAST(:job_types AS text[])))
-    ORDER BY priority, run_at, id
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-)"""
-
 # The claim itself: the jobs are leased to this call (status running, locked_by its token, locked_until) in the
 # statement that locks them, so a job is never "claimed but not leased" as far as the table can tell. No attempt is
 # spent here: START marks a job's run when a thread is about to run it (a killed call costs an attempt only to the
@@ -153,8 +140,21 @@ _CLAIM_TAIL = _CLAIMED_CTE + _claim_select("CAST(NULL AS bigint)")
 _CLAIM_TAIL_WITH_TICK = _CLAIMED_CTE + "," + _TICK_CTE + _claim_select("(SELECT id FROM tick)")
 
 CLAIM = "WITH " + _RESCUE_CTE + "," + _FAIR_DUE_CTE + "," + _CLAIM_TAIL
+
+
+def claim_around(due_cte: str) -> str:
+    """The claim statement with another selection as its `due` step (a CTE named due with id and claim_order):
+    the rescue, the lease and the counts as the real claim has them (bench/fifo_claim.py's baseline)."""
+    return "WITH " + _RESCUE_CTE + "," + due_cte + "," + _CLAIM_TAIL
+
+
+def run_claim(conn: Connection, statement: str, *, limit: int, worker: str, lease_s: float,
+              job_types: Optional[Sequence[str]] = None, rescue_limit: int = 1000,
+              start_types: Sequence[str] = ()) -> "ClaimResult":
+    """Run a statement built by claim_around() with claim()'s parameters (no store cap)."""
+    return _claim(conn, statement, limit=limit, worker=worker, lease_s=lease_s, job_types=_types_param(job_types),
+                  rescue_limit=rescue_limit, max_per_store=None, start_types=array_literal(sorted(set(start_types))))
 CLAIM_FIRST = "WITH " + _RESCUE_CTE + "," + _FAIR_DUE_CTE + "," + _CLAIM_TAIL_WITH_TICK
-FIFO_CLAIM = "WITH " + _RESCUE_CTE + "," + _FIFO_DUE_CTE + "," + _CLAIM_TAIL
 
 
 @dataclass(frozen=True)
@@ -194,14 +194,6 @@ def claim(conn: Connection, *, limit: int, worker: str, lease_s: float,
         return _claim(conn, CLAIM, **params)
     return _claim(conn, CLAIM_FIRST, **params, tick_limit=tick.limit, tick_budget_s=tick.budget_s,
                   tick_job_type=tick.job_type)
-
-
-def claim_fifo(conn: Connection, *, limit: int, worker: str, lease_s: float,
-               job_types: Optional[Sequence[str]] = None, rescue_limit: int = 1000,
-               start_types: Sequence[str] = ()) -> ClaimResult:
-    """The same, oldest first regardless of store: the baseline the benchmarks compare the fair claim with."""
-    return _claim(conn, FIFO_CLAIM, limit=limit, worker=worker, lease_s=lease_s, job_types=_types_param(job_types),
-                  rescue_limit=rescue_limit, max_per_store=None, start_types=array_literal(sorted(set(start_types))))
 
 
 def _types_param(job_types: Optional[Sequence[str]]) -> Optional[str]:
@@ -385,24 +377,6 @@ def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[in
         "tracebacks": array_literal([o.traceback for o in outcomes]),
     }
     return {row[0] for row in conn.execute(text(FINISH), params)}
-
-
-def array_literal(values: Sequence[Any]) -> str:
-    """A PostgreSQL array literal ('{1,NULL,"a \\"b\\""}'), bound as ONE text parameter and cast in the statement.
-    psycopg2 would send a list as ARRAY[e1, e2, ...], an expression per element for the server to parse: for the
-    six arrays of a 1000-outcome FINISH that was ~40% of the statement's time. Strings are always quoted, so no
-    element can be read as NULL or split; backslash and double quote are the only characters to escape."""
-    parts = []
-    for value in values:
-        if value is None:
-            parts.append("NULL")
-        elif isinstance(value, str):
-            parts.append('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"')
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"array_literal takes str, int, float or None, not {type(value).__name__}")
-        else:
-            parts.append(repr(value))
-    return "{" + ",".join(parts) + "}"
 
 
 # --- enqueue -----------------------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def load(engine: Engine, job_types: Iterable[str]) -> dict[str, list[float]]:
     types = sorted(set(job_types))
     if not types:
         return {}
-    from .queries import array_literal
+    from .pgarray import array_literal
 
     with engine.connect() as conn:
         rows = conn.execute(text(LOAD), {"types": array_literal(types)}).all()

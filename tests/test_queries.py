@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from jobprocessor.handlers import RetryLater
-from jobprocessor.queries import array_literal
+from jobprocessor.pgarray import array_literal
 
 # what a text column can hold: any character but NUL, no lone surrogates (they are not UTF-8)
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from .. import counts, queries, queue_health, ticks
+from ..pgarray import array_literal
 from ..workflows import graph
 from ..bulk.actions import GROUP_OF
 from ..bulk.filter import like_escape
@@ -227,13 +228,13 @@ SELECT s.store_key,
            LIMIT {STORE_COUNT_CAP + 1}) AS c) AS running
 FROM unnest(CAST(:stores AS text[])) AS s(store_key)
 """
-PRIORITIES = queries.array_literal(list(range(1, 11)))
+PRIORITIES = array_literal(list(range(1, 11)))
 
 
 def store_counts(conn: Connection, store_keys: list[str]) -> dict[str, dict]:
     if not store_keys:
         return {}
-    rows = _rows(conn, STORE_COUNTS, stores=queries.array_literal(store_keys), priorities=PRIORITIES)
+    rows = _rows(conn, STORE_COUNTS, stores=array_literal(store_keys), priorities=PRIORITIES)
     return {row["store_key"]: row for row in rows}
 
 
@@ -374,7 +375,7 @@ def batches(conn: Connection, before: Optional[str] = None, search: Optional[str
     ids = ids[:PAGE]
     table = {i: {"batch_id": i, "total": 0, **{s: 0 for s in JOB_STATUSES}} for i in ids}
     if ids:
-        for row in _rows(conn, BATCH_COUNTS, ids=queries.array_literal(ids)):
+        for row in _rows(conn, BATCH_COUNTS, ids=array_literal(ids)):
             table[row["batch_id"]][row["status"]] += int(row["n"])
             table[row["batch_id"]]["total"] += int(row["n"])
     out = []
@@ -398,4 +399,4 @@ SELECT id, status, created_at, completed_at, last_error FROM jobs WHERE id = ANY
 def last_jobs(conn: Connection, job_ids: list[int]) -> dict[int, dict]:
     if not job_ids:
         return {}
-    return {row["id"]: row for row in _rows(conn, SCHEDULE_LAST_JOBS, ids=queries.array_literal(job_ids))}
+    return {row["id"]: row for row in _rows(conn, SCHEDULE_LAST_JOBS, ids=array_literal(job_ids))}

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ..flow import InvalidFlowInput, limits, pauses, plain, wait
-from ..queries import array_literal
+from ..pgarray import array_literal
 
 LIMIT_FIELDS = tuple(limits.FIELDS)
 

@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ..queries import array_literal
+from ..pgarray import array_literal
 
 WAIT = """
 SELECT j.status, w.code, w.message, w.until, w.details

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from ..job import FINISHED_STATUSES, InvalidJob
-from ..queries import array_literal
+from ..pgarray import array_literal
 from .plan import MAX_BATCH_PARENTS, Plan, links_of
 
 LIVE = ("waiting", "pending", "running")  # the statuses jobs_singleton_key_idx covers
