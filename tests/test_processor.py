@@ -310,3 +310,42 @@ def test_no_job_starts_when_the_budget_is_already_spent(app, engine, settings):
         assert job["run_at"] == before[job["id"]]
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_executions")).scalar_one() == 0
+
+
+def test_jobs_given_back_when_every_thread_is_stuck_get_their_attempts_back(app, engine, settings):
+    # test.hang measured quick (1 ms), so the call's later rounds are started by the claim itself (attempt spent in
+    # the claim) and a thread takes several of them in one run, one START for those the claim had not started. Its
+    # one thread then hangs in the first job of its run: the rest of that run (given back by the hung thread when it
+    # returns, after the call) and everything claimed meanwhile (released when the call stops) never ran, so each
+    # must be pending again as it was: attempt given back, no started_at.
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) "
+                          "VALUES ('test.hang', ARRAY[0.001, 0.001, 0.001]::real[], 3)"))
+    ids = insert_jobs(engine, 40, "test.hang", run_at="now() - make_interval(secs => 100 - g)")
+    HANG_FOREVER.clear()
+    try:
+        summary = run(app, engine, settings, limit=40, budget_s=1.5, JOBS_CONCURRENCY=1)
+        assert summary.claimed == 40 and summary.abandoned == 1 and summary.released >= 1
+        # the hung job (the oldest: first in claim order) and the rest of its run: held while their thread lives
+        hung, *run_rest = fetch_jobs(engine, "status = 'running'")
+        assert hung["id"] == ids[0] and run_rest
+        claim_started = fetch_jobs(engine, "status = 'pending'")
+        assert claim_started and {(j["attempts"], j["started_at"], j["locked_by"]) for j in claim_started} == \
+            {(0, None, None)}
+    finally:
+        HANG_FOREVER.set()  # the hung handler returns: its thread records it and gives back the rest of its run
+    for _ in range(100):
+        if one(engine, hung["id"])["status"] == "completed":
+            break
+        time.sleep(0.1)
+    HANG_FOREVER.clear()
+    assert one(engine, hung["id"])["attempts"] == 1 and one(engine, hung["id"])["status"] == "completed"
+    for _ in range(50):  # the give-back follows the hung job's outcome, from the same thread
+        if not fetch_jobs(engine, "status = 'running'"):
+            break
+        time.sleep(0.1)
+    rest = fetch_jobs(engine, "id <> :id", id=hung["id"])
+    assert [j["id"] for j in rest] == [i for i in ids if i != hung["id"]]
+    assert {(j["status"], j["attempts"], j["started_at"], j["locked_by"]) for j in rest} == \
+        {("pending", 0, None, None)}
+    assert len(rest) == len(claim_started) + len(run_rest)  # the rest of the run: given back by its thread
