@@ -349,3 +349,46 @@ def test_jobs_given_back_when_every_thread_is_stuck_get_their_attempts_back(app,
     assert {(j["status"], j["attempts"], j["started_at"], j["locked_by"]) for j in rest} == \
         {("pending", 0, None, None)}
     assert len(rest) == len(claim_started) + len(run_rest)  # the rest of the run: given back by its thread
+
+
+@pytest.mark.parametrize("taken_over", ["re-claimed by another call", "rescued back to pending"])
+def test_a_job_whose_lease_was_taken_over_before_it_started_is_not_started(app, engine, settings, taken_over):
+    # The lease decides who may start a job: a job claimed ahead of a busy thread whose lease then went to another
+    # call (it ran out and was rescued, and maybe claimed again) is no longer this call's: its thread must not start
+    # it (START's locked_by fence), or the job would run twice at once and spend an attempt for nothing.
+    (blocker,) = insert_jobs(engine, 1, "test.hang", priority="1")  # the call's one thread waits in it
+    (ahead,) = insert_jobs(engine, 1, "test.record")  # claimed in the same round, waiting for that thread
+    HANG_FOREVER.clear()
+    result = {}
+    caller = threading.Thread(target=lambda: result.update(summary=run(app, engine, settings, budget_s=20,
+                                                                       JOBS_CONCURRENCY=1)))
+    caller.start()
+    try:
+        for _ in range(200):
+            if one(engine, blocker)["started_at"] is not None:
+                break
+            time.sleep(0.05)
+        claimed = one(engine, ahead)
+        assert one(engine, blocker)["started_at"] is not None and claimed["status"] == "running"
+        assert claimed["started_at"] is None and claimed["locked_by"] == one(engine, blocker)["locked_by"]
+        with engine.begin() as conn:
+            if taken_over == "re-claimed by another call":
+                conn.execute(text("UPDATE jobs SET locked_by = 'another-call', locked_until = now() + interval "
+                                  "'1 minute' WHERE id = :id"), {"id": ahead})
+            else:
+                conn.execute(text("UPDATE jobs SET status = 'pending', locked_by = NULL, locked_until = NULL "
+                                  "WHERE id = :id"), {"id": ahead})
+    finally:
+        HANG_FOREVER.set()
+    caller.join(30)
+    HANG_FOREVER.clear()
+    summary = result["summary"]
+    assert summary.claimed == 2 and summary.lost == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM job_executions")).scalar_one() == 0  # never ran here
+    job = one(engine, ahead)
+    assert (job["attempts"], job["started_at"]) == (0, None)
+    if taken_over == "re-claimed by another call":
+        assert (job["status"], job["locked_by"]) == ("running", "another-call")  # still the other call's
+    else:
+        assert (job["status"], job["locked_by"]) == ("pending", None)
