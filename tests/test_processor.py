@@ -392,3 +392,14 @@ def test_a_job_whose_lease_was_taken_over_before_it_started_is_not_started(app, 
         assert (job["status"], job["locked_by"]) == ("running", "another-call")  # still the other call's
     else:
         assert (job["status"], job["locked_by"]) == ("pending", None)
+
+
+def test_a_call_rescues_at_most_jobs_rescue_limit_expired_leases(app, engine, settings):
+    # 5 expired leases of a type no process here handles (so what is rescued stays pending, and each call is its
+    # one claim statement): JOBS_RESCUE_LIMIT=2 rescues 2, 2, then the last one; the rest wait for the next call.
+    # (The limit bounds one claim statement: a call of several rounds may rescue that many in each, as README says.)
+    insert_jobs(engine, 5, "nobody.handles.this", status="'running'", attempts="1", locked_by="'dead-worker'",
+                started_at="now() - interval '2 minutes'", locked_until="now() - make_interval(secs => 10 - g)")
+    rescued = [run(app, engine, settings, JOBS_RESCUE_LIMIT=2).rescued for _ in range(4)]
+    assert rescued == [2, 2, 1, 0]
+    assert {(j["status"], j["locked_by"]) for j in fetch_jobs(engine)} == {("pending", None)}
