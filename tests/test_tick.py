@@ -81,6 +81,17 @@ def test_deadline_is_the_earlier_of_the_timeout_and_the_budget_end(app, engine, 
     assert started + 3.5 < deadline < started + 4.5  # the budget's end, not 30 s
 
 
+def test_a_handler_without_a_timeout_gets_jobs_default_timeout_s(app, engine, settings):
+    # test.no_timeout declares no timeout_s: JOBS_DEFAULT_TIMEOUT_S (2 s here) is its timeout, so its deadline is
+    # 2 s after it starts, long before the 20 s budget's end (the bound below leaves 8 s for a slow claim)
+    (job_id,) = insert_jobs(engine, 1, "test.no_timeout", payload="'{\"seconds\": 0}'")
+    started = time.time()
+    summary = run(app, engine, settings, budget_s=20, JOBS_DEFAULT_TIMEOUT_S=2.0)
+    assert summary.succeeded == 1
+    deadline = datetime.fromisoformat(one(engine, job_id)["result"]["deadline"]).timestamp()
+    assert started + 2 < deadline < started + 10
+
+
 def test_a_job_cut_short_by_the_budget_gets_its_attempt_back(app, engine, settings):
     (cut,) = insert_jobs(engine, 1, "test.until_deadline", run_at="now() - interval '1 minute'")  # timeout 30 s
     run_at = one(engine, cut)["run_at"]
