@@ -324,7 +324,9 @@ def test_jobs_given_back_when_every_thread_is_stuck_get_their_attempts_back(app,
     ids = insert_jobs(engine, 40, "test.hang", run_at="now() - make_interval(secs => 100 - g)")
     HANG_FOREVER.clear()
     try:
-        summary = run(app, engine, settings, limit=40, budget_s=1.5, JOBS_CONCURRENCY=1)
+        # the budget (2.5 s) ends before the hung job (timeout 1 s) is abandoned at its deadline + GRACE_S, so the
+        # replacement thread finds no time left and releases what is waiting; it leaves a slow first claim 2 s
+        summary = run(app, engine, settings, limit=40, budget_s=2.5, JOBS_CONCURRENCY=1)
         assert summary.claimed == 40 and summary.abandoned == 1 and summary.released >= 1
         # the hung job (the oldest: first in claim order) and the rest of its run: held while their thread lives
         hung, *run_rest = fetch_jobs(engine, "status = 'running'")
