@@ -299,12 +299,15 @@ def test_cleanup_prunes_old_ticks(app, engine, settings):
 
 
 def test_every_round_is_fair_across_stores(app, engine, settings):
-    # one big store enqueued first, then 9 stores with one job each: the first round (4 threads + prefetch) already
-    # serves the small stores before the big store's backlog, and the later rounds serve what is left
-    insert_jobs(engine, 60, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'big'",
+    # one big store enqueued first, then 9 stores with one job each: the first round (a thread + prefetch: 3 jobs)
+    # serves the big store once and two small ones, the second (what the thread gets through in half a second) the
+    # other small stores before the big store's backlog, and the later rounds serve what is left. One thread, so
+    # the executions' order is the order the call started them in (with 4, a thread descheduled between taking its
+    # job and recording it let jobs of the next round's big store go first on a loaded machine)
+    insert_jobs(engine, 60, "test.no_timeout", payload="'{\"seconds\": 0.03}'", store_id="'big'",
                 run_at="now() - interval '1 hour'")
-    insert_jobs(engine, 9, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'small-' || g")
-    summary = run(app, engine, settings, budget_s=20, JOBS_CONCURRENCY=4)
+    insert_jobs(engine, 9, "test.no_timeout", payload="'{\"seconds\": 0.03}'", store_id="'small-' || g")
+    summary = run(app, engine, settings, budget_s=20, JOBS_CONCURRENCY=1)
     assert summary.succeeded == 69 and summary.rounds >= 3
     with engine.connect() as conn:
         order = [row.store_id for row in conn.execute(text(
