@@ -45,7 +45,8 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from jobprocessor.config import normalise_database_url  # noqa: E402
-from tests.conftest import AUTH, Gunicorn, make_settings  # noqa: E402 (the tests' gunicorn runner, reused)
+from tests.support.gunicorn import Gunicorn  # noqa: E402 (the tests' gunicorn runner, reused)
+from tests.support.settings import AUTH, make_settings  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI  # noqa: E402
 
 LATENCY_S = (0.2, 0.6)

@@ -202,7 +202,7 @@ def cleanup_command(completed_days, failed_days, batch_size, budget_s):
 
 @jobs_cli.command("rescue")
 def rescue_command():
-    """Give back now the jobs whose lease ran out (every claim also does this, at most JOBS_RESCUE_LIMIT a call)."""
+    """Give back now the jobs whose lease ran out (every claim round also does this, at most JOBS_RESCUE_LIMIT each)."""
     from .maintenance.rescuer import Rescuer, RescuerConfig
 
     click.echo(json.dumps(Rescuer(db.engine, RescuerConfig.from_settings(_settings())).run_once().as_dict()))

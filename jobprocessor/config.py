@@ -110,7 +110,8 @@ class Settings:
                                                           "time fails", 1, 365 * 86400)
     JOBS_TICK_HISTORY_DAYS: float = _setting(7.0, float, "days of job_ticks (the calls' history) system.cleanup "
                                                          "keeps", 0, 3650)
-    JOBS_RESCUE_LIMIT: int = _setting(1000, int, "most expired leases one call rescues", 1, 100000)
+    JOBS_RESCUE_LIMIT: int = _setting(1000, int, "most expired leases one claim round rescues (a call claims in "
+                                                 "rounds, each may rescue this many)", 1, 100000)
     JOBS_DEFAULT_TIMEOUT_S: float = _setting(30.0, float, "timeout_s of a handler that declares none", 0.1, 86400)
     JOBS_DEFAULT_MAX_ATTEMPTS: int = _setting(3, int, "max_attempts of a handler that declares none", 1, 100)
     JOBS_SCHEDULES_PER_RUN: int = _setting(100, int, "most due recurring-job schedules one call enqueues", 1, 10000)

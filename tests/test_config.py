@@ -27,6 +27,13 @@ def test_values_are_read_from_the_environment():
         (25, 20, ("a.b", "c"), 60.0)
 
 
+def test_the_rescue_limit_and_the_default_timeout_are_read_from_the_environment():
+    assert (Settings.from_env({"DATABASE_URL": URL}).JOBS_RESCUE_LIMIT,
+            Settings.from_env({"DATABASE_URL": URL}).JOBS_DEFAULT_TIMEOUT_S) == (1000, 30.0)  # the README's defaults
+    s = Settings.from_env({"DATABASE_URL": URL, "JOBS_RESCUE_LIMIT": "2", "JOBS_DEFAULT_TIMEOUT_S": "2.5"})
+    assert (s.JOBS_RESCUE_LIMIT, s.JOBS_DEFAULT_TIMEOUT_S) == (2, 2.5)
+
+
 @pytest.mark.parametrize("name,value,words", [
     ("JOBS_MAX_PER_RUN", "ten", "JOBS_MAX_PER_RUN must be a whole number"),
     ("JOBS_MAX_PER_RUN", "0", "JOBS_MAX_PER_RUN must be between 1 and 1000000"),

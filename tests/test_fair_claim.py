@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from jobprocessor import create_app, queries
 from jobprocessor.policies.fairness import allocate, next_turns, store_key
-from tests.support.claims import claim_once, queue_state, read_turns
+from tests.support.claims import WORKER, claim_once, queue_state, read_turns
 from tests.support.db import fetch_jobs, insert_jobs
 from tests.support.settings import AUTH, make_settings
 
@@ -385,3 +385,78 @@ def test_endpoint_reports_the_distribution_and_applies_the_configured_cap(databa
     assert summary["rounds"] >= 5  # at most 5 + 5 + 2 per round (uncapped, the first round would take all 50)
     record = next(json.loads(r.getMessage()) for r in caplog.records if '"process_pending"' in r.getMessage())
     assert record["distribution"] == "claimed 50 from 3 stores" and record["stores"] == summary["stores"]
+
+
+# --- a typed claim skips what another transaction holds -----------------------------------------------------------
+
+LOCK_WAIT = "2s"  # a claim that waited for a row lock fails after this (instead of hanging the suite)
+
+
+def _typed_queue(engine) -> tuple[list[int], list[int]]:
+    """Store 'mixed' holds test.echo and test.record jobs, so a claim of test.echo reads it by type (sql/026 3a',
+    the per-store reads of jobs_fair_type_idx); store 'plain' holds test.echo only (read through jobs_fair_idx).
+    Returns each store's test.echo ids, oldest first."""
+    mixed = insert_jobs(engine, 4, "test.echo", store_id="'mixed'", run_at="now() - make_interval(secs => 100 - g)")
+    insert_jobs(engine, 4, "test.record", store_id="'mixed'", run_at="now() - interval '200 seconds'")
+    plain = insert_jobs(engine, 4, "test.echo", store_id="'plain'", run_at="now() - make_interval(secs => 100 - g)")
+    return mixed, plain
+
+
+def test_a_typed_claim_skips_rows_another_transaction_holds_instead_of_waiting(clean_db):
+    """One connection holds the row lock of each store's oldest test.echo job (a finish, a bulk action or another
+    claim in flight); a claim of test.echo from another connection, under a lock_timeout, returns the other jobs at
+    once -- whole rounds and partial rounds, heads by primary key and reads by type -- and never a held one. A
+    per-store read that waited (FOR UPDATE without SKIP LOCKED) fails here with a lock timeout."""
+    engine = clean_db
+    mixed, plain = _typed_queue(engine)
+    held = {mixed[0], plain[0]}
+    free = set(mixed[1:] + plain[1:])
+    with engine.connect() as holder:
+        hold = holder.begin()
+        locked = holder.execute(text("SELECT id FROM jobs WHERE id = ANY(:ids) FOR UPDATE"),
+                                {"ids": sorted(held)}).scalars().all()
+        assert set(locked) == held
+        try:
+            for limit in (1, 2, 3, 6, 10):  # a partial round (heads first), whole rounds, more than is free
+                with engine.connect() as conn:
+                    claim = conn.begin()
+                    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+                    rows = queries.claim(conn, limit=limit, worker=WORKER, lease_s=60, job_types=["test.echo"]).jobs
+                    claim.rollback()  # the same queue for the next limit
+                ids = {row["id"] for row in rows}
+                assert len(ids) == min(limit, len(free)), (limit, ids)
+                assert ids <= free and {row["type"] for row in rows} == {"test.echo"}
+                if limit >= 2:
+                    assert {row["store_id"] for row in rows} == {"mixed", "plain"}  # both stores gave their rest
+        finally:
+            hold.rollback()
+
+
+def test_process_pending_with_a_type_skips_rows_another_transaction_holds(database_url, clean_db):
+    """The same through a call: `/process-pending?type=test.echo` while another connection holds two of the jobs
+    runs the other six (every connection of the call has a lock_timeout, so a claim that waited fails the call)."""
+    from sqlalchemy import event
+
+    from jobprocessor.extensions import db
+
+    engine = clean_db
+    mixed, plain = _typed_queue(engine)
+    held = {mixed[0], plain[0]}
+    app = create_app(make_settings(database_url))
+    with app.app_context():
+        event.listen(db.engine, "connect",
+                     lambda dbapi, record: dbapi.cursor().execute(f"SET lock_timeout = '{LOCK_WAIT}'"))
+        with engine.connect() as holder:
+            hold = holder.begin()
+            holder.execute(text("SELECT id FROM jobs WHERE id = ANY(:ids) FOR UPDATE"), {"ids": sorted(held)})
+            try:
+                response = app.test_client().post("/process-pending?type=test.echo&budget_s=10", headers=AUTH)
+            finally:
+                hold.rollback()
+        db.engine.dispose()
+    assert response.status_code == 200, response.json
+    assert (response.json["claimed"], response.json["succeeded"]) == (6, 6)
+    done = {job["id"] for job in fetch_jobs(engine, "status = 'completed'")}
+    assert done == set(mixed[1:] + plain[1:])
+    assert {job["status"] for job in fetch_jobs(engine, "id = ANY(:ids)", ids=sorted(held))} == {"pending"}
+    assert {job["status"] for job in fetch_jobs(engine, "type = 'test.record'")} == {"pending"}

@@ -301,3 +301,98 @@ def test_no_job_starts_when_the_budget_is_already_spent(app, engine, settings):
         assert job["run_at"] == before[job["id"]]
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM job_executions")).scalar_one() == 0
+
+
+def test_jobs_given_back_when_every_thread_is_stuck_get_their_attempts_back(app, engine, settings):
+    # test.hang measured quick (1 ms), so the call's later rounds are started by the claim itself (attempt spent in
+    # the claim) and a thread takes several of them in one run, one START for those the claim had not started. Its
+    # one thread then hangs in the first job of its run: the rest of that run (given back by the hung thread when it
+    # returns, after the call) and everything claimed meanwhile (released when the call stops) never ran, so each
+    # must be pending again as it was: attempt given back, no started_at.
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) "
+                          "VALUES ('test.hang', ARRAY[0.001, 0.001, 0.001]::real[], 3)"))
+    ids = insert_jobs(engine, 40, "test.hang", run_at="now() - make_interval(secs => 100 - g)")
+    HANG_FOREVER.clear()
+    try:
+        # the budget (2.5 s) ends before the hung job (timeout 1 s) is abandoned at its deadline + GRACE_S, so the
+        # replacement thread finds no time left and releases what is waiting; it leaves a slow first claim 2 s
+        summary = run(app, engine, settings, limit=40, budget_s=2.5, JOBS_CONCURRENCY=1)
+        assert summary.claimed == 40 and summary.abandoned == 1 and summary.released >= 1
+        # the hung job (the oldest: first in claim order) and the rest of its run: held while their thread lives
+        hung, *run_rest = fetch_jobs(engine, "status = 'running'")
+        assert hung["id"] == ids[0] and run_rest
+        claim_started = fetch_jobs(engine, "status = 'pending'")
+        assert claim_started and {(j["attempts"], j["started_at"], j["locked_by"]) for j in claim_started} == \
+            {(0, None, None)}
+    finally:
+        HANG_FOREVER.set()  # the hung handler returns: its thread records it and gives back the rest of its run
+    for _ in range(100):
+        if one(engine, hung["id"])["status"] == "completed":
+            break
+        time.sleep(0.1)
+    HANG_FOREVER.clear()
+    assert one(engine, hung["id"])["attempts"] == 1 and one(engine, hung["id"])["status"] == "completed"
+    for _ in range(50):  # the give-back follows the hung job's outcome, from the same thread
+        if not fetch_jobs(engine, "status = 'running'"):
+            break
+        time.sleep(0.1)
+    rest = fetch_jobs(engine, "id <> :id", id=hung["id"])
+    assert [j["id"] for j in rest] == [i for i in ids if i != hung["id"]]
+    assert {(j["status"], j["attempts"], j["started_at"], j["locked_by"]) for j in rest} == \
+        {("pending", 0, None, None)}
+    assert len(rest) == len(claim_started) + len(run_rest)  # the rest of the run: given back by its thread
+
+
+@pytest.mark.parametrize("taken_over", ["re-claimed by another call", "rescued back to pending"])
+def test_a_job_whose_lease_was_taken_over_before_it_started_is_not_started(app, engine, settings, taken_over):
+    # The lease decides who may start a job: a job claimed ahead of a busy thread whose lease then went to another
+    # call (it ran out and was rescued, and maybe claimed again) is no longer this call's: its thread must not start
+    # it (START's locked_by fence), or the job would run twice at once and spend an attempt for nothing.
+    (blocker,) = insert_jobs(engine, 1, "test.hang", priority="1")  # the call's one thread waits in it
+    (ahead,) = insert_jobs(engine, 1, "test.record")  # claimed in the same round, waiting for that thread
+    HANG_FOREVER.clear()
+    result = {}
+    caller = threading.Thread(target=lambda: result.update(summary=run(app, engine, settings, budget_s=20,
+                                                                       JOBS_CONCURRENCY=1)))
+    caller.start()
+    try:
+        for _ in range(200):
+            if one(engine, blocker)["started_at"] is not None:
+                break
+            time.sleep(0.05)
+        claimed = one(engine, ahead)
+        assert one(engine, blocker)["started_at"] is not None and claimed["status"] == "running"
+        assert claimed["started_at"] is None and claimed["locked_by"] == one(engine, blocker)["locked_by"]
+        with engine.begin() as conn:
+            if taken_over == "re-claimed by another call":
+                conn.execute(text("UPDATE jobs SET locked_by = 'another-call', locked_until = now() + interval "
+                                  "'1 minute' WHERE id = :id"), {"id": ahead})
+            else:
+                conn.execute(text("UPDATE jobs SET status = 'pending', locked_by = NULL, locked_until = NULL "
+                                  "WHERE id = :id"), {"id": ahead})
+    finally:
+        HANG_FOREVER.set()
+    caller.join(30)
+    HANG_FOREVER.clear()
+    summary = result["summary"]
+    assert summary.claimed == 2 and summary.lost == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM job_executions")).scalar_one() == 0  # never ran here
+    job = one(engine, ahead)
+    assert (job["attempts"], job["started_at"]) == (0, None)
+    if taken_over == "re-claimed by another call":
+        assert (job["status"], job["locked_by"]) == ("running", "another-call")  # still the other call's
+    else:
+        assert (job["status"], job["locked_by"]) == ("pending", None)
+
+
+def test_a_call_rescues_at_most_jobs_rescue_limit_expired_leases(app, engine, settings):
+    # 5 expired leases of a type no process here handles (so what is rescued stays pending, and each call is its
+    # one claim statement): JOBS_RESCUE_LIMIT=2 rescues 2, 2, then the last one; the rest wait for the next call.
+    # (The limit bounds one claim statement: a call of several rounds may rescue that many in each, as README says.)
+    insert_jobs(engine, 5, "nobody.handles.this", status="'running'", attempts="1", locked_by="'dead-worker'",
+                started_at="now() - interval '2 minutes'", locked_until="now() - make_interval(secs => 10 - g)")
+    rescued = [run(app, engine, settings, JOBS_RESCUE_LIMIT=2).rescued for _ in range(4)]
+    assert rescued == [2, 2, 1, 0]
+    assert {(j["status"], j["locked_by"]) for j in fetch_jobs(engine)} == {("pending", None)}

@@ -60,6 +60,17 @@ def test_deadline_is_the_earlier_of_the_timeout_and_the_budget_end(app, engine, 
     assert started + 3.5 < deadline < started + 4.5  # the budget's end, not 30 s
 
 
+def test_a_handler_without_a_timeout_gets_jobs_default_timeout_s(app, engine, settings):
+    # test.no_timeout declares no timeout_s: JOBS_DEFAULT_TIMEOUT_S (2 s here) is its timeout, so its deadline is
+    # 2 s after it starts, long before the 20 s budget's end (the bound below leaves 8 s for a slow claim)
+    (job_id,) = insert_jobs(engine, 1, "test.no_timeout", payload="'{\"seconds\": 0}'")
+    started = time.time()
+    summary = run(app, engine, settings, budget_s=20, JOBS_DEFAULT_TIMEOUT_S=2.0)
+    assert summary.succeeded == 1
+    deadline = datetime.fromisoformat(one(engine, job_id)["result"]["deadline"]).timestamp()
+    assert started + 2 < deadline < started + 10
+
+
 def test_a_job_cut_short_by_the_budget_gets_its_attempt_back(app, engine, settings):
     (cut,) = insert_jobs(engine, 1, "test.until_deadline", run_at="now() - interval '1 minute'")  # timeout 30 s
     run_at = one(engine, cut)["run_at"]
@@ -268,12 +279,15 @@ def test_cleanup_prunes_old_ticks(app, engine, settings):
 
 
 def test_every_round_is_fair_across_stores(app, engine, settings):
-    # one big store enqueued first, then 9 stores with one job each: the first round (4 threads + prefetch) already
-    # serves the small stores before the big store's backlog, and the later rounds serve what is left
-    insert_jobs(engine, 60, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'big'",
+    # one big store enqueued first, then 9 stores with one job each: the first round (a thread + prefetch: 3 jobs)
+    # serves the big store once and two small ones, the second (what the thread gets through in half a second) the
+    # other small stores before the big store's backlog, and the later rounds serve what is left. One thread, so
+    # the executions' order is the order the call started them in (with 4, a thread descheduled between taking its
+    # job and recording it let jobs of the next round's big store go first on a loaded machine)
+    insert_jobs(engine, 60, "test.no_timeout", payload="'{\"seconds\": 0.03}'", store_id="'big'",
                 run_at="now() - interval '1 hour'")
-    insert_jobs(engine, 9, "test.no_timeout", payload="'{\"seconds\": 0.05}'", store_id="'small-' || g")
-    summary = run(app, engine, settings, budget_s=20, JOBS_CONCURRENCY=4)
+    insert_jobs(engine, 9, "test.no_timeout", payload="'{\"seconds\": 0.03}'", store_id="'small-' || g")
+    summary = run(app, engine, settings, budget_s=20, JOBS_CONCURRENCY=1)
     assert summary.succeeded == 69 and summary.rounds >= 3
     with engine.connect() as conn:
         order = [row.store_id for row in conn.execute(text(

@@ -115,6 +115,28 @@ def test_cli_schedule_run_enqueues_the_due_slots(app, engine):
     assert json.loads(ran.output) == {"enqueued": 1, "duplicates": 0, "invalid": 0}
     assert [job["type"] for job in fetch_jobs(engine)] == ["test.echo"]
 
+def test_a_schedule_another_caller_holds_is_skipped_not_waited_for(app, engine, settings):
+    """Two real connections: the first holds one due schedule's row lock (another call enqueuing it, not yet
+    committed); a caller on the second, under a lock_timeout that fails it if it waits, enqueues the other due
+    schedule at once and leaves the held one -- whose slot the next caller takes once the lock is gone."""
+    add(engine, name="held")
+    add(engine, name="free")
+    with engine.connect() as holder:
+        hold = holder.begin()
+        holder.execute(text("SELECT name FROM job_schedules WHERE name = 'held' FOR UPDATE"))
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                result = schedules.enqueue_due(conn, settings, limit=10)
+        finally:
+            hold.rollback()
+    assert (result.enqueued, result.duplicates) == (1, 0)
+    (job,) = fetch_jobs(engine)
+    assert job["idempotency_key"].startswith("schedule:free:")
+    assert Scheduler(engine, settings).run_once().enqueued == 1  # the held one, now free
+    assert sorted(j["idempotency_key"].split(":")[1] for j in fetch_jobs(engine)) == ["free", "held"]
+
+
 def test_a_slot_seen_twice_is_not_enqueued_twice(app, engine, settings):
     """The idempotency key is the second fence: a slot whose job exists already adds nothing."""
     add(engine)

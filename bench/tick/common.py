@@ -33,7 +33,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from jobprocessor.config import Settings, normalise_database_url  # noqa: E402
-from tests.conftest import AUTH, SECRET, Gunicorn, make_settings  # noqa: E402 (the tests' gunicorn runner)
+from tests.support.gunicorn import Gunicorn  # noqa: E402 (the tests' gunicorn runner)
+from tests.support.settings import AUTH, SECRET, make_settings  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI  # noqa: E402
 
 RESULTS_DIR = ROOT / "bench" / "results"

@@ -163,6 +163,22 @@ def test_list_filters(client, engine):
     assert client.get("/jobs?after=x", headers=AUTH).status_code == 400
 
 
+def test_list_limit_is_at_most_500(client, engine):
+    """GET /jobs takes `limit` up to 500 (README, /openapi.json): 500 is a full page; 501 or 5000 is a 400 JSON
+    error naming the parameter and its bounds, not a bigger (or silently capped) page."""
+    documented = next(p for p in client.get("/openapi.json", headers=AUTH).json["paths"]["/jobs"]["get"]["parameters"]
+                      if p["name"] == "limit")
+    assert documented["schema"]["maximum"] == 500
+    insert_jobs(engine, 501, "test.echo")
+    page = client.get("/jobs?limit=500", headers=AUTH)
+    assert page.status_code == 200 and len(page.json["jobs"]) == 500 and page.json["next_after"] == 2
+    for too_many in (501, 5000):
+        refused = client.get(f"/jobs?limit={too_many}", headers=AUTH)
+        assert refused.status_code == 400 and refused.mimetype == "application/json"
+        assert refused.json["error"] == "invalid_parameter"
+        assert refused.json["message"] == f"limit must be a whole number from 1 to 500, got {too_many}."
+
+
 def test_keyset_pages_cost_one_query_each(client, engine):
     insert_jobs(engine, 250, "test.echo")
     statements = []

@@ -59,6 +59,34 @@ def test_batches_and_max_batches(clean_db):
     assert fetch_jobs(clean_db) == []
 
 
+def archive(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT * FROM jobs_archive ORDER BY id")).mappings().all()
+
+
+def test_every_batch_archives_its_old_completed_jobs(clean_db):
+    """One call of several batches (25 old completed jobs, batches of 10): every one of them is in jobs_archive,
+    whole -- not only those of the first batch (the later ones deleted unarchived would still count as archived)."""
+    old = finished(clean_db, 25, "completed", 40, result="'{\"n\": 1}'", store_id="'s' || g")
+    with clean_db.begin() as conn:
+        counts = cleanup(conn, batch_size=10)
+    assert dict(counts) == {"archived": 25, "deleted": 0, "batches": 3, "done": True}
+    stored = archive(clean_db)
+    assert [row["id"] for row in stored] == old and fetch_jobs(clean_db) == []
+    assert {(row["status"], row["result"]["n"]) for row in stored} == {("completed", 1)}
+    assert [row["store_id"] for row in stored] == [f"s{g}" for g in range(1, 26)]
+
+
+def test_the_cleaner_archives_every_batch(clean_db, settings):
+    """The maintenance path, one batch per transaction: 250 old completed jobs in batches of 100 all end in
+    jobs_archive; the old failed ones are deleted, not archived."""
+    old = finished(clean_db, 250, "completed", 40)
+    finished(clean_db, 120, "failed", 100)
+    report = cleaner(clean_db, settings, batch_size=100).run_once(budget_s=60)
+    assert (report.archived, report.deleted, report.batches, report.done) == (250, 120, 3, True)
+    assert [row["id"] for row in archive(clean_db)] == old and fetch_jobs(clean_db) == []
+
+
 def test_bad_arguments_are_refused(clean_db):
     with clean_db.connect() as conn:
         with pytest.raises(Exception, match="batch_size must be at least 1"):

@@ -50,6 +50,27 @@ def test_first_use_creates_a_full_idle_limiter(fresh_limiter):
     assert second.granted and second.wait_s == pytest.approx(1.0, abs=0.05)  # 60/min, a bucket of one
 
 
+def test_settle_gives_back_an_unsent_call_and_keeps_a_sent_ones_charge_in_the_shared_row(fresh_limiter):
+    """Through the shared row: with both buckets 10 s in debt (so a refund is not capped at full, however slow the
+    machine), an unsent call's settle moves request_free_at back by exactly one request (1 s at 60/min) and
+    token_free_at by its 50 tokens (0.5 s at 100/s); a sent call's settle moves neither, whatever it used."""
+    store, limits = LimiterStore(fresh_limiter), Limits(rpm=60, tpm=6000)
+    reservations = [store.reserve(limits, 50, max_wait_s=60).reservation for _ in range(10)]
+
+    def free_at():  # (request_free_at, token_free_at) of the shared row, epoch seconds (timestamptz: 1 us)
+        row = limiter_row(fresh_limiter)
+        return row["request_free_at"].timestamp(), row["token_free_at"].timestamp()
+
+    in_debt = free_at()
+    store.settle(limits, reservations[-1], Settlement(sent=False, used_tokens=0))
+    unsent = free_at()
+    assert unsent == (pytest.approx(in_debt[0] - 1.0, abs=1e-5), pytest.approx(in_debt[1] - 0.5, abs=1e-5))
+    for used in (0, 5, 500):
+        store.settle(limits, reservations[used % 9], Settlement(sent=True, used_tokens=used))
+        assert free_at() == unsent, used
+    assert sum(limiter_row(fresh_limiter)["window_charged"]) == 3 * 50  # the sent calls' charges, not their usage
+
+
 def test_concurrent_threads_never_lose_an_update(fresh_limiter):
     store, limits = LimiterStore(fresh_limiter), Limits(rpm=6000, tpm=6_000_000)
     used_total, lock, starts = [0], threading.Lock(), []

@@ -42,9 +42,13 @@ class Gunicorn:
 
         for _ in range(150):
             try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
+                # refused until the master listens; once it does, the request waits in the listen queue until a
+                # worker has loaded the app, however long that takes on a busy machine: a request given up after a
+                # short read timeout would still be served later (a /healthz query at any moment of the test: it
+                # made the brute-force test's "no byte to PostgreSQL" flaky)
+                if requests.get(self.base + "/healthz", timeout=(1, 120)).status_code == 200:
                     return self
-            except requests.RequestException:  # refused, or a worker still loading on a busy machine
+            except requests.RequestException:  # refused: the master is not listening yet
                 pass
             if self.proc.poll() is not None:
                 break

@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, text
 PRELOAD = ["tests.support.workflow_workers", "jobprocessor.queries", "jobprocessor.enqueue",
            "jobprocessor.workflows.write",
            "jobprocessor.processor", "jobprocessor.handlers.product_optimize", "tests.support.job_handlers",
-           "tests.conftest"]
+           "tests.support.settings"]
 
 
 def forkserver():
