@@ -83,11 +83,15 @@ def test_three_workers_and_four_callers_share_one_budget_for_a_minute(database_u
     assert Counter(c.job_id for c in served) == Counter(ids)  # every job called OpenAI exactly once
     window = max(c.at for c in served) - min(c.at for c in served)
     budget = RPM * window / 60
-    assert window >= 60, window
+    # JITTER_S: how late a request may arrive after its slot (thread wake-up, HTTP). A first request that arrives
+    # late shortens the window the fake sees, and late arrivals can bunch into one minute: on a loaded 2-core
+    # machine (CI, or helpers' suites at once) that was over 3 s, where a limiter letting through double its rate
+    # would put twice the budget into a minute
+    jitter_s = 4.0
+    assert window >= (JOBS - 2) / (RPM / 60) - jitter_s, window  # 62 s of sending at the limit
     assert len(served) >= 0.85 * budget, (len(served), budget)
-    # arrivals in any minute: the budget plus one bucket, plus what up to 1 s of jitter between a slot and the
-    # request's arrival (thread wake-up, HTTP) can shift into the window
-    assert fake.max_in_window(60) <= RPM + 2 + RPM / 60
+    # arrivals in any minute: the budget plus one bucket, plus what the jitter can shift into the window
+    assert fake.max_in_window(60) <= RPM + 2 + RPM / 60 * jitter_s
 
     row = limiter_row(clean_db)
     assert row["reserved_requests"] == row["settled_requests"] == row["sent_requests"] == JOBS  # all settled
