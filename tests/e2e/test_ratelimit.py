@@ -83,7 +83,7 @@ def test_three_workers_and_four_callers_share_one_budget_for_a_minute(database_u
     assert Counter(c.job_id for c in served) == Counter(ids)  # every job called OpenAI exactly once
     window = max(c.at for c in served) - min(c.at for c in served)
     budget = RPM * window / 60
-    # JITTER_S: how late a request may arrive after its slot (thread wake-up, HTTP). A first request that arrives
+    # jitter_s: how late a request may arrive after its slot (thread wake-up, HTTP). A first request that arrives
     # late shortens the window the fake sees, and late arrivals can bunch into one minute: on a loaded 2-core
     # machine (CI, or helpers' suites at once) that was over 3 s, where a limiter letting through double its rate
     # would put twice the budget into a minute
