@@ -201,11 +201,15 @@ def cleanup_command(completed_days, failed_days, batch_size, budget_s):
 
 
 @jobs_cli.command("rescue")
-def rescue_command():
-    """Give back now the jobs whose lease ran out (every claim round also does this, at most JOBS_RESCUE_LIMIT each)."""
+@click.option("--max-passes", type=click.IntRange(1, 100000), default=1000, show_default=True,
+              help="passes of at most JOBS_RESCUE_LIMIT leases each, until one finds fewer")
+def rescue_command(max_passes):
+    """Give back now the jobs whose lease ran out, in passes of JOBS_RESCUE_LIMIT (every claim round also rescues
+    up to that many)."""
     from .maintenance.rescuer import Rescuer, RescuerConfig
 
-    click.echo(json.dumps(Rescuer(db.engine, RescuerConfig.from_settings(_settings())).run_once().as_dict()))
+    rescuer = Rescuer(db.engine, RescuerConfig.from_settings(_settings()))
+    click.echo(json.dumps(rescuer.run_until_done(max_passes).as_dict()))
 
 
 @jobs_cli.group("schedule")

@@ -78,6 +78,10 @@ def _child(metric, label: str):
 def observe_claimed(job_types: Iterable[str], rescued: int) -> None:
     for job_type, count in Tally(job_types).items():
         _child(JOBS_CLAIMED, job_type).inc(count)
+    observe_rescued(rescued)
+
+
+def observe_rescued(rescued: int) -> None:
     if rescued:
         JOBS_RESCUED.inc(rescued)
 

@@ -1,9 +1,10 @@
 """Recurring jobs: the job_schedules table (sql/053_job_schedules_v1.sql) and its SQL.
 
-A /process-pending call runs `enqueue_due()` (through jobprocessor.maintenance) after a claim round whose statement
-found a schedule due (queries.claim's `schedules_due`); a later round claims the jobs it enqueued (processor.py,
-`_claim_round` and `_enqueue_schedules`). The schedules whose next_run_at has come are locked FOR UPDATE SKIP LOCKED
-(a concurrent caller skips them instead of waiting), each gets one job with the idempotency key
+A /process-pending call runs `enqueue_due()` (through jobprocessor/maintenance/scheduler.py) after a claim round
+whose statement found a schedule due (queries.claim's `schedules_due`); a later round claims the jobs it enqueued
+(maintenance/tick.py's `TickMaintenance.after_claim`, called by processor.py's `_claim_round`). The schedules
+whose next_run_at has come are locked FOR UPDATE SKIP LOCKED (a concurrent caller skips them instead of waiting),
+each gets one job with the idempotency key
 `schedule:<name>:<slot>` (so even a caller that raced past the lock cannot enqueue the same slot twice), and
 next_run_at moves to the first slot after now. Job and next_run_at change in one transaction: the job exists if and
 only if the schedule moved on. Slots missed while nothing called collapse into one run (no burst of catch-up jobs

@@ -1,5 +1,6 @@
 """tests/ mirrors jobprocessor/: a test directory per package it tests (plus e2e/ for whole-system runs through a
-real gunicorn, chaos/ for `make chaos`), helpers and worker processes only in tests/support/."""
+real gunicorn, chaos/ for `make chaos`), helpers and worker processes only in tests/support/ (with the tests of
+the helpers themselves, such as the fake OpenAI server's)."""
 from __future__ import annotations
 
 

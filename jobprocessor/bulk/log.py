@@ -60,11 +60,17 @@ def fail_quietly(engine: Engine, action_id: int, changed: int, reason: str) -> N
 
 
 def record(engine: Engine, actor, action: str, on: dict, changed: int = 1, detail: Optional[str] = None) -> int:
-    """A one-step action (a pause added, a schedule switched off, ...)."""
+    """A one-step action (a schedule switched off, ...) in a transaction of its own."""
     with engine.begin() as conn:
-        return int(conn.execute(text(RECORD), {"actor": actor.channel, "role": actor.role, "action": action,
-                                               "filter": json.dumps(on, default=str), "changed": changed,
-                                               "detail": detail}).scalar_one())
+        return record_in(conn, actor, action, on, changed, detail)
+
+
+def record_in(conn: Connection, actor, action: str, on: dict, changed: int = 1, detail: Optional[str] = None) -> int:
+    """A one-step action in the caller's transaction (flow/audit.py: a pause or limit change and its record commit
+    together); returns the log row's id."""
+    return int(conn.execute(text(RECORD), {"actor": actor.channel, "role": actor.role, "action": action,
+                                           "filter": json.dumps(on, default=str), "changed": changed,
+                                           "detail": detail}).scalar_one())
 
 
 def recent(conn: Connection, limit: int = 50, before: Optional[int] = None) -> list[dict[str, Any]]:

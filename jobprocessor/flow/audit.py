@@ -5,17 +5,12 @@ so a change is never made without its record, nor recorded without being made. p
 their callers only say who acts."""
 from __future__ import annotations
 
-import json
-
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from ..bulk.log import RECORD
+from ..bulk.log import record_in
 
 
 def record(conn: Connection, actor, action: str, on: dict, changed: int = 1) -> int:
     """Log `action` ("pause.add", "pause.remove", "limit.put", "limit.remove") on `on` by `actor` (a bulk.Actor:
     channel dashboard/api/cli and the role within it); returns the log row's id."""
-    return int(conn.execute(text(RECORD), {"actor": actor.channel, "role": actor.role, "action": action,
-                                           "filter": json.dumps(on, default=str), "changed": changed,
-                                           "detail": None}).scalar_one())
+    return record_in(conn, actor, action, on, changed)

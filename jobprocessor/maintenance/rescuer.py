@@ -4,13 +4,18 @@ back as it was. Its SQL is the rescue step of queries.CLAIM, so every claim roun
 concurrent callers split the work); `run_once()` runs the same step alone (`flask jobs rescue`)."""
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import asdict, dataclass
 
 from sqlalchemy.engine import Engine
 
 from .. import queries
 from ..config import Settings
+from ..metrics import observe_rescued
 from .config_check import positive_int
+
+log = logging.getLogger("jobprocessor.maintenance")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,21 @@ class Rescuer:
         self.engine, self.config = engine, config
 
     def run_once(self) -> RescuerResult:
+        """One pass: at most `limit` expired leases (a claim round's share; the next pass takes the rest)."""
         with self.engine.begin() as conn:
             pending, failed = queries.rescue(conn, limit=self.config.limit)
+        result = RescuerResult(pending, failed)
+        observe_rescued(result.rescued)
+        if result.rescued:
+            log.info(json.dumps({"event": "rescuer", **result.as_dict()}))
+        return result
+
+    def run_until_done(self, max_passes: int = 1000) -> RescuerResult:
+        """Passes until one finds fewer than `limit` expired leases (none left), at most `max_passes` of them."""
+        pending = failed = 0
+        for _ in range(max_passes):
+            result = self.run_once()
+            pending, failed = pending + result.pending, failed + result.failed
+            if result.rescued < self.config.limit:
+                break
         return RescuerResult(pending, failed)

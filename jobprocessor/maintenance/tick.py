@@ -4,6 +4,7 @@ the scheduler runs only when the claim reports a schedule due, so a call with no
 A failing service is logged and skipped, never failing the call: the jobs it has claimed still run."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Optional
@@ -39,4 +40,5 @@ class TickMaintenance:
                 scheduled = self.scheduler.run_once()
             except Exception:  # maintenance must not stop the claimed jobs from running
                 log.exception("the scheduler failed; the call goes on with the jobs it holds")
+                log.error(json.dumps({"event": "scheduler", "error": True}))
         return TickMaintenanceResult(RescuerResult.of_claim(claim), scheduled)

@@ -40,6 +40,14 @@ def test_one_pass_rescues_at_most_its_limit(engine, settings):
         RescuerConfig(limit=0)
 
 
+def test_until_done_takes_passes_until_one_finds_fewer_than_its_limit(engine):
+    expired(engine, 5, started=False, attempts=0)
+    rescuer = Rescuer(engine, RescuerConfig(limit=2))
+    assert rescuer.run_until_done(max_passes=1) == RescuerResult(pending=2)
+    assert rescuer.run_until_done() == RescuerResult(pending=3)
+    assert rescuer.run_until_done() == RescuerResult()
+
+
 def test_cli_rescue(app, engine):
     expired(engine, 3, started=False, attempts=0)
     ran = app.test_cli_runner().invoke(args=["jobs", "rescue"])

@@ -1,7 +1,6 @@
 """A /process-pending call through the Flask test client, as the product.optimize tests make it."""
 from __future__ import annotations
 
-from tests.support.limiter_fixtures import fake, fresh_limiter, limiter_row, openai_settings  # noqa: F401 - fixtures
 from tests.support.settings import AUTH
 
 
