@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 from sqlalchemy.engine import Engine
@@ -29,14 +29,8 @@ class SchedulerConfig:
         return cls(limit=settings.JOBS_SCHEDULES_PER_RUN)
 
 
-@dataclass(frozen=True)
-class SchedulerResult:
-    enqueued: int = 0  # jobs created for due slots
-    duplicates: int = 0  # slots whose job already existed (idempotency key seen before)
-    invalid: int = 0  # slots skipped: the job could not be built (unknown type, bad payload)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+# what one pass did: schedules.enqueue_due's counts (enqueued, duplicates, invalid)
+SchedulerResult = schedules.DueResult
 
 
 class Scheduler:
@@ -49,8 +43,7 @@ class Scheduler:
 
     def run_once(self) -> SchedulerResult:
         with self.engine.begin() as conn:
-            due = schedules.enqueue_due(conn, self.settings, limit=self.config.limit)
-        result = SchedulerResult(due.enqueued, due.duplicates, due.invalid)
+            result = schedules.enqueue_due(conn, self.settings, limit=self.config.limit)
         observe_scheduled(result.enqueued)
         if result.enqueued or result.invalid:
             log.info(json.dumps({"event": "scheduler", **result.as_dict()}))

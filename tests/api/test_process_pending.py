@@ -7,6 +7,7 @@ from sqlalchemy import event, text
 from jobprocessor import create_app
 from tests.support.db import insert_jobs
 from tests.support.gunicorn import free_port
+from tests.support.plans import nested_plans
 from tests.support.settings import AUTH, SECRET, make_settings
 
 # --- auth ------------------------------------------------------------------------------------------------------------
@@ -161,15 +162,7 @@ def test_nothing_due_costs_one_indexed_statement(client, engine):
     assert len(statements) == 1
     statement, parameters = statements[0]
     # run it again with every plan logged, those of the claim function's own statements included
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table would rightly be scanned otherwise
-        conn.execute(text("LOAD 'auto_explain'"))
-        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice"):
-            conn.execute(text(f"SET LOCAL auto_explain.{setting}"))
-        dbapi = conn.connection.dbapi_connection
-        del dbapi.notices[:]
-        dbapi.cursor().execute(statement, parameters)
-        plans = "".join(dbapi.notices)
+    plans = nested_plans(engine, statement, parameters)
     assert "jobs_running_lease_idx" in plans  # the rescue
     assert "job_store_queues_wait_idx" in plans  # the fair claim's read of the stores that may have a due job
     assert "Seq Scan on jobs" not in plans

@@ -13,6 +13,7 @@ from jobprocessor import queries
 from jobprocessor.processor import process_pending
 from jobprocessor.queries import Outcome
 from tests.support.db import drain_until_idle, fetch_jobs, insert_jobs
+from tests.support.plans import nested_plans
 from tests.support.settings import AUTH
 
 WORKER = "wf-test-worker"
@@ -202,15 +203,7 @@ def test_the_claim_never_reads_waiting_jobs(client, engine):
     finally:
         event.remove(engine, "before_cursor_execute", record)
     statement, parameters = next((s, p) for s, p in statements if "jobs_fair_claim" in s)
-    with engine.begin() as conn:
-        conn.execute(text("SET LOCAL enable_seqscan = off"))
-        conn.execute(text("LOAD 'auto_explain'"))
-        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_level = notice"):
-            conn.execute(text(f"SET LOCAL auto_explain.{setting}"))
-        dbapi = conn.connection.dbapi_connection
-        del dbapi.notices[:]
-        dbapi.cursor().execute(statement, parameters)
-        plans = "".join(dbapi.notices)
+    plans = nested_plans(engine, statement, parameters)
     assert "jobs_waiting_idx" not in plans and "Seq Scan on jobs" not in plans
     scans_of_jobs = [line for line in plans.splitlines() if " on jobs " in line and "Scan" in line]
     assert scans_of_jobs and all(any(index in line for index in ("jobs_fair_idx", "jobs_running_lease_idx",
