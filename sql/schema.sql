@@ -527,6 +527,13 @@ DECLARE
     ledger_cap_types  text[] := '{}';
     ledger_cap_left   integer[] := '{}';
     starts_stores     text[] := '{}';    -- the stores counted that have a starts limit: their claims are recorded
+    busy_stores       text[] := '{}';    -- the stores counted as served by another claim (0 for this one)
+    held_chunk        jobs_fair_queue_v4[];  -- the stores of the chunk left out because their allowance is 0
+    held_stores       text[];       -- of those, the ones with a due job at this level, and their rank
+    held_waits        timestamptz[];
+    held_poss         integer[];
+    held_heads        timestamptz[];
+    passed_stores     text[] := '{}';    -- held stores ranking before the last store served at their level
     -- 1. merge arrivals
     widened_levels    smallint[] := '{}';  -- rows this claim widened: it must not tighten them (sql/025)
     widened_stores    text[] := '{}';
@@ -654,6 +661,7 @@ BEGIN
         EXIT levels WHEN cur_level IS NULL;
 
         queues := '{}';
+        held_stores := '{}'; held_waits := '{}'; held_poss := '{}'; held_heads := '{}';
         live_queues := 0;
         live_weight := 0;
         partial_at := NULL;
@@ -818,6 +826,7 @@ BEGIN
                     read_stores := read_stores || chunk_stores;
                 END IF;
 
+                held_chunk := '{}';
                 IF flow_stores AND cardinality(chunk) > 0 THEN
                     -------------------------------------------------------------------------------------------------
                     -- 3a+. FLOW CONTROL on the chunk: what is configured for its stores; the stores with a limit to
@@ -834,6 +843,7 @@ BEGIN
                               WHERE NOT f.paused AND f.store_key <> ALL (ledger_stores)
                                 AND (f.max_running IS NOT NULL OR f.max_starts IS NOT NULL
                                      OR f.cap_types IS NOT NULL)) AS x;
+                        busy_stores := busy_stores || busy_now;
                         IF cardinality(locked_now) + cardinality(busy_now) > 0 THEN
                             -- a statement of its own, after the locks: its snapshot sees every claim committed
                             -- before they were got, and none can commit a claim of these stores meanwhile
@@ -873,7 +883,9 @@ BEGIN
                                  ledger_cap_left;
                         END IF;
                         -- each store of the plan: left out (paused, no allowance left, nothing it may give), or
-                        -- read by type when some of its wanted types are left out or capped
+                        -- read by type when some of its wanted types are left out or capped; and the stores left
+                        -- out because their allowance is 0 (counted by this claim), with how to read their head:
+                        -- held, in the wanted types not paused for them
                         SELECT coalesce(array_agg(ROW(c.store_key, c.types,
                                                       CASE WHEN k.by_type THEN k.store_wanted ELSE c.via_types END,
                                                       k.store_wanted, c.turn_at, c.rank_wait, c.rank_pos, c.head_run,
@@ -882,8 +894,17 @@ BEGIN
                                                       x.cap_left)::jobs_fair_queue_v4 ORDER BY c.ordinality)
                                          FILTER (WHERE f.nth IS NULL
                                                  OR NOT f.paused AND coalesce(a.allowance, 1) > 0
-                                                    AND (NOT k.by_type OR cardinality(k.store_wanted) > 0)), '{}')
-                        INTO chunk
+                                                    AND (NOT k.by_type OR cardinality(k.store_wanted) > 0)), '{}'),
+                               coalesce(array_agg(ROW(c.store_key, c.types,
+                                                      CASE WHEN m.may_types IS NULL THEN c.via_types
+                                                           ELSE m.may_types END,
+                                                      m.may_types, c.turn_at, NULL, c.rank_pos, NULL, NULL,
+                                                      '-infinity', 0, 0, 0, 0, false, 1, NULL,
+                                                      NULL)::jobs_fair_queue_v4 ORDER BY c.ordinality)
+                                         FILTER (WHERE f.nth IS NOT NULL AND NOT f.paused AND a.allowance <= 0
+                                                   AND c.store_key <> ALL (busy_stores)
+                                                   AND (m.may_types IS NULL OR cardinality(m.may_types) > 0)), '{}')
+                        INTO chunk, held_chunk
                         FROM unnest(chunk) WITH ORDINALITY AS c
                         LEFT JOIN unnest(plan) AS f ON f.nth = c.ordinality
                         CROSS JOIN LATERAL (
@@ -917,21 +938,41 @@ BEGIN
                                                AND t.type <> ALL (e.excluded)
                                              ORDER BY t.type)
                                    END AS store_wanted
-                        ) AS k;
+                        ) AS k
+                        CROSS JOIN LATERAL (
+                            SELECT CASE WHEN cardinality(coalesce(f.excluded, '{}')) > 0 THEN
+                                       ARRAY(SELECT t.type FROM unnest(coalesce(c.types, wanted)) AS t(type)
+                                             WHERE (wanted IS NULL OR t.type = ANY (wanted))
+                                               AND t.type <> ALL (f.excluded)
+                                             ORDER BY t.type)
+                                   END AS may_types
+                        ) AS m;
                     END IF;
                 END IF;
 
                 -- 3b. the heads of the stores read (of the types each may give): a store with a due one is a
                 -- candidate, with its exact rank; the others are tightened in 6. (not the arrivals' stores), as are
                 -- rows whose types are not known
+                -- (and of the held stores: those with a due one, with their rank)
                 SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
                                               greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
                                               '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
                                               c.cap_left)::jobs_fair_queue_v4)
-                                FILTER (WHERE h.head_run <= now()), '{}'),
-                       coalesce(array_agg(c.store_key) FILTER (WHERE h.head_run IS NULL OR h.head_run > now()), '{}')
-                INTO candidates, chunk_empty
-                FROM unnest(chunk) AS c
+                                FILTER (WHERE NOT c.held AND h.head_run <= now()), '{}'),
+                       coalesce(array_agg(c.store_key)
+                                FILTER (WHERE NOT c.held AND (h.head_run IS NULL OR h.head_run > now())), '{}'),
+                       held_stores || coalesce(array_agg(c.store_key) FILTER (WHERE c.held AND h.head_run <= now()),
+                                               '{}'),
+                       held_waits || coalesce(array_agg(greatest(h.head_run, c.turn_at))
+                                              FILTER (WHERE c.held AND h.head_run <= now()), '{}'),
+                       held_poss || coalesce(array_agg(c.rank_pos) FILTER (WHERE c.held AND h.head_run <= now()),
+                                             '{}'),
+                       held_heads || coalesce(array_agg(h.head_run) FILTER (WHERE c.held AND h.head_run <= now()),
+                                              '{}')
+                INTO candidates, chunk_empty, held_stores, held_waits, held_poss, held_heads
+                FROM (SELECT u.*, false AS held FROM unnest(chunk) AS u
+                      UNION ALL
+                      SELECT u.*, true FROM unnest(held_chunk) AS u) AS c
                 LEFT JOIN LATERAL jobs_fair_head(cur_level, c.store_key, c.via_types,
                                                  coalesce(c.store_wanted, wanted), skip_ids) AS h ON true;
                 pool := pool || candidates;
@@ -1141,11 +1182,25 @@ BEGIN
             INTO live_queues, live_weight
             FROM unnest(queues) AS q WHERE q.live;
         END LOOP steps;
+
+        -- END OF THE LEVEL: the held stores ranking before the last store served here are passed over (6.)
+        IF cardinality(held_stores) > 0 THEN
+            FOR r IN REVERSE cardinality(queues) .. 1 LOOP
+                CONTINUE WHEN queues[r].taken = 0;
+                passed_stores := passed_stores || ARRAY(
+                    SELECT h.store_key
+                    FROM unnest(held_stores, held_waits, held_poss, held_heads) AS h(store_key, wait, pos, head)
+                    WHERE (h.wait, h.pos, h.head, h.store_key)
+                          < (queues[r].rank_wait, queues[r].rank_pos, queues[r].head_run, queues[r].store_key));
+                EXIT;
+            END LOOP;
+        END IF;
     END LOOP levels;
 
     -------------------------------------------------------------------------------------------------------------------
     -- 6. TURNS: rows found with nothing due (of the wanted types) are made exact, except the ones this claim widened;
-    -- the claims of stores with a starts limit are recorded; the stores served get their turn
+    -- the claims of stores with a starts limit are recorded; the stores served get their turn, and the stores passed
+    -- over theirs, before the first job (served_pos 0)
     -------------------------------------------------------------------------------------------------------------------
     IF cardinality(tighten_stores) > 0 THEN
         PERFORM job_store_queues_tighten(array_agg(t.priority), array_agg(t.store_key))
@@ -1174,7 +1229,9 @@ BEGIN
     FROM (SELECT c.store_key, max(c.pos)::integer AS pos
           FROM (SELECT u.store_key, row_number() OVER (ORDER BY u.priority, u.round, u.rank, u.nth) AS pos
                 FROM unnest(claimed_stores, claimed_levels, claimed_rounds, claimed_ranks, claimed_nths)
-                     AS u(store_key, priority, round, rank, nth)) AS c
+                     AS u(store_key, priority, round, rank, nth)
+                UNION ALL
+                SELECT p.store_key, 0 FROM unnest(passed_stores) AS p(store_key)) AS c
           GROUP BY c.store_key) AS s;
 
     RETURN QUERY

@@ -36,6 +36,14 @@ Tenant flow control (`flow`, a Flow; sql/027_job_flow_control_v1.sql holds what 
 - A store's weight w (a whole number, default 1) is how many jobs it gets in each round: round r holds the jobs
   (r-1)*w+1 .. r*w of the store. So rounds still go in order and stores in rank order within a round, a store alone
   still gets every slot, and no store that can still run is more than one round (w jobs) ahead of another.
+- A store held back by its limits -- it has due jobs that may run at a level, but its allowance is 0 (so the claim
+  gives it no job at all) -- is passed over. When it ranks before the last store
+  the claim serves at that level, its wait restarts as if it had been served first in the claim (Turn(now, 0)): its
+  jobs are already running (or its minute's starts are spent), so the stores behind it get their turns before it
+  comes round again. (Why: otherwise a store at its limit keeps the longest wait, stays at the front of the wait
+  order and every claim reads and counts it again; a store freed of its limit still gets a job within one turn of
+  every store, as any store does.) A store held at a level the claim serves nobody at, or ranking after the last
+  store served, is not reached: its turn stays.
 """
 from __future__ import annotations
 
@@ -95,11 +103,27 @@ class Flow:
 NO_FLOW = Flow()
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """What one claim does: the jobs it takes, in claim order, and the stores it passes over (held by their limits,
+    ranking before the last store served at a level), whose wait restarts."""
+
+    jobs: list
+    passed: frozenset = frozenset()
+
+
 def allocate(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] = None,
              turns: Optional[Mapping[str, Turn]] = None, types: Optional[Collection[str]] = None,
              flow: Flow = NO_FLOW) -> list[DueJob]:
     """The jobs one claim of `limit` takes from the due jobs `due`, in claim order (priority, round, rank, then the
     store's jobs in its round); with `types`, only jobs of those types; with `flow`, as tenant flow control says."""
+    return allocate_claim(due, limit, max_per_store=max_per_store, turns=turns, types=types, flow=flow).jobs
+
+
+def allocate_claim(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] = None,
+                   turns: Optional[Mapping[str, Turn]] = None, types: Optional[Collection[str]] = None,
+                   flow: Flow = NO_FLOW) -> Allocation:
+    """allocate(), and the stores the claim passes over."""
     turns = turns or {}
     wanted = None if types is None else set(types)
     levels: dict[int, dict[str, list[DueJob]]] = defaultdict(lambda: defaultdict(list))
@@ -122,6 +146,7 @@ def allocate(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] 
         return flow.type_allowance[key] - taken_of_type[key] if key in flow.type_allowance else float("inf")
 
     out: list[DueJob] = []
+    held_ranks: list[tuple[tuple, tuple]] = []  # (a held store's rank at a level, the last served store's rank there)
     for priority in sorted(levels):
         # at the level's start: each store's jobs of the types it may still be given, and the stores that may take
         # any; their heads give the rank order
@@ -132,6 +157,8 @@ def allocate(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] 
                 queues[store] = jobs
         order = sorted(queues, key=lambda store: _rank_key(queues[store][0], turns.get(store)))
         next_at = {store: 0 for store in order}
+        taken_here: Counter = Counter()
+        held = [store for store in levels[priority] if flow.allowance.get(store, 1) <= 0]
         while len(out) < limit:
             progressed = False
             for store in order:  # one round: each store its next `weight` jobs
@@ -145,15 +172,26 @@ def allocate(due: Iterable[DueJob], limit: int, *, max_per_store: Optional[int] 
                     out.append(job)
                     next_at[store] += 1
                     taken[store] += 1
+                    taken_here[store] += 1
                     taken_of_type[(store, job.type)] += 1
                     progressed = True
                 if len(out) == limit:
                     break
             if not progressed:
                 break
-    return out
+        served_here = [store for store in order if taken_here[store]]
+        if held and served_here:
+            last_served = _rank_key(queues[served_here[-1]][0], turns.get(served_here[-1]))
+            for store in held:
+                head = min(levels[priority][store], key=lambda job: (job.run_at, job.id))
+                held_ranks.append((_rank_key(head, turns.get(store)), last_served))
+    passed = frozenset(rank[3] for rank, last_served in held_ranks if rank < last_served)
+    return Allocation(out, passed)
 
 
-def next_turns(claimed: Sequence[DueJob], now: Any) -> dict[str, Turn]:
-    """The turns of the stores a claim served (`claimed` in claim order): served now, at their last job's place."""
-    return {job.store: Turn(now, position) for position, job in enumerate(claimed, start=1)}
+def next_turns(claimed: Sequence[DueJob], now: Any, passed: Collection[str] = ()) -> dict[str, Turn]:
+    """The turns of the stores a claim served (`claimed` in claim order): served now, at their last job's place; and
+    of the stores it passed over: served now, before the first job."""
+    turns = {store: Turn(now, 0) for store in passed}
+    turns.update({job.store: Turn(now, position) for position, job in enumerate(claimed, start=1)})
+    return turns

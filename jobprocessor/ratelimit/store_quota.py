@@ -6,7 +6,7 @@ stays reserved on the other.
 
 When the store's quota has no room within QUOTA_INLINE_WAIT_S, the call is deferred (RetryLater: no attempt spent)
 and the store/type pair is held (job_store_quota_holds) until the quota has room: claims leave the pair's jobs alone
-until then (sql/028), so a rate-limited lane is not filled with jobs the quota cannot serve, while the other
+until then (sql/028, sql/029), so a rate-limited lane is not filled with jobs the quota cannot serve, while the other
 stores' jobs go on. The lane's gate (gate.py) reads only the shared row, which a refused store call never touches:
 a spent store neither closes the gate for others nor makes the lane spin.
 """

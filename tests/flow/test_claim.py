@@ -1,4 +1,4 @@
-"""The fair claim with tenant flow control (sql/028) against real PostgreSQL: job for job what the pure rule
+"""The fair claim with tenant flow control (sql/029) against real PostgreSQL: job for job what the pure rule
 (fairness.allocate with a Flow) allocates on random queues with random pauses, limits (per store, per type, the
 every-store row), weights, live and expired leases, recent and old claims, quota holds; and the promises one by one
 (a pause from the next round, a store alone gets every slot, weights share the slots, a limit of 0)."""
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from jobprocessor import queries
-from jobprocessor.policies.fairness import DueJob, allocate, next_turns, store_key
+from jobprocessor.policies.fairness import DueJob, allocate, allocate_claim, next_turns, store_key
 from tests.support.db import insert_jobs
 from tests.support.flow_fixtures import flow_from_db, pause, set_limit
 from tests.support.claims import claim_once, queue_state, read_turns
@@ -27,11 +27,12 @@ def claim_and_check(engine, limit, **kwargs) -> list:
     due, turns = queue_state(engine)
     flow = flow_from_db(engine)
     now, result = claim_once(engine, limit, **kwargs)
-    expected = allocate(due, limit, max_per_store=kwargs.get("max_per_store"), turns=turns,
-                        types=kwargs.get("job_types"), flow=flow)
+    allocation = allocate_claim(due, limit, max_per_store=kwargs.get("max_per_store"), turns=turns,
+                                types=kwargs.get("job_types"), flow=flow)
+    expected = allocation.jobs
     assert [row["id"] for row in result.jobs] == [job.id for job in expected], flow
     assert [row["claim_order"] for row in result.jobs] == list(range(1, len(expected) + 1))
-    assert read_turns(engine) == {**turns, **next_turns(expected, now)}
+    assert read_turns(engine) == {**turns, **next_turns(expected, now, allocation.passed)}
     return result.jobs
 
 

@@ -1,12 +1,13 @@
 """The allocation rule with tenant flow control (fairness.allocate with a Flow), as a pure function: work-conserving
 among the stores that may run, no store above its weighted share while another is below it and can run, limits
-never exceeded, priority first, pauses honoured."""
+never exceeded, priority first, pauses honoured; a store held by its limits is passed over (its wait restarts) only
+when a claim has served a store behind it, and once freed it is served within one turn of every store."""
 from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobprocessor.policies.fairness import DueJob, Flow, Turn, allocate
+from jobprocessor.policies.fairness import DueJob, Flow, Turn, _rank_key, allocate, allocate_claim, next_turns
 
 STORES = ["", "a", "b", "c", "d"]
 TYPES = ["x", "y", "z"]
@@ -152,3 +153,69 @@ def test_a_type_at_its_limit_is_skipped_and_the_store_goes_on():
             DueJob(4, 5, "a", 3, "x"), DueJob(5, 5, "a", 4, "y")]
     out = allocate(jobs, 10, flow=Flow(type_allowance={("a", "x"): 1}))
     assert [j.id for j in out] == [1, 3, 5]
+
+
+@settings(max_examples=120, deadline=None)
+@given(cases())
+def test_only_held_stores_ranking_before_a_store_served_at_their_level_are_passed_over(case):
+    jobs, flow, limit, cap, turns = case
+    allocation = allocate_claim(jobs, limit, max_per_store=cap, turns=turns, flow=flow)
+    assert allocation.jobs == allocate(jobs, limit, max_per_store=cap, turns=turns, flow=flow)
+    served = {j.store for j in allocation.jobs}
+    for store in allocation.passed:
+        assert flow.allowance.get(store, 1) <= 0 and store not in served
+        mine = [j for j in jobs if j.store == store and flow.may_run(j)]
+        # at some level, a store served there ranks after it
+        assert any(_rank_key(min((j for j in mine if j.priority == level), key=lambda j: (j.run_at, j.id)),
+                             turns.get(store))
+                   < _rank_key(min((j for j in jobs if j.store == other.store and j.priority == level
+                                    and flow.may_run(j)), key=lambda j: (j.run_at, j.id)), turns.get(other.store))
+                   for level in {j.priority for j in mine}
+                   for other in allocation.jobs if other.priority == level)
+    assert next_turns(allocation.jobs, 99, allocation.passed) == {
+        **{store: Turn(99, 0) for store in allocation.passed},
+        **{j.store: Turn(99, n) for n, j in enumerate(allocation.jobs, start=1)}}
+
+
+def test_a_store_at_its_limit_is_passed_over_and_waits_its_turn_behind_the_others():
+    # "full" has waited longest, but its allowance is 0: the claim serves a and b, passes it over
+    jobs = [DueJob(1, 5, "full", 0), DueJob(2, 5, "a", 5), DueJob(3, 5, "b", 6), DueJob(4, 5, "c", 7)]
+    turns = {"full": Turn(1, 1), "a": Turn(2, 1), "b": Turn(3, 1), "c": Turn(4, 1)}
+    allocation = allocate_claim(jobs, 2, turns=turns, flow=Flow(allowance={"full": 0}))
+    assert [j.id for j in allocation.jobs] == [2, 3] and allocation.passed == {"full"}
+    # its slot frees: c, which waited longer than its restarted wait, goes first, then it
+    turns = {**turns, **next_turns(allocation.jobs, 10, allocation.passed)}
+    assert [j.id for j in allocate([jobs[0], jobs[3]], 2, turns=turns)] == [4, 1]
+    # a store held but ranking after the last store served is not reached: its turn stays
+    late = allocate_claim(jobs, 1, turns={**turns, "full": Turn(20, 1)}, flow=Flow(allowance={"full": 0}))
+    assert late.passed == frozenset()
+
+
+def test_nothing_served_at_a_level_passes_nobody_there():
+    jobs = [DueJob(1, 1, "a", 0), DueJob(2, 5, "full", 0), DueJob(3, 5, "b", 1)]
+    assert allocate_claim(jobs, 1, flow=Flow(allowance={"full": 0})).passed == frozenset()
+    assert allocate_claim(jobs, 2, flow=Flow(allowance={"full": 0})).passed == {"full"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_stores=st.integers(2, 12), limit=st.integers(1, 5), held_for=st.integers(0, 6))
+def test_a_freed_store_is_served_within_one_turn_of_every_store(n_stores, limit, held_for):
+    """Successive claims on a backlog of every store: a store held for `held_for` claims and then freed gets a job
+    within ceil(stores / limit) claims, as any store does; and it is never passed over while it is free."""
+    stores = [f"s{k}" for k in range(n_stores)]
+    jobs = [DueJob(k * 100 + i, 5, store, 0) for k, store in enumerate(stores) for i in range(1, 40)]
+    turns: dict = {}
+    for n in range(held_for):
+        allocation = allocate_claim(jobs, limit, turns=turns, flow=Flow(allowance={"s0": 0}))
+        assert "s0" not in {j.store for j in allocation.jobs}
+        jobs = [j for j in jobs if j not in allocation.jobs]
+        turns.update(next_turns(allocation.jobs, n + 1, allocation.passed))
+    for n in range(held_for, held_for + -(-n_stores // limit)):
+        allocation = allocate_claim(jobs, limit, turns=turns)
+        assert not allocation.passed
+        if "s0" in {j.store for j in allocation.jobs}:
+            break
+        jobs = [j for j in jobs if j not in allocation.jobs]
+        turns.update(next_turns(allocation.jobs, n + 1, allocation.passed))
+    else:
+        raise AssertionError("the freed store waited more than one turn of every store")
