@@ -7,7 +7,9 @@
     .venv/bin/python bench/fair_claim.py profile    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
     .venv/bin/python bench/fair_claim.py enqueue    [--jobs 1000000] [--stores 1000] [--reps 40]
     .venv/bin/python bench/fair_claim.py flow       [--jobs 1000000] [--stores 1000] [--limits 100,10] [--reps 40]
+                                                    [--steady-claims 12]
     .venv/bin/python bench/fair_claim.py flow-explain [--jobs 1000000] [--stores 1000] [--limit 100]
+                                                    [--steady-claims 12]
 
 latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING), `--reps` times per variant,
            interleaved, each in a transaction that is rolled back so every rep sees the same queue: `--jobs`
@@ -37,15 +39,20 @@ first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; 
            FIFO vs fair. Then the same queue with the defaults of a cron deployment (limit 10, one call a minute):
            the call in which each store's first job starts, counted by claiming only.
 
-flow:      what tenant flow control (sql/027, the claim v4 of sql/028) costs the claim, on `latency`'s queue at the
-           largest store count: first with nothing configured -- the FIFO claim, v3 (sql/026's function, installed
-           beside v4 under another name) and v4 (queries.claim) untyped, typed and with a process's handler types --
-           then with controls configured (configure_controls(): 10 pauses, limits on 100 stores, per-type limits on
-           20, weights on 101, 600 live leases and 400 recent claims of the limited stores) for the same variants,
-           and with one queued type paused everywhere too. Server CPU per claim and its difference from FIFO's,
-           measured as in `latency`.
-flow-explain: EXPLAIN (ANALYZE, BUFFERS) of v4's claim statement with those controls (untyped and one type), and
-           through auto_explain the statements inside jobs_fair_claim() and jobs_fair_flow_plan().
+flow:      what tenant flow control (sql/027; the claims v4 of sql/028 and v5 of sql/029) costs the claim, on
+           `latency`'s queue at the largest store count: first with nothing configured -- the FIFO claim, v3
+           (sql/026's function) and v4 (sql/028's), each installed beside v5 under another name, and v5
+           (queries.claim), untyped, typed and with a process's handler types -- then with controls configured
+           (configure_controls(): 10 pauses, limits on 100 stores, per-type limits on 20, weights on 101, 600 live
+           leases and 400 recent claims of the limited stores) for the same variants: right after they are set (the
+           stores at their limits wait longest, in front: every claim of v4 meets them, the first claim of v5 too),
+           and "steady": after `--steady-claims` committed claims of v5 (their jobs left running), which passed over
+           the stores at their limits as they met them; and the same two with one queued type paused everywhere too.
+           Server CPU per claim and its difference from FIFO's, measured as in `latency`; the recent claims are
+           made recent again before each CPU round.
+flow-explain: EXPLAIN (ANALYZE, BUFFERS) of v5's claim statement with those controls (untyped and one type), in
+           the steady state (`--steady-claims`; 0: right after the controls are set), and through auto_explain the
+           statements inside jobs_fair_claim() and jobs_fair_flow_plan().
 
 Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
 """
@@ -184,6 +191,7 @@ VARIANTS = {
     "v3 3 of 4": lambda conn, limit: queries.claim(conn, limit=limit, worker=WORKER, lease_s=300,
                                                    job_types=list(QUEUED_TYPES[:3])),
 }
+LATENCY_VARIANTS = list(VARIANTS)  # (`flow` adds its own below)
 
 
 def install_v3(engine) -> None:
@@ -221,9 +229,38 @@ VARIANTS.update({
     "v3 (026) typed": lambda conn, limit: _claim_v3(conn, limit, [QUEUED_TYPES[0]]),
     "v3 (026) hand.": lambda conn, limit: _claim_v3(conn, limit, HANDLER_TYPES),
 })
-FLOW_VARIANTS = ["fifo", "v3 (026)", "v3", "v3 (026) typed", "v3 typed", "v3 (026) hand.", "v3 handlers"]
-# queries.claim runs v4 now (sql/028): the `flow` report names it so
-FLOW_NAMES = {"v3": "v4", "v3 typed": "v4 typed", "v3 handlers": "v4 handlers", "v3 (026) hand.": "v3 (026) handl."}
+
+
+def install_v4(engine) -> None:
+    """v4 of the fair claim (sql/028) beside v5, as bench_fair_claim_v4(): its types and jobs_fair_flow_plan() are
+    live and shared (v5 replaced only the function)."""
+    v4_sql = (ROOT / "sql" / "028_fair_claim_v4.sql").read_text()
+    fn_start = v4_sql.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
+    fn = v4_sql[fn_start:v4_sql.index("$fn$;", fn_start) + len("$fn$;")]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(fn.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v4(", 1)
+                             .replace("%", "%%"))
+
+
+CLAIM_V4 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v4(", 1)
+
+
+def _claim_v4(conn, limit: int, job_types) -> queries.ClaimResult:
+    return queries._claim(conn, CLAIM_V4, limit=limit, worker=WORKER, lease_s=300,
+                          job_types=None if job_types is None else array_literal(sorted(job_types)),
+                          rescue_limit=1000, max_per_store=None, start_types="{}")
+
+
+VARIANTS.update({
+    "v4 (028)": lambda conn, limit: _claim_v4(conn, limit, None),
+    "v4 (028) typed": lambda conn, limit: _claim_v4(conn, limit, [QUEUED_TYPES[0]]),
+    "v4 (028) hand.": lambda conn, limit: _claim_v4(conn, limit, HANDLER_TYPES),
+})
+FLOW_VARIANTS = ["fifo", "v3 (026)", "v4 (028)", "v3", "v3 (026) typed", "v4 (028) typed", "v3 typed",
+                 "v3 (026) hand.", "v4 (028) hand.", "v3 handlers"]
+# queries.claim runs v5 now (sql/029): the `flow` report names it so
+FLOW_NAMES = {"v3": "v5", "v3 typed": "v5 typed", "v3 handlers": "v5 handlers", "v3 (026) hand.": "v3 (026) handl.",
+              "v4 (028) hand.": "v4 (028) handl."}
 
 
 def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
@@ -236,6 +273,8 @@ def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE job_pauses, job_store_limits, job_store_starts, job_store_quota_holds"))
         conn.execute(text("DELETE FROM jobs WHERE status = 'running'"))
+        # every store's turn as fill() left it (a steady state measured before moved some)
+        conn.execute(text("UPDATE job_store_queues SET served_at = now() - interval '4 hours', served_pos = 1"))
         conn.execute(text("INSERT INTO job_pauses (store_id) SELECT 'store-' || g FROM generate_series(1, 5) g"))
         conn.execute(text("INSERT INTO job_pauses (store_id, type) "
                           "SELECT 'store-' || g, 'bench.import' FROM generate_series(6, 10) g"))
@@ -262,13 +301,37 @@ def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
                    now() - make_interval(secs => g % 50), 1 + g % 3
             FROM generate_series(1, 400) g"""))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ("job_pauses", "job_store_limits", "job_store_starts", "jobs"):
+        for table in ("job_pauses", "job_store_limits", "job_store_starts", "jobs", "job_store_queues"):
             conn.execute(text(f"VACUUM ANALYZE {table}"))
+
+
+def refresh_recent_starts(engine) -> None:
+    """configure_controls()' claims of the last minute made recent again (they age out of the window as a run goes
+    on), so every round of every variant counts the same starts."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE job_store_starts SET claimed_at = now() - make_interval(secs => id % 50)"))
+
+
+def reach_steady_state(engine, claims: int, limit: int) -> int:
+    """`claims` claims of `limit` by queries.claim (v5), committed, as a cron's calls would make them: the jobs
+    stay running under long leases (their stores' counts include them), and the stores served -- and the stores at
+    their limits that v5 passed over -- have their new turns. Returns the jobs claimed."""
+    claimed = 0
+    for _ in range(claims):
+        with engine.begin() as conn:
+            claimed += len(queries.claim(conn, limit=limit, worker="steady", lease_s=300).jobs)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET locked_until = now() + interval '1 hour' WHERE locked_by = 'steady'"))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("jobs", "job_store_queues", "job_store_starts"):
+            conn.execute(text(f"VACUUM ANALYZE {table}"))
+    return claimed
 
 
 def cmd_flow(args) -> None:
     engine = fresh_schema(database_url())
     install_v3(engine)
+    install_v4(engine)
     n_stores = args.stores[-1]
     print(f"{args.jobs:,} pending jobs of {len(QUEUED_TYPES)} types over {n_stores} stores, one holding half. wall: "
           f"median / p90 of {args.reps} interleaved reps (ms); cpu: server CPU per claim (ms) and its difference "
@@ -276,12 +339,23 @@ def cmd_flow(args) -> None:
     print(f"{'controls':<22} {'limit':>5}  {'variant':<15} {'wall':>15} {'cpu':>7} {'- fifo':>7} {'pk':>5} "
           f"{'jobs':>5} {'stores':>6}")
     fill(engine, args.jobs, n_stores)
-    for label, setup in (("none", None), ("configured", dict(type_pause=False)),
-                         ("configured + type pause", dict(type_pause=True))):
+    # (the queue is filled again before controls are set after a steady state: configure_controls() resets the
+    # turns, and the lower bounds the steady state's claims left loose would then slow every fair variant)
+    refill = False
+    for label, setup, steady in (("none", None, False), ("configured", dict(type_pause=False), False),
+                                 ("configured + type pause", dict(type_pause=True), False),
+                                 ("conf. + type pause, st.", None, True),
+                                 ("configured, steady", dict(type_pause=False), True)):
         if setup is not None:
+            if refill:
+                fill(engine, args.jobs, n_stores)
             configure_controls(engine, n_stores, **setup)
+        refill = refill or steady
+        if steady:
+            reach_steady_state(engine, args.steady_claims, max(args.limits))
         for limit in args.limits:
-            res = measure(engine, FLOW_VARIANTS, limit, args.reps)
+            res = measure(engine, FLOW_VARIANTS, limit, args.reps,
+                          before_round=None if setup is None and not steady else refresh_recent_starts)
             fifo_cpu = res["fifo"][3]
             for variant in FLOW_VARIANTS:
                 wall_med, wall_p90, jobs, cpu_ms = res[variant]
@@ -298,6 +372,9 @@ def cmd_flow_explain(args) -> None:
     engine = fresh_schema(url)
     fill(engine, args.jobs, args.stores[-1])
     configure_controls(engine, args.stores[-1])
+    if args.steady_claims:
+        reach_steady_state(engine, args.steady_claims, args.limit)
+    refresh_recent_starts(engine)
     for _ in range(5):
         for variant in ("v3", "v3 typed"):
             timed_claim(engine, variant, args.limit)
@@ -320,8 +397,8 @@ def cmd_flow_explain(args) -> None:
         conn.rollback()
         cur.execute("SET auto_explain.log_min_duration = -1")
         conn.commit()
-        print(f"=== fair claim v4 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
-              f"limit {args.limit}")
+        print(f"=== fair claim v5 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
+              f"limit {args.limit}, after {args.steady_claims} committed claims")
         print("\n".join(plan))
         for notice in notices:
             if "Query Text: EXPLAIN" in notice:
@@ -370,7 +447,7 @@ class ServerCpu:
 CALIBRATION = "SELECT count(*) FROM generate_series(1, 1000) AS g, LATERAL (SELECT id FROM jobs WHERE id = g * 97) AS x"
 
 
-def measure(engine, variants: list[str], limit: int, reps: int) -> dict:
+def measure(engine, variants: list[str], limit: int, reps: int, before_round=None) -> dict:
     """Per variant: wall-time median and p90 over `reps` interleaved claims, jobs claimed, and server CPU per claim.
     The CPU clock ticks in 10 ms, so one claim is too short to time: it is summed over 8 rounds that each run a block
     of reps / 4 claims of every variant in turn (and of the calibration), so a slower minute on the shared machine
@@ -391,6 +468,9 @@ def measure(engine, variants: list[str], limit: int, reps: int) -> dict:
         spent: dict = {variant: 0.0 for variant in variants + ["pk"]}
         runs = 0
         for _ in range(8):
+            if before_round is not None:
+                conn.rollback()
+                before_round(engine)
             for variant in variants + ["pk"]:
                 before = cpu.ms()
                 for _ in range(block):
@@ -435,7 +515,7 @@ def cmd_latency(args) -> None:
                        ("+unhandled", dict(due=True, unhandled_stores=1000)), ("none due", dict(due=False))]
         for label, fill_args in queues:
             fill(engine, args.jobs, n_stores, **fill_args)
-            variants = list(VARIANTS) if label != "none due" else ["fifo", "v2", "v3", "v3 handlers"]
+            variants = list(LATENCY_VARIANTS) if label != "none due" else ["fifo", "v2", "v3", "v3 handlers"]
             if label == "+unhandled":
                 variants = ["fifo", "v2", "v3", "v3 handlers", "v3 3 of 4"]
             for limit in args.limits:
@@ -661,6 +741,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--limits", type=lambda s: [int(x) for x in s.split(",")], default=[100, 10])
     parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--steady-claims", type=int, default=12,
+                        help="flow: committed claims before a 'steady' state is measured")
     parser.add_argument("--job-ms", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()

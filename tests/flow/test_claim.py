@@ -248,3 +248,44 @@ def test_due_jobs_in_the_rule_and_the_claim_agree_on_a_store_of_one_job(clean_db
 def test_queries_claim_signature_is_unchanged():
     # the processor's path (queries.CLAIM) calls the same function with the same arguments as in v3
     assert "jobs_fair_claim(CAST(:limit AS integer), CAST(:job_types AS text[])" in queries.CLAIM
+
+
+def counted_stores(conn, stores) -> set:
+    """Of `stores`, those this transaction's claim counted: it holds their try-lock (advisory class 20225)."""
+    return set(conn.execute(text(
+        "SELECT s FROM unnest(CAST(:stores AS text[])) AS s WHERE EXISTS (SELECT 1 FROM pg_locks l "
+        "WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory' AND l.classid = 20225 AND l.objsubid = 2 "
+        "AND l.objid = CAST(hashtext(s)::bigint & 4294967295 AS oid))"), {"stores": list(stores)}).scalars())
+
+
+def test_a_store_at_its_limit_is_passed_over_counted_once_and_served_within_one_turn_once_free(clean_db):
+    """'full' (max_running 1, its one slot leased) has waited longest, in front of 20 stores. The first claim of 2
+    counts it, passes it over and restarts its wait; the next claim reads the stores behind it (its slots + 9 rows
+    of the directory) and does not count it again; once its job ends, it gets a job within one turn of every
+    store (20 stores, 2 a claim: 10 claims), each claim as the rule says."""
+    engine = clean_db
+    others = [f"s{k:02d}" for k in range(20)]
+    insert_jobs(engine, 5, store_id="'full'", run_at="now() - interval '2 hours'")
+    for k, store in enumerate(others):
+        insert_jobs(engine, 5, store_id=f"'{store}'", run_at=f"now() - interval '{60 - k} minutes'")
+    set_limit(engine, "full", max_running=1)
+    for store in others:
+        set_limit(engine, store, max_running=3)  # counted too, when read
+    with engine.begin() as conn:
+        leased = conn.execute(text("UPDATE jobs SET status = 'running', locked_by = 'other', "
+                                   "locked_until = now() + interval '1 hour' WHERE id = 1 RETURNING id")).scalar()
+    with engine.begin() as conn:
+        assert stores_of(queries.claim(conn, limit=2, worker="w", lease_s=300).jobs) == {"s00": 1, "s01": 1}
+        assert "full" in counted_stores(conn, ["full"])
+    with engine.begin() as conn:
+        assert stores_of(queries.claim(conn, limit=2, worker="w", lease_s=300).jobs) == {"s02": 1, "s03": 1}
+        counted = counted_stores(conn, ["full", *others])
+        assert "full" not in counted and {"s02", "s03"} <= counted
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'completed', locked_by = NULL, locked_until = NULL "
+                          "WHERE id = :id"), {"id": leased})
+    for _ in range(10):
+        if "full" in stores_of(claim_and_check(engine, 2)):
+            break
+    else:
+        raise AssertionError("the freed store waited more than one turn of every store")
