@@ -40,7 +40,8 @@ first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; 
            the call in which each store's first job starts, counted by claiming only.
 
 flow:      what tenant flow control (sql/027; the claims v4 of sql/028 and v5 of sql/029) costs the claim, on
-           `latency`'s queue at the largest store count: first with nothing configured -- the FIFO claim, v3
+           `latency`'s queue at the largest store count: first with nothing configured -- the FIFO claim, v2 (sql/024,
+           untyped and `?type=`: the issue's yardstick, blind to flow control), v3
            (sql/026's function) and v4 (sql/028's), each installed beside v5 under another name, and v5
            (queries.claim), untyped, typed and with a process's handler types -- then with controls configured
            (configure_controls(): 10 pauses, limits on 100 stores, per-type limits on 20, weights on 101, 600 live
@@ -256,8 +257,8 @@ VARIANTS.update({
     "v4 (028) typed": lambda conn, limit: _claim_v4(conn, limit, [QUEUED_TYPES[0]]),
     "v4 (028) hand.": lambda conn, limit: _claim_v4(conn, limit, HANDLER_TYPES),
 })
-FLOW_VARIANTS = ["fifo", "v3 (026)", "v4 (028)", "v3", "v3 (026) typed", "v4 (028) typed", "v3 typed",
-                 "v3 (026) hand.", "v4 (028) hand.", "v3 handlers"]
+FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v3", "v2 typed", "v3 (026) typed", "v4 (028) typed",
+                 "v3 typed", "v3 (026) hand.", "v4 (028) hand.", "v3 handlers"]
 # queries.claim runs v5 now (sql/029): the `flow` report names it so
 FLOW_NAMES = {"v3": "v5", "v3 typed": "v5 typed", "v3 handlers": "v5 handlers", "v3 (026) hand.": "v3 (026) handl.",
               "v4 (028) hand.": "v4 (028) handl."}
@@ -330,6 +331,7 @@ def reach_steady_state(engine, claims: int, limit: int) -> int:
 
 def cmd_flow(args) -> None:
     engine = fresh_schema(database_url())
+    install_v2(engine)
     install_v3(engine)
     install_v4(engine)
     n_stores = args.stores[-1]

@@ -518,6 +518,8 @@ DECLARE
     -- 0. flow control
     paused_types      text[];       -- types paused everywhere
     flow_stores       boolean;      -- something is set per store: the stores read are checked (3a+)
+    flow_keys         text[];       -- the stores anything is set for (NULL: look every store up -- an every-store
+                                    -- limit, or more than 1,000 of them)
     plan              jobs_fair_flow[];  -- what flow control says about the stores of the chunk being read
     locked_now        text[];       -- stores of the chunk to count that this claim now serves alone
     busy_now          text[];       -- ... and that another claim is serving: they take nothing in this one
@@ -616,11 +618,24 @@ BEGIN
     ---------------------------------------------------------------------------------------------------------------
     -- 0. FLOW CONTROL: what is configured (the tables are small: index probes)
     ---------------------------------------------------------------------------------------------------------------
-    SELECT ARRAY(SELECT p.type FROM job_pauses p WHERE coalesce(p.store_id, '') = ''),
-           EXISTS (SELECT 1 FROM job_pauses p WHERE coalesce(p.store_id, '') > '')
-           OR EXISTS (SELECT 1 FROM job_store_limits)
-           OR EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now())
-    INTO paused_types, flow_stores;
+    -- (one statement: the keys are read only when something is set per store, and no every-store limit is)
+    SELECT ARRAY(SELECT p.type FROM job_pauses p WHERE coalesce(p.store_id, '') = ''), s.set_per_store,
+           CASE WHEN s.set_per_store AND NOT EXISTS (SELECT 1 FROM job_store_limits l WHERE l.store_id IS NULL) THEN
+               ARRAY(SELECT k.store_key
+                     FROM (SELECT p.store_id FROM job_pauses p WHERE p.store_id IS NOT NULL
+                           UNION ALL
+                           SELECT l.store_id FROM job_store_limits l WHERE l.store_id IS NOT NULL
+                           UNION ALL
+                           SELECT h.store_key FROM job_store_quota_holds h WHERE h.until > now()) AS k(store_key)
+                     LIMIT 1001)
+           END
+    INTO paused_types, flow_stores, flow_keys
+    FROM (SELECT EXISTS (SELECT 1 FROM job_pauses p WHERE coalesce(p.store_id, '') > '')
+                 OR EXISTS (SELECT 1 FROM job_store_limits)
+                 OR EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now()) AS set_per_store) AS s;
+    IF cardinality(flow_keys) > 1000 THEN
+        flow_keys := NULL;  -- (a long array would cost more to search per row than the look-ups it saves)
+    END IF;
     IF cardinality(paused_types) > 0 THEN
         wanted := ARRAY(SELECT t.type FROM unnest(coalesce(wanted, jobs_pending_types())) AS t(type)
                         WHERE t.type <> ALL (paused_types) ORDER BY t.type);
@@ -833,16 +848,23 @@ BEGIN
                     -- count, counted once per claim -- each only if no other claim is serving it -- then each store
                     -- left out, or given the types it may give, its allowance, weight and per-type caps
                     -------------------------------------------------------------------------------------------------
-                    plan := ARRAY(SELECT f FROM jobs_fair_flow_plan(chunk, wanted) AS f);
+                    -- the plan, and in the same statement the try-locks of the stores to count (only the stores
+                    -- something is set for are looked up: the plan is joined by store key)
+                    SELECT coalesce(array_agg(x.f), '{}'),
+                           coalesce(array_agg((x.f).store_key) FILTER (WHERE x.got), '{}'),
+                           coalesce(array_agg((x.f).store_key) FILTER (WHERE NOT x.got), '{}')
+                    INTO plan, locked_now, busy_now
+                    FROM (SELECT f,
+                                 CASE WHEN NOT f.paused AND f.store_key <> ALL (ledger_stores)
+                                           AND (f.max_running IS NOT NULL OR f.max_starts IS NOT NULL
+                                                OR f.cap_types IS NOT NULL)
+                                      THEN pg_try_advisory_xact_lock(20225, hashtext(f.store_key))
+                                 END AS got
+                          FROM jobs_fair_flow_plan(CASE WHEN flow_keys IS NULL THEN chunk
+                                                        ELSE ARRAY(SELECT c FROM unnest(chunk) AS c
+                                                                   WHERE c.store_key = ANY (flow_keys))
+                                                   END, wanted) AS f) AS x;
                     IF cardinality(plan) > 0 THEN
-                        SELECT coalesce(array_agg(x.store_key) FILTER (WHERE x.got), '{}'),
-                               coalesce(array_agg(x.store_key) FILTER (WHERE NOT x.got), '{}')
-                        INTO locked_now, busy_now
-                        FROM (SELECT f.store_key, pg_try_advisory_xact_lock(20225, hashtext(f.store_key)) AS got
-                              FROM unnest(plan) AS f
-                              WHERE NOT f.paused AND f.store_key <> ALL (ledger_stores)
-                                AND (f.max_running IS NOT NULL OR f.max_starts IS NOT NULL
-                                     OR f.cap_types IS NOT NULL)) AS x;
                         busy_stores := busy_stores || busy_now;
                         IF cardinality(locked_now) + cardinality(busy_now) > 0 THEN
                             -- a statement of its own, after the locks: its snapshot sees every claim committed
@@ -906,7 +928,7 @@ BEGIN
                                                    AND (m.may_types IS NULL OR cardinality(m.may_types) > 0)), '{}')
                         INTO chunk, held_chunk
                         FROM unnest(chunk) WITH ORDINALITY AS c
-                        LEFT JOIN unnest(plan) AS f ON f.nth = c.ordinality
+                        LEFT JOIN unnest(plan) AS f ON f.store_key = c.store_key
                         CROSS JOIN LATERAL (
                             -- what it may still take: its counted allowance less what this claim took from it
                             SELECT ledger_left[array_position(ledger_stores, c.store_key)]
@@ -1211,15 +1233,19 @@ BEGIN
     END IF;
 
     IF cardinality(starts_stores) > 0 THEN
+        -- (one statement: the old rows' DELETE as a CTE; by primary key, not `id IN (...)`, which hashes the key)
+        WITH old AS (
+            DELETE FROM job_store_starts
+            WHERE id = ANY (ARRAY(SELECT s.id FROM job_store_starts s
+                                  WHERE s.store_key = ANY (starts_stores)
+                                    AND s.claimed_at <= now() - interval '1 minute'
+                                  FOR UPDATE SKIP LOCKED))
+        )
         INSERT INTO job_store_starts (store_key, type, claimed_at, jobs)
         SELECT c.store_key, c.type, now(), count(*)::integer
         FROM unnest(claimed_stores, claimed_types) AS c(store_key, type)
         WHERE c.store_key = ANY (starts_stores)
         GROUP BY c.store_key, c.type;
-        DELETE FROM job_store_starts
-        WHERE id IN (SELECT s.id FROM job_store_starts s
-                     WHERE s.store_key = ANY (starts_stores) AND s.claimed_at <= now() - interval '1 minute'
-                     FOR UPDATE SKIP LOCKED);
     END IF;
 
     IF cardinality(claimed_ids) = 0 THEN
