@@ -273,11 +273,8 @@ class _Tick:
         # finishing wakes only whoever has something to do about it
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
-        # the first round is sized from the lane's mean run time in this process's last call (later rounds from
-        # this call's own runs)
         self.lanes: dict[str, _Lane] = {CPU_LANE: _Lane(CPU_LANE, settings.JOBS_CONCURRENCY,
-                                                        threading.Condition(self.lock),
-                                                        mean_run_s=runtimes.recent_lane_mean(engine, CPU_LANE))}
+                                                        threading.Condition(self.lock))}
         self.in_flight: dict[int, _InFlight] = {}
         self.abandoned: set[int] = set()
         self.unflushed: list[Outcome] = []
@@ -359,7 +356,6 @@ class _Tick:
         self._flush(batch)
         self.book.save(final=True)
         runtimes.remember_speeds(self.engine, self.book, START_AHEAD_S)
-        runtimes.remember_lane_mean(self.engine, CPU_LANE, self.lanes[CPU_LANE].mean_run_s)
 
     def _finished(self, now: float) -> bool:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""

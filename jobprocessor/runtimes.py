@@ -11,7 +11,6 @@ import json
 import logging
 import threading
 import time
-import weakref
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
@@ -88,28 +87,6 @@ def remember_speeds(engine: Engine, book: "RuntimeBook", quick_s: float) -> None
 def recently_quick(engine: Engine, job_types: Iterable[str]) -> list[str]:
     now = time.monotonic()
     return [t for t in job_types if now - _quick.get((id(engine), t), float("-inf")) < QUICK_MEMORY_S]
-
-
-# Likewise the mean run time of each lane's jobs in this process's last call (the processor's EWMA), so that a
-# call's first round is sized as its later rounds are (a quick lane's prefetch), not as if nothing were known: a
-# first round of free threads + 2 cost a quick call a second claim statement. Forgotten after QUICK_MEMORY_S.
-# per engine (weakly: a disposed engine's memory goes with it): lane -> (mean run s, monotonic when)
-_lane_means: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, float]]]" = weakref.WeakKeyDictionary()
-
-
-def remember_lane_mean(engine: Engine, lane: str, mean_s: Optional[float]) -> None:
-    means = _lane_means.setdefault(engine, {})
-    if mean_s is None:
-        means.pop(lane, None)
-    else:
-        means[lane] = (mean_s, time.monotonic())
-
-
-def recent_lane_mean(engine: Engine, lane: str) -> Optional[float]:
-    found = _lane_means.get(engine, {}).get(lane)
-    if found is None or time.monotonic() - found[1] >= QUICK_MEMORY_S:
-        return None
-    return found[0]
 
 
 class RuntimeBook:

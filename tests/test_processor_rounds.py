@@ -332,13 +332,3 @@ def test_quick_types_are_started_by_the_claim_and_slow_ones_one_by_one(app, engi
     with engine.begin() as conn:
         queries.finish(conn, "w", [queries.Outcome(job_id, "pending", delay_s=None, give_back_attempt=True)])
     assert (one(engine, job_id)["attempts"], one(engine, job_id)["status"]) == (0, "pending")
-
-
-def test_a_call_sizes_its_first_round_from_the_last_calls_run_times(app, engine, settings):
-    # the first call of a process knows nothing: a first round of free threads + 2, then the rest of the prefetch;
-    # the next call remembers that this lane's jobs are quick and claims them in one round
-    insert_jobs(engine, 400, "test.echo")
-    first = run(app, engine, settings, limit=200, JOBS_CONCURRENCY=4)
-    assert (first.succeeded, first.rounds) == (200, 2)
-    second = run(app, engine, settings, limit=200, JOBS_CONCURRENCY=4)
-    assert (second.succeeded, second.rounds) == (200, 1)
