@@ -15,8 +15,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from sqlalchemy.engine import Engine
 
@@ -27,8 +26,7 @@ log = logging.getLogger("jobprocessor.leases")
 RETRY_S = 1.0
 
 
-@dataclass
-class _Hold:
+class _Hold(NamedTuple):
     worker: str
     until: float  # monotonic: renewed no later than this (the call's end, or the handler's deadline + the cap)
 
@@ -46,9 +44,9 @@ class LeaseKeeper:
 
     def hold(self, job_ids, worker: str, until: float) -> None:
         """Keep these jobs' leases (held by `worker`) until `until` (monotonic) or until released."""
+        hold = _Hold(worker, until)  # one (immutable) hold for the lot: a claim holds up to 1000 jobs at once
         with self._lock:
-            for job_id in job_ids:
-                self._holds[job_id] = _Hold(worker, until)
+            self._holds.update(dict.fromkeys(job_ids, hold))
             self._ensure_thread()
 
     def hold_until(self, job_id: int, until: float) -> None:
@@ -56,7 +54,7 @@ class LeaseKeeper:
         with self._lock:
             hold = self._holds.get(job_id)
             if hold is not None:
-                hold.until = until
+                self._holds[job_id] = _Hold(hold.worker, until)
 
     def release(self, job_ids) -> None:
         with self._lock:

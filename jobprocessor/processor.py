@@ -43,7 +43,7 @@ from .extensions import db
 from .handler_registry import HandlerSpec, get_handler, registered_types
 from .leases import LeaseKeeper, keeper_for
 from .maintenance.tick import TickMaintenance
-from .metrics import observe_abandoned, observe_claimed, observe_outcome, observe_released, observe_tick
+from .metrics import observe_abandoned, observe_claimed, observe_outcomes, observe_released, observe_tick
 from .policies import runtime
 from .policies.fairness import NO_STORE
 from .queries import Outcome
@@ -231,6 +231,30 @@ class _InFlight:
     job_type: str
 
 
+class _RunMetrics:
+    """The metrics of one run of jobs on one thread, written once when the run ends (metrics.observe_outcomes)."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, Counter] = {}
+        self.seconds: dict[str, list[float]] = {}
+
+    def add(self, job_type: str, kind: str, seconds: float) -> None:
+        kinds = self.kinds.get(job_type)
+        if kinds is None:
+            kinds = self.kinds[job_type] = Counter()
+            self.seconds[job_type] = []
+        kinds[kind] += 1
+        self.seconds[job_type].append(seconds)
+
+    def write(self) -> None:
+        try:
+            for job_type, kinds in self.kinds.items():
+                observe_outcomes(job_type, kinds, self.seconds[job_type])
+        except Exception:  # the metrics must not cost the jobs their outcomes
+            log.exception("could not count a run's outcomes in the metrics")
+        self.kinds, self.seconds = {}, {}
+
+
 class _Tick:
     """One call: the coordinator (the request's thread) claims rounds and writes outcomes; lane threads run jobs."""
 
@@ -269,6 +293,9 @@ class _Tick:
         self.next_due: Optional[float] = None  # monotonic: when the next pending job falls due (asked when dry)
         self.last_activity = self.started
         self.spec_cache: dict[str, Optional[HandlerSpec]] = {}
+        self.run_facts = {cut: Run(cut_by_budget=cut, deferred_since=None, max_deferrals=settings.JOBS_MAX_DEFERRALS,
+                                   max_deferral_s=settings.JOBS_MAX_DEFERRAL_S,
+                                   max_result_bytes=settings.MAX_RESULT_BYTES) for cut in (False, True)}
         self.schedules_enqueued = False
         # a process claims only the types it has handlers for (the call's `type` filter: that one)
         self.types = [job_type] if job_type else registered_types()
@@ -672,7 +699,15 @@ class _Tick:
 
     def _run_jobs(self, lane: _Lane, run: list) -> bool:
         """Start, perform and record a run of jobs. False: the coordinator abandoned one of them meanwhile (this
-        thread wrote its outcome, and gave back the rest of the run, itself, and must stop)."""
+        thread wrote its outcome, and gave back the rest of the run, itself, and must stop). The run's outcomes
+        are counted in the metrics when it ends."""
+        counted = _RunMetrics()
+        try:
+            return self._run_started(lane, run, counted)
+        finally:
+            counted.write()
+
+    def _run_started(self, lane: _Lane, run: list, counted: "_RunMetrics") -> bool:
         ids = [row["id"] for row in run]
         try:
             to_start = [row["id"] for row in run if not row["started"]]
@@ -706,7 +741,7 @@ class _Tick:
                 return True
             spec, deadline_s, cut = plan
             row = rows[i]
-            outcome, elapsed = self._perform(row, spec, deadline_s, cut)
+            outcome, elapsed = self._perform(row, spec, deadline_s, cut, counted)
             with self.cond:
                 self.in_flight.pop(row["id"], None)
                 self.busy_s += elapsed
@@ -750,25 +785,29 @@ class _Tick:
             if counted:
                 lane.busy -= 1
 
-    def _perform(self, row, spec, deadline_s: float, cut: bool) -> tuple[Outcome, float]:
+    def _perform(self, row, spec, deadline_s: float, cut: bool, counted: "_RunMetrics") -> tuple[Outcome, float]:
         job = job_from_row(row, deadline_s=deadline_s,
                            steps=StepStore(self.engine, row["id"], self.settings.JOBS_MAX_STEP_BYTES))
         self.keeper.hold_until(job.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
         handler_started = time.monotonic()
-        outcome = execute(job, spec, Run(cut_by_budget=cut, deferred_since=row["deferred_since"],
-                                         max_deferrals=self.settings.JOBS_MAX_DEFERRALS,
-                                         max_deferral_s=self.settings.JOBS_MAX_DEFERRAL_S,
-                                         max_result_bytes=self.settings.MAX_RESULT_BYTES))
+        outcome = execute(job, spec, self._run_facts(cut, row["deferred_since"]))
         elapsed = time.monotonic() - handler_started
         try:
             if outcome.status == "completed":
                 self.book.observe(job.type, elapsed)
-            observe_outcome(job.type, _kind(outcome), elapsed)
+            counted.add(job.type, _kind(outcome), elapsed)
             if self.app is not None and db.session.registry.has():
                 db.session.remove()  # a handler's own session never outlives its job
         except Exception:  # bookkeeping must not cost the job its outcome
             log.exception("after job %s: metrics or session clean-up failed", job.id)
         return outcome, elapsed
+
+    def _run_facts(self, cut: bool, deferred_since) -> Run:
+        """What execute() needs besides the job; the same for most jobs of a call, so made once for those."""
+        if deferred_since is None:
+            return self.run_facts[cut]
+        return Run(cut_by_budget=cut, deferred_since=deferred_since, max_deferrals=self.settings.JOBS_MAX_DEFERRALS,
+                   max_deferral_s=self.settings.JOBS_MAX_DEFERRAL_S, max_result_bytes=self.settings.MAX_RESULT_BYTES)
 
     def _write_late(self, outcomes: list[Outcome]) -> None:
         ids = [o.job_id for o in outcomes]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -319,9 +319,10 @@ def extend_leases(conn: Connection, held: Sequence[tuple[int, str]], lease_s: fl
 
 # --- finish ------------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one claimed job. status: completed | failed | pending (retry, or released unstarted)."""
+class Outcome(NamedTuple):
+    """What became of one claimed job. status: completed | failed | pending (retry, or released unstarted).
+    Immutable; a NamedTuple, not a frozen dataclass, because one is made per job (a frozen dataclass's __init__
+    cost a microsecond job 3 us)."""
 
     job_id: int
     status: str

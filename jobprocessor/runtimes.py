@@ -101,6 +101,7 @@ class RuntimeBook:
         self._runs: dict[str, int] = defaultdict(int)
         # type -> (the samples' estimate with no timeout bound, when computed); dropped when it is stale
         self._cached: dict[str, tuple[Estimate, float]] = {}
+        self._bounded: dict[tuple[str, float], tuple[Estimate, Estimate]] = {}  # (type, timeout) -> (from, bounded)
         self._saved_at = time.monotonic()  # a call shorter than SAVE_EVERY_S saves once, when it ends
 
     def ensure_loaded(self, job_types: Iterable[str]) -> None:
@@ -133,9 +134,17 @@ class RuntimeBook:
     def estimate(self, job_type: str, timeout_s: float) -> Estimate:
         with self._lock:
             found = self._unbounded(job_type)
+            # asked before every start: the bounded estimate is kept beside the unbounded one it was made from
+            bounded = self._bounded.get((job_type, timeout_s))
+            if bounded is not None and bounded[0] is found:
+                return bounded[1]
         if not found.measured:
-            return runtime.estimate((), timeout_s, self.budget_s)
-        return Estimate(high_s=min(timeout_s, found.high_s), mean_s=found.mean_s, measured=True)
+            result = runtime.estimate((), timeout_s, self.budget_s)
+        else:
+            result = Estimate(high_s=min(timeout_s, found.high_s), mean_s=found.mean_s, measured=True)
+        with self._lock:
+            self._bounded[(job_type, timeout_s)] = (found, result)
+        return result
 
     def known_types(self) -> list[str]:
         with self._lock:

@@ -181,3 +181,28 @@ def test_metrics_include_the_shared_openai_limiter(client):
     body = client.get("/metrics", headers=AUTH).get_data(as_text=True)
     assert "jobprocessor_openai_ratelimit_" in body
     assert not re.search(r"^jobprocessor_scrape_collector_errors [1-9]", body, re.M)  # the collector did not fail
+
+
+def test_a_runs_outcomes_are_counted_as_one_observation_per_job_would_count_them():
+    seconds = [0.001, 0.005, 0.0051, 0.3, 0.3, 7.0, 1000.0]  # on a bound, between bounds, past the last one
+    for value in seconds:
+        metrics._child(metrics.HANDLER_SECONDS, "test.one_by_one").observe(value)
+    metrics._child(metrics.JOBS_COMPLETED, "test.one_by_one").inc(5)
+    metrics._child(metrics.JOBS_FAILED, "test.one_by_one").inc(2)
+    metrics.observe_outcomes("test.batched", {"succeeded": 5, "failed": 2}, seconds)
+
+    def figures(job_type):
+        found = {}
+        for metric in (metrics.HANDLER_SECONDS, metrics.JOBS_COMPLETED, metrics.JOBS_FAILED):
+            for family in metric.collect():
+                for sample in family.samples:
+                    if sample.labels.get("type") == job_type and not sample.name.endswith("_created"):
+                        found[(sample.name, sample.labels.get("le"))] = sample.value
+        return found
+
+    one_by_one, batched = figures("test.one_by_one"), figures("test.batched")
+    total = ("jobprocessor_handler_duration_seconds_sum", None)
+    assert batched.pop(total) == pytest.approx(one_by_one.pop(total))  # added in another order
+    assert batched == one_by_one  # every bucket (+Inf included), the count, the counters
+    assert one_by_one[("jobprocessor_handler_duration_seconds_count", None)] == len(seconds)
+    assert one_by_one[("jobprocessor_handler_duration_seconds_bucket", "0.005")] == 2  # 0.005 is <= 0.005

@@ -34,6 +34,19 @@ def test_array_literal_refuses_what_it_cannot_encode():
         array_literal([True])
     with pytest.raises(TypeError):
         array_literal([object()])
+    with pytest.raises(TypeError):
+        array_literal([1, True])  # equal to the element before it, but not an int
+
+
+def test_array_literal_of_a_batch_that_repeats_its_values(raw_engine):
+    # a FINISH batch: the same status, result and error objects over and over, equal numbers of other types
+    completed, quoted = "completed", 'a "b" \\ c'
+    values = [completed, completed, None, None, quoted, quoted, completed]
+    escaped = '"a \\"b\\" \\\\ c"'
+    assert array_literal(values) == '{"completed","completed",NULL,NULL,' + escaped + "," + escaped + ',"completed"}'
+    with raw_engine.connect() as conn:
+        assert conn.execute(text("SELECT CAST(:a AS text[])"), {"a": array_literal(values)}).scalar_one() == values
+    assert array_literal([1, 1, 1.0, 1.0, 0, 0.0]) == "{1,1,1.0,1.0,0,0.0}"
 
 
 @pytest.mark.parametrize("seconds,expected", [(-5, 0.0), (float("nan"), 0.0), (float("inf"), 365 * 24 * 3600.0),
