@@ -7,19 +7,22 @@
 -- file once released: add a _v6 file instead. It replaces v4's jobs_fair_claim() only: v4's types, its
 -- jobs_fair_flow_plan(), v3's head probe and the directory (sql/025) stay as they are, and their descriptions hold.
 --
--- WHAT CHANGES, AND WHY. In v4 a store at its limit (jobs running at once, starts per minute, or every wanted type
--- at its own limit) took nothing and kept its turn. So it kept the longest wait, stayed at the front of the wait
+-- WHAT CHANGES, AND WHY. In v4 a store at its limit as a whole (jobs running at once, or starts per minute) took
+-- nothing and kept its turn. So it kept the longest wait, stayed at the front of the wait
 -- order, and every claim read it, looked it up, try-locked and counted it again: with 50 stores at their limits in
 -- front, a claim of 100 counted 81 stores and read the directory in six chunks (docs/BENCHMARKS.md, "Where v4's
 -- extra time goes"). Now the rule (jobprocessor/policies/fairness.py, allocate_claim(): the store "passed over")
 -- restarts the wait of such a store when it ranks before the last store the claim serves at that level, as if it
 -- had been served first (served_pos 0): its jobs are running, so the stores behind it get their turns before it
 -- comes round again, and a claim meets only the held stores whose turn has come round. A held store whose slot
--- frees gets a job within one turn of every store, as any store does.
+-- frees gets a job within one turn of every store, as any store does. (Stores passed in the same claim share that
+-- turn, so they come round together: one claim per turn through the stores meets them all again. A store held only
+-- by per-type limits -- each type it has due at its own limit -- is not passed over: it is counted by every claim
+-- that reads it, as in v4.)
 --
 -- THE RULE, THE PHASES, THE LOCKS, THE COSTS: as v4 (sql/028), with these additions:
---   3a+. flow control  the stores it leaves out because their allowance is 0 (counted by this claim, not those
---                       another claim serves) or because each type they may give is at its own limit: "held".
+--   3a+. flow control  the stores it leaves out because their allowance as a whole is 0 (counted by this claim,
+--                       not those another claim serves): "held".
 --   3b. heads          a held store's head too (its oldest due job of the wanted types not paused for it): its
 --                       exact rank.
 --   end of a level     the held stores that rank before the last store served at the level are passed over.
@@ -159,9 +162,9 @@ BEGIN
            CASE WHEN s.set_per_store AND NOT EXISTS (SELECT 1 FROM job_store_limits l WHERE l.store_id IS NULL) THEN
                ARRAY(SELECT k.store_key
                      FROM (SELECT p.store_id FROM job_pauses p WHERE p.store_id IS NOT NULL
-                           UNION ALL
+                           UNION  -- (a store once, however many rows it has)
                            SELECT l.store_id FROM job_store_limits l WHERE l.store_id IS NOT NULL
-                           UNION ALL
+                           UNION
                            SELECT h.store_key FROM job_store_quota_holds h WHERE h.until > now()) AS k(store_key)
                      LIMIT 1001)
            END

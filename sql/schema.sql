@@ -623,9 +623,9 @@ BEGIN
            CASE WHEN s.set_per_store AND NOT EXISTS (SELECT 1 FROM job_store_limits l WHERE l.store_id IS NULL) THEN
                ARRAY(SELECT k.store_key
                      FROM (SELECT p.store_id FROM job_pauses p WHERE p.store_id IS NOT NULL
-                           UNION ALL
+                           UNION  -- (a store once, however many rows it has)
                            SELECT l.store_id FROM job_store_limits l WHERE l.store_id IS NOT NULL
-                           UNION ALL
+                           UNION
                            SELECT h.store_key FROM job_store_quota_holds h WHERE h.until > now()) AS k(store_key)
                      LIMIT 1001)
            END

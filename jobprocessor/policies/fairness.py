@@ -1,9 +1,9 @@
 """Which due jobs one claim takes: fair across stores, priority first.
 
-This is the executable specification of the claim's `due` step: jobs_fair_claim() (sql/026_fair_claim_v3.sql) takes
-the same jobs in the same order, from the directory of store queues (sql/025_job_store_queues_v2.sql) with a few
-index probes per store served, and row locks. tests/test_fair_claim.py gives both the same random queues and
-compares them job for job.
+This is the executable specification of the claim's `due` step: jobs_fair_claim() (sql/029_fair_claim_v5.sql)
+takes the same jobs in the same order, from the directory of store queues (sql/025_job_store_queues_v2.sql) with a
+few index probes per store served, and row locks. tests/test_fair_claim.py and tests/flow/test_claim.py give both
+the same random queues and compare them job for job (and turn for turn).
 
 - A claim may be restricted to a set of job types (`types`; None: every type): then the jobs of other types do not
   exist for it -- the rule below applies to the due jobs of those types only (a store's queue, its head and so its
@@ -43,7 +43,8 @@ Tenant flow control (`flow`, a Flow; sql/027_job_flow_control_v1.sql holds what 
   comes round again. (Why: otherwise a store at its limit keeps the longest wait, stays at the front of the wait
   order and every claim reads and counts it again; a store freed of its limit still gets a job within one turn of
   every store, as any store does.) A store held at a level the claim serves nobody at, or ranking after the last
-  store served, is not reached: its turn stays.
+  store served, is not reached: its turn stays. A store held only by per-type limits (every type it has due at its
+  own limit) is not passed over.
 """
 from __future__ import annotations
 
