@@ -219,17 +219,21 @@ CLAIM_V3 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim
 assert CLAIM_V3 != queries.CLAIM
 
 
-def _claim_v3(conn, limit: int, job_types) -> queries.ClaimResult:
-    return queries._claim(conn, CLAIM_V3, limit=limit, worker=WORKER, lease_s=300,
+def _claim_with(statement: str, conn, limit: int, job_types) -> queries.ClaimResult:
+    """One claim through `statement` (queries.CLAIM around an installed older function), as queries.claim runs it."""
+    return queries._claim(conn, statement, limit=limit, worker=WORKER, lease_s=300,
                           job_types=None if job_types is None else array_literal(sorted(job_types)),
                           rescue_limit=1000, max_per_store=None, start_types="{}")
 
 
-VARIANTS.update({
-    "v3 (026)": lambda conn, limit: _claim_v3(conn, limit, None),
-    "v3 (026) typed": lambda conn, limit: _claim_v3(conn, limit, [QUEUED_TYPES[0]]),
-    "v3 (026) hand.": lambda conn, limit: _claim_v3(conn, limit, HANDLER_TYPES),
-})
+def _variants_of(name: str, statement: str) -> dict:
+    """`name` untyped, of one type, and with a process's handler types."""
+    return {name: lambda conn, limit: _claim_with(statement, conn, limit, None),
+            f"{name} typed": lambda conn, limit: _claim_with(statement, conn, limit, [QUEUED_TYPES[0]]),
+            f"{name} hand.": lambda conn, limit: _claim_with(statement, conn, limit, HANDLER_TYPES)}
+
+
+VARIANTS.update(_variants_of("v3 (026)", CLAIM_V3))
 
 
 def install_v4(engine) -> None:
@@ -244,19 +248,7 @@ def install_v4(engine) -> None:
 
 
 CLAIM_V4 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v4(", 1)
-
-
-def _claim_v4(conn, limit: int, job_types) -> queries.ClaimResult:
-    return queries._claim(conn, CLAIM_V4, limit=limit, worker=WORKER, lease_s=300,
-                          job_types=None if job_types is None else array_literal(sorted(job_types)),
-                          rescue_limit=1000, max_per_store=None, start_types="{}")
-
-
-VARIANTS.update({
-    "v4 (028)": lambda conn, limit: _claim_v4(conn, limit, None),
-    "v4 (028) typed": lambda conn, limit: _claim_v4(conn, limit, [QUEUED_TYPES[0]]),
-    "v4 (028) hand.": lambda conn, limit: _claim_v4(conn, limit, HANDLER_TYPES),
-})
+VARIANTS.update(_variants_of("v4 (028)", CLAIM_V4))
 FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v3", "v2 typed", "v3 (026) typed", "v4 (028) typed",
                  "v3 typed", "v3 (026) hand.", "v4 (028) hand.", "v3 handlers"]
 # queries.claim runs v5 now (sql/029): the `flow` report names it so
