@@ -8,25 +8,16 @@ import random
 import threading
 import time
 
-from sqlalchemy import text
-
-from jobprocessor.extensions import db
 from jobprocessor.handlers import handler
+from tests.support.executions import record_execution
 
 NEVER = threading.Event()  # never set in a gunicorn worker: what the hanging and leaking handlers wait on
-
-
-def _record(job) -> None:
-    """One row per execution start in job_executions (the test session and the chaos runs create that table)."""
-    with db.engine.begin() as conn:
-        conn.execute(text("INSERT INTO job_executions (job_id, pid, attempt) VALUES (:id, :pid, :attempt)"),
-                     {"id": job.id, "pid": os.getpid(), "attempt": job.attempts})
 
 
 @handler("fault.record_sleep", max_attempts=5, timeout_s=1)
 def record_sleep(job):
     """Records that it started, then works for payload.seconds: a job a SIGKILL can catch in the middle."""
-    _record(job)
+    record_execution(job)
     time.sleep(float(job.payload.get("seconds", 0.2)))
     return {"pid": os.getpid(), "attempt": job.attempts}
 
@@ -34,7 +25,7 @@ def record_sleep(job):
 @handler("fault.flaky", max_attempts=3, timeout_s=10)
 def flaky(job):
     """The soak's job: records its run, fails at random with probability payload.fail (default 5%)."""
-    _record(job)
+    record_execution(job)
     if random.random() < float(job.payload.get("fail", 0.05)):
         raise RuntimeError(f"random failure of job {job.id} on attempt {job.attempts}")
     return {"ok": job.id}
@@ -129,5 +120,5 @@ def huge_error(job):
 @handler("fault.exit", max_attempts=1, timeout_s=5)
 def exit_process(job):
     """A poison pill: kills its own process (what a segfaulting C extension or an OOM kill looks like)."""
-    _record(job)
+    record_execution(job)
     os._exit(1)

@@ -11,15 +11,14 @@ from sqlalchemy import text
 
 from jobprocessor.extensions import db
 from jobprocessor.handlers import PermanentError, RetryLater, handler
+from tests.support.executions import record_execution
 
 HANG_FOREVER = threading.Event()  # never set: test.hang blocks on it
 
 
 @handler("test.record", max_attempts=3, timeout_s=10)
 def record(job):
-    with db.engine.begin() as conn:
-        conn.execute(text("INSERT INTO job_executions (job_id, pid, attempt) VALUES (:id, :pid, :attempt)"),
-                     {"id": job.id, "pid": os.getpid(), "attempt": job.attempts})
+    record_execution(job)
     return {"recorded": job.id}
 
 

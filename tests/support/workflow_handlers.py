@@ -14,17 +14,12 @@ from sqlalchemy import text
 
 from jobprocessor.extensions import db
 from jobprocessor.handlers import PermanentError, handler
-
-
-def _record_execution(job) -> None:
-    with db.engine.begin() as conn:
-        conn.execute(text("INSERT INTO job_executions (job_id, pid, attempt) VALUES (:id, :pid, :attempt)"),
-                     {"id": job.id, "pid": os.getpid(), "attempt": job.attempts})
+from tests.support.executions import record_execution
 
 
 @handler("wf.stage", max_attempts=3, timeout_s=20)
 def stage(job):
-    _record_execution(job)
+    record_execution(job)
     time.sleep(float(job.payload.get("seconds", 0)))
     if job.payload.get("fail"):
         raise PermanentError(f"stage {job.payload.get('stage')} failed on purpose")
@@ -42,7 +37,7 @@ def steps(job):
     mode = job.payload.get("mode")
 
     def a():
-        _record_execution(job)
+        record_execution(job)
         _step_run(job, "a")
         return {"translated": job.payload.get("text", "").upper(), "pid": os.getpid()}
 
