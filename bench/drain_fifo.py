@@ -50,8 +50,8 @@ def fill(jobs: JobsTable, n: int, stores: int) -> None:
     if stores <= 1:
         jobs.fill(n)
         return
+    jobs.reset()
     with jobs.conn.cursor() as cur:
-        cur.execute("TRUNCATE jobs RESTART IDENTITY")
         cur.execute("INSERT INTO jobs (type, store_id) SELECT %s, 'store-' || (g %% %s) FROM generate_series(1, %s) g",
                     (JOB_TYPE, stores, n))
         cur.execute("ANALYZE jobs")
