@@ -37,18 +37,19 @@ def test_a_call_claims_in_rounds_and_keeps_its_threads_busy_until_the_budget_end
 
 
 def test_the_start_rule_uses_the_estimate_shared_by_other_processes(app, engine, settings):
-    # another process measured test.no_timeout at 2 s a run: with 1.5 s of budget none may start (its timeout,
-    # 30 s, capped at half the budget would have let a first wave start); measured at 0.05 s, they run
+    # another process measured test.no_timeout at 5 s a run: with 4 s of budget none may start (its timeout,
+    # 30 s, capped at half the budget would have let a first wave start); measured at 0.05 s, they run (0.5 s of
+    # work for 2 threads: the 4 s leave room for a loaded machine)
     insert_jobs(engine, 20, "test.no_timeout", payload="'{\"seconds\": 0.05}'")
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) "
-                          "VALUES ('test.no_timeout', ARRAY[2, 2, 2]::real[], 3)"))
-    slow = run(app, engine, settings, budget_s=1.5, JOBS_CONCURRENCY=2)
+                          "VALUES ('test.no_timeout', ARRAY[5, 5, 5]::real[], 3)"))
+    slow = run(app, engine, settings, budget_s=4, JOBS_CONCURRENCY=2)
     assert (slow.succeeded, slow.released) == (0, slow.claimed) and slow.claimed > 0
     assert executions(engine) == 0
     with engine.begin() as conn:
         conn.execute(text("UPDATE job_type_runtimes SET recent_s = ARRAY[0.05, 0.05, 0.05]::real[]"))
-    quick = run(app, engine, settings, budget_s=1.5, JOBS_CONCURRENCY=2)
+    quick = run(app, engine, settings, budget_s=4, JOBS_CONCURRENCY=2)
     assert quick.succeeded == 20
 
 
