@@ -584,17 +584,15 @@ DECLARE
     got_ids           bigint[];
     got_runs          timestamptz[];
     got_types         text[];
-    head_ranks        integer[];    -- 5.: the queues whose head the step got
-    kept_ranks        integer[];
-    kept_ids          bigint[];
-    kept_runs         timestamptz[];
-    kept_types        text[];
     deferred_ranks    integer[];    -- 5.: jobs found for stores another caller is serving, taken last
     deferred_ids      bigint[];
     deferred_runs     timestamptz[];
     deferred_types    text[];
+    aside_ranks       integer[];    -- 5.: the queues of the jobs this step set aside, one entry per job
+    taking            integer;      -- 4./5.: how many of the jobs the step got it takes (slots left)
+    took              integer;      -- ... per queue: how many, and the place of its last one in got_*
+    took_last         integer;
     r                 integer;
-    cap_at            integer;
     -- every job claimed, with its place in the claim order (level, round, rank, its place in its store's round)
     claimed_ids       bigint[] := '{}';
     claimed_stores    text[] := '{}';
@@ -1147,54 +1145,72 @@ BEGIN
             IF step = 'partial round' THEN
                 -- a queue whose first jobs here do not include its head: another caller holds the head, so it is
                 -- serving that store right now; its jobs are set aside until every store nobody is serving has
-                -- been asked
-                head_ranks := '{}';
-                FOR k IN 1 .. cardinality(got_ranks) LOOP
-                    IF got_ids[k] = queues[got_ranks[k]].head_id THEN
-                        head_ranks := head_ranks || got_ranks[k];
-                    END IF;
+                -- been asked (one statement splits what the step got, in the order got)
+                WITH got AS (
+                    SELECT u.k, u.rank, u.id, u.run_at, u.type,
+                           (queues[u.rank]).taken = 0
+                           AND NOT coalesce(bool_or(u.id = (queues[u.rank]).head_id) OVER (PARTITION BY u.rank), false)
+                               AS aside
+                    FROM unnest(got_ranks, got_ids, got_runs, got_types) WITH ORDINALITY AS u(rank, id, run_at, type, k)
+                )
+                SELECT coalesce(array_agg(g.rank ORDER BY g.k) FILTER (WHERE g.aside), '{}'),
+                       deferred_ids || coalesce(array_agg(g.id ORDER BY g.k) FILTER (WHERE g.aside), '{}'),
+                       deferred_runs || coalesce(array_agg(g.run_at ORDER BY g.k) FILTER (WHERE g.aside), '{}'),
+                       deferred_types || coalesce(array_agg(g.type ORDER BY g.k) FILTER (WHERE g.aside), '{}'),
+                       coalesce(array_agg(g.rank ORDER BY g.k) FILTER (WHERE NOT g.aside), '{}'),
+                       coalesce(array_agg(g.id ORDER BY g.k) FILTER (WHERE NOT g.aside), '{}'),
+                       coalesce(array_agg(g.run_at ORDER BY g.k) FILTER (WHERE NOT g.aside), '{}'),
+                       coalesce(array_agg(g.type ORDER BY g.k) FILTER (WHERE NOT g.aside), '{}')
+                INTO aside_ranks, deferred_ids, deferred_runs, deferred_types, got_ranks, got_ids, got_runs, got_types
+                FROM got g;
+                deferred_ranks := deferred_ranks || aside_ranks;
+                FOREACH r IN ARRAY aside_ranks LOOP
+                    queues[r].owed := queues[r].owed - 1;  -- it has this job: it stays live if it got them all
                 END LOOP;
-                kept_ranks := '{}'; kept_ids := '{}'; kept_runs := '{}'; kept_types := '{}';
-                FOR k IN 1 .. cardinality(got_ranks) LOOP
-                    r := got_ranks[k];
-                    IF queues[r].taken = 0 AND r <> ALL (head_ranks) THEN
-                        deferred_ranks := deferred_ranks || r;
-                        deferred_ids := deferred_ids || got_ids[k];
-                        deferred_runs := deferred_runs || got_runs[k];
-                        deferred_types := deferred_types || got_types[k];
-                        queues[r].owed := queues[r].owed - 1;  -- it has this job: it stays live if it got them all
-                    ELSE
-                        kept_ranks := kept_ranks || r; kept_ids := kept_ids || got_ids[k];
-                        kept_runs := kept_runs || got_runs[k]; kept_types := kept_types || got_types[k];
-                    END IF;
-                END LOOP;
-                got_ranks := kept_ranks; got_ids := kept_ids; got_runs := kept_runs; got_types := kept_types;
             END IF;
 
-            -- take what the step got, while slots are left: the one place a job becomes this claim's
-            FOR k IN 1 .. cardinality(got_ranks) LOOP
-                EXIT WHEN slots_left = 0;
-                r := got_ranks[k];
-                queues[r].taken := queues[r].taken + 1;
-                queues[r].owed := greatest(queues[r].owed - 1, 0);
-                queues[r].allowance := queues[r].allowance - 1;
-                queues[r].after_run := got_runs[k];
-                queues[r].after_id := got_ids[k];
-                cap_at := array_position(queues[r].cap_types, got_types[k]);
-                IF cap_at IS NOT NULL THEN
+            -- take what the step got, while slots are left: the one place a job becomes this claim's. The jobs, in
+            -- the order got, with their place in their store's share of the level (nth) and their round; then
+            -- each queue that got some moves on by what it got: counters, cursor (its last job), per-type caps
+            taking := least(cardinality(got_ranks), slots_left);
+            IF taking > 0 THEN
+                -- (the seven arrays are built in the same row order, so they stay parallel; their order is free)
+                SELECT claimed_ids || array_agg(g.id), claimed_stores || array_agg(g.store_key),
+                       claimed_types || array_agg(g.type), claimed_levels || array_agg(cur_level),
+                       claimed_rounds || array_agg(((g.nth + g.weight - 1) / g.weight)::integer),
+                       claimed_ranks || array_agg(g.rank), claimed_nths || array_agg(g.nth::integer)
+                INTO claimed_ids, claimed_stores, claimed_types, claimed_levels, claimed_rounds, claimed_ranks,
+                     claimed_nths
+                FROM (SELECT u.rank, u.id, u.type, (queues[u.rank]).store_key, (queues[u.rank]).weight,
+                             (queues[u.rank]).taken + row_number() OVER (PARTITION BY u.rank ORDER BY u.k) AS nth
+                      FROM unnest(got_ranks, got_ids, got_types) WITH ORDINALITY AS u(rank, id, type, k)
+                      WHERE u.k <= taking) AS g;
+                FOR r, took, took_last IN
+                    SELECT u.rank, count(*)::integer, max(u.k)::integer
+                    FROM unnest(got_ranks) WITH ORDINALITY AS u(rank, k)
+                    WHERE u.k <= taking
+                    GROUP BY u.rank
+                LOOP
+                    -- (the queue copied out, changed and stored back: one write of the array, not one per field)
                     one := queues[r];
-                    one.cap_left[cap_at] := one.cap_left[cap_at] - 1;
+                    one.taken := one.taken + took;
+                    one.owed := greatest(one.owed - took, 0);
+                    one.allowance := one.allowance - took;
+                    one.after_run := got_runs[took_last];
+                    one.after_id := got_ids[took_last];
+                    IF one.cap_types IS NOT NULL THEN
+                        one.cap_left := ARRAY(SELECT one.cap_left[i]
+                                                     - (SELECT count(*)::integer
+                                                        FROM unnest(got_ranks[1:taking], got_types[1:taking])
+                                                             AS t(rank, type)
+                                                        WHERE t.rank = r AND t.type = one.cap_types[i])
+                                              FROM generate_subscripts(one.cap_types, 1) AS i
+                                              ORDER BY i);
+                    END IF;
                     queues[r] := one;
-                END IF;
-                claimed_ids := claimed_ids || got_ids[k];
-                claimed_stores := claimed_stores || queues[r].store_key;
-                claimed_types := claimed_types || got_types[k];
-                claimed_levels := claimed_levels || cur_level;
-                claimed_rounds := claimed_rounds || (queues[r].taken + queues[r].weight - 1) / queues[r].weight;
-                claimed_ranks := claimed_ranks || r;
-                claimed_nths := claimed_nths || queues[r].taken;
-                slots_left := slots_left - 1;
-            END LOOP;
+                END LOOP;
+                slots_left := slots_left - taking;
+            END IF;
             -- a queue the step asked stays live if it gave all it was asked for (a job set aside counts) and may
             -- take more; one that gave less has no lockable due job left it may give
             FOREACH r IN ARRAY step_ranks LOOP
