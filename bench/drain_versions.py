@@ -13,6 +13,10 @@ request the before side gets (`limit=1000`) and with no parameters (what a cron 
 grace (5 s by default) for new work before it answers, so the drain's last answers come that much after its last
 job is done. Both rates are printed: to the last answer, and to the last job's completion (completed_at, the
 server's clock).
+
+When the versions differ in a function the claim calls, name its file for each side: `--before-sql
+sql/029_fair_claim_v5.sql --after-sql sql/029_fair_claim_v6.sql` runs the before checkout's file before each of its
+rounds and this checkout's before each of the after side's (files are CREATE OR REPLACE: idempotent).
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--before-sql", nargs="*", default=[], help="files of the before checkout run before its rounds")
+    parser.add_argument("--after-sql", nargs="*", default=[], help="files of this checkout run before its rounds")
     parser.add_argument("--no-grace-side", action=argparse.BooleanOptionalAction, default=True,
                         help="also the after side with JOBS_IDLE_GRACE_S=0 (limit=1000)")
     args = parser.parse_args()
@@ -51,6 +57,9 @@ def main() -> int:
           f"{args.rounds} interleaved rounds; {load()}", flush=True)
     for round_no in range(1, args.rounds + 1):
         for label, root, limit, env in sides:
+            for name in args.before_sql if root != ROOT else args.after_sql:
+                with jobs.conn.cursor() as cur:
+                    cur.execute((root / name).read_text())
             with Server(url, 2, 4, args.concurrency, root=root, env=env) as server:
                 warm_up(server, jobs, 4)
                 result = endpoint_drain(server, jobs, args.jobs, 4, limit)

@@ -297,7 +297,7 @@ WITH held AS (
     SELECT j.id
     FROM jobs j
     JOIN unnest(CAST(:ids AS bigint[]), CAST(:workers AS text[])) AS h(id, worker) ON j.id = h.id
-    WHERE j.status = 'running' AND j.locked_by = h.worker
+    WHERE j.id = ANY (CAST(:ids AS bigint[])) AND j.status = 'running' AND j.locked_by = h.worker  -- (as FINISH)
     ORDER BY j.id
     FOR UPDATE OF j SKIP LOCKED
 )
@@ -359,7 +359,9 @@ FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:results AS 
             CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:give_backs AS int[]),
             CAST(:deferred AS int[]), CAST(:tracebacks AS text[]))
      AS o(id, status, result, error, delay_s, give_back, deferred, traceback)
-WHERE j.id = o.id AND j.status = 'running' AND j.locked_by = :worker
+-- (the ANY reads the rows by primary key: joined on o.id alone, a table of some 10,000s of rows was read whole and
+-- hashed for every batch)
+WHERE j.id = o.id AND j.id = ANY (CAST(:ids AS bigint[])) AND j.status = 'running' AND j.locked_by = :worker
 RETURNING j.id
 """
 
