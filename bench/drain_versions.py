@@ -37,7 +37,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--before-sql", nargs="*", default=[], help="files of the before checkout run before its rounds")
+    parser.add_argument("--before-sql", nargs="*", default=[],
+                        help="files of the before checkout run before its rounds")
     parser.add_argument("--after-sql", nargs="*", default=[], help="files of this checkout run before its rounds")
     parser.add_argument("--no-grace-side", action=argparse.BooleanOptionalAction, default=True,
                         help="also the after side with JOBS_IDLE_GRACE_S=0 (limit=1000)")

@@ -110,6 +110,8 @@ class Settings:
                                                           "time fails", 1, 365 * 86400)
     JOBS_TICK_HISTORY_DAYS: float = _setting(7.0, float, "days of job_ticks (the calls' history) system.cleanup "
                                                          "keeps", 0, 3650)
+    JOBS_ACTION_LOG_DAYS: float = _setting(365.0, float, "days of the action log (job_actions: bulk actions, "
+                                                         "pauses, limits) system.cleanup keeps", 0, 36500)
     JOBS_RESCUE_LIMIT: int = _setting(1000, int, "most expired leases one claim round rescues (a call claims in "
                                                  "rounds, each may rescue this many)", 1, 100000)
     JOBS_DEFAULT_TIMEOUT_S: float = _setting(30.0, float, "timeout_s of a handler that declares none", 0.1, 86400)

@@ -14,6 +14,8 @@ from typing import Optional
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from .retention import delete_in_batches
+
 TICK_COLUMNS = ("id", "worker", "started_at", "ended_at", "job_limit", "budget_s", "job_type", "rounds", "claimed",
                 "succeeded", "retried", "failed", "released", "rescued", "abandoned", "lost", "busy_s")
 COUNTS = ("rounds", "claimed", "succeeded", "retried", "failed", "released", "rescued", "abandoned", "lost")
@@ -61,14 +63,7 @@ def last_tick_age_s(conn: Connection) -> Optional[float]:
 
 def prune(engine: Engine, keep: timedelta, batch: int = 10000, max_batches: int = 100) -> int:
     """Delete ticks older than `keep`, in batches; returns how many rows went."""
-    deleted = 0
-    for _ in range(max_batches):
-        with engine.begin() as conn:
-            gone = conn.execute(text(PRUNE_TICKS), {"keep": keep, "batch": batch}).rowcount
-        deleted += gone
-        if gone < batch:
-            break
-    return deleted
+    return delete_in_batches(engine, PRUNE_TICKS, {"keep": keep}, batch, max_batches)
 
 
 class TickGate:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import Any, Optional
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+
+from ..retention import delete_in_batches
 
 logger = logging.getLogger("jobprocessor.bulk")
 
@@ -26,6 +29,14 @@ RECORD = """
 INSERT INTO job_actions (actor, role, action, filter, matched, changed, status, detail, finished_at)
 VALUES (:actor, :role, :action, CAST(:filter AS jsonb), NULL, :changed, 'done', :detail, now())
 RETURNING id
+"""
+# the retention (system.cleanup, JOBS_ACTION_LOG_DAYS): finished entries older than it; a bulk action still running
+# keeps its entry
+PRUNE = """
+DELETE FROM job_actions
+WHERE id IN (SELECT id FROM job_actions
+             WHERE status <> 'running' AND finished_at < now() - CAST(:keep AS interval)
+             ORDER BY id LIMIT :batch)
 """
 RECENT = f"""
 SELECT {", ".join(COLUMNS)} FROM job_actions
@@ -75,3 +86,8 @@ def record_in(conn: Connection, actor, action: str, on: dict, changed: int = 1, 
 
 def recent(conn: Connection, limit: int = 50, before: Optional[int] = None) -> list[dict[str, Any]]:
     return [dict(row) for row in conn.execute(text(RECENT), {"limit": limit, "before": before}).mappings()]
+
+
+def prune(engine: Engine, keep: timedelta, batch: int = 10000, max_batches: int = 100) -> int:
+    """Delete the action log's finished entries older than `keep`, in batches; returns how many went."""
+    return delete_in_batches(engine, PRUNE, {"keep": keep}, batch, max_batches)

@@ -1,7 +1,7 @@
 """The cleaner: old finished jobs leave the hot table in batches — completed ones are archived (jobs_archive),
 failed and cancelled ones deleted (the SQL function cleanup_old_jobs(), through queries.cleanup_batch) — each batch
-in its own short transaction under its own statement_timeout; then the tick history older than its retention is
-pruned (jobprocessor/ticks.py owns job_ticks)."""
+in its own short transaction under its own statement_timeout; then the tick history and the action log older than
+their retention are pruned (jobprocessor/ticks.py owns job_ticks, bulk/log.py job_actions)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from .. import queries, ticks
+from ..bulk import log as action_log
 from ..config import Settings
 from ..metrics import observe_cleanup
 from .config_check import not_negative, positive_int, positive_seconds
@@ -31,11 +32,13 @@ class CleanerConfig:
     batch_size: int = 10000  # JOBS_CLEANUP_BATCH_SIZE: rows per batch (one transaction each)
     statement_timeout_s: float = 30.0  # JOBS_CLEANUP_STATEMENT_TIMEOUT_S: one batch's statement_timeout
     tick_history: timedelta = timedelta(days=7)  # JOBS_TICK_HISTORY_DAYS: job_ticks kept
+    action_log: timedelta = timedelta(days=365)  # JOBS_ACTION_LOG_DAYS: finished job_actions entries kept
 
     def __post_init__(self):
         not_negative("completed_older_than", self.completed_older_than)
         not_negative("failed_older_than", self.failed_older_than)
         not_negative("tick_history", self.tick_history)
+        not_negative("action_log", self.action_log)
         positive_int("batch_size", self.batch_size, MIN_BATCH_SIZE)
         positive_seconds("statement_timeout_s", self.statement_timeout_s)
 
@@ -52,7 +55,8 @@ class CleanerConfig:
                                if failed_older_than is None else failed_older_than),
             batch_size=settings.JOBS_CLEANUP_BATCH_SIZE if batch_size is None else batch_size,
             statement_timeout_s=settings.JOBS_CLEANUP_STATEMENT_TIMEOUT_S,
-            tick_history=timedelta(days=settings.JOBS_TICK_HISTORY_DAYS))
+            tick_history=timedelta(days=settings.JOBS_TICK_HISTORY_DAYS),
+            action_log=timedelta(days=settings.JOBS_ACTION_LOG_DAYS))
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class CleanerResult:
     done: bool = False  # nothing older than the retention is left
     timed_out_batches: int = 0  # batches cancelled by the statement timeout (the batch size was halved after each)
     ticks_deleted: int = 0  # rows of job_ticks older than the tick history's retention
+    actions_deleted: int = 0  # finished entries of job_actions older than the action log's retention
     duration_ms: int = 0
 
     def as_dict(self) -> dict:
@@ -116,6 +121,8 @@ class Cleaner:
                 break
         if deadline - time.monotonic() > 0.5:
             result = replace(result, ticks_deleted=ticks.prune(self.engine, self.config.tick_history))
+        if deadline - time.monotonic() > 0.5:
+            result = replace(result, actions_deleted=action_log.prune(self.engine, self.config.action_log))
         result = replace(result, duration_ms=int((time.monotonic() - started) * 1000))
         log.info(json.dumps({"event": "cleanup", **result.as_dict(), "batch_size": size}))
         observe_cleanup(result.archived, result.deleted)

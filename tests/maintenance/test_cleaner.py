@@ -1,6 +1,7 @@
 """cleanup_old_jobs() (sql/051), its batched maintenance path, the system.cleanup handler and `flask jobs cleanup`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from datetime import timedelta
@@ -115,7 +116,8 @@ def cleaner(engine, settings, **overrides) -> Cleaner:
 
 def test_the_cleaner_config_is_validated():
     for bad in (dict(batch_size=99), dict(batch_size=True), dict(statement_timeout_s=0),
-                dict(completed_older_than=timedelta(days=-1)), dict(failed_older_than=3)):
+                dict(completed_older_than=timedelta(days=-1)), dict(failed_older_than=3),
+                dict(action_log=timedelta(days=-1))):
         fields = {"completed_older_than": timedelta(days=30), "failed_older_than": timedelta(days=90), **bad}
         with pytest.raises(ValueError, match=next(iter(bad))):
             CleanerConfig(**fields)
@@ -161,6 +163,24 @@ def test_the_cleaner_respects_max_batches_and_budget(clean_db, settings):
     assert (report.archived, report.batches, report.done) == (200, 2, False)
     nothing = cleaner(clean_db, settings, batch_size=100).run_once(budget_s=0.1)
     assert (nothing.archived, nothing.batches, nothing.done) == (0, 0, False)
+
+
+def test_the_action_log_keeps_its_retention_and_every_running_bulk_action(clean_db, settings):
+    with clean_db.begin() as conn:
+        conn.execute(text("TRUNCATE job_actions"))
+        ids = conn.execute(text("""
+            INSERT INTO job_actions (at, finished_at, actor, role, action, status)
+            VALUES (now() - interval '40 days', now() - interval '40 days', 'api', 'api', 'limit.put', 'done'),
+                   (now() - interval '40 days', now() - interval '40 days', 'cli', 'u', 'bulk.retry', 'failed'),
+                   (now() - interval '29 days', now() - interval '29 days', 'api', 'api', 'pause.add', 'done'),
+                   (now() - interval '40 days', NULL, 'dashboard', 'admin', 'bulk.cancel', 'running')
+            RETURNING id""")).scalars().all()
+    report = Cleaner(clean_db, CleanerConfig.from_settings(
+        dataclasses.replace(settings, JOBS_ACTION_LOG_DAYS=30))).run_once(budget_s=30)
+    assert report.actions_deleted == 2
+    with clean_db.connect() as conn:
+        kept = conn.execute(text("SELECT id FROM job_actions ORDER BY id")).scalars().all()
+    assert kept == ids[2:]  # the recent entry, and the bulk action still running however old
 
 
 def test_system_cleanup_job_runs_the_cleanup_and_reports_counts(app, engine, settings):
