@@ -19,13 +19,19 @@ FIELDS = {  # name -> (lowest, highest)
 PER_STORE_ONLY = ("weight", "openai_tokens_per_minute")
 COLUMNS = "store_id, type, " + ", ".join(FIELDS) + ", updated_at"
 
-# PUT replaces the row of (store_id, type) as a whole: a field left out is no longer set there
+# PUT replaces the row of (store_id, type) as a whole: a field left out is no longer set there. A PUT of the values
+# the row already has writes nothing (no row comes back: the row is read as it is, and the log says 0 changed)
 PUT = f"""
 INSERT INTO job_store_limits AS l (store_id, type, {", ".join(FIELDS)}, updated_at)
 VALUES (:store_id, :type, {", ".join(":" + f for f in FIELDS)}, now())
 ON CONFLICT ((coalesce(store_id, '')), (coalesce(type, ''))) DO UPDATE
 SET {", ".join(f"{f} = excluded.{f}" for f in FIELDS)}, updated_at = now()
+WHERE ({", ".join(f"l.{f}" for f in FIELDS)}) IS DISTINCT FROM ({", ".join(f"excluded.{f}" for f in FIELDS)})
 RETURNING {COLUMNS}, (xmax = 0) AS created
+"""
+CURRENT = f"""
+SELECT {COLUMNS}, false AS created FROM job_store_limits
+WHERE coalesce(store_id, '') = coalesce(:store_id, '') AND coalesce(type, '') = coalesce(:type, '')
 """
 LIST = f"""
 SELECT {COLUMNS} FROM job_store_limits
@@ -87,9 +93,10 @@ def put_limit(conn: Connection, row: dict, *, actor) -> tuple[dict, bool]:
     """Set the row of (store_id, type) to `row` (see validate), logged as `actor`'s (audit.py); returns (the row,
     whether it is new)."""
     values = {name: row.get(name) for name in ("store_id", "type", *FIELDS)}
-    stored = plain(conn.execute(text(PUT), values).mappings().one())
+    written = conn.execute(text(PUT), values).mappings().one_or_none()
+    stored = plain(written if written is not None else conn.execute(text(CURRENT), values).mappings().one())
     created = bool(stored.pop("created"))
-    audit.record(conn, actor, "limit.put", values)
+    audit.record(conn, actor, "limit.put", values, changed=int(written is not None))
     if stored["max_starts_per_minute"] is None:
         conn.execute(text(PRUNE_STARTS))
     return stored, created

@@ -32,8 +32,12 @@ def test_the_api_logs_every_pause_and_limit_change(client, engine):
     again = client.post("/pauses", json={"type": "test.echo", "store_id": "s1"}, headers=AUTH)
     assert again.status_code == 200  # the same pause: logged, changing nothing
     assert client.delete(f"/pauses/{made['id']}", headers=AUTH).status_code == 204
-    assert client.put("/limits", json={"store_id": "s1", "max_running": 2, "weight": 3},
-                      headers=AUTH).status_code == 201
+    limit = {"store_id": "s1", "max_running": 2, "weight": 3}
+    first = client.put("/limits", json=limit, headers=AUTH)
+    assert first.status_code == 201
+    same = client.put("/limits", json=limit, headers=AUTH)  # the same values: logged, changing nothing
+    assert same.status_code == 200 and same.json["updated_at"] == first.json["updated_at"]
+    assert client.put("/limits", json=dict(limit, weight=4), headers=AUTH).status_code == 200
     assert client.delete("/limits?store_id=s1", headers=AUTH).status_code == 204
     pause_on = {"type": "test.echo", "store_id": "s1", "id": made["id"]}
     limit_on = {"store_id": "s1", "type": None, "max_running": 2, "max_starts_per_minute": None, "weight": 3,
@@ -43,6 +47,8 @@ def test_the_api_logs_every_pause_and_limit_change(client, engine):
         ("api", "cron_secret", "pause.add", pause_on, 0),
         ("api", "cron_secret", "pause.remove", pause_on, 1),
         ("api", "cron_secret", "limit.put", limit_on, 1),
+        ("api", "cron_secret", "limit.put", limit_on, 0),
+        ("api", "cron_secret", "limit.put", dict(limit_on, weight=4), 1),
         ("api", "cron_secret", "limit.remove", {"store_id": "s1", "type": None}, 1),
     ]
     assert all(r["status"] == "done" and r["at"] is not None and r["finished_at"] is not None
