@@ -342,6 +342,45 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+class CPUMeter:
+    """CPU seconds (user + system, from /proc) of the database server's processes and of a process tree (a
+    gunicorn master and its workers): where a drain's time goes, per job, on a local server (Linux only; on
+    another system, or a server on another host, the figures read 0)."""
+
+    TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, conn) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            backend = cur.fetchone()[0]
+        self.postmaster = self._stat(backend)[0] if self._stat(backend) else None
+
+    @classmethod
+    def _stat(cls, pid: int) -> Optional[tuple[int, float]]:
+        """(parent pid, CPU seconds) of a process, None if it is gone (or there is no /proc)."""
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / cls.TICK
+
+    def read(self, tree_root: Optional[int] = None) -> tuple[float, float]:
+        """(CPU s of the server's processes, CPU s of the process tree under `tree_root`), since they started."""
+        stats = {}
+        for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+            if entry.name.isdigit():
+                stat = self._stat(int(entry.name))
+                if stat is not None:
+                    stats[int(entry.name)] = stat
+        server = sum(cpu for pid, (ppid, cpu) in stats.items()
+                     if self.postmaster is not None and self.postmaster in (pid, ppid))
+        tree, frontier = 0.0, {tree_root} if tree_root else set()
+        while frontier:
+            tree += sum(stats[pid][1] for pid in frontier if pid in stats)
+            frontier = {pid for pid, (ppid, _) in stats.items() if ppid in frontier}
+        return server, tree
+
+
 def parse_shapes(raw: str) -> list[tuple[int, int, int]]:
     return [tuple(int(x) for x in item.split("x")) for item in raw.split(",") if item]  # type: ignore[misc]
 

@@ -15,7 +15,9 @@ store_id NULL, as bench/drain.py; or S stores, round-robin):
   nothing. Both times are shown: to the last answer, and to the last job's completion (a call with no parameters
   stays JOBS_IDLE_GRACE_S after its queue ran dry, waiting for new work).
 
-Issue 11's target: the endpoint at least half the plain loop. Medians of the rounds.
+Issue 11's target: the endpoint at least half the plain loop. Medians of the rounds. Beside each rate: the CPU
+per job of the database server's processes and of gunicorn's (bench/drain.py CPUMeter; the plain loop's client is
+not counted, the server's CPU includes the table's fill for neither side).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.drain import JOB_TYPE, JobsTable, Server, endpoint_drain, libpq_url, load, warm_up  # noqa: E402
+from bench.drain import JOB_TYPE, CPUMeter, JobsTable, Server, endpoint_drain, libpq_url, load, warm_up  # noqa: E402
 
 PLAIN_CLAIM = """
 UPDATE jobs SET status = 'running', locked_by = %(worker)s, locked_until = now() + interval '300 seconds',
@@ -57,7 +59,7 @@ def fill(jobs: JobsTable, n: int, stores: int) -> None:
         cur.execute("ANALYZE jobs")
 
 
-def _plain_worker(dsn: str, index: int, go, out) -> None:
+def _plain_worker(dsn: str, index: int, go, out, measured) -> None:
     conn = psycopg2.connect(dsn)
     worker = f"plain-fifo:{os.getpid()}:{index}"
     done = 0
@@ -72,22 +74,29 @@ def _plain_worker(dsn: str, index: int, go, out) -> None:
             cur.execute(PLAIN_COMPLETE, {"ids": ids, "worker": worker})
             conn.commit()
             done += len(ids)
-    conn.close()
     out.put(done)
+    measured.wait(60)  # the backend's CPU is read while it lives
+    conn.close()
 
 
-def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int) -> float:
+def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int, meter: CPUMeter,
+                cpu: list) -> float:
+    """Jobs per second; appends the server's CPU seconds per job to `cpu`."""
     fill(jobs, n, stores)
-    go = multiprocessing.Event()
+    go, measured = multiprocessing.Event(), multiprocessing.Event()
     out = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_plain_worker, args=(dsn, i, go, out)) for i in range(processes)]
+    procs = [multiprocessing.Process(target=_plain_worker, args=(dsn, i, go, out, measured))
+             for i in range(processes)]
     for proc in procs:
         proc.start()
     time.sleep(0.5)  # connected, waiting
+    server_before, _ = meter.read()
     started = time.perf_counter()
     go.set()
     done = sum(out.get() for _ in procs)
     seconds = time.perf_counter() - started
+    cpu.append((meter.read()[0] - server_before) / n)
+    measured.set()
     for proc in procs:
         proc.join()
     problems = jobs.check_drained(n)
@@ -111,33 +120,45 @@ def main() -> int:
     sides = ["plain FIFO loop", "endpoint, limit=1000", "endpoint, no parameters"]
     rates = {(s, k): [] for s in store_counts for k in sides}
     done = {(s, k): [] for s in store_counts for k in sides}
+    server_cpu = {(s, k): [] for s in store_counts for k in sides}  # per job, seconds
+    app_cpu = {(s, k): [] for s in store_counts for k in sides}
+    meter = CPUMeter(jobs.conn)
     print(f"{args.jobs:,} {JOB_TYPE} jobs; plain loop {args.processes} processes; endpoint gunicorn 2x4, 4 callers, "
           f"JOBS_CONCURRENCY={args.concurrency}; {args.rounds} interleaved rounds; {load()}", flush=True)
     with Server(url, 2, 4, args.concurrency) as server:
         warm_up(server, jobs, 4)
         for round_no in range(1, args.rounds + 1):
             for stores in store_counts:
-                rate = plain_drain(dsn, jobs, args.jobs, stores, args.processes)
+                rate = plain_drain(dsn, jobs, args.jobs, stores, args.processes, meter,
+                                   server_cpu[(stores, sides[0])])
                 rates[(stores, sides[0])].append(rate)
                 done[(stores, sides[0])].append(rate)
-                print(f"  round {round_no}, {stores:>3} stores: {sides[0]:<24} {rate:>9,.0f} jobs/s  {load()}",
-                      flush=True)
+                print(f"  round {round_no}, {stores:>3} stores: {sides[0]:<24} {rate:>9,.0f} jobs/s  "
+                      f"(server {1e6 * server_cpu[(stores, sides[0])][-1]:.0f} us/job)  {load()}", flush=True)
                 for label, limit in ((sides[1], 1000), (sides[2], None)):
                     fill(jobs, args.jobs, stores)
+                    server_before, app_before = meter.read(server.proc.pid)
                     result = endpoint_drain(server, jobs, args.jobs, 4, limit, fill=False)
+                    server_after, app_after = meter.read(server.proc.pid)
+                    server_cpu[(stores, label)].append((server_after - server_before) / args.jobs)
+                    app_cpu[(stores, label)].append((app_after - app_before) / args.jobs)
                     rates[(stores, label)].append(result.jobs_per_s)
                     done[(stores, label)].append(result.done_per_s)
                     print(f"  round {round_no}, {stores:>3} stores: {label:<24} {result.jobs_per_s:>9,.0f} jobs/s "
-                          f"({result.calls} calls; {result.done_per_s:,.0f} jobs/s to the last completion)  "
-                          f"{load()}", flush=True)
+                          f"({result.calls} calls; {result.done_per_s:,.0f} jobs/s to the last completion; server "
+                          f"{1e6 * server_cpu[(stores, label)][-1]:.0f}, "
+                          f"gunicorn {1e6 * app_cpu[(stores, label)][-1]:.0f} us/job)  {load()}", flush=True)
     jobs.close()
     print("medians (to the last answer; to the last completion), ratio to the plain loop:")
     for stores in store_counts:
         base = statistics.median(rates[(stores, sides[0])])
         for label in sides:
             median, median_done = statistics.median(rates[(stores, label)]), statistics.median(done[(stores, label)])
+            cpu = f"server {1e6 * statistics.median(server_cpu[(stores, label)]):.0f} us/job"
+            if app_cpu[(stores, label)]:
+                cpu += f", gunicorn {1e6 * statistics.median(app_cpu[(stores, label)]):.0f}"
             print(f"  {stores:>3} stores  {label:<24} {median:>9,.0f} jobs/s = {median / base:.2f}x;  "
-                  f"{median_done:>9,.0f} jobs/s = {median_done / base:.2f}x", flush=True)
+                  f"{median_done:>9,.0f} jobs/s = {median_done / base:.2f}x  ({cpu})", flush=True)
     return 0
 
 

@@ -236,24 +236,31 @@ def _variants_of(name: str, statement: str) -> dict:
 VARIANTS.update(_variants_of("v3 (026)", CLAIM_V3))
 
 
-def install_v4(engine) -> None:
-    """v4 of the fair claim (sql/028) beside v5, as bench_fair_claim_v4(): its types and jobs_fair_flow_plan() are
-    live and shared (v5 replaced only the function)."""
-    v4_sql = (ROOT / "sql" / "028_fair_claim_v4.sql").read_text()
-    fn_start = v4_sql.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
-    fn = v4_sql[fn_start:v4_sql.index("$fn$;", fn_start) + len("$fn$;")]
+def install_older_claim(engine, sql_file: str, name: str) -> None:
+    """An older jobs_fair_claim() (its sql/ file) beside the live one, as `name`(): the types, jobs_fair_flow_plan()
+    and the head probe it calls are live and shared (v5 and v6 replaced only the function)."""
+    text_ = (ROOT / "sql" / sql_file).read_text()
+    fn_start = text_.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
+    fn = text_[fn_start:text_.index("$fn$;", fn_start) + len("$fn$;")]
     with engine.begin() as conn:
-        conn.exec_driver_sql(fn.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v4(", 1)
-                             .replace("%", "%%"))
+        conn.exec_driver_sql(fn.replace("FUNCTION jobs_fair_claim(", f"FUNCTION {name}(", 1).replace("%", "%%"))
+
+
+def install_v4(engine) -> None:
+    install_older_claim(engine, "028_fair_claim_v4.sql", "bench_fair_claim_v4")
+    install_older_claim(engine, "029_fair_claim_v5.sql", "bench_fair_claim_v5")
 
 
 CLAIM_V4 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v4(", 1)
+CLAIM_V5 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v5(", 1)
 VARIANTS.update(_variants_of("v4 (028)", CLAIM_V4))
-FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v3", "v2 typed", "v3 (026) typed", "v4 (028) typed",
-                 "v3 typed", "v3 (026) hand.", "v4 (028) hand.", "v3 handlers"]
-# queries.claim runs v5 now (sql/029): the `flow` report names it so
-FLOW_NAMES = {"v3": "v5", "v3 typed": "v5 typed", "v3 handlers": "v5 handlers", "v3 (026) hand.": "v3 (026) handl.",
-              "v4 (028) hand.": "v4 (028) handl."}
+VARIANTS.update(_variants_of("v5 (029)", CLAIM_V5))
+FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v3", "v2 typed", "v3 (026) typed",
+                 "v4 (028) typed", "v5 (029) typed", "v3 typed", "v3 (026) hand.", "v4 (028) hand.",
+                 "v5 (029) hand.", "v3 handlers"]
+# queries.claim runs v6 now (sql/029_fair_claim_v6.sql): the `flow` report names it so
+FLOW_NAMES = {"v3": "v6", "v3 typed": "v6 typed", "v3 handlers": "v6 handlers", "v3 (026) hand.": "v3 (026) handl.",
+              "v4 (028) hand.": "v4 (028) handl.", "v5 (029) hand.": "v5 (029) handl."}
 
 
 def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
@@ -391,7 +398,7 @@ def cmd_flow_explain(args) -> None:
         conn.rollback()
         cur.execute("SET auto_explain.log_min_duration = -1")
         conn.commit()
-        print(f"=== fair claim v5 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
+        print(f"=== fair claim v6 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
               f"limit {args.limit}, after {args.steady_claims} committed claims")
         print("\n".join(plan))
         for notice in notices:
