@@ -132,6 +132,13 @@ class RuntimeBook:
         return found
 
     def estimate(self, job_type: str, timeout_s: float) -> Estimate:
+        # asked before every start: a fresh cached answer is read without the lock (one dict read each of immutable
+        # tuples, atomic under the GIL; what the locked path below would answer at this moment)
+        cached = self._cached.get(job_type)
+        if cached is not None and time.monotonic() - cached[1] < REFRESH_S:
+            bounded = self._bounded.get((job_type, timeout_s))
+            if bounded is not None and bounded[0] is cached[0]:
+                return bounded[1]
         with self._lock:
             found = self._unbounded(job_type)
             # asked before every start: the bounded estimate is kept beside the unbounded one it was made from
@@ -151,6 +158,9 @@ class RuntimeBook:
             return list(self._samples)
 
     def mean(self, job_type: str) -> Optional[float]:
+        cached = self._cached.get(job_type)  # fresh: without the lock, as estimate()
+        if cached is not None and time.monotonic() - cached[1] < REFRESH_S:
+            return cached[0].mean_s
         with self._lock:
             return self._unbounded(job_type).mean_s
 
