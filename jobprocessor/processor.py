@@ -680,7 +680,7 @@ class _Tick:
                 return run
 
     def _fits(self, row) -> bool:
-        """Under self.cond: the start rule, now."""
+        """The start rule, now (the book and the type facts are safe to read without self.cond)."""
         timeout_s = self._type_facts(row.type)[1]
         return runtime.may_start(self.book.estimate(row.type, timeout_s), self.budget_end - time.monotonic())
 
@@ -764,6 +764,8 @@ class _Tick:
             spec, deadline_s, cut = plan
             row = rows[i]
             outcome, kind, elapsed, ended = self._perform(row, spec, deadline_s, cut, counted)
+            # the start rule for the next job, before taking the lock (it reads nothing the lock guards)
+            fits = i + 1 < len(rows) and self._fits(rows[i + 1])
             with self.lock:
                 self.in_flight.pop(row.id, None)
                 self.busy_s += elapsed
@@ -778,7 +780,7 @@ class _Tick:
                         lane.busy -= 1
                         return True
                     stop = self.stopping
-                    plan = None if stop or not self._fits(rows[i]) else self._begin(flight, rows[i])
+                    plan = None if stop or not fits else self._begin(flight, rows[i])
             if late:
                 self._write_late([outcome])
                 self._give_back(lane, rows[i + 1:], write_self=True, counted=False)
