@@ -245,11 +245,21 @@ class _InFlight:
 
 
 class _RunMetrics:
-    """The metrics of one run of jobs on one thread, written once when the run ends (metrics.observe_outcomes)."""
+    """The metrics of one run of jobs on one thread, written once when the run ends (metrics.observe_outcomes), and
+    its successful run times, given to the call's RuntimeBook then too -- those that would change an estimate at
+    once (a run longer than its percentile, a type not measured yet), so the start rule never waits for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, book: RuntimeBook) -> None:
+        self.book = book
         self.kinds: dict[str, Counter] = {}
         self.seconds: dict[str, list[float]] = {}
+        self.succeeded: dict[str, list[float]] = {}
+
+    def succeed(self, job_type: str, seconds: float) -> None:
+        if self.book.changes_estimate(job_type, seconds):
+            self.book.observe(job_type, seconds)
+        else:
+            self.succeeded.setdefault(job_type, []).append(seconds)
 
     def add(self, job_type: str, kind: str, seconds: float) -> None:
         kinds = self.kinds.get(job_type)
@@ -259,7 +269,18 @@ class _RunMetrics:
         kinds[kind] += 1
         self.seconds[job_type].append(seconds)
 
+    def observe_pending(self) -> None:
+        """Give the book the run times kept back. Before the thread's last job of the run is recorded: the call may
+        end (and save the book) as soon as no thread is busy."""
+        try:
+            for job_type, runs in self.succeeded.items():
+                self.book.observe_many(job_type, runs)
+        except Exception:  # the estimates are an optimisation: they must not cost the jobs their outcomes
+            log.exception("could not add a run's run times to the estimates")
+        self.succeeded = {}
+
     def write(self) -> None:
+        self.observe_pending()
         try:
             for job_type, kinds in self.kinds.items():
                 observe_outcomes(job_type, kinds, self.seconds[job_type])
@@ -722,7 +743,7 @@ class _Tick:
         """Start, perform and record a run of jobs. False: the coordinator abandoned one of them meanwhile (this
         thread wrote its outcome, and gave back the rest of the run, itself, and must stop). The run's outcomes
         are counted in the metrics when it ends."""
-        counted = _RunMetrics()
+        counted = _RunMetrics(self.book)
         try:
             return self._run_started(lane, run, counted)
         finally:
@@ -759,6 +780,7 @@ class _Tick:
         i = 0
         while True:
             if plan is None:  # the call stops, or the rest of the run no longer fits: back, attempt given back
+                counted.observe_pending()
                 self._give_back(lane, rows[i:], write_self=stop, counted=True)
                 return True
             spec, deadline_s, cut = plan
@@ -766,6 +788,8 @@ class _Tick:
             outcome, kind, elapsed, ended = self._perform(row, spec, deadline_s, cut, counted)
             # the start rule for the next job, before taking the lock (it reads nothing the lock guards)
             fits = i + 1 < len(rows) and self._fits(rows[i + 1])
+            if i + 1 == len(rows):
+                counted.observe_pending()
             with self.lock:
                 self.in_flight.pop(row.id, None)
                 self.busy_s += elapsed
@@ -782,6 +806,7 @@ class _Tick:
                     stop = self.stopping
                     plan = None if stop or not fits else self._begin(flight, rows[i])
             if late:
+                counted.observe_pending()
                 self._write_late([outcome])
                 self._give_back(lane, rows[i + 1:], write_self=True, counted=False)
                 return False
@@ -824,7 +849,7 @@ class _Tick:
         kind = _kind(outcome)
         try:
             if kind == "succeeded":
-                self.book.observe(row.type, elapsed)
+                counted.succeed(row.type, elapsed)
             counted.add(row.type, kind, elapsed)
             if self.app is not None and _session_left(db.session.registry):
                 db.session.remove()  # a handler's own session never outlives its job

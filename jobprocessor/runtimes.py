@@ -179,6 +179,30 @@ class RuntimeBook:
                                        or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
                 del self._cached[job_type]
 
+    def observe_many(self, job_type: str, runs: Sequence[float]) -> None:
+        """Successful runs of `job_type` took these seconds: observe() for each, under one acquisition."""
+        if not runs:
+            return
+        with self._lock:
+            kept = self._samples.setdefault(job_type, [])
+            kept.extend(runs)
+            if len(kept) > runtime.SAMPLES_KEPT:
+                del kept[:len(kept) - runtime.SAMPLES_KEPT]
+            self._unsaved[job_type].extend(runs)
+            self._runs[job_type] += len(runs)
+            cached = self._cached.get(job_type)
+            if cached is not None and (not cached[0].measured
+                                       or max(runs) > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
+                del self._cached[job_type]
+
+    def changes_estimate(self, job_type: str, seconds: float) -> bool:
+        """Whether observing a run this long now could change what estimate() answers (a run longer than the
+        percentile the cached estimate holds, a type not measured yet, nothing cached): such a run is observed at
+        once; another may wait for the end of its thread's run of jobs (observe_many). Read without the lock."""
+        cached = self._cached.get(job_type)
+        return (cached is None or not cached[0].measured
+                or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN)
+
     def save(self, *, final: bool = False) -> None:
         """Append a sample of the runs observed since the last save to the shared rows, at most every SAVE_EVERY_S
         unless `final` (the call ends). Best effort."""
