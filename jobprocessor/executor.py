@@ -15,11 +15,11 @@ import logging
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from .handler_registry import HandlerSpec
-from .job import Job, PermanentError, RetryLater
+from .job import Job, PermanentError, RetryLater, StartedJob
 from .jsontext import has_nul
 from .policies import deferral
 from .policies.backoff import retry_delay
@@ -182,12 +182,11 @@ def _failed_run(job: Job, run: Run, exc: BaseException) -> Outcome:
 
 
 def job_from_row(row, *, deadline_s: float, steps=None) -> Job:
-    """The handler's view of a claimed row whose run is starting now (its attempt already counted); `steps`: the
-    job's workflows.steps.StepStore (job.step())."""
-    # the deadline given here, as Job.set_deadline() sets it (one clock reading each, not the default's as well)
-    return Job(id=row["id"], type=row["type"], payload=row["payload"], store_id=row["store_id"],
-               user_id=row["user_id"], priority=row["priority"], attempts=row["attempts"] + 1,
-               max_attempts=row["max_attempts"], batch_id=row["batch_id"], deferrals=row["deferrals"] or 0,
-               deadline=datetime.now(timezone.utc) + timedelta(seconds=deadline_s),
-               _deadline_monotonic=time.monotonic() + deadline_s, _steps=steps)
+    """The handler's view of a claimed row (jobprocessor/claimed.py) whose run is starting now (its attempt already
+    counted); `steps`: the job's workflows.steps.StepStore (job.step()). Its payload is decoded, and its deadline
+    as a date made, when the handler first reads them (job.StartedJob)."""
+    return StartedJob.of_claim(
+        id=row.id, type=row.type, payload_json=row.payload_json, store_id=row.store_id, user_id=row.user_id,
+        priority=row.priority, attempts=row.attempts + 1, max_attempts=row.max_attempts, batch_id=row.batch_id,
+        deferrals=row.deferrals or 0, deadline_monotonic=time.monotonic() + deadline_s, _steps=steps)
 

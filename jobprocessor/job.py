@@ -9,6 +9,7 @@ which re-export them.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -69,6 +70,46 @@ class Job:
         if self._steps is None:
             raise RuntimeError("job.step() needs a job run by the processor (no step store is attached)")
         return self._steps.run(name, fn)
+
+
+_UNREAD = object()
+
+
+class StartedJob(Job):
+    """The Job the processor hands a handler (executor.job_from_row): the same fields and methods, but made with
+    no per-job work a handler may never need: `payload` is decoded from the claim's JSON text when first read, and
+    `deadline` (UTC) is worked out from the monotonic deadline when first read. Assigning either works as on Job."""
+
+    @classmethod
+    def of_claim(cls, *, payload_json: Optional[str], deadline_monotonic: float, **fields: Any) -> "StartedJob":
+        job = cls.__new__(cls)
+        job.__dict__.update(fields, _payload=_UNREAD, _payload_json=payload_json, _deadline=None,
+                            _deadline_monotonic=deadline_monotonic)
+        return job
+
+    @property
+    def payload(self) -> Any:
+        value = self.__dict__.get("_payload", _UNREAD)
+        if value is _UNREAD:
+            document = self.__dict__.get("_payload_json")
+            value = self._payload = None if document is None else json.loads(document)
+        return value
+
+    @payload.setter
+    def payload(self, value: Any) -> None:
+        self._payload = value
+
+    @property
+    def deadline(self) -> datetime:
+        value = self.__dict__.get("_deadline")
+        if value is None:
+            left = self._deadline_monotonic - time.monotonic()
+            value = self._deadline = datetime.now(timezone.utc) + timedelta(seconds=left)
+        return value
+
+    @deadline.setter
+    def deadline(self, value: datetime) -> None:
+        self._deadline = value
 
 
 class InvalidJob(ValueError):

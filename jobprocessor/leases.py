@@ -31,6 +31,9 @@ class _Hold(NamedTuple):
     until: float  # monotonic: renewed no later than this (the call's end, or the handler's deadline + the cap)
 
 
+_new_hold = tuple.__new__
+
+
 class LeaseKeeper:
     def __init__(self, engine: Engine, lease_s: float):
         self.engine, self.lease_s = engine, lease_s
@@ -54,7 +57,7 @@ class LeaseKeeper:
         with self._lock:
             hold = self._holds.get(job_id)
             if hold is not None:
-                self._holds[job_id] = _Hold(hold.worker, until)
+                self._holds[job_id] = _new_hold(_Hold, (hold.worker, until))  # asked per job: no keyword parsing
 
     def release(self, job_ids) -> None:
         with self._lock:

@@ -93,6 +93,15 @@ class RunSummary:
         return out
 
 
+def _session_left(registry) -> bool:
+    """Whether this thread's app context holds a Flask-SQLAlchemy session (asked after every job): registry.has(),
+    answered at once when no context of the process holds one (a handler that uses none leaves none)."""
+    sessions = getattr(registry, "registry", None)
+    if isinstance(sessions, dict) and not sessions:
+        return False
+    return registry.has()
+
+
 def worker_token() -> str:
     """Identifies one call's claim (locked_by): host, process and a random part, unique per call."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -224,19 +233,33 @@ class _Lane:
         return runtime.LaneLoad(free=free, threads=self.target, ready=len(self.ready), mean_run_s=self.mean_run_s)
 
 
-@dataclass
 class _InFlight:
-    lane: _Lane
-    deadline: float  # monotonic
-    job_type: str
+    """A job whose handler runs (self.in_flight); one per run of jobs, moved from job to job under the call's lock."""
+
+    __slots__ = ("lane", "deadline", "job_type")
+
+    def __init__(self, lane: _Lane, deadline: float = 0.0, job_type: str = ""):
+        self.lane = lane
+        self.deadline = deadline  # monotonic
+        self.job_type = job_type
 
 
 class _RunMetrics:
-    """The metrics of one run of jobs on one thread, written once when the run ends (metrics.observe_outcomes)."""
+    """The metrics of one run of jobs on one thread, written once when the run ends (metrics.observe_outcomes), and
+    its successful run times, given to the call's RuntimeBook then too -- those that would change an estimate at
+    once (a run longer than its percentile, a type not measured yet), so the start rule never waits for them."""
 
-    def __init__(self) -> None:
+    def __init__(self, book: RuntimeBook) -> None:
+        self.book = book
         self.kinds: dict[str, Counter] = {}
         self.seconds: dict[str, list[float]] = {}
+        self.succeeded: dict[str, list[float]] = {}
+
+    def succeed(self, job_type: str, seconds: float) -> None:
+        if self.book.changes_estimate(job_type, seconds):
+            self.book.observe(job_type, seconds)
+        else:
+            self.succeeded.setdefault(job_type, []).append(seconds)
 
     def add(self, job_type: str, kind: str, seconds: float) -> None:
         kinds = self.kinds.get(job_type)
@@ -246,7 +269,18 @@ class _RunMetrics:
         kinds[kind] += 1
         self.seconds[job_type].append(seconds)
 
+    def observe_pending(self) -> None:
+        """Give the book the run times kept back. Before the thread's last job of the run is recorded: the call may
+        end (and save the book) as soon as no thread is busy."""
+        try:
+            for job_type, runs in self.succeeded.items():
+                self.book.observe_many(job_type, runs)
+        except Exception:  # the estimates are an optimisation: they must not cost the jobs their outcomes
+            log.exception("could not add a run's run times to the estimates")
+        self.succeeded = {}
+
     def write(self) -> None:
+        self.observe_pending()
         try:
             for job_type, kinds in self.kinds.items():
                 observe_outcomes(job_type, kinds, self.seconds[job_type])
@@ -293,6 +327,7 @@ class _Tick:
         self.next_due: Optional[float] = None  # monotonic: when the next pending job falls due (asked when dry)
         self.last_activity = self.started
         self.spec_cache: dict[str, Optional[HandlerSpec]] = {}
+        self.type_facts: dict[str, tuple[Optional[HandlerSpec], float]] = {}
         self.run_facts = {cut: Run(cut_by_budget=cut, deferred_since=None, max_deferrals=settings.JOBS_MAX_DEFERRALS,
                                    max_deferral_s=settings.JOBS_MAX_DEFERRAL_S,
                                    max_result_bytes=settings.MAX_RESULT_BYTES) for cut in (False, True)}
@@ -314,7 +349,7 @@ class _Tick:
                 self.abandoned.update(self.in_flight)
                 # what this call can no longer write is let go: its leases run out and the jobs come back
                 unwritten = [o.job_id for o in self.unflushed]
-                unwritten += [row["id"] for lane in self.lanes.values() for row in lane.ready]
+                unwritten += [row.id for lane in self.lanes.values() for row in lane.ready]
                 self.unflushed = []
                 self._wake_all()
             self.keeper.release(unwritten)
@@ -450,9 +485,9 @@ class _Tick:
         rows = claim.jobs
         if first:
             self.tick_id = claim.tick_id
-        observe_claimed((row["type"] for row in rows), claim.rescued)
+        observe_claimed((row.type for row in rows), claim.rescued)
         if rows:
-            self.keeper.hold([row["id"] for row in rows], self.token, self.answer_by + GRACE_S)
+            self.keeper.hold([row.id for row in rows], self.token, self.answer_by + GRACE_S)
             self.book.ensure_loaded(self.types)  # one statement, once: the estimates of every type it may claim
         maintained = self.maintenance.after_claim(claim)
         self.rescued += maintained.rescued.rescued
@@ -498,6 +533,14 @@ class _Tick:
     def _timeout(self, spec: Optional[HandlerSpec]) -> float:
         return (spec.timeout_s if spec and spec.timeout_s else None) or self.settings.JOBS_DEFAULT_TIMEOUT_S
 
+    def _type_facts(self, job_type: str) -> tuple[Optional[HandlerSpec], float]:
+        """The type's handler and timeout (asked for every job: kept once per call)."""
+        facts = self.type_facts.get(job_type)
+        if facts is None:
+            spec = self._spec(job_type)
+            facts = self.type_facts[job_type] = (spec, self._timeout(spec))
+        return facts
+
     def _lane_for(self, spec: Optional[HandlerSpec]) -> _Lane:
         """Under self.cond."""
         if spec is None or spec.rate_limited is None:
@@ -521,9 +564,9 @@ class _Tick:
         is left of the budget, or that have no handler here), then start threads where jobs wait."""
         misfits = 0
         lanes: dict[str, Optional[_Lane]] = {}  # per type, for this round: its lane, None if it cannot start
+        self.stores.update(row.store_id or NO_STORE for row in rows)
         for row in rows:
-            self.stores[row["store_id"] or NO_STORE] += 1
-            job_type = row["type"]
+            job_type = row.type
             if job_type not in lanes:
                 spec = self._spec(job_type)
                 fits = spec is not None and runtime.may_start(self.book.estimate(job_type, self._timeout(spec)),
@@ -563,8 +606,8 @@ class _Tick:
     def _release(self, row) -> None:
         """Under self.cond: give a claimed job back unstarted, as it was (place in line, attempts; a job the claim
         had started gets its attempt back)."""
-        self._record(Outcome(row["id"], "pending", delay_s=None, give_back_attempt=bool(row["started"])), "released")
-        observe_released(row["type"])
+        self._record(Outcome(row.id, "pending", delay_s=None, give_back_attempt=bool(row.started)), "released")
+        observe_released(row.type)
 
     def _abandon_overdue(self, now: float) -> None:
         """Under self.cond."""
@@ -634,7 +677,7 @@ class _Tick:
             means: dict[str, Optional[float]] = {}  # per type, for this run
             while lane.ready and len(run) < MAX_RUN:
                 row = lane.ready[0]
-                job_type = row["type"]
+                job_type = row.type
                 if job_type not in means:
                     means[job_type] = self.book.mean(job_type)
                 if run:
@@ -658,10 +701,9 @@ class _Tick:
                 return run
 
     def _fits(self, row) -> bool:
-        """Under self.cond: the start rule, now."""
-        spec = self._spec(row["type"])
-        return runtime.may_start(self.book.estimate(row["type"], self._timeout(spec)),
-                                 self.budget_end - time.monotonic())
+        """The start rule, now (the book and the type facts are safe to read without self.cond)."""
+        timeout_s = self._type_facts(row.type)[1]
+        return runtime.may_start(self.book.estimate(row.type, timeout_s), self.budget_end - time.monotonic())
 
     def _wait_for_room(self, lane: _Lane) -> bool:
         """A rate-limited lane's thread waits (holding no job) until its limit has room soon. False: the thread
@@ -701,20 +743,20 @@ class _Tick:
         """Start, perform and record a run of jobs. False: the coordinator abandoned one of them meanwhile (this
         thread wrote its outcome, and gave back the rest of the run, itself, and must stop). The run's outcomes
         are counted in the metrics when it ends."""
-        counted = _RunMetrics()
+        counted = _RunMetrics(self.book)
         try:
             return self._run_started(lane, run, counted)
         finally:
             counted.write()
 
     def _run_started(self, lane: _Lane, run: list, counted: "_RunMetrics") -> bool:
-        ids = [row["id"] for row in run]
+        ids = [row.id for row in run]
         try:
-            to_start = [row["id"] for row in run if not row["started"]]
-            started = (self.starts.start(to_start) if to_start else set()) | {r["id"] for r in run if r["started"]}
+            to_start = [row.id for row in run if not row.started]
+            started = (self.starts.start(to_start) if to_start else set()) | {r.id for r in run if r.started}
         except StartFailed:
             log.exception("could not record the start of jobs %s; they are given back unstarted", ids)
-            with self.cond:
+            with self.lock:
                 lane.busy -= 1
                 for row in run:
                     self._release(row)
@@ -723,84 +765,97 @@ class _Tick:
         lost = [job_id for job_id in ids if job_id not in started]
         if lost:
             self.keeper.release(lost)
-        with self.cond:
-            self.counts["lost"] += len(lost)
-        rows = [row for row in run if row["id"] in started]
+            with self.lock:
+                self.counts["lost"] += len(lost)
+        rows = [row for row in run if row.id in started] if lost else run
         if not rows:
-            with self.cond:
+            with self.lock:
                 lane.busy -= 1
             return True
-        # one acquisition of the lock between two jobs of a run: the outcome of one and the start of the next
-        with self.cond:
+        flight = _InFlight(lane)  # the run's entry in self.in_flight, moved from job to job
+        # one acquisition of the (call's) lock between two jobs of a run: the outcome of one and the start of the next
+        with self.lock:
             stop = self.stopping
-            plan = None if stop else self._begin(lane, rows[0])
+            plan = None if stop else self._begin(flight, rows[0])
         i = 0
         while True:
             if plan is None:  # the call stops, or the rest of the run no longer fits: back, attempt given back
+                counted.observe_pending()
                 self._give_back(lane, rows[i:], write_self=stop, counted=True)
                 return True
             spec, deadline_s, cut = plan
             row = rows[i]
-            outcome, elapsed = self._perform(row, spec, deadline_s, cut, counted)
-            with self.cond:
-                self.in_flight.pop(row["id"], None)
+            outcome, kind, elapsed, ended = self._perform(row, spec, deadline_s, cut, counted)
+            # the start rule for the next job, before taking the lock (it reads nothing the lock guards)
+            fits = i + 1 < len(rows) and self._fits(rows[i + 1])
+            if i + 1 == len(rows):
+                counted.observe_pending()
+            with self.lock:
+                self.in_flight.pop(row.id, None)
                 self.busy_s += elapsed
-                if outcome.status == "completed":  # deferrals and failures are often quick: not what a round needs
+                if kind == "succeeded":  # deferrals and failures are often quick: not what a round needs
                     lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
-                self.last_activity = time.monotonic()
-                late = row["id"] in self.abandoned
+                self.last_activity = ended
+                late = row.id in self.abandoned
                 if not late:
-                    self._record(outcome, _kind(outcome))
+                    self._record(outcome, kind)
                     i += 1
                     if i == len(rows):
                         lane.busy -= 1
                         return True
                     stop = self.stopping
-                    plan = None if stop or not self._fits(rows[i]) else self._begin(lane, rows[i])
+                    plan = None if stop or not fits else self._begin(flight, rows[i])
             if late:
+                counted.observe_pending()
                 self._write_late([outcome])
                 self._give_back(lane, rows[i + 1:], write_self=True, counted=False)
                 return False
 
-    def _begin(self, lane: _Lane, row) -> tuple:
+    def _begin(self, flight: _InFlight, row) -> tuple:
         """Under self.cond: a job of a run starts now: its handler, deadline and whether the budget set it."""
-        spec = self._spec(row["type"])
-        deadline_s, cut = runtime.deadline(self._timeout(spec), self.budget_end - time.monotonic())
-        self.in_flight[row["id"]] = _InFlight(lane, time.monotonic() + deadline_s, row["type"])
+        spec, timeout_s = self._type_facts(row.type)
+        now = time.monotonic()
+        deadline_s, cut = runtime.deadline(timeout_s, self.budget_end - now)
+        flight.deadline, flight.job_type = now + deadline_s, row.type
+        self.in_flight[row.id] = flight
         return spec, deadline_s, cut
 
     def _give_back(self, lane: _Lane, rows: list, *, write_self: bool, counted: bool) -> None:
         """Jobs of a run that were marked started but will not run now: pending again, as they were, with their
         attempt given back. Written by this thread itself when the coordinator may have written its last batch
         (the call stops, or abandoned this thread); `counted`: the thread is still one of the lane's busy ones."""
-        outcomes = [Outcome(row["id"], "pending", delay_s=None, give_back_attempt=True) for row in rows]
+        outcomes = [Outcome(row.id, "pending", delay_s=None, give_back_attempt=True) for row in rows]
         for row in rows:
-            observe_released(row["type"])
+            observe_released(row.type)
         if write_self and outcomes:
             self._write_late(outcomes)
-        with self.cond:
+        with self.lock:
             if not write_self:
                 for outcome in outcomes:
                     self._record(outcome, "released")
             if counted:
                 lane.busy -= 1
 
-    def _perform(self, row, spec, deadline_s: float, cut: bool, counted: "_RunMetrics") -> tuple[Outcome, float]:
+    def _perform(self, row, spec, deadline_s: float, cut: bool,
+                 counted: "_RunMetrics") -> tuple[Outcome, str, float, float]:
+        """Run one job: its outcome, the outcome's kind, the handler's seconds and when it ended (monotonic)."""
         job = job_from_row(row, deadline_s=deadline_s,
-                           steps=StepStore(self.engine, row["id"], self.settings.JOBS_MAX_STEP_BYTES))
-        self.keeper.hold_until(job.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
+                           steps=StepStore(self.engine, row.id, self.settings.JOBS_MAX_STEP_BYTES))
+        self.keeper.hold_until(row.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
         handler_started = time.monotonic()
-        outcome = execute(job, spec, self._run_facts(cut, row["deferred_since"]))
-        elapsed = time.monotonic() - handler_started
+        outcome = execute(job, spec, self._run_facts(cut, row.deferred_since))
+        ended = time.monotonic()
+        elapsed = ended - handler_started
+        kind = _kind(outcome)
         try:
-            if outcome.status == "completed":
-                self.book.observe(job.type, elapsed)
-            counted.add(job.type, _kind(outcome), elapsed)
-            if self.app is not None and db.session.registry.has():
+            if kind == "succeeded":
+                counted.succeed(row.type, elapsed)
+            counted.add(row.type, kind, elapsed)
+            if self.app is not None and _session_left(db.session.registry):
                 db.session.remove()  # a handler's own session never outlives its job
         except Exception:  # bookkeeping must not cost the job its outcome
-            log.exception("after job %s: metrics or session clean-up failed", job.id)
-        return outcome, elapsed
+            log.exception("after job %s: metrics or session clean-up failed", row.id)
+        return outcome, kind, elapsed, ended
 
     def _run_facts(self, cut: bool, deferred_since) -> Run:
         """What execute() needs besides the job; the same for most jobs of a call, so made once for those."""

@@ -205,14 +205,26 @@ def _types_param(job_types: Optional[Sequence[str]]) -> Optional[str]:
 
 
 def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
-    rows = conn.execute(text(statement), params).mappings().all()
+    from operator import attrgetter
+
+    from . import claimed
+
+    # rows read off the cursor as tuples, payloads as JSON text decoded when read (jobprocessor/claimed.py)
+    with claimed.jsonb_as_text(conn.connection.dbapi_connection):
+        result = conn.execute(text(statement), params)
+    rows = claimed.rows(result.cursor)
+    result.close()
     first = rows[0]
-    jobs = [row for row in rows if row["id"] is not None]
+    jobs = [row for row in rows if row.id is not None]
     # the order jobs start in: the claim order (FIFO: priority, run_at, id), so a budget that runs out releases
-    # the last rounds, not some store's whole share
-    jobs.sort(key=lambda row: (row["claim_order"] or 0, row["priority"], row["run_at"], row["id"]))
-    return ClaimResult(jobs, int(first["rescued_pending"]), int(first["rescued_failed"]),
-                       bool(first["schedules_due"]), first["tick_id"])
+    # the last rounds, not some store's whole share; when every claim_order differs it alone decides
+    orders = {row.claim_order for row in jobs}
+    if len(orders) == len(jobs) and None not in orders:
+        jobs.sort(key=attrgetter("claim_order"))
+    else:
+        jobs.sort(key=lambda row: (row.claim_order or 0, row.priority, row.run_at, row.id))
+    return ClaimResult(jobs, int(first.rescued_pending), int(first.rescued_failed), bool(first.schedules_due),
+                       first.tick_id)
 
 
 # The rescue step alone (maintenance.rescuer.Rescuer.run_once, `flask jobs rescue`): the claim runs the same CTE
@@ -370,18 +382,32 @@ def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[in
     """Record a batch of outcomes; returns the ids written (a missing id had lost its lease to another caller)."""
     if not outcomes:
         return set()
+
+    def column(values: Sequence[Any]) -> str:
+        """array_literal(values); a batch's columns mostly hold one value ("completed", "null", None, 0)."""
+        first = values[0]
+        if values.count(first) == len(values) and (first is None or type(first) in (str, int, float)):
+            element = array_literal((first,))[1:-1]
+            return "{" + ",".join([element] * len(values)) + "}"
+        return array_literal(values)
+
+    # the batch's columns at once (Outcome's field order), each column's literal made once when one value fills it
+    ids, statuses, results, errors, delays, give_backs, deferred, tracebacks = zip(*outcomes)
     params = {
         "worker": worker,
-        "ids": array_literal([o.job_id for o in outcomes]),
-        "statuses": array_literal([o.status for o in outcomes]),
-        "results": array_literal([o.result_json for o in outcomes]),
-        "errors": array_literal([o.error for o in outcomes]),
-        "delays": array_literal([None if o.delay_s is None else float(o.delay_s) for o in outcomes]),
-        "give_backs": array_literal([1 if o.give_back_attempt else 0 for o in outcomes]),
-        "deferred": array_literal([1 if o.deferred else 0 for o in outcomes]),
-        "tracebacks": array_literal([o.traceback for o in outcomes]),
+        "ids": "{" + ",".join(map(str, map(int, ids))) + "}",
+        "statuses": column(statuses),
+        "results": column(results),
+        "errors": column(errors),
+        "delays": column([None if d is None else float(d) for d in delays]),
+        "give_backs": column([1 if g else 0 for g in give_backs]),
+        "deferred": column([1 if d else 0 for d in deferred]),
+        "tracebacks": column(tracebacks),
     }
-    return {row[0] for row in conn.execute(text(FINISH), params)}
+    result = conn.execute(text(FINISH), params)
+    written = {job_id for job_id, in result.cursor.fetchall()}
+    result.close()
+    return written
 
 
 # --- enqueue -----------------------------------------------------------------------------------------------------

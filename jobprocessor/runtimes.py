@@ -132,6 +132,13 @@ class RuntimeBook:
         return found
 
     def estimate(self, job_type: str, timeout_s: float) -> Estimate:
+        # asked before every start: a fresh cached answer is read without the lock (one dict read each of immutable
+        # tuples, atomic under the GIL; what the locked path below would answer at this moment)
+        cached = self._cached.get(job_type)
+        if cached is not None and time.monotonic() - cached[1] < REFRESH_S:
+            bounded = self._bounded.get((job_type, timeout_s))
+            if bounded is not None and bounded[0] is cached[0]:
+                return bounded[1]
         with self._lock:
             found = self._unbounded(job_type)
             # asked before every start: the bounded estimate is kept beside the unbounded one it was made from
@@ -151,6 +158,9 @@ class RuntimeBook:
             return list(self._samples)
 
     def mean(self, job_type: str) -> Optional[float]:
+        cached = self._cached.get(job_type)  # fresh: without the lock, as estimate()
+        if cached is not None and time.monotonic() - cached[1] < REFRESH_S:
+            return cached[0].mean_s
         with self._lock:
             return self._unbounded(job_type).mean_s
 
@@ -168,6 +178,30 @@ class RuntimeBook:
             if cached is not None and (not cached[0].measured
                                        or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
                 del self._cached[job_type]
+
+    def observe_many(self, job_type: str, runs: Sequence[float]) -> None:
+        """Successful runs of `job_type` took these seconds: observe() for each, under one acquisition."""
+        if not runs:
+            return
+        with self._lock:
+            kept = self._samples.setdefault(job_type, [])
+            kept.extend(runs)
+            if len(kept) > runtime.SAMPLES_KEPT:
+                del kept[:len(kept) - runtime.SAMPLES_KEPT]
+            self._unsaved[job_type].extend(runs)
+            self._runs[job_type] += len(runs)
+            cached = self._cached.get(job_type)
+            if cached is not None and (not cached[0].measured
+                                       or max(runs) > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
+                del self._cached[job_type]
+
+    def changes_estimate(self, job_type: str, seconds: float) -> bool:
+        """Whether observing a run this long now could change what estimate() answers (a run longer than the
+        percentile the cached estimate holds, a type not measured yet, nothing cached): such a run is observed at
+        once; another may wait for the end of its thread's run of jobs (observe_many). Read without the lock."""
+        cached = self._cached.get(job_type)
+        return (cached is None or not cached[0].measured
+                or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN)
 
     def save(self, *, final: bool = False) -> None:
         """Append a sample of the runs observed since the last save to the shared rows, at most every SAVE_EVERY_S

@@ -135,3 +135,54 @@ def test_pages_are_bounded_in_bytes_and_lose_no_job(database_url, clean_db):
         # the bound, plus at most the job that crossed it: 5 small + 4 big jobs, then 4 big, then 2
         assert max(sizes) < 64 * 1024 + 20400 + 2000 and len(sizes) == 3, sizes
         db.engine.dispose()
+
+
+# --- the job a handler receives (job_from_row, job.StartedJob) -----------------------------------------------------
+
+def claimed_row(payload_json: str):
+    from jobprocessor.claimed import row_class
+    from jobprocessor.queries import CLAIMED_COLUMNS
+
+    values = {"id": 7, "type": "test.echo", "payload": payload_json, "priority": 0, "store_id": "s1",
+              "user_id": None, "run_at": None, "attempts": 0, "max_attempts": 3, "batch_id": None, "deferrals": None,
+              "deferred_since": None}
+    return row_class(CLAIMED_COLUMNS)._make(values[c] for c in CLAIMED_COLUMNS)
+
+
+def test_a_started_job_is_a_job_whose_payload_is_decoded_when_first_read():
+    import dataclasses
+    from datetime import datetime, timedelta, timezone
+
+    from jobprocessor.job import Job
+
+    job = executor.job_from_row(claimed_row('{"sku": "A", "n": [1, 2]}'), deadline_s=30.0)
+    assert isinstance(job, Job)
+    assert (job.id, job.type, job.store_id, job.attempts, job.max_attempts, job.deferrals) == (7, "test.echo", "s1",
+                                                                                               1, 3, 0)
+    assert job.payload == {"sku": "A", "n": [1, 2]} and job.payload is job.payload  # decoded once
+    job.payload["sku"] = "B"
+    assert job.payload["sku"] == "B"  # the handler's own changes stay, as on a Job
+    job.payload = {"replaced": True}
+    assert job.payload == {"replaced": True}
+    assert 29.0 < job.time_left() <= 30.0
+    assert abs((job.deadline - datetime.now(timezone.utc)) - timedelta(seconds=30)) < timedelta(seconds=1)
+    assert job.deadline is job.deadline  # made once
+    job.set_deadline(5.0)
+    assert 4.0 < job.time_left() <= 5.0 and job.deadline - datetime.now(timezone.utc) < timedelta(seconds=6)
+    copy = dataclasses.replace(job, payload={"copied": 1})
+    assert copy.payload == {"copied": 1} and copy.id == 7 and copy.deadline == job.deadline
+    assert "copied" in repr(copy)
+
+
+def test_a_job_that_never_reads_its_payload_does_not_decode_it():
+    job = executor.job_from_row(claimed_row("{not json"), deadline_s=5.0)  # never a jsonb value: proves laziness
+    outcome = executor.execute(job, _spec(lambda j: {"id": j.id}), executor.Run(False, None, 10, 3600.0))
+    assert outcome.status == "completed" and outcome.result_json == '{"id":7}'
+    with pytest.raises(json.JSONDecodeError):
+        job.payload
+
+
+def _spec(func):
+    from jobprocessor.handler_registry import HandlerSpec
+
+    return HandlerSpec(type="test.inline", func=func, max_attempts=3, timeout_s=5.0)

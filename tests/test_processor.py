@@ -104,6 +104,16 @@ def test_a_process_never_claims_a_type_it_has_no_handler_for(app, engine, settin
     assert all(one(engine, i)["status"] == "completed" for i in others)
 
 
+def test_a_handlers_own_session_never_outlives_its_job(app, engine, settings):
+    """A handler's Flask-SQLAlchemy session is removed after its job: the next job on the same thread (one thread,
+    one run of jobs or several) starts without it."""
+    insert_jobs(engine, 6, "test.session")
+    summary = run(app, engine, settings, limit=6, JOBS_CONCURRENCY=1)
+    assert summary.succeeded == 6
+    results = [job["result"] for job in fetch_jobs(engine)]
+    assert results == [{"left_by": None}] * 6
+
+
 # --- order and schedule --------------------------------------------------------------------------------------------
 
 def test_priority_then_age_then_id(app, engine, settings):

@@ -333,3 +333,14 @@ def test_quick_types_are_started_by_the_claim_and_slow_ones_one_by_one(app, engi
     with engine.begin() as conn:
         queries.finish(conn, "w", [queries.Outcome(job_id, "pending", delay_s=None, give_back_attempt=True)])
     assert (one(engine, job_id)["attempts"], one(engine, job_id)["status"]) == (0, "pending")
+
+
+def test_every_successful_run_of_a_call_is_counted_in_the_shared_run_times(app, engine, settings):
+    """Runs of quick jobs hand their run times to the call's book in one go: all of them are in before the call
+    saves the book for the last time (job_type_runtimes.runs counts every successful run)."""
+    insert_jobs(engine, 300, "test.echo")
+    summary = run(app, engine, settings, JOBS_CONCURRENCY=2)
+    assert summary.succeeded == 300
+    with engine.connect() as conn:
+        runs = conn.execute(text("SELECT runs FROM job_type_runtimes WHERE type = 'test.echo'")).scalar_one()
+    assert runs == 300

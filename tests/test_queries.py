@@ -53,3 +53,36 @@ def test_array_literal_of_a_batch_that_repeats_its_values(raw_engine):
                                               (30, 30.0)])
 def test_retry_later_delay_is_always_a_storable_interval(seconds, expected):
     assert RetryLater(seconds).seconds == expected and math.isfinite(RetryLater(seconds).seconds)
+
+
+def test_finish_sends_the_arrays_array_literal_makes(engine):
+    """finish() builds its columns itself (one literal for a column one value fills): the same text as
+    array_literal of each column, for a batch of one value per column and for a mixed one."""
+    from sqlalchemy import event
+
+    from jobprocessor import queries
+
+    sent = []
+
+    def record(conn, cursor, statement, parameters, *_):
+        sent.append(parameters)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        uniform = [queries.Outcome(i, "completed", result_json="null") for i in (11, 12, 13)]
+        mixed = [queries.Outcome(21, "completed", result_json='{"a": "\\"q\\""}'),
+                 queries.Outcome(22, "pending", error="boom", delay_s=5, traceback="tb"),
+                 queries.Outcome(23, "pending", delay_s=None, give_back_attempt=True, deferred=True),
+                 queries.Outcome(24, "failed", error='say "no"', delay_s=0.5)]
+        with engine.begin() as conn:
+            for batch in (uniform, mixed, uniform[:1]):
+                queries.finish(conn, "w", batch)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    for params, batch in zip(sent, (uniform, mixed, uniform[:1])):
+        expected = {"ids": [o.job_id for o in batch], "statuses": [o.status for o in batch],
+                    "results": [o.result_json for o in batch], "errors": [o.error for o in batch],
+                    "delays": [None if o.delay_s is None else float(o.delay_s) for o in batch],
+                    "give_backs": [1 if o.give_back_attempt else 0 for o in batch],
+                    "deferred": [1 if o.deferred else 0 for o in batch], "tracebacks": [o.traceback for o in batch]}
+        assert {name: params[name] for name in expected} == {n: array_literal(v) for n, v in expected.items()}

@@ -119,3 +119,14 @@ def span(job):
 
 
 from tests.support import workflow_handlers  # noqa: E402,F401 - the workflow tests' handlers, registered with these
+
+
+@handler("test.session", max_attempts=3, timeout_s=10)
+def session(job):
+    """Uses the Flask-SQLAlchemy session and leaves it open; says whether an earlier job's session was still there
+    (the processor removes a handler's session after each job)."""
+    current = db.session()
+    left_by = current.info.get("job")
+    current.info["job"] = job.id
+    current.execute(text("SELECT 1"))
+    return {"left_by": left_by}
