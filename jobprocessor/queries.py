@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, NamedTuple, Optional, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from . import claimed
 from .pgarray import array_literal
 
 JOB_COLUMNS = (
@@ -205,10 +207,6 @@ def _types_param(job_types: Optional[Sequence[str]]) -> Optional[str]:
 
 
 def _claim(conn: Connection, statement: str, **params: Any) -> ClaimResult:
-    from operator import attrgetter
-
-    from . import claimed
-
     # rows read off the cursor as tuples, payloads as JSON text decoded when read (jobprocessor/claimed.py)
     with claimed.jsonb_as_text(conn.connection.dbapi_connection):
         result = conn.execute(text(statement), params)
@@ -378,31 +376,32 @@ RETURNING j.id
 """
 
 
+def _column_literal(values: Sequence[Any]) -> str:
+    """array_literal(values); a batch's columns mostly hold one value ("completed", "null", None, 0)."""
+    first = values[0]
+    if values.count(first) == len(values) and (first is None or type(first) in (str, int, float)):
+        element = array_literal((first,))[1:-1]
+        return "{" + ",".join([element] * len(values)) + "}"
+    return array_literal(values)
+
+
 def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[int]:
     """Record a batch of outcomes; returns the ids written (a missing id had lost its lease to another caller)."""
     if not outcomes:
         return set()
-
-    def column(values: Sequence[Any]) -> str:
-        """array_literal(values); a batch's columns mostly hold one value ("completed", "null", None, 0)."""
-        first = values[0]
-        if values.count(first) == len(values) and (first is None or type(first) in (str, int, float)):
-            element = array_literal((first,))[1:-1]
-            return "{" + ",".join([element] * len(values)) + "}"
-        return array_literal(values)
 
     # the batch's columns at once (Outcome's field order), each column's literal made once when one value fills it
     ids, statuses, results, errors, delays, give_backs, deferred, tracebacks = zip(*outcomes)
     params = {
         "worker": worker,
         "ids": "{" + ",".join(map(str, map(int, ids))) + "}",
-        "statuses": column(statuses),
-        "results": column(results),
-        "errors": column(errors),
-        "delays": column([None if d is None else float(d) for d in delays]),
-        "give_backs": column([1 if g else 0 for g in give_backs]),
-        "deferred": column([1 if d else 0 for d in deferred]),
-        "tracebacks": column(tracebacks),
+        "statuses": _column_literal(statuses),
+        "results": _column_literal(results),
+        "errors": _column_literal(errors),
+        "delays": _column_literal([None if d is None else float(d) for d in delays]),
+        "give_backs": _column_literal([1 if g else 0 for g in give_backs]),
+        "deferred": _column_literal([1 if d else 0 for d in deferred]),
+        "tracebacks": _column_literal(tracebacks),
     }
     result = conn.execute(text(FINISH), params)
     written = {job_id for job_id, in result.cursor.fetchall()}
