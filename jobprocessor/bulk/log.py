@@ -31,11 +31,12 @@ VALUES (:actor, :role, :action, CAST(:filter AS jsonb), NULL, :changed, 'done', 
 RETURNING id
 """
 # the retention (system.cleanup, JOBS_ACTION_LOG_DAYS): finished entries older than it; a bulk action still running
-# keeps its entry
+# keeps its entry, unless it started a day before that (its process died, or could not mark it failed)
 PRUNE = """
 DELETE FROM job_actions
 WHERE id IN (SELECT id FROM job_actions
              WHERE status <> 'running' AND finished_at < now() - CAST(:keep AS interval)
+                OR status = 'running' AND at < now() - CAST(:keep AS interval) - interval '1 day'
              ORDER BY id LIMIT :batch)
 """
 RECENT = f"""
