@@ -166,18 +166,7 @@ class RuntimeBook:
 
     def observe(self, job_type: str, seconds: float) -> None:
         """A successful run of `job_type` took `seconds`."""
-        with self._lock:
-            kept = self._samples.setdefault(job_type, [])
-            kept.append(seconds)
-            if len(kept) > runtime.SAMPLES_KEPT:
-                del kept[:len(kept) - runtime.SAMPLES_KEPT]
-            self._unsaved[job_type].append(seconds)
-            self._runs[job_type] += 1
-            cached = self._cached.get(job_type)
-            # a run longer than the percentile the estimate held, or the run that makes the type measured: at once
-            if cached is not None and (not cached[0].measured
-                                       or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
-                del self._cached[job_type]
+        self.observe_many(job_type, (seconds,))
 
     def observe_many(self, job_type: str, runs: Sequence[float]) -> None:
         """Successful runs of `job_type` took these seconds: observe() for each, under one acquisition."""
@@ -191,8 +180,8 @@ class RuntimeBook:
             self._unsaved[job_type].extend(runs)
             self._runs[job_type] += len(runs)
             cached = self._cached.get(job_type)
-            if cached is not None and (not cached[0].measured
-                                       or max(runs) > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN):
+            # a run longer than the percentile the estimate held, or the run that makes the type measured: at once
+            if cached is not None and _outgrows(cached[0], max(runs)):
                 del self._cached[job_type]
 
     def changes_estimate(self, job_type: str, seconds: float) -> bool:
@@ -200,8 +189,7 @@ class RuntimeBook:
         percentile the cached estimate holds, a type not measured yet, nothing cached): such a run is observed at
         once; another may wait for the end of its thread's run of jobs (observe_many). Read without the lock."""
         cached = self._cached.get(job_type)
-        return (cached is None or not cached[0].measured
-                or seconds > (cached[0].high_s - runtime.MARGIN_S) / runtime.MARGIN)
+        return cached is None or _outgrows(cached[0], seconds)
 
     def save(self, *, final: bool = False) -> None:
         """Append a sample of the runs observed since the last save to the shared rows, at most every SAVE_EVERY_S
@@ -221,3 +209,9 @@ class RuntimeBook:
             append(self.engine, unsaved, runs)
         except Exception:  # estimates are an optimisation; the outcomes are already written
             log.exception("could not save run-time samples of %s", sorted(unsaved))
+
+
+def _outgrows(estimate, seconds: float) -> bool:
+    """Whether a run this long changes what a cached estimate says: the type is not measured yet, or the run is
+    longer than the percentile the estimate holds."""
+    return not estimate.measured or seconds > (estimate.high_s - runtime.MARGIN_S) / runtime.MARGIN
