@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.drain import JobsTable, Server, endpoint_drain, libpq_url, load, warm_up  # noqa: E402
+from bench.drain_fifo import fill  # noqa: E402
 
 
 def main() -> int:
@@ -37,6 +38,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--stores", type=int, default=1, help="the jobs spread over this many stores (1: no store)")
     parser.add_argument("--before-sql", nargs="*", default=[],
                         help="files of the before checkout run before its rounds")
     parser.add_argument("--after-sql", nargs="*", default=[], help="files of this checkout run before its rounds")
@@ -54,7 +56,7 @@ def main() -> int:
         sides = sides[:3]
     rates: dict[str, list[float]] = {label: [] for label, *_ in sides}
     done: dict[str, list[float]] = {label: [] for label, *_ in sides}
-    print(f"{args.jobs:,} demo.noop jobs, gunicorn 2x4, 4 callers, JOBS_CONCURRENCY={args.concurrency}; "
+    print(f"{args.jobs:,} demo.noop jobs, {args.stores} store(s), gunicorn 2x4, 4 callers, JOBS_CONCURRENCY={args.concurrency}; "
           f"{args.rounds} interleaved rounds; {load()}", flush=True)
     for round_no in range(1, args.rounds + 1):
         for label, root, limit, env in sides:
@@ -63,7 +65,8 @@ def main() -> int:
                     cur.execute((root / name).read_text())
             with Server(url, 2, 4, args.concurrency, root=root, env=env) as server:
                 warm_up(server, jobs, 4)
-                result = endpoint_drain(server, jobs, args.jobs, 4, limit)
+                fill(jobs, args.jobs, args.stores)
+                result = endpoint_drain(server, jobs, args.jobs, 4, limit, fill=False)
             rates[label].append(result.jobs_per_s)
             done[label].append(result.done_per_s)
             print(f"  round {round_no}: {label:<27} {result.jobs_per_s:>9,.0f} jobs/s  ({result.calls} calls; "

@@ -390,7 +390,7 @@ class _Tick:
             self._wake_all()
         self._flush(batch)
         self.book.save(final=True)
-        runtimes.remember_speeds(self.engine, self.book, START_AHEAD_S)
+        runtimes.remember_speeds(self.engine, self.book)
 
     def _finished(self, now: float) -> bool:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
@@ -453,9 +453,13 @@ class _Tick:
         """Claim one round; returns how many jobs it claimed."""
         with self.cond:
             if first:
-                size = runtime.round_size([lane.load() for lane in self.lanes.values()], horizon_s=PREFETCH_HORIZON_S,
-                                          left=self.limit, max_round=MAX_ROUND)
-                types = self.types  # the first round reads no estimate: a call with nothing due is one statement
+                # the first round reads no estimate (a call with nothing due is one statement): it is sized by what
+                # this process's recent calls measured, as a later round would be, and starts the quick types itself
+                types = self.types
+                remembered = runtimes.recent_means(self.engine, types)
+                size = runtime.first_round_size([lane.load() for lane in self.lanes.values()], remembered,
+                                                horizon_s=PREFETCH_HORIZON_S, left=self.limit, max_round=MAX_ROUND)
+                quick = [t for t, mean in remembered.items() if mean < START_AHEAD_S]
             else:
                 types = self._claim_types(time.monotonic())
             if not types:  # nothing this process handles can start in what is left, or every lane is full: as dry
@@ -464,9 +468,7 @@ class _Tick:
                     self.dry_since = self.last_empty_claim
                 return 0
             # types measured to take a few milliseconds are started by the claim itself (queries._CLAIMED_CTE)
-            if first:  # no estimate read yet: the types this process's recent calls measured quick
-                quick = runtimes.recently_quick(self.engine, types)
-            else:
+            if not first:
                 quick = [t for t in types if (self.book.mean(t) or START_AHEAD_S) < START_AHEAD_S]
         tick = queries.TickStart(self.limit, self.budget_s, self.job_type) if first else None
         try:

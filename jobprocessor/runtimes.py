@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections import defaultdict
 from typing import Iterable, Optional, Sequence
 
@@ -66,27 +67,30 @@ def append(engine: Engine, samples: dict[str, Sequence[float]], runs: dict[str, 
         conn.execute(text(APPEND), {"rows": json.dumps(rows), "keep": runtime.SAMPLES_KEPT})
 
 
-# This process's memory of the types its recent calls measured as quick (mean under the caller's threshold): a
-# call's first claim, made before it reads any estimate, starts their jobs itself as later rounds do (a separate
-# start statement per call otherwise). Per engine; forgotten after QUICK_MEMORY_S.
+# This process's memory of the mean run time its recent calls measured per type. A call's first claim is made
+# before it reads any estimate: from this memory it starts the quick types' jobs itself, as later rounds do (a
+# separate start statement per call otherwise), and it is sized as a later round would be (a call of 1,000 quick
+# jobs is one claim, not a round for the free threads and then the rest). Per engine (a new engine starts with
+# nothing remembered); forgotten after QUICK_MEMORY_S, and a type measured slow is remembered as slow.
 QUICK_MEMORY_S = 60.0
-_quick: dict[tuple[int, str], float] = {}  # (id(engine), type) -> monotonic time it was last seen quick
+_speeds: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, float]]]" = weakref.WeakKeyDictionary()
+_speeds_lock = threading.Lock()  # (type -> (monotonic time seen, mean s); calls of one process end concurrently)
 
 
-def remember_speeds(engine: Engine, book: "RuntimeBook", quick_s: float) -> None:
-    """At the end of a call: its measured types under `quick_s` are remembered as quick, the others forgotten."""
+def remember_speeds(engine: Engine, book: "RuntimeBook") -> None:
+    """At the end of a call: the mean run time of each type it has one for (its own runs and the shared ones)."""
     now = time.monotonic()
-    for job_type in book.known_types():
-        mean = book.mean(job_type)
-        if mean is not None and mean < quick_s:
-            _quick[(id(engine), job_type)] = now
-        else:
-            _quick.pop((id(engine), job_type), None)
+    means = {t: (now, mean) for t in book.known_types() if (mean := book.mean(t)) is not None}
+    with _speeds_lock:
+        _speeds.setdefault(engine, {}).update(means)
 
 
-def recently_quick(engine: Engine, job_types: Iterable[str]) -> list[str]:
+def recent_means(engine: Engine, job_types: Iterable[str]) -> dict[str, float]:
+    """The remembered means of those of `job_types` this process measured within QUICK_MEMORY_S."""
     now = time.monotonic()
-    return [t for t in job_types if now - _quick.get((id(engine), t), float("-inf")) < QUICK_MEMORY_S]
+    with _speeds_lock:
+        remembered = dict(_speeds.get(engine, {}))
+    return {t: remembered[t][1] for t in job_types if t in remembered and now - remembered[t][0] < QUICK_MEMORY_S}
 
 
 class RuntimeBook:

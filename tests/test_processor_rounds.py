@@ -344,3 +344,15 @@ def test_every_successful_run_of_a_call_is_counted_in_the_shared_run_times(app, 
     with engine.connect() as conn:
         runs = conn.execute(text("SELECT runs FROM job_type_runtimes WHERE type = 'test.echo'")).scalar_one()
     assert runs == 300
+
+
+def test_a_call_after_quick_calls_claims_its_limit_in_one_round(app, engine, settings):
+    """A call's first round is claimed before it reads any estimate; a process whose recent calls measured its types
+    quick sizes it as a later round would be, so a call of 500 quick jobs is one claim, not a round for the free
+    threads and then the rest. A fresh process (nothing remembered) still starts small."""
+    insert_jobs(engine, 300, "test.echo")
+    first = run(app, engine, settings, limit=300, budget_s=20, JOBS_CONCURRENCY=4)
+    assert first.succeeded == 300 and first.rounds >= 2  # nothing remembered yet: a small first round
+    insert_jobs(engine, 500, "test.echo")
+    second = run(app, engine, settings, limit=500, budget_s=20, JOBS_CONCURRENCY=4)
+    assert second.succeeded == 500 and second.rounds == 1

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from typing import Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Mapping, Optional, Sequence
 
 SAMPLES_KEPT = 64  # run times kept per type (the window the percentile is taken over)
 SAMPLES_PER_FLUSH = 16  # at most this many of one batch's run times are added (a random sample of the batch)
@@ -108,6 +108,18 @@ def round_size(lanes: Sequence[LaneLoad], *, horizon_s: float, left: int, max_ro
     if idle_soon == 0 and wanted < max(1, ahead // 2):
         return 0  # no thread will idle and half the prefetch is still there: a claim now would bring too little
     return max(0, min(wanted, left, max_round))
+
+
+def first_round_size(lanes: Sequence[LaneLoad], remembered: Mapping[str, float], *, horizon_s: float, left: int,
+                     max_round: int) -> int:
+    """A call's first round, claimed before any estimate is read: as round_size(), the lanes' unknown mean run time
+    taken as the slowest that `remembered` (type -> mean seconds, what the process's recent calls measured) holds
+    for the types the call may claim. A claim does not choose its jobs' types, so the slowest sets the pace; with
+    nothing remembered: the free threads and the minimum prefetch."""
+    if remembered:
+        slowest = max(remembered.values())
+        lanes = [replace(lane, mean_run_s=slowest) if lane.mean_run_s is None else lane for lane in lanes]
+    return round_size(lanes, horizon_s=horizon_s, left=left, max_round=max_round)
 
 
 def sample_run_times(durations: Sequence[float], k: int = SAMPLES_PER_FLUSH,
