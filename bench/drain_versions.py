@@ -56,8 +56,8 @@ def main() -> int:
         sides = sides[:3]
     rates: dict[str, list[float]] = {label: [] for label, *_ in sides}
     done: dict[str, list[float]] = {label: [] for label, *_ in sides}
-    print(f"{args.jobs:,} demo.noop jobs, {args.stores} store(s), gunicorn 2x4, 4 callers, JOBS_CONCURRENCY={args.concurrency}; "
-          f"{args.rounds} interleaved rounds; {load()}", flush=True)
+    print(f"{args.jobs:,} demo.noop jobs, {args.stores} store(s), gunicorn 2x4, 4 callers, "
+          f"JOBS_CONCURRENCY={args.concurrency}; {args.rounds} interleaved rounds; {load()}", flush=True)
     for round_no in range(1, args.rounds + 1):
         for label, root, limit, env in sides:
             for name in args.before_sql if root != ROOT else args.after_sql:

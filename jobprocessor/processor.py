@@ -236,10 +236,11 @@ class _Lane:
 class _InFlight:
     """A job whose handler runs (self.in_flight); one per run of jobs, moved from job to job under the call's lock."""
 
-    __slots__ = ("lane", "deadline", "job_type")
+    __slots__ = ("lane", "deadline", "job_type", "metrics")
 
-    def __init__(self, lane: _Lane, deadline: float = 0.0, job_type: str = ""):
+    def __init__(self, lane: _Lane, metrics: "_RunMetrics", deadline: float = 0.0, job_type: str = ""):
         self.lane = lane
+        self.metrics = metrics  # the run's: handed over by the coordinator when it abandons the run's job
         self.deadline = deadline  # monotonic
         self.job_type = job_type
 
@@ -247,10 +248,13 @@ class _InFlight:
 class _RunMetrics:
     """The metrics of one run of jobs on one thread, written once when the run ends (metrics.observe_outcomes), and
     its successful run times, given to the call's RuntimeBook then too -- those that would change an estimate at
-    once (a run longer than its percentile, a type not measured yet), so the start rule never waits for them."""
+    once (a run longer than its percentile, a type not measured yet), so the start rule never waits for them. When
+    the coordinator abandons the run's job (its handler hangs), it hands over what the run holds so far, so the call's
+    last save of the book and the metrics have it even if the handler never returns."""
 
     def __init__(self, book: RuntimeBook) -> None:
         self.book = book
+        self._lock = threading.Lock()  # the run's thread adds; the coordinator may hand over meanwhile
         self.kinds: dict[str, Counter] = {}
         self.seconds: dict[str, list[float]] = {}
         self.succeeded: dict[str, list[float]] = {}
@@ -259,34 +263,39 @@ class _RunMetrics:
         if self.book.changes_estimate(job_type, seconds):
             self.book.observe(job_type, seconds)
         else:
-            self.succeeded.setdefault(job_type, []).append(seconds)
+            with self._lock:
+                self.succeeded.setdefault(job_type, []).append(seconds)
 
     def add(self, job_type: str, kind: str, seconds: float) -> None:
-        kinds = self.kinds.get(job_type)
-        if kinds is None:
-            kinds = self.kinds[job_type] = Counter()
-            self.seconds[job_type] = []
-        kinds[kind] += 1
-        self.seconds[job_type].append(seconds)
+        with self._lock:
+            kinds = self.kinds.get(job_type)
+            if kinds is None:
+                kinds = self.kinds[job_type] = Counter()
+                self.seconds[job_type] = []
+            kinds[kind] += 1
+            self.seconds[job_type].append(seconds)
 
     def observe_pending(self) -> None:
         """Give the book the run times kept back. Before the thread's last job of the run is recorded: the call may
         end (and save the book) as soon as no thread is busy."""
+        with self._lock:
+            succeeded, self.succeeded = self.succeeded, {}
         try:
-            for job_type, runs in self.succeeded.items():
+            for job_type, runs in succeeded.items():
                 self.book.observe_many(job_type, runs)
         except Exception:  # the estimates are an optimisation: they must not cost the jobs their outcomes
             log.exception("could not add a run's run times to the estimates")
-        self.succeeded = {}
 
     def write(self) -> None:
+        """Everything the run holds so far: its run times to the book, its outcomes to the metrics."""
         self.observe_pending()
+        with self._lock:
+            kinds, seconds, self.kinds, self.seconds = self.kinds, self.seconds, {}, {}
         try:
-            for job_type, kinds in self.kinds.items():
-                observe_outcomes(job_type, kinds, self.seconds[job_type])
+            for job_type, counts in kinds.items():
+                observe_outcomes(job_type, counts, seconds[job_type])
         except Exception:  # the metrics must not cost the jobs their outcomes
             log.exception("could not count a run's outcomes in the metrics")
-        self.kinds, self.seconds = {}, {}
 
 
 class _Tick:
@@ -385,6 +394,7 @@ class _Tick:
                 if job_id not in self.abandoned:
                     self.abandoned.add(job_id)
                     observe_abandoned(flight.job_type)
+                    flight.metrics.write()  # before the book's last save below
             self.counts["abandoned"] = len(self.abandoned)
             batch, self.unflushed = self.unflushed, []
             self._wake_all()
@@ -617,6 +627,7 @@ class _Tick:
             if now > flight.deadline + GRACE_S and job_id not in self.abandoned:
                 self.abandoned.add(job_id)  # overran its deadline: stop waiting, keep the lane's concurrency
                 observe_abandoned(flight.job_type)
+                flight.metrics.write()  # what the run's earlier jobs measured, in case its handler never returns
                 flight.lane.threads -= 1
                 flight.lane.busy -= 1
                 self._staff(flight.lane)
@@ -774,7 +785,7 @@ class _Tick:
             with self.lock:
                 lane.busy -= 1
             return True
-        flight = _InFlight(lane)  # the run's entry in self.in_flight, moved from job to job
+        flight = _InFlight(lane, counted)  # the run's entry in self.in_flight, moved from job to job
         # one acquisition of the (call's) lock between two jobs of a run: the outcome of one and the start of the next
         with self.lock:
             stop = self.stopping

@@ -356,3 +356,31 @@ def test_a_call_after_quick_calls_claims_its_limit_in_one_round(app, engine, set
     insert_jobs(engine, 500, "test.echo")
     second = run(app, engine, settings, limit=500, budget_s=20, JOBS_CONCURRENCY=4)
     assert second.succeeded == 500 and second.rounds == 1
+
+
+def test_the_run_times_of_a_run_whose_last_handler_hangs_are_saved_when_the_call_ends(app, engine, settings):
+    """A run of quick jobs keeps its run times back until it ends; when a later handler of the run hangs and is
+    abandoned, the coordinator takes what the run measured, so the call's last save has it even if the handler
+    never returns (the process may be killed while it hangs)."""
+    from tests.support.job_handlers import HANG_FOREVER
+
+    with engine.begin() as conn:  # both quick: one thread takes them as one run (echo x 5, then the hang)
+        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) VALUES "
+                          "('test.echo', ARRAY[0.002, 0.002, 0.002]::real[], 3), "
+                          "('test.hang', ARRAY[0.002, 0.002, 0.002]::real[], 3)"))
+    insert_jobs(engine, 5, "test.echo", run_at="now() - interval '1 minute'")
+    (hung,) = insert_jobs(engine, 1, "test.hang")  # timeout_s=1
+    HANG_FOREVER.clear()
+    try:
+        summary = run(app, engine, settings, limit=6, budget_s=20, JOBS_CONCURRENCY=1)
+        assert (summary.succeeded, summary.abandoned) == (5, 1)
+        with engine.connect() as conn:  # read while the handler still hangs
+            runs = conn.execute(text("SELECT runs FROM job_type_runtimes WHERE type = 'test.echo'")).scalar_one()
+        assert runs == 3 + 5
+    finally:
+        HANG_FOREVER.set()
+    for _ in range(50):
+        if one(engine, hung)["status"] == "completed":
+            break
+        time.sleep(0.1)
+    HANG_FOREVER.clear()
