@@ -254,7 +254,9 @@ class _RunMetrics:
 
     def __init__(self, book: RuntimeBook) -> None:
         self.book = book
-        self._lock = threading.Lock()  # the run's thread adds; the coordinator may hand over meanwhile
+        # the run's thread adds without a lock (per job); a hand-over swaps the dicts out whole and reads them by
+        # list() -- each one step under the GIL -- so at worst the run time of a handler returning at that very
+        # moment is missed, never an error
         self.kinds: dict[str, Counter] = {}
         self.seconds: dict[str, list[float]] = {}
         self.succeeded: dict[str, list[float]] = {}
@@ -263,37 +265,33 @@ class _RunMetrics:
         if self.book.changes_estimate(job_type, seconds):
             self.book.observe(job_type, seconds)
         else:
-            with self._lock:
-                self.succeeded.setdefault(job_type, []).append(seconds)
+            self.succeeded.setdefault(job_type, []).append(seconds)
 
     def add(self, job_type: str, kind: str, seconds: float) -> None:
-        with self._lock:
-            kinds = self.kinds.get(job_type)
-            if kinds is None:
-                kinds = self.kinds[job_type] = Counter()
-                self.seconds[job_type] = []
-            kinds[kind] += 1
-            self.seconds[job_type].append(seconds)
+        kinds = self.kinds.get(job_type)
+        if kinds is None:
+            kinds = self.kinds[job_type] = Counter()
+        kinds[kind] += 1
+        self.seconds.setdefault(job_type, []).append(seconds)
 
     def observe_pending(self) -> None:
         """Give the book the run times kept back. Before the thread's last job of the run is recorded: the call may
         end (and save the book) as soon as no thread is busy."""
-        with self._lock:
-            succeeded, self.succeeded = self.succeeded, {}
+        succeeded, self.succeeded = self.succeeded, {}
         try:
-            for job_type, runs in succeeded.items():
-                self.book.observe_many(job_type, runs)
+            for job_type, runs in list(succeeded.items()):
+                self.book.observe_many(job_type, list(runs))
         except Exception:  # the estimates are an optimisation: they must not cost the jobs their outcomes
             log.exception("could not add a run's run times to the estimates")
 
     def write(self) -> None:
         """Everything the run holds so far: its run times to the book, its outcomes to the metrics."""
         self.observe_pending()
-        with self._lock:
-            kinds, seconds, self.kinds, self.seconds = self.kinds, self.seconds, {}, {}
+        kinds, seconds = self.kinds, self.seconds
+        self.kinds, self.seconds = {}, {}
         try:
-            for job_type, counts in kinds.items():
-                observe_outcomes(job_type, counts, seconds[job_type])
+            for job_type, counts in list(kinds.items()):
+                observe_outcomes(job_type, counts, list(seconds.get(job_type, ())))
         except Exception:  # the metrics must not cost the jobs their outcomes
             log.exception("could not count a run's outcomes in the metrics")
 
