@@ -398,7 +398,8 @@ class _Tick:
             self._wake_all()
         self._flush(batch)
         self.book.save(final=True)
-        runtimes.remember_speeds(self.engine, self.book)
+        paces = [lane.mean_run_s for lane in self.lanes.values() if lane.mean_run_s is not None]
+        runtimes.remember_call(self.engine, self.book, max(paces) if paces else None)
 
     def _finished(self, now: float) -> bool:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
@@ -464,10 +465,10 @@ class _Tick:
                 # the first round reads no estimate (a call with nothing due is one statement): it is sized by what
                 # this process's recent calls measured, as a later round would be, and starts the quick types itself
                 types = self.types
-                remembered = runtimes.recent_means(self.engine, types)
-                size = runtime.first_round_size([lane.load() for lane in self.lanes.values()], remembered,
-                                                horizon_s=PREFETCH_HORIZON_S, left=self.limit, max_round=MAX_ROUND)
-                quick = [t for t, mean in remembered.items() if mean < START_AHEAD_S]
+                size = runtime.first_round_size([lane.load() for lane in self.lanes.values()],
+                                                runtimes.recent_pace(self.engine), horizon_s=PREFETCH_HORIZON_S,
+                                                left=self.limit, max_round=MAX_ROUND)
+                quick = runtimes.recently_quick(self.engine, types, START_AHEAD_S)
             else:
                 types = self._claim_types(time.monotonic())
             if not types:  # nothing this process handles can start in what is left, or every lane is full: as dry

@@ -67,30 +67,58 @@ def append(engine: Engine, samples: dict[str, Sequence[float]], runs: dict[str, 
         conn.execute(text(APPEND), {"rows": json.dumps(rows), "keep": runtime.SAMPLES_KEPT})
 
 
-# This process's memory of the mean run time its recent calls measured per type. A call's first claim is made
-# before it reads any estimate: from this memory it starts the quick types' jobs itself, as later rounds do (a
-# separate start statement per call otherwise), and it is sized as a later round would be (a call of 1,000 quick
-# jobs is one claim, not a round for the free threads and then the rest). Per engine (a new engine starts with
-# nothing remembered); forgotten after QUICK_MEMORY_S, and a type measured slow is remembered as slow.
+# This process's memory of its recent calls (per engine: a new engine starts with nothing remembered; forgotten after
+# QUICK_MEMORY_S). A call's first claim is made before it reads any estimate; from this memory it starts the jobs
+# of the types measured quick itself, as later rounds do (a separate start statement per call otherwise), and it is
+# sized by the pace of the last call's jobs, as a later round would be (a call of 1,000 quick jobs is one claim,
+# not a round for the free threads and then the rest).
 QUICK_MEMORY_S = 60.0
-_speeds: "weakref.WeakKeyDictionary[Engine, dict[str, tuple[float, float]]]" = weakref.WeakKeyDictionary()
-_speeds_lock = threading.Lock()  # (type -> (monotonic time seen, mean s); calls of one process end concurrently)
 
 
-def remember_speeds(engine: Engine, book: "RuntimeBook") -> None:
-    """At the end of a call: the mean run time of each type it has one for (its own runs and the shared ones)."""
+class _Memory:
+    __slots__ = ("means", "pace")
+
+    def __init__(self) -> None:
+        self.means: dict[str, tuple[float, float]] = {}  # type -> (monotonic time seen, mean run time s)
+        self.pace: Optional[tuple[float, float]] = None  # (monotonic time, the last call's slowest lane mean s)
+
+
+_memory: "weakref.WeakKeyDictionary[Engine, _Memory]" = weakref.WeakKeyDictionary()
+_memory_lock = threading.Lock()  # calls of one process end concurrently
+
+
+def remember_call(engine: Engine, book: "RuntimeBook", pace_s: Optional[float]) -> None:
+    """At the end of a call: the mean run time of each type the book has one for (its own runs and the shared
+    ones), and the pace of the jobs it ran (its slowest lane's mean; None: it ran none to completion, and the pace
+    remembered before stays)."""
     now = time.monotonic()
     means = {t: (now, mean) for t in book.known_types() if (mean := book.mean(t)) is not None}
-    with _speeds_lock:
-        _speeds.setdefault(engine, {}).update(means)
+    with _memory_lock:
+        memory = _memory.get(engine)
+        if memory is None:
+            memory = _memory[engine] = _Memory()
+        memory.means.update(means)
+        if pace_s is not None:
+            memory.pace = (now, pace_s)
 
 
-def recent_means(engine: Engine, job_types: Iterable[str]) -> dict[str, float]:
-    """The remembered means of those of `job_types` this process measured within QUICK_MEMORY_S."""
+def recently_quick(engine: Engine, job_types: Iterable[str], quick_s: float) -> list[str]:
+    """Those of `job_types` whose mean run time, measured within QUICK_MEMORY_S, is under quick_s."""
     now = time.monotonic()
-    with _speeds_lock:
-        remembered = dict(_speeds.get(engine, {}))
-    return {t: remembered[t][1] for t in job_types if t in remembered and now - remembered[t][0] < QUICK_MEMORY_S}
+    with _memory_lock:
+        memory = _memory.get(engine)
+        means = dict(memory.means) if memory is not None else {}
+    return [t for t in job_types if t in means and now - means[t][0] < QUICK_MEMORY_S and means[t][1] < quick_s]
+
+
+def recent_pace(engine: Engine) -> Optional[float]:
+    """The slowest lane mean of this process's last call that ran jobs, if within QUICK_MEMORY_S."""
+    with _memory_lock:
+        memory = _memory.get(engine)
+        pace = memory.pace if memory is not None else None
+    if pace is None or time.monotonic() - pace[0] >= QUICK_MEMORY_S:
+        return None
+    return pace[1]
 
 
 class RuntimeBook:

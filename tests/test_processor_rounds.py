@@ -349,7 +349,11 @@ def test_every_successful_run_of_a_call_is_counted_in_the_shared_run_times(app, 
 def test_a_call_after_quick_calls_claims_its_limit_in_one_round(app, engine, settings):
     """A call's first round is claimed before it reads any estimate; a process whose recent calls measured its types
     quick sizes it as a later round would be, so a call of 500 quick jobs is one claim, not a round for the free
-    threads and then the rest. A fresh process (nothing remembered) still starts small."""
+    threads and then the rest. A fresh process (nothing remembered) still starts small. The pace is the jobs the
+    last call ran: a slow type this process has a handler for but nobody enqueues does not keep it small."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) "
+                          "VALUES ('test.no_timeout', ARRAY[5, 5, 5]::real[], 3)"))
     insert_jobs(engine, 300, "test.echo")
     first = run(app, engine, settings, limit=300, budget_s=20, JOBS_CONCURRENCY=4)
     assert first.succeeded == 300 and first.rounds >= 2  # nothing remembered yet: a small first round

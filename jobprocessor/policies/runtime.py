@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, replace
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 SAMPLES_KEPT = 64  # run times kept per type (the window the percentile is taken over)
 SAMPLES_PER_FLUSH = 16  # at most this many of one batch's run times are added (a random sample of the batch)
@@ -110,15 +110,14 @@ def round_size(lanes: Sequence[LaneLoad], *, horizon_s: float, left: int, max_ro
     return max(0, min(wanted, left, max_round))
 
 
-def first_round_size(lanes: Sequence[LaneLoad], remembered: Mapping[str, float], *, horizon_s: float, left: int,
+def first_round_size(lanes: Sequence[LaneLoad], remembered_s: Optional[float], *, horizon_s: float, left: int,
                      max_round: int) -> int:
     """A call's first round, claimed before any estimate is read: as round_size(), the lanes' unknown mean run time
-    taken as the slowest that `remembered` (type -> mean seconds, what the process's recent calls measured) holds
-    for the types the call may claim. A claim does not choose its jobs' types, so the slowest sets the pace; with
-    nothing remembered: the free threads and the minimum prefetch."""
-    if remembered:
-        slowest = max(remembered.values())
-        lanes = [replace(lane, mean_run_s=slowest) if lane.mean_run_s is None else lane for lane in lanes]
+    taken as `remembered_s` -- the slowest lane mean of the process's last call, if recent (the jobs it actually
+    ran, not every type it has a handler for: a registered type nobody enqueues must not keep every first round
+    small). None: the free threads and the minimum prefetch."""
+    if remembered_s is not None:
+        lanes = [replace(lane, mean_run_s=remembered_s) if lane.mean_run_s is None else lane for lane in lanes]
     return round_size(lanes, horizon_s=horizon_s, left=left, max_round=max_round)
 
 

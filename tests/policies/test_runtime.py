@@ -121,18 +121,17 @@ def test_jobs_waiting_in_one_lane_hold_back_the_others_wants():
     assert runtime.round_size([cpu, waiting], horizon_s=0.5, left=10_000, max_round=1000) == 0
 
 
-def test_the_first_round_is_sized_by_the_slowest_type_remembered():
+def test_the_first_round_is_sized_by_the_pace_remembered():
     base = dict(horizon_s=0.5, left=1000, max_round=1000)
     # nothing remembered: the free threads plus a small prefetch, as an unmeasured round
-    assert runtime.first_round_size(one_lane(8, 8, 0, None), {}, **base) == 10
-    # a process whose recent calls ran quick jobs claims a call's 1,000 in one round
-    assert runtime.first_round_size(one_lane(8, 8, 0, None), {"quick": 0.0001}, **base) == 1000
-    # one slow type among them sets the pace: its jobs may come in this round too
-    assert runtime.first_round_size(one_lane(8, 8, 0, None), {"quick": 0.0001, "slow": 0.2}, **base) == 8 + 20
-    assert runtime.first_round_size(one_lane(8, 8, 0, None), {"quick": 0.0001, "openai": 2.5}, **base) == 10
+    assert runtime.first_round_size(one_lane(8, 8, 0, None), None, **base) == 10
+    # a process whose last call ran quick jobs claims a call's 1,000 in one round
+    assert runtime.first_round_size(one_lane(8, 8, 0, None), 0.0001, **base) == 1000
+    # slower jobs, smaller first rounds
+    assert runtime.first_round_size(one_lane(8, 8, 0, None), 0.2, **base) == 8 + 20
+    assert runtime.first_round_size(one_lane(8, 8, 0, None), 2.5, **base) == 10
     # never past the call's limit
-    assert runtime.first_round_size(one_lane(8, 8, 0, None), {"quick": 0.0001}, horizon_s=0.5, left=7,
-                                    max_round=1000) == 7
+    assert runtime.first_round_size(one_lane(8, 8, 0, None), 0.0001, horizon_s=0.5, left=7, max_round=1000) == 7
 
 
 @given(lanes=st.lists(st.builds(runtime.LaneLoad, free=st.integers(0, 300), threads=st.integers(1, 300),
