@@ -589,6 +589,10 @@ DECLARE
     deferred_ids      bigint[];
     deferred_runs     timestamptz[];
     deferred_types    text[];
+    pk_ranks          integer[];    -- 5. (v7): the heads a partial round got by primary key alone
+    pk_ids            bigint[];
+    pk_runs           timestamptz[];
+    pk_types          text[];
     aside_ranks       integer[];    -- 5.: the queues of the jobs this step set aside, one entry per job
     taking            integer;      -- 4./5.: how many of the jobs the step got it takes (slots left)
     took              integer;      -- ... per queue: how many, and the place of its last one in got_*
@@ -1107,6 +1111,35 @@ BEGIN
                 partial_at := NULL;
             END IF;
 
+            pk_ranks := '{}';
+            IF cardinality(asks) > 0
+               AND NOT EXISTS (SELECT 1 FROM unnest(asks) AS a WHERE a.head_id IS NULL OR a.take <> 1) THEN
+                -- (v7: a partial round whose every ask is one job, its head -- stores of weight 1, each asked first
+                -- at the level -- locks the heads by primary key in a statement of its own; only the asks whose head
+                -- it did not get go on to the locked read below, which reads them from their cursor, as it did)
+                SELECT coalesce(array_agg(h.rank ORDER BY h.rank), '{}'),
+                       coalesce(array_agg(h.id ORDER BY h.rank), '{}'),
+                       coalesce(array_agg(h.run_at ORDER BY h.rank), '{}'),
+                       coalesce(array_agg(h.type ORDER BY h.rank), '{}')
+                INTO pk_ranks, pk_ids, pk_runs, pk_types
+                FROM (SELECT a.rank, j.id, j.run_at, j.type
+                      FROM unnest(asks) AS a
+                      JOIN jobs j ON j.id = a.head_id
+                      WHERE j.status = 'pending' AND j.priority = cur_level AND coalesce(j.store_id, '') = a.store_key
+                        AND j.run_at <= now() AND j.id <> ALL (skip_ids)
+                        AND (coalesce(a.store_wanted, wanted) IS NULL
+                             OR j.type = ANY (coalesce(a.store_wanted, wanted)))
+                      FOR UPDATE OF j SKIP LOCKED) AS h;
+                IF cardinality(pk_ranks) = cardinality(asks) THEN
+                    asks := '{}';
+                ELSE
+                    asks := ARRAY(SELECT ROW(a.rank, a.store_key, a.via_types, a.store_wanted, a.after_run, a.after_id,
+                                             a.take, NULL, a.cap_types, a.cap_left)::jobs_fair_ask_v4
+                                  FROM unnest(asks) AS a
+                                  WHERE a.rank <> ALL (pk_ranks));
+                END IF;
+                got_ranks := pk_ranks; got_ids := pk_ids; got_runs := pk_runs; got_types := pk_types;
+            END IF;
             IF cardinality(asks) > 0 THEN
                 -----------------------------------------------------------------------------------------------------
                 -- 4./5. THE LOCKED READ of what the step asks: each ask's head by primary key when it names one (and
@@ -1176,6 +1209,17 @@ BEGIN
                        coalesce(array_agg(g.type ORDER BY g.rank, g.run_at, g.id), '{}')
                 INTO got_ranks, got_ids, got_runs, got_types
                 FROM got g;
+                IF cardinality(pk_ranks) > 0 THEN
+                    -- (v7: with the heads got above, in the same order)
+                    SELECT array_agg(g.rank ORDER BY g.rank, g.run_at, g.id),
+                           array_agg(g.id ORDER BY g.rank, g.run_at, g.id),
+                           array_agg(g.run_at ORDER BY g.rank, g.run_at, g.id),
+                           array_agg(g.type ORDER BY g.rank, g.run_at, g.id)
+                    INTO got_ranks, got_ids, got_runs, got_types
+                    FROM (SELECT * FROM unnest(got_ranks, got_ids, got_runs, got_types)
+                          UNION ALL
+                          SELECT * FROM unnest(pk_ranks, pk_ids, pk_runs, pk_types)) AS g(rank, id, run_at, type);
+                END IF;
             END IF;
 
             IF step = 'partial round' THEN
