@@ -1,5 +1,5 @@
--- Fair claiming across stores, v7: v6 (sql/029_fair_claim_v6.sql) with two phases of a chunk made cheaper. Same
--- signature, jobs_fair_claim(p_limit, p_types, p_max_per_store, p_skip), the `due` step of the claim statement
+-- Fair claiming across stores, v7: v6 (sql/029_fair_claim_v6.sql) with three phases made cheaper. Same signature,
+-- jobs_fair_claim(p_limit, p_types, p_max_per_store, p_skip), the `due` step of the claim statement
 -- (jobprocessor/queries.py), the same rule (jobprocessor/policies/fairness.py, allocate_claim()) and the same claims,
 -- job for job. Applied by Alembic revision 0019_fair_claim_v7 and runnable by hand:
 --   psql -v ON_ERROR_STOP=1 -f sql/032_fair_claim_v7.sql
@@ -9,25 +9,34 @@
 -- descriptions hold; so do v5's header (what a store passed over is) and v6's (how a step's jobs are taken).
 --
 -- WHAT CHANGES, AND WHY (issue 11: a claim of 100 from 1,000 stores with flow control configured, bench/fair_claim.py
--- flow; docs/BENCHMARKS.md "Fair claim v7"):
+-- flow; docs/BENCHMARKS.md "Fair claim v7"). Much of a statement's cost here is fixed (its executor set up and torn
+-- down, its parameters), so each change does less in fewer or smaller statements:
 --   * 3a+, the stores of a chunk that something is set for: v6 picked them with `store_key = ANY (flow_keys)`, which
 --     compares each store of the chunk with every key (231 keys in the benchmark: 0.5 ms for a chunk of 109 stores);
 --     v7 with `store_key IN (SELECT unnest(flow_keys))`, which hashes the keys (0.1 ms). The pick is a statement of
---     its own, so jobs_fair_flow_plan() is called with a plain array (v6 passed a sub-select, which kept the SQL
---     function from being inlined: a function call per chunk), and not at all when no store of the chunk has
---     anything set.
+--     its own, so jobs_fair_flow_plan() is called with a plain array and inlined (v6 passed a sub-select, which kept
+--     the SQL function from being inlined: a function call per chunk), and not called when no store of the chunk
+--     has anything set.
 --   * 3b, the heads: jobs_fair_head() walks three branches per store, and its first one (a store read whole) tests
 --     the job's type even when every type is wanted, which reads the job's row. v7 probes the two common cases
 --     itself: every type wanted of a store read whole (an index-only probe of jobs_fair_idx, without the type
 --     test), and one type wanted of a store read by type (one probe of jobs_fair_type_idx: the third branch for one
 --     type); every other store goes through jobs_fair_head() as before. The head found is the same job.
--- Measured (phase clocks, interleaved with v6 in one run): the flow plan of a chunk 1.40 -> 0.75 ms, the heads of
--- 104 stores 2.42 -> 2.07 ms untyped and 3.43 -> 2.73 ms typed.
--- What was tried and did not pay: the turns (job_store_queues_serve(), 2.5-3 ms for 100 stores: non-HOT updates,
--- as served_at and served_pos are in the wait index the claim reads by) written by ctid, or without the row locks
--- first: the same cost within the noise; the updates themselves are the cost.
+--   * 5., the locked read of a partial round whose every ask is one job, its head (stores of weight 1, each asked
+--     first at the level: the usual partial round of a claim of 100 from 1,000 stores): the heads are locked by
+--     primary key in a small statement of its own, and only the asks whose head it did not get (another caller
+--     holds it, or it is no longer pending) go on to v6's locked read, which reads them from their cursor as v6's
+--     did after a head it did not get; what the two got is merged in v6's order (rank, run_at, id).
+-- Measured (clocks between the statements, interleaved with v6 in one run, 30 claims each, the controls configured,
+-- steady state): the flow plan of a chunk 1.2-1.4 -> 0.6-0.8 ms, the heads of 104 stores 2.3-2.8 -> 2.0-2.3, the
+-- locked read of 100 heads 1.1-1.2 -> 0.7-0.8; the whole function 1.0-1.5 ms less, typed or not.
+-- Tried and did not pay: the turns (job_store_queues_serve(), 2.4-3 ms for 100 stores -- non-HOT updates, as
+-- served_at and served_pos are in the wait index the claim reads by) written by ctid, or without their row locks
+-- first: the same within the noise, the updates themselves are the cost; the flow split run only over the stores
+-- of the plan (the others kept in a branch of a UNION ALL): 0.2 ms slower, a bigger statement to set up.
 --
--- THE RULE, THE PHASES, THE LOCKS, THE COSTS, THE PLANS: as v5 (sql/029) and the files it names.
+-- THE RULE, THE PHASES, THE LOCKS, THE COSTS, THE PLANS: as v5 (sql/029) and the files it names. The locks are v6's:
+-- the heads' statement takes the same row locks (FOR UPDATE SKIP LOCKED) v6's took in its `heads` step.
 
 SET lock_timeout = '10s';
 SET statement_timeout = '60s';

@@ -1,4 +1,4 @@
-"""fair claim v7: the flow plan's stores picked by a hash, the common heads probed directly (sql/032_fair_claim_v7.sql)
+"""fair claim v7: cheaper flow plan, head probes and locked read of heads (sql/032_fair_claim_v7.sql)
 
 Revision ID: 0019_fair_claim_v7
 Revises: 0018_fair_claim_v6
