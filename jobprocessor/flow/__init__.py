@@ -1,7 +1,7 @@
 """Tenant flow control, as data: pauses (pauses.py), per-store limits and weights (limits.py), why a job waits
 (wait.py) and which stores wait longest (lag.py). Small functions on a SQLAlchemy Connection, shared by the HTTP
 API (api/flow.py), the CLI (`flask jobs pause|resume|pauses|limits|wait`), /metrics and the dashboard. The claim
-reads the same tables itself (sql/027_job_flow_control_v1.sql, sql/029_fair_claim_v6.sql)."""
+reads the same tables itself (sql/027_job_flow_control_v1.sql, sql/032_fair_claim_v7.sql)."""
 from __future__ import annotations
 
 from ..enqueue import MAX_IDENTIFIER_LENGTH, InvalidJob
