@@ -54,7 +54,7 @@ from .workflows.steps import StepStore
 log = logging.getLogger("jobprocessor.process")
 
 GRACE_S = 2.0  # how long past a deadline the call waits for a handler before abandoning it
-FLUSH_EVERY_OUTCOMES = 500  # write outcomes when this many are waiting ...
+FLUSH_EVERY_OUTCOMES = 1000  # write outcomes when this many are waiting (a round's most: one FINISH a round) ...
 FLUSH_EVERY_S = 0.25  # ... or when the oldest has waited this long (a killed call loses no more than that)
 POLL_S = 0.5  # a call with free threads and a dry queue asks again this often (PgBouncer carries no LISTEN)
 PREFETCH_HORIZON_S = 0.5  # a round also claims what the threads will get through in this long
