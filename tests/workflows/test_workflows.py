@@ -205,7 +205,11 @@ def test_the_claim_never_reads_waiting_jobs(client, engine):
     statement, parameters = next((s, p) for s, p in statements if "jobs_fair_claim" in s)
     plans = nested_plans(engine, statement, parameters)
     assert "jobs_waiting_idx" not in plans and "Seq Scan on jobs" not in plans
-    scans_of_jobs = [line for line in plans.splitlines() if " on jobs " in line and "Scan" in line]
+    # (a bitmap heap scan is judged by the index its bitmap index scans read: the planner picks one or the other for
+    # the claim's read by primary key, from the table's statistics)
+    scans_of_jobs = [line for line in plans.splitlines()
+                     if " on jobs " in line and "Scan" in line and "Bitmap Heap Scan" not in line
+                     or "Bitmap Index Scan on jobs_" in line]
     assert scans_of_jobs and all(any(index in line for index in ("jobs_fair_idx", "jobs_running_lease_idx",
                                                                  "jobs_pkey")) for line in scans_of_jobs), plans
 
