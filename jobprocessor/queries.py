@@ -376,6 +376,18 @@ RETURNING j.id
 """
 
 
+# The usual batch: every outcome a success (completed, no error, attempt kept, not deferred). FINISH then sets what
+# this sets -- its other columns keep their values for such an outcome -- but evaluates each CASE and unnests eight
+# arrays per row: this statement is 3.8 ms cheaper for 1,000 outcomes (of 18; docs/BENCHMARKS.md). Same fence.
+FINISH_COMPLETED = """
+UPDATE jobs AS j
+SET status = 'completed', result = CAST(o.result AS jsonb), completed_at = now(), locked_by = NULL, locked_until = NULL
+FROM unnest(CAST(:ids AS bigint[]), CAST(:results AS text[])) AS o(id, result)
+WHERE j.id = o.id AND j.id = ANY (CAST(:ids AS bigint[])) AND j.status = 'running' AND j.locked_by = :worker
+RETURNING j.id
+"""
+
+
 def _column_literal(values: Sequence[Any]) -> str:
     """array_literal(values); a batch's columns mostly hold one value ("completed", "null", None, 0)."""
     first = values[0]
@@ -392,9 +404,15 @@ def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[in
 
     # the batch's columns at once (Outcome's field order), each column's literal made once when one value fills it
     ids, statuses, results, errors, delays, give_backs, deferred, tracebacks = zip(*outcomes)
+    ids_literal = "{" + ",".join(map(str, map(int, ids))) + "}"
+    n = len(outcomes)
+    if (statuses.count("completed") == n and errors.count(None) == n and not any(give_backs)
+            and not any(deferred)):  # every one a success
+        params = {"worker": worker, "ids": ids_literal, "results": _column_literal(results)}
+        return _written(conn.execute(text(FINISH_COMPLETED), params))
     params = {
         "worker": worker,
-        "ids": "{" + ",".join(map(str, map(int, ids))) + "}",
+        "ids": ids_literal,
         "statuses": _column_literal(statuses),
         "results": _column_literal(results),
         "errors": _column_literal(errors),
@@ -403,7 +421,10 @@ def finish(conn: Connection, worker: str, outcomes: Sequence[Outcome]) -> set[in
         "deferred": _column_literal([1 if d else 0 for d in deferred]),
         "tracebacks": _column_literal(tracebacks),
     }
-    result = conn.execute(text(FINISH), params)
+    return _written(conn.execute(text(FINISH), params))
+
+
+def _written(result) -> set[int]:
     written = {job_id for job_id, in result.cursor.fetchall()}
     result.close()
     return written

@@ -80,9 +80,61 @@ def test_finish_sends_the_arrays_array_literal_makes(engine):
     finally:
         event.remove(engine, "before_cursor_execute", record)
     for params, batch in zip(sent, (uniform, mixed, uniform[:1])):
+        if batch is not mixed:  # every outcome a success: the statement for those, with the ids and the results
+            assert set(params) == {"worker", "ids", "results"}
+            assert (params["ids"], params["results"]) == (array_literal([o.job_id for o in batch]),
+                                                          array_literal([o.result_json for o in batch]))
+            continue
         expected = {"ids": [o.job_id for o in batch], "statuses": [o.status for o in batch],
                     "results": [o.result_json for o in batch], "errors": [o.error for o in batch],
                     "delays": [None if o.delay_s is None else float(o.delay_s) for o in batch],
                     "give_backs": [1 if o.give_back_attempt else 0 for o in batch],
                     "deferred": [1 if o.deferred else 0 for o in batch], "tracebacks": [o.traceback for o in batch]}
         assert {name: params[name] for name in expected} == {n: array_literal(v) for n, v in expected.items()}
+
+
+def test_a_batch_of_successes_is_written_as_finish_writes_it(clean_db):
+    """Every outcome of a batch a success: finish() sends the statement for those (FINISH_COMPLETED), which must
+    leave each row as FINISH does -- here with what earlier attempts left (an error, its traceback, deferrals), a
+    result of each kind, and a job another caller holds now (not written by either)."""
+    from jobprocessor import queries
+
+    columns = [c for c in queries.JOB_COLUMNS + queries.DETAIL_COLUMNS if c != "id"]
+    results = ['{"a": [1, "\\"q\\""]}', "null", None, '"text"']
+    with clean_db.begin() as conn:
+        ids = conn.execute(text("""
+            INSERT INTO jobs (type, status, attempts, locked_by, locked_until, started_at, last_error, last_traceback,
+                              deferrals, deferred_since, store_id)
+            SELECT 'test.echo', 'running', 2, CASE WHEN h % 5 = 0 THEN 'other' ELSE 'w' END,
+                   now() + interval '1 minute', now() - interval '1 second', CASE WHEN h % 2 = 0 THEN 'earlier' END,
+                   CASE WHEN h % 2 = 0 THEN 'tb' END, h % 3, CASE WHEN h % 3 > 0 THEN now() - interval '1 hour' END,
+                   'store-' || h
+            FROM generate_series(1, 20) g, LATERAL (SELECT g % 10 AS h) AS x  -- the two halves alike
+            ORDER BY g RETURNING id""")).scalars().all()
+        batches = {}
+        for half, statement in ((ids[:10], queries.FINISH_COMPLETED), (ids[10:], queries.FINISH)):
+            batches[statement] = [queries.Outcome(job_id, "completed", result_json=results[i % 4])
+                                  for i, job_id in enumerate(half)]
+        sent = []
+        original = conn.execute
+
+        def execute(statement, *args, **kwargs):
+            sent.append(str(statement))
+            return original(statement, *args, **kwargs)
+
+        conn.execute = execute
+        written = queries.finish(conn, "w", batches[queries.FINISH_COMPLETED])
+        conn.execute = original
+        assert sent == [queries.FINISH_COMPLETED]
+        # the other half through FINISH itself, as a batch with one outcome that is not a success would send it
+        general = dict(worker="w", ids=array_literal(ids[10:]), statuses=array_literal(["completed"] * 10),
+                       results=array_literal([o.result_json for o in batches[queries.FINISH]]),
+                       errors=array_literal([None] * 10), delays=array_literal([0.0] * 10),
+                       give_backs=array_literal([0] * 10), deferred=array_literal([0] * 10),
+                       tracebacks=array_literal([None] * 10))
+        written |= set(conn.execute(text(queries.FINISH), general).scalars())
+        rows = conn.execute(text(f"SELECT id, {', '.join(columns)} FROM jobs ORDER BY id")).all()
+    assert written == {job_id for job_id in ids if (ids.index(job_id) + 1) % 5 != 0}
+    fast, slow = rows[:10], rows[10:]
+    assert [row[1:] for row in fast] == [row[1:] for row in slow]
+    assert {row.status for row in fast} == {"completed", "running"}
