@@ -1,42 +1,41 @@
--- Fair claiming across stores, v7: v6 (sql/029_fair_claim_v6.sql) with three phases made cheaper. Same signature,
--- jobs_fair_claim(p_limit, p_types, p_max_per_store, p_skip), the `due` step of the claim statement
+-- Fair claiming across stores, v8: v7 (sql/032_fair_claim_v7.sql) with less work per claim outside the reads of jobs.
+-- Same signature, jobs_fair_claim(p_limit, p_types, p_max_per_store, p_skip), the `due` step of the claim statement
 -- (jobprocessor/queries.py), the same rule (jobprocessor/policies/fairness.py, allocate_claim()) and the same claims,
--- job for job. Applied by Alembic revision 0019_fair_claim_v7 and runnable by hand:
---   psql -v ON_ERROR_STOP=1 -f sql/032_fair_claim_v7.sql
+-- job for job. Applied by Alembic revision 0020_fair_claim_v8 and runnable by hand:
+--   psql -v ON_ERROR_STOP=1 -f sql/033_fair_claim_v8.sql
 -- Idempotent (CREATE OR REPLACE). Locks: none on jobs or on the directory (it replaces a function). Never edit this
--- file once released: add a _v8 file instead. It replaces v6's jobs_fair_claim() only: v4's types, its
--- jobs_fair_flow_plan(), v3's head probe jobs_fair_head() and the directory (sql/025) stay as they are, and their
--- descriptions hold; so do v5's header (what a store passed over is) and v6's (how a step's jobs are taken).
+-- file once released: add a _v9 file instead. It replaces v7's jobs_fair_claim() only: v4's types, its
+-- jobs_fair_flow_plan(), v3's head probe jobs_fair_head(), the directory (sql/025) and job_store_queues_serve() stay
+-- as they are, and their descriptions hold; so do v5's, v6's and v7's headers.
 --
--- WHAT CHANGES, AND WHY (issue 11: a claim of 100 from 1,000 stores with flow control configured, bench/fair_claim.py
--- flow; docs/BENCHMARKS.md "Fair claim v7"). Much of a statement's cost here is fixed (its executor set up and torn
--- down, its parameters), so each change does less in fewer or smaller statements:
---   * 3a+, the stores of a chunk that something is set for: v6 picked them with `store_key = ANY (flow_keys)`, which
---     compares each store of the chunk with every key (231 keys in the benchmark: 0.5 ms for a chunk of 109 stores);
---     v7 with `store_key IN (SELECT unnest(flow_keys))`, which hashes the keys (0.1 ms). The pick is a statement of
---     its own, so jobs_fair_flow_plan() is called with a plain array and inlined (v6 passed a sub-select, which kept
---     the SQL function from being inlined: a function call per chunk), and not called when no store of the chunk
---     has anything set.
---   * 3b, the heads: jobs_fair_head() walks three branches per store, and its first one (a store read whole) tests
---     the job's type even when every type is wanted, which reads the job's row. v7 probes the two common cases
---     itself: every type wanted of a store read whole (an index-only probe of jobs_fair_idx, without the type
---     test), and one type wanted of a store read by type (one probe of jobs_fair_type_idx: the third branch for one
---     type); every other store goes through jobs_fair_head() as before. The head found is the same job.
---   * 5., the locked read of a partial round whose every ask is one job, its head (stores of weight 1, each asked
---     first at the level: the usual partial round of a claim of 100 from 1,000 stores): the heads are locked by
---     primary key in a small statement of its own, and only the asks whose head it did not get (another caller
---     holds it, or it is no longer pending) go on to v6's locked read, which reads them from their cursor as v6's
---     did after a head it did not get; what the two got is merged in v6's order (rank, run_at, id).
--- Measured (clocks between the statements, interleaved with v6 in one run, 30 claims each, the controls configured,
--- steady state): the flow plan of a chunk 1.2-1.4 -> 0.6-0.8 ms, the heads of 104 stores 2.3-2.8 -> 2.0-2.3, the
--- locked read of 100 heads 1.1-1.2 -> 0.7-0.8; the whole function 1.0-1.5 ms less, typed or not.
--- Tried and did not pay: the turns (job_store_queues_serve(), 2.4-3 ms for 100 stores -- non-HOT updates, as
--- served_at and served_pos are in the wait index the claim reads by) written by ctid, or without their row locks
--- first: the same within the noise, the updates themselves are the cost; the flow split run only over the stores
--- of the plan (the others kept in a branch of a UNION ALL): 0.2 ms slower, a bigger statement to set up.
+-- WHAT CHANGES, AND WHY (issue 11: the drain, a claim of 1,000 from 100 stores in whole rounds, took 11.6 ms in v7,
+-- of which ~3.4 ms sorted the claimed jobs twice and wrote the turns, and ~2.3 ms was plpgsql work outside any
+-- statement: loops over the 100 queues that set fields of composite array elements):
+--   * 6., the end: each claimed job's place in the claim order is computed once, by one sorted pass, and serves both
+--     the turns (each store's last place) and the result; v7 sorted the claimed jobs twice (once to call
+--     job_store_queues_serve(), once for RETURN QUERY). The turns are job_store_queues_serve()'s statement, inlined
+--     into the statement that returns the result: the same rows locked the same way (FOR NO KEY UPDATE SKIP LOCKED,
+--     in (store_key, priority) order: the primary key read by `= ANY` of the stores, sorted) and the same writes.
+--   * the claimed jobs' order keys: a job's level is kept in its round (each level's rounds are numbered after the
+--     rounds of the levels before it, round_base), so one array fewer is appended per take and unnested at the end;
+--     its type is kept only when flow control is on (its only reader: the per-type caps and the starts record).
+--   * 3c and 4., placing the candidates and asking a whole round: one statement each over the queues, rather than a
+--     plpgsql loop per queue (`queues[r].owed := ...; asks := asks || ROW(...)`).
+--   * after a take: one loop over the queues the step asked, each written back once (one ROW assignment, unless it
+--     has per-type caps), rather than v7's loop over the queues that took jobs then its loop over those asked.
+-- The lock protocol is v7's (and v3's table, sql/026): the same statements lock the same jobs FOR UPDATE SKIP
+-- LOCKED in the same order; the turns' row locks are job_store_queues_serve()'s.
+-- Measured (the function alone, one connection, v7 and v8 called in turns, rolled back, 150 claims each, the
+-- directory vacuumed every 5; docs/BENCHMARKS.md "Fair claim v8"): a claim of 1,000 from 100 stores, server time
+-- 11.7 -> 11.0 ms (mean; wall median 13.2 -> 12.7), from one store 6.8 -> 6.4; the end (sort, turns, result)
+-- 3.2 -> 2.7 ms of it. B_PLACEHOLDER
+-- Tried and did not pay: a step's queues moved on in one statement rather than the loop (each queue's jobs taken
+-- looked up by array_position(), as a join of the two unnested sets is planned as a nested loop here): 1.4 ms per
+-- claim against 0.5 for the loop; the take reading each job's queue by a join on rank rather than queues[rank]:
+-- the same nested loop, 13 ms; the turns' rows found by a join with the unnested stores: a nested loop over every
+-- row of the directory (enable_sort is off), hence `= ANY`.
 --
--- THE RULE, THE PHASES, THE LOCKS, THE COSTS, THE PLANS: as v5 (sql/029) and the files it names. The locks are v6's:
--- the heads' statement takes the same row locks (FOR UPDATE SKIP LOCKED) v6's took in its `heads` step.
+-- THE RULE, THE PHASES, THE LOCKS, THE COSTS, THE PLANS: as v5 (sql/029) and the files it names.
 
 SET lock_timeout = '10s';
 SET statement_timeout = '60s';
