@@ -567,7 +567,6 @@ DECLARE
     chunk_empty       text[];       -- the stores read with nothing wanted due: tightened in 6.
     candidates        jobs_fair_queue_v4[];
     pool              jobs_fair_queue_v4[];  -- candidates not placed yet
-    placed            jobs_fair_queue_v4[];
     tighten_levels    smallint[] := '{}';
     tighten_stores    text[] := '{}';
     -- 4./5. the level's queues in rank order, and the steps that give them jobs
@@ -1371,16 +1370,16 @@ BEGIN
     END IF;
     -- (v8: each job's place in the claim order is computed once, by one sorted pass, for both the turns and the
     -- result; v7 sorted the claimed jobs twice, once for job_store_queues_serve()'s positions, once for the result)
-    WITH placed AS MATERIALIZED (
+    WITH ordered AS MATERIALIZED (
         SELECT u.id, u.store_key, row_number() OVER (ORDER BY u.round, u.rank, u.nth) AS pos
         FROM unnest(claimed_ids, claimed_stores, claimed_rounds, claimed_ranks, claimed_nths)
              AS u(id, store_key, round, rank, nth)
     )
-    SELECT (SELECT array_agg(p.id ORDER BY p.pos) FROM placed p),
+    SELECT (SELECT array_agg(p.id ORDER BY p.pos) FROM ordered p),
            array_agg(t.store_key ORDER BY t.store_key), array_agg(t.pos ORDER BY t.store_key)
     INTO claimed_ids, turn_stores, turn_poss
     FROM (SELECT c.store_key, max(c.pos)::integer AS pos
-          FROM (SELECT p.store_key, p.pos FROM placed p
+          FROM (SELECT p.store_key, p.pos FROM ordered p
                 UNION ALL
                 SELECT p.store_key, 0 FROM unnest(passed_stores) AS p(store_key)) AS c
           GROUP BY c.store_key) AS t;
