@@ -567,7 +567,6 @@ DECLARE
     chunk_empty       text[];       -- the stores read with nothing wanted due: tightened in 6.
     candidates        jobs_fair_queue_v4[];
     pool              jobs_fair_queue_v4[];  -- candidates not placed yet
-    placed            jobs_fair_queue_v4[];
     tighten_levels    smallint[] := '{}';
     tighten_stores    text[] := '{}';
     -- 4./5. the level's queues in rank order, and the steps that give them jobs
@@ -598,14 +597,20 @@ DECLARE
     took              integer;      -- ... per queue: how many, and the place of its last one in got_*
     took_last         integer;
     r                 integer;
-    -- every job claimed, with its place in the claim order (level, round, rank, its place in its store's round)
+    -- every job claimed, with its place in the claim order (round, which holds its level: v8; rank; its place in its
+    -- store's round)
     claimed_ids       bigint[] := '{}';
     claimed_stores    text[] := '{}';
+    -- (v8: a job's level is in its round -- each level's rounds follow the levels' before it: round_base -- rather
+    -- than an array of its own; and its type is kept only when flow control is on, the one reader of it)
     claimed_types     text[] := '{}';
-    claimed_levels    smallint[] := '{}';
     claimed_rounds    integer[] := '{}';
+    round_base        integer := 0;   -- the rounds of the levels already shared out
+    level_rounds      integer;        -- the rounds of this level that jobs were taken in
     claimed_ranks     integer[] := '{}';
     claimed_nths      integer[] := '{}';
+    turn_stores       text[];       -- 6.: the stores given a turn, in key order, and where each stands
+    turn_poss         integer[];
 BEGIN
     IF p_limit IS NULL OR p_limit < 1 THEN
         RETURN;
@@ -679,6 +684,7 @@ BEGIN
         EXIT levels WHEN cur_level IS NULL;
 
         queues := '{}';
+        level_rounds := 0;
         held_stores := '{}'; held_waits := '{}'; held_poss := '{}'; held_heads := '{}';
         live_queues := 0;
         live_weight := 0;
@@ -1044,21 +1050,21 @@ BEGIN
 
                 -- 3c. place the candidates whose rank is below the bound of every row not read yet, in rank order,
                 -- each with what it may take in this claim (p_max_per_store counts what it got at the levels above)
-                SELECT coalesce(array_agg(c ORDER BY c.rank_wait, c.rank_pos, c.head_run, c.store_key)
-                                FILTER (WHERE (c.rank_wait, c.rank_pos, c.head_run, c.store_key)
-                                              < (after_wait, after_pos, after_head, after_store)), '{}'),
+                -- (v8: the queues placed are appended in the same statement, not one by one in a loop)
+                SELECT queues || coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
+                                                        c.rank_wait, c.rank_pos, c.head_run, c.head_id, c.after_run,
+                                                        c.after_id, c.taken, c.owed, a.allowance, a.allowance > 0,
+                                                        c.weight, c.cap_types, c.cap_left)::jobs_fair_queue_v4
+                                                    ORDER BY c.rank_wait, c.rank_pos, c.head_run, c.store_key)
+                                          FILTER (WHERE (c.rank_wait, c.rank_pos, c.head_run, c.store_key)
+                                                        < (after_wait, after_pos, after_head, after_store)), '{}'),
                        coalesce(array_agg(c) FILTER (WHERE (c.rank_wait, c.rank_pos, c.head_run, c.store_key)
                                                            >= (after_wait, after_pos, after_head, after_store)), '{}')
-                INTO placed, pool
-                FROM unnest(pool) AS c;
-                FOR k IN 1 .. cardinality(placed) LOOP
-                    r := cardinality(queues) + 1;
-                    queues[r] := placed[k];
-                    queues[r].allowance := least(p_limit, p_max_per_store - cardinality(array_positions(
-                                                              claimed_stores, placed[k].store_key)),
-                                                 placed[k].allowance);
-                    queues[r].live := queues[r].allowance > 0;
-                END LOOP;
+                INTO queues, pool
+                FROM unnest(pool) AS c
+                CROSS JOIN LATERAL (SELECT least(p_limit, p_max_per_store - cardinality(array_positions(
+                                                              claimed_stores, c.store_key)),
+                                                 c.allowance) AS allowance) AS a;
 
             ELSIF step = 'whole rounds' THEN
                 -----------------------------------------------------------------------------------------------------
@@ -1066,14 +1072,20 @@ BEGIN
                 -- its allowance)
                 -----------------------------------------------------------------------------------------------------
                 round_share := slots_left / live_weight;
-                FOR r IN 1 .. cardinality(queues) LOOP
-                    CONTINUE WHEN NOT queues[r].live;
-                    queues[r].owed := least(round_share * queues[r].weight, queues[r].allowance);
-                    asks := asks || ROW(r, queues[r].store_key, queues[r].via_types, queues[r].store_wanted,
-                                        queues[r].after_run, queues[r].after_id, queues[r].owed, NULL,
-                                        queues[r].cap_types, queues[r].cap_left)::jobs_fair_ask_v4;
-                    step_ranks := step_ranks || r;
-                END LOOP;
+                -- (v8: one statement over the queues, not a loop that set each live one's owed and appended its ask)
+                SELECT array_agg(ROW(q.store_key, q.types, q.via_types, q.store_wanted, q.turn_at, q.rank_wait,
+                                     q.rank_pos, q.head_run, q.head_id, q.after_run, q.after_id, q.taken,
+                                     CASE WHEN q.live THEN o.owed ELSE q.owed END, q.allowance, q.live, q.weight,
+                                     q.cap_types, q.cap_left)::jobs_fair_queue_v4 ORDER BY q.r),
+                       coalesce(array_agg(ROW(q.r, q.store_key, q.via_types, q.store_wanted, q.after_run, q.after_id,
+                                              o.owed, NULL, q.cap_types, q.cap_left)::jobs_fair_ask_v4 ORDER BY q.r)
+                                FILTER (WHERE q.live), '{}'),
+                       coalesce(array_agg(q.r::integer ORDER BY q.r) FILTER (WHERE q.live), '{}')
+                INTO queues, asks, step_ranks
+                FROM unnest(queues) WITH ORDINALITY AS q(store_key, types, via_types, store_wanted, turn_at, rank_wait,
+                                                         rank_pos, head_run, head_id, after_run, after_id, taken, owed,
+                                                         allowance, live, weight, cap_types, cap_left, r)
+                CROSS JOIN LATERAL (SELECT least(round_share * q.weight, q.allowance) AS owed) AS o;
 
             ELSIF step = 'partial round' THEN
                 -----------------------------------------------------------------------------------------------------
@@ -1254,52 +1266,61 @@ BEGIN
             -- each queue that got some moves on by what it got: counters, cursor (its last job), per-type caps
             taking := least(cardinality(got_ranks), slots_left);
             IF taking > 0 THEN
-                -- (the seven arrays are built in the same row order, so they stay parallel; their order is free)
+                -- (the arrays are built in the same row order, so they stay parallel; their order is free)
                 SELECT claimed_ids || array_agg(g.id), claimed_stores || array_agg(g.store_key),
-                       claimed_types || array_agg(g.type), claimed_levels || array_agg(cur_level),
-                       claimed_rounds || array_agg(((g.nth + g.weight - 1) / g.weight)::integer),
+                       claimed_types || array_agg(g.type) FILTER (WHERE flow_stores),
+                       claimed_rounds || array_agg(round_base + ((g.nth + g.weight - 1) / g.weight)::integer),
+                       greatest(level_rounds, max(((g.nth + g.weight - 1) / g.weight)::integer)),
                        claimed_ranks || array_agg(g.rank), claimed_nths || array_agg(g.nth::integer)
-                INTO claimed_ids, claimed_stores, claimed_types, claimed_levels, claimed_rounds, claimed_ranks,
+                INTO claimed_ids, claimed_stores, claimed_types, claimed_rounds, level_rounds, claimed_ranks,
                      claimed_nths
                 FROM (SELECT u.rank, u.id, u.type, (queues[u.rank]).store_key, (queues[u.rank]).weight,
                              (queues[u.rank]).taken + row_number() OVER (PARTITION BY u.rank ORDER BY u.k) AS nth
                       FROM unnest(got_ranks, got_ids, got_types) WITH ORDINALITY AS u(rank, id, type, k)
                       WHERE u.k <= taking) AS g;
-                FOR r, took, took_last IN
-                    SELECT u.rank, count(*)::integer, max(u.k)::integer
-                    FROM unnest(got_ranks) WITH ORDINALITY AS u(rank, k)
-                    WHERE u.k <= taking
-                    GROUP BY u.rank
-                LOOP
-                    -- (the queue copied out, changed and stored back: one write of the array, not one per field)
-                    one := queues[r];
+                slots_left := slots_left - taking;
+            END IF;
+            -- ... and a queue the step asked stays live if it gave all it was asked for (a job set aside counts) and
+            -- may take more; one that gave less has no lockable due job left it may give
+            -- (v8: one loop over the queues asked, each written back once; v7 had a second loop for liveness)
+            FOR r, took, took_last IN
+                SELECT u.rank, count(u.k)::integer, max(u.k)::integer
+                FROM (SELECT g.rank, g.k FROM unnest(got_ranks) WITH ORDINALITY AS g(rank, k) WHERE g.k <= taking
+                      UNION ALL
+                      SELECT s.rank, NULL FROM unnest(step_ranks) AS s(rank)) AS u
+                GROUP BY u.rank
+            LOOP
+                one := queues[r];
+                IF took = 0 THEN
+                    queues[r].live := one.owed = 0 AND one.allowance > 0;
+                ELSIF one.cap_types IS NULL THEN
+                    queues[r] := ROW(one.store_key, one.types, one.via_types, one.store_wanted, one.turn_at,
+                                     one.rank_wait, one.rank_pos, one.head_run, one.head_id, got_runs[took_last],
+                                     got_ids[took_last], one.taken + took, greatest(one.owed - took, 0),
+                                     one.allowance - took, one.owed <= took AND one.allowance > took, one.weight,
+                                     NULL, one.cap_left)::jobs_fair_queue_v4;
+                ELSE
                     one.taken := one.taken + took;
                     one.owed := greatest(one.owed - took, 0);
                     one.allowance := one.allowance - took;
                     one.after_run := got_runs[took_last];
                     one.after_id := got_ids[took_last];
-                    IF one.cap_types IS NOT NULL THEN
-                        one.cap_left := ARRAY(SELECT one.cap_left[i]
-                                                     - (SELECT count(*)::integer
-                                                        FROM unnest(got_ranks[1:taking], got_types[1:taking])
-                                                             AS t(rank, type)
-                                                        WHERE t.rank = r AND t.type = one.cap_types[i])
-                                              FROM generate_subscripts(one.cap_types, 1) AS i
-                                              ORDER BY i);
-                    END IF;
+                    one.cap_left := ARRAY(SELECT one.cap_left[i]
+                                                 - (SELECT count(*)::integer
+                                                    FROM unnest(got_ranks[1:taking], got_types[1:taking])
+                                                         AS t(rank, type)
+                                                    WHERE t.rank = r AND t.type = one.cap_types[i])
+                                          FROM generate_subscripts(one.cap_types, 1) AS i
+                                          ORDER BY i);
+                    one.live := one.owed = 0 AND one.allowance > 0;
                     queues[r] := one;
-                END LOOP;
-                slots_left := slots_left - taking;
-            END IF;
-            -- a queue the step asked stays live if it gave all it was asked for (a job set aside counts) and may
-            -- take more; one that gave less has no lockable due job left it may give
-            FOREACH r IN ARRAY step_ranks LOOP
-                queues[r].live := queues[r].owed = 0 AND queues[r].allowance > 0;
+                END IF;
             END LOOP;
             SELECT count(*)::integer, coalesce(sum(q.weight), 0)::integer
             INTO live_queues, live_weight
             FROM unnest(queues) AS q WHERE q.live;
         END LOOP steps;
+        round_base := round_base + level_rounds;
 
         -- END OF THE LEVEL: the held stores ranking before the last store served here are passed over (6.)
         IF cardinality(held_stores) > 0 THEN
@@ -1347,19 +1368,37 @@ BEGIN
     IF cardinality(claimed_ids) = 0 THEN
         RETURN;
     END IF;
-    PERFORM job_store_queues_serve(array_agg(s.store_key), array_agg(s.pos))
+    -- (v8: each job's place in the claim order is computed once, by one sorted pass, for both the turns and the
+    -- result; v7 sorted the claimed jobs twice, once for job_store_queues_serve()'s positions, once for the result)
+    WITH ordered AS MATERIALIZED (
+        SELECT u.id, u.store_key, row_number() OVER (ORDER BY u.round, u.rank, u.nth) AS pos
+        FROM unnest(claimed_ids, claimed_stores, claimed_rounds, claimed_ranks, claimed_nths)
+             AS u(id, store_key, round, rank, nth)
+    )
+    SELECT (SELECT array_agg(p.id ORDER BY p.pos) FROM ordered p),
+           array_agg(t.store_key ORDER BY t.store_key), array_agg(t.pos ORDER BY t.store_key)
+    INTO claimed_ids, turn_stores, turn_poss
     FROM (SELECT c.store_key, max(c.pos)::integer AS pos
-          FROM (SELECT u.store_key, row_number() OVER (ORDER BY u.priority, u.round, u.rank, u.nth) AS pos
-                FROM unnest(claimed_stores, claimed_levels, claimed_rounds, claimed_ranks, claimed_nths)
-                     AS u(store_key, priority, round, rank, nth)
+          FROM (SELECT p.store_key, p.pos FROM ordered p
                 UNION ALL
                 SELECT p.store_key, 0 FROM unnest(passed_stores) AS p(store_key)) AS c
-          GROUP BY c.store_key) AS s;
-
+          GROUP BY c.store_key) AS t;
+    -- the turns, and the result in the same statement: the turns are job_store_queues_serve()'s statement, inlined
+    -- (the same row locks, FOR NO KEY UPDATE SKIP LOCKED in (store_key, priority) order, and the same writes); its
+    -- rows are found by `= ANY`, which the primary key returns in that order, each with its place by array_position()
     RETURN QUERY
-        SELECT u.id, (row_number() OVER (ORDER BY u.priority, u.round, u.rank, u.nth))::integer
-        FROM unnest(claimed_ids, claimed_levels, claimed_rounds, claimed_ranks, claimed_nths)
-             AS u(id, priority, round, rank, nth);
+        WITH mine AS (
+            SELECT q.store_key, q.priority, turn_poss[array_position(turn_stores, q.store_key)] AS pos
+            FROM job_store_queues q
+            WHERE q.store_key = ANY (turn_stores)
+            ORDER BY q.store_key, q.priority
+            FOR NO KEY UPDATE OF q SKIP LOCKED
+        ), served AS (
+            UPDATE job_store_queues q SET served_at = greatest(q.served_at, now()), served_pos = m.pos
+            FROM mine m
+            WHERE q.store_key = m.store_key AND q.priority = m.priority
+        )
+        SELECT u.id, u.pos::integer FROM unnest(claimed_ids) WITH ORDINALITY AS u(id, pos);
 END
 $$;
 
