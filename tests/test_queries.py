@@ -138,3 +138,27 @@ def test_a_batch_of_successes_is_written_as_finish_writes_it(clean_db):
     fast, slow = rows[:10], rows[10:]
     assert [row[1:] for row in fast] == [row[1:] for row in slow]
     assert {row.status for row in fast} == {"completed", "running"}
+
+
+def test_a_success_that_carries_more_than_a_result_goes_through_finish(clean_db):
+    """FINISH_COMPLETED writes only what a plain success changes: a completed outcome that also carries an error,
+    gives its attempt back or is a deferral (the executor makes none today) must still be written in full by FINISH."""
+    from jobprocessor import queries
+
+    with clean_db.begin() as conn:
+        ids = conn.execute(text("""
+            INSERT INTO jobs (type, status, attempts, locked_by, locked_until, started_at)
+            SELECT 'test.echo', 'running', 2, 'w', now() + interval '1 minute', now()
+            FROM generate_series(1, 4) ORDER BY 1 RETURNING id""")).scalars().all()
+        unusual = {ids[1]: dict(error="noted"), ids[2]: dict(give_back_attempt=True), ids[3]: dict(deferred=True)}
+        for job_id, extra in unusual.items():
+            batch = [queries.Outcome(ids[0], "completed", result_json="null"),
+                     queries.Outcome(job_id, "completed", result_json="null", **extra)]
+            assert queries.finish(conn, "w", batch) == {ids[0], job_id}
+            conn.execute(text("UPDATE jobs SET status = 'running', locked_by = 'w' WHERE id = :id"), {"id": ids[0]})
+        rows = {row.id: row for row in conn.execute(text(
+            "SELECT id, status, last_error, attempts, deferrals FROM jobs WHERE id = ANY(:ids)"), {"ids": ids[1:]})}
+    assert rows[ids[1]].last_error == "noted"
+    assert rows[ids[2]].attempts == 1
+    assert rows[ids[3]].deferrals == 1
+    assert {row.status for row in rows.values()} == {"completed"}
