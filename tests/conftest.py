@@ -12,6 +12,8 @@ from jobprocessor import create_app
 from jobprocessor.config import Settings, normalise_database_url
 from tests.support.settings import make_settings
 
+TEST_STATEMENT_TIMEOUT_MS = 120_000  # longer than any statement of the suite takes, shorter than a stuck run
+
 
 def _database_url() -> str:
     """The session's database: TEST_DATABASE_URL's (else the embedded server's jobprocessor_test); under
@@ -39,6 +41,10 @@ def database_url() -> str:
     engine = create_engine(normalise_database_url(url))
     with engine.begin() as conn:  # a fresh schema each session, built by the real migrations
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        # a statement that never ends (a claim that loops) fails its test: pytest-timeout cannot interrupt a wait
+        # inside libpq, so the server ends it (every session of the test database, processes the tests start too)
+        name = conn.execute(text("SELECT current_database()")).scalar()
+        conn.execute(text(f'ALTER DATABASE "{name}" SET statement_timeout = {TEST_STATEMENT_TIMEOUT_MS}'))
     engine.dispose()
     from flask_migrate import upgrade
 
