@@ -8,6 +8,8 @@
     .venv/bin/python bench/fair_claim.py enqueue    [--jobs 1000000] [--stores 1000] [--reps 40]
     .venv/bin/python bench/fair_claim.py flow       [--jobs 1000000] [--stores 1000] [--limits 100,10] [--reps 40]
                                                     [--steady-claims 12]
+    .venv/bin/python bench/fair_claim.py flow-settle [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
+                                                    [--steady-claims 12]
     .venv/bin/python bench/fair_claim.py flow-explain [--jobs 1000000] [--stores 1000] [--limit 100]
                                                     [--steady-claims 12]
 
@@ -51,6 +53,10 @@ flow:      what tenant flow control (sql/027; the claims v4 of sql/028, v5 and v
            which passed over the stores at their limits as they met them; and the same two with one queued type paused
            everywhere too. Server CPU per claim and its difference from FIFO's, measured as in `latency`; the recent
            claims are made recent again before each CPU round.
+flow-settle: what a deployment pays right after its controls are set, where `flow` rolls every claim back (so each
+           of its claims "right after" is a first claim): `--steady-claims` claims of `--limit` committed one after
+           another after configure_controls() (and with a type pause too), the wall time of each, median of `--reps`
+           trials (each on a queue filled anew), beside FIFO's.
 flow-explain: EXPLAIN (ANALYZE, BUFFERS) of v5's claim statement with those controls (untyped and one type), in
            the steady state (`--steady-claims`; 0: right after the controls are set), and through auto_explain the
            statements inside jobs_fair_claim() and jobs_fair_flow_plan().
@@ -416,6 +422,35 @@ def cmd_flow_explain(args) -> None:
     conn.close()
 
 
+def cmd_flow_settle(args) -> None:
+    """What a deployment pays right after its controls are set: `flow` measures rolled-back claims, so every claim
+    of its "right after" state meets the stores at their limits in front, as only the first committed claim does.
+    Here the claims commit, one after another (their jobs left running), as a cron's calls would: the wall time of
+    each, median over `--reps` trials, each on a queue filled anew (a trial's claims move turns and leave the
+    directory's bounds loose, which the next one would pay for), beside the FIFO claim's, rolled back."""
+    engine = fresh_schema(database_url())
+    n_stores = args.stores[-1]
+    claims = args.steady_claims
+    print(f"{args.jobs:,} pending jobs over {n_stores} stores; {claims} committed claims of {args.limit} right after "
+          f"configure_controls(), wall ms, median of {args.reps} trials (FIFO: rolled back, 10 per trial)")
+    for type_pause in (False, True):
+        walls: list = [[] for _ in range(claims)]
+        fifo: list = []
+        for _ in range(args.reps):
+            fill(engine, args.jobs, n_stores)
+            configure_controls(engine, n_stores, type_pause=type_pause)
+            for nth in range(claims):
+                with engine.begin() as conn:
+                    started = time.perf_counter()
+                    queries.claim(conn, limit=args.limit, worker="settle", lease_s=3600)
+                walls[nth].append((time.perf_counter() - started) * 1000)
+            with engine.connect() as conn:
+                fifo += [_timed_claim(conn, "fifo", args.limit)[0] for _ in range(10)]
+        label = "configured + type pause" if type_pause else "configured"
+        print(f"{label:<24} " + " ".join(f"{statistics.median(w):5.1f}" for w in walls)
+              + f"   | FIFO {statistics.median(fifo):.1f}", flush=True)
+
+
 def _claim_v2(conn, limit: int, job_type: Optional[str]) -> queries.ClaimResult:
     return queries._claim(conn, CLAIM_V2, limit=limit, worker=WORKER, lease_s=300, job_type=job_type,
                           rescue_limit=1000, max_per_store=None, start_types="{}")
@@ -767,20 +802,21 @@ def cmd_enqueue(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("latency", "explain", "first-job", "profile", "enqueue", "flow",
-                                            "flow-explain"))
+                                            "flow-explain", "flow-settle"))
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--limits", type=lambda s: [int(x) for x in s.split(",")], default=[100, 10])
     parser.add_argument("--reps", type=int, default=40)
     parser.add_argument("--steady-claims", type=int, default=12,
-                        help="flow: committed claims before a 'steady' state is measured")
+                        help="flow: committed claims before a 'steady' state is measured; flow-settle: claims "
+                             "measured")
     parser.add_argument("--job-ms", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job,
      "profile": cmd_profile, "enqueue": cmd_enqueue, "flow": cmd_flow,
-     "flow-explain": cmd_flow_explain}[args.command](args)
+     "flow-explain": cmd_flow_explain, "flow-settle": cmd_flow_settle}[args.command](args)
 
 
 if __name__ == "__main__":
