@@ -12,7 +12,8 @@ request the before side gets (`limit=1000`) and with no parameters (what a cron 
 `limit=1000` and JOBS_IDLE_GRACE_S=0 (`--no-no-grace-side` leaves it out): a call whose queue ran dry waits the idle
 grace (5 s by default) for new work before it answers, so the drain's last answers come that much after its last
 job is done. Both rates are printed: to the last answer, and to the last job's completion (completed_at, the
-server's clock).
+server's clock); beside them the CPU per job of the gunicorn workers and of the database server's processes during
+the drain (bench/drain.py CPUMeter).
 
 When the versions differ in a function the claim calls, name its file for each side: `--before-sql
 sql/029_fair_claim_v5.sql --after-sql sql/029_fair_claim_v6.sql` runs the before checkout's file before each of its
@@ -28,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.drain import JobsTable, Server, endpoint_drain, libpq_url, load, warm_up  # noqa: E402
+from bench.drain import CPUMeter, JobsTable, Server, endpoint_drain, libpq_url, load, warm_up  # noqa: E402
 from bench.drain_fifo import fill  # noqa: E402
 
 
@@ -56,6 +57,9 @@ def main() -> int:
         sides = sides[:3]
     rates: dict[str, list[float]] = {label: [] for label, *_ in sides}
     done: dict[str, list[float]] = {label: [] for label, *_ in sides}
+    app_us: dict[str, list[float]] = {label: [] for label, *_ in sides}
+    server_us: dict[str, list[float]] = {label: [] for label, *_ in sides}
+    meter = CPUMeter(jobs.conn)
     print(f"{args.jobs:,} demo.noop jobs, {args.stores} store(s), gunicorn 2x4, 4 callers, "
           f"JOBS_CONCURRENCY={args.concurrency}; {args.rounds} interleaved rounds; {load()}", flush=True)
     for round_no in range(1, args.rounds + 1):
@@ -66,18 +70,24 @@ def main() -> int:
             with Server(url, 2, 4, args.concurrency, root=root, env=env) as server:
                 warm_up(server, jobs, 4)
                 fill(jobs, args.jobs, args.stores)
+                server_before, app_before = meter.read(server.proc.pid)
                 result = endpoint_drain(server, jobs, args.jobs, 4, limit, fill=False)
+                server_after, app_after = meter.read(server.proc.pid)
             rates[label].append(result.jobs_per_s)
             done[label].append(result.done_per_s)
+            app_us[label].append(1e6 * (app_after - app_before) / args.jobs)
+            server_us[label].append(1e6 * (server_after - server_before) / args.jobs)
             print(f"  round {round_no}: {label:<27} {result.jobs_per_s:>9,.0f} jobs/s  ({result.calls} calls; "
-                  f"{result.done_per_s:,.0f} jobs/s to the last completion)  {load()}", flush=True)
+                  f"{result.done_per_s:,.0f} jobs/s to the last completion; gunicorn {app_us[label][-1]:.1f}, "
+                  f"server {server_us[label][-1]:.1f} us CPU/job)  {load()}", flush=True)
     print("medians (to the last answer; to the last completion):")
     base = statistics.median(rates[sides[0][0]])
     base_done = statistics.median(done[sides[0][0]])
     for label, *_ in sides:
         median, median_done = statistics.median(rates[label]), statistics.median(done[label])
         print(f"  {label:<27} {median:>9,.0f} jobs/s  = {median / base:.2f}x before;  {median_done:>9,.0f} jobs/s "
-              f"= {median_done / base_done:.2f}x", flush=True)
+              f"= {median_done / base_done:.2f}x;  CPU/job gunicorn {statistics.median(app_us[label]):.1f} us, "
+              f"server {statistics.median(server_us[label]):.1f} us", flush=True)
     jobs.close()
     return 0
 

@@ -234,15 +234,68 @@ class _Lane:
 
 
 class _InFlight:
-    """A job whose handler runs (self.in_flight); one per run of jobs, moved from job to job under the call's lock."""
+    """One run of jobs on one thread, as the coordinator sees it (self.in_flight): the job whose handler runs now and
+    its deadline, and the outcomes and figures of the run's finished jobs. These are kept here, under a lock of the
+    run's own, and handed over to the call when the run ends: a thread takes the call's lock once per run, not once
+    per job (with microsecond jobs the lane threads queued on it, and the hand-offs cost more CPU than the jobs).
+    The coordinator takes the run's lock (under the call's) to abandon its job, to take its outcomes for a flush
+    that is due, and when the call ends; `closed`: it has taken the run over, and the thread writes whatever it
+    still has itself."""
 
-    __slots__ = ("lane", "deadline", "job_type", "metrics")
+    __slots__ = ("lane", "metrics", "lock", "job_id", "deadline", "job_type", "closed",
+                 "outcomes", "kinds", "since", "busy_s", "ended", "mean_first", "mean_decay", "mean_sum")
 
-    def __init__(self, lane: _Lane, metrics: "_RunMetrics", deadline: float = 0.0, job_type: str = ""):
+    def __init__(self, lane: _Lane, metrics: "_RunMetrics"):
         self.lane = lane
         self.metrics = metrics  # the run's: handed over by the coordinator when it abandons the run's job
-        self.deadline = deadline  # monotonic
-        self.job_type = job_type
+        self.lock = threading.Lock()  # taken by the run's thread once per job; the call's lock, when taken, first
+        self.job_id: Optional[int] = None  # the job whose handler runs (None: between two, or the run is over)
+        self.deadline = 0.0  # monotonic
+        self.job_type = ""
+        self.closed = False
+        self._clear()
+
+    def _clear(self) -> None:
+        self.outcomes: list[Outcome] = []
+        self.kinds: dict[str, int] = {}
+        self.since = 0.0  # monotonic: when the oldest of `outcomes` was kept
+        self.busy_s = 0.0
+        self.ended = 0.0
+        # the run's successes, to be applied to the lane's mean (an EWMA: m <- 0.8 m + 0.2 x per success) as they
+        # would have been one by one: m_k = decay * m_0 + sum, or mean_first when the lane had no mean yet
+        self.mean_first: Optional[float] = None
+        self.mean_decay, self.mean_sum = 1.0, 0.0
+
+    def keep(self, outcome: Outcome, kind: str, elapsed: float, ended: float) -> None:
+        """Under self.lock: a job of the run finished."""
+        if not self.outcomes:
+            self.since = ended
+        self.outcomes.append(outcome)
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.busy_s += elapsed
+        self.ended = ended
+        if kind == "succeeded":  # deferrals and failures are often quick: not what a round needs
+            self.mean_first = elapsed if self.mean_first is None else 0.8 * self.mean_first + 0.2 * elapsed
+            self.mean_decay *= 0.8
+            self.mean_sum = 0.8 * self.mean_sum + 0.2 * elapsed
+
+    def hand_over(self, tick: "_Tick") -> None:
+        """Under tick.cond and self.lock (or by the run's thread under tick.cond alone, its run over): what the run's
+        finished jobs left, into the call's shared state."""
+        if self.mean_first is not None:
+            lane = self.lane
+            lane.mean_run_s = (self.mean_first if lane.mean_run_s is None
+                               else self.mean_decay * lane.mean_run_s + self.mean_sum)
+        if self.outcomes:
+            tick.busy_s += self.busy_s
+            tick.last_activity = max(tick.last_activity, self.ended)
+            tick.counts.update(self.kinds)
+            if not tick.unflushed or self.since < tick.oldest_unflushed:
+                tick.oldest_unflushed = self.since
+            tick.unflushed.extend(self.outcomes)
+            if len(tick.unflushed) >= FLUSH_EVERY_OUTCOMES:
+                tick.cond.notify()
+        self._clear()
 
 
 class _RunMetrics:
@@ -316,8 +369,8 @@ class _Tick:
         self.cond = threading.Condition(self.lock)
         self.lanes: dict[str, _Lane] = {CPU_LANE: _Lane(CPU_LANE, settings.JOBS_CONCURRENCY,
                                                         threading.Condition(self.lock))}
-        self.in_flight: dict[int, _InFlight] = {}
-        self.abandoned: set[int] = set()
+        self.in_flight: set[_InFlight] = set()  # the runs of jobs under way that the coordinator has not taken over
+        self.abandoned: set[int] = set()  # the jobs whose handlers were running when their run was taken over
         self.unflushed: list[Outcome] = []
         self.oldest_unflushed = 0.0
         self.counts: Counter = Counter()
@@ -353,7 +406,13 @@ class _Tick:
             with self.cond:
                 self.stopping = True
                 self.claiming = False
-                self.abandoned.update(self.in_flight)
+                for flight in self.in_flight:
+                    with flight.lock:
+                        flight.closed = True
+                        if flight.job_id is not None:
+                            self.abandoned.add(flight.job_id)
+                        flight.hand_over(self)
+                self.in_flight.clear()
                 # what this call can no longer write is let go: its leases run out and the jobs come back
                 unwritten = [o.job_id for o in self.unflushed]
                 unwritten += [row.id for lane in self.lanes.values() for row in lane.ready]
@@ -388,11 +447,10 @@ class _Tick:
             for lane in self.lanes.values():
                 while lane.ready:
                     self._release(lane.ready.popleft())
-            for job_id, flight in self.in_flight.items():
-                if job_id not in self.abandoned:
-                    self.abandoned.add(job_id)
-                    observe_abandoned(flight.job_type)
-                    flight.metrics.write()  # before the book's last save below
+            for flight in self.in_flight:
+                self._take_over(flight)
+                flight.metrics.write()  # before the book's last save below
+            self.in_flight.clear()
             self.counts["abandoned"] = len(self.abandoned)
             batch, self.unflushed = self.unflushed, []
             self._wake_all()
@@ -405,7 +463,7 @@ class _Tick:
         """Under self.cond: the call is over (nothing left to run, or its time is up)."""
         if now >= self.answer_by:
             return True
-        if self.in_flight.keys() - self.abandoned or any(lane.ready or lane.busy for lane in self.lanes.values()):
+        if self.in_flight or any(lane.ready or lane.busy for lane in self.lanes.values()):
             return False
         if not self.claiming:
             return True
@@ -421,8 +479,10 @@ class _Tick:
         wake = now + POLL_S
         if self.unflushed:
             wake = min(wake, self.oldest_unflushed + FLUSH_EVERY_S)
-        for job_id, flight in self.in_flight.items():
-            if job_id not in self.abandoned:
+        for flight in self.in_flight:  # read without the run's lock: at worst one job stale, and woken again soon
+            if flight.outcomes:
+                wake = min(wake, flight.since + FLUSH_EVERY_S)
+            if flight.job_id is not None:
                 wake = min(wake, flight.deadline + GRACE_S)
         return max(0.005, min(wake, self.answer_by) - now)
 
@@ -622,21 +682,40 @@ class _Tick:
 
     def _abandon_overdue(self, now: float) -> None:
         """Under self.cond."""
-        for job_id, flight in self.in_flight.items():
-            if now > flight.deadline + GRACE_S and job_id not in self.abandoned:
-                self.abandoned.add(job_id)  # overran its deadline: stop waiting, keep the lane's concurrency
+        for flight in [f for f in self.in_flight if f.job_id is not None and now > f.deadline + GRACE_S]:
+            # overran its deadline: stop waiting, keep the lane's concurrency
+            if not self._take_over(flight, overdue_at=now):
+                continue  # its job ended meanwhile (the next one has a deadline of its own)
+            self.in_flight.discard(flight)
+            flight.metrics.write()  # what the run's earlier jobs measured, in case its handler never returns
+            flight.lane.threads -= 1
+            flight.lane.busy -= 1
+            self._staff(flight.lane)
+
+    def _take_over(self, flight: _InFlight, overdue_at: Optional[float] = None) -> bool:
+        """Under self.cond: close a run (its thread writes what it still has itself) and take what its finished jobs
+        left; the job whose handler runs is abandoned. With `overdue_at`, only if that job is still past its deadline
+        + GRACE_S then. False: it was not (the caller leaves the run alone)."""
+        with flight.lock:
+            if overdue_at is not None and (flight.job_id is None or overdue_at <= flight.deadline + GRACE_S):
+                return False
+            flight.closed = True
+            if flight.job_id is not None:
+                self.abandoned.add(flight.job_id)
                 observe_abandoned(flight.job_type)
-                flight.metrics.write()  # what the run's earlier jobs measured, in case its handler never returns
-                flight.lane.threads -= 1
-                flight.lane.busy -= 1
-                self._staff(flight.lane)
+            flight.hand_over(self)
+        return True
 
     def _take_flush(self, now: float) -> list:
-        """Under self.cond: the outcomes to write now, if it is time."""
+        """Under self.cond: the outcomes to write now, if it is time (with those the runs under way still keep)."""
         due = self.unflushed and (len(self.unflushed) >= FLUSH_EVERY_OUTCOMES
                                   or now - self.oldest_unflushed >= FLUSH_EVERY_S)
+        due = due or any(f.outcomes and now - f.since >= FLUSH_EVERY_S for f in self.in_flight)
         if not due:
             return []
+        for flight in self.in_flight:
+            with flight.lock:
+                flight.hand_over(self)
         batch, self.unflushed = self.unflushed, []
         return batch
 
@@ -785,68 +864,87 @@ class _Tick:
                 lane.busy -= 1
             return True
         flight = _InFlight(lane, counted)  # the run's entry in self.in_flight, moved from job to job
-        # one acquisition of the (call's) lock between two jobs of a run: the outcome of one and the start of the next
         with self.lock:
             stop = self.stopping
-            plan = None if stop else self._begin(flight, rows[0])
+            if stop:
+                lane.busy -= 1
+            else:
+                self.in_flight.add(flight)
+                plan = self._begin(flight, rows[0])
+        if stop:  # the call stopped while the run's start was written: back, attempt given back
+            counted.observe_pending()
+            self._give_back(rows)
+            return True
         i = 0
         while True:
-            if plan is None:  # the call stops, or the rest of the run no longer fits: back, attempt given back
-                counted.observe_pending()
-                self._give_back(lane, rows[i:], write_self=stop, counted=True)
-                return True
             spec, deadline_s, cut = plan
-            row = rows[i]
-            outcome, kind, elapsed, ended = self._perform(row, spec, deadline_s, cut, counted)
-            # the start rule for the next job, before taking the lock (it reads nothing the lock guards)
-            fits = i + 1 < len(rows) and self._fits(rows[i + 1])
-            if i + 1 == len(rows):
-                counted.observe_pending()
-            with self.lock:
-                self.in_flight.pop(row.id, None)
-                self.busy_s += elapsed
-                if kind == "succeeded":  # deferrals and failures are often quick: not what a round needs
-                    lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
-                self.last_activity = ended
-                late = row.id in self.abandoned
+            outcome, kind, elapsed, ended = self._perform(rows[i], spec, deadline_s, cut, counted)
+            i += 1
+            # the start rule for the next job, before taking the run's lock (it reads nothing the lock guards)
+            fits = i < len(rows) and self._fits(rows[i])
+            # one acquisition of the run's own lock between two jobs: the outcome of one and the start of the next
+            with flight.lock:
+                late = flight.closed  # the coordinator abandoned the job (or the call ended under it)
                 if not late:
-                    self._record(outcome, kind)
-                    i += 1
-                    if i == len(rows):
-                        lane.busy -= 1
-                        return True
-                    stop = self.stopping
-                    plan = None if stop or not fits else self._begin(flight, rows[i])
+                    flight.keep(outcome, kind, elapsed, ended)
+                    plan = self._begin(flight, rows[i]) if fits and not self.stopping else None
+                    if plan is None:
+                        flight.job_id = None
             if late:
                 counted.observe_pending()
+                with self.lock:  # its time still counts in the call's figures, as any job's
+                    self.busy_s += elapsed
+                    self.last_activity = max(self.last_activity, ended)
+                    if kind == "succeeded":
+                        lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
                 self._write_late([outcome])
-                self._give_back(lane, rows[i + 1:], write_self=True, counted=False)
+                self._give_back(rows[i:])
                 return False
+            if plan is None:  # the run is over; or the call stops, or the rest no longer fits: back, attempt given back
+                counted.observe_pending()  # before the run's last outcome is the call's: the call may end then
+                return self._end_run(flight, rows[i:])
 
     def _begin(self, flight: _InFlight, row) -> tuple:
-        """Under self.cond: a job of a run starts now: its handler, deadline and whether the budget set it."""
+        """Under the run's lock (or the call's, before the run is in self.in_flight): a job of the run starts now:
+        its handler, deadline and whether the budget set it."""
         spec, timeout_s = self._type_facts(row.type)
         now = time.monotonic()
         deadline_s, cut = runtime.deadline(timeout_s, self.budget_end - now)
-        flight.deadline, flight.job_type = now + deadline_s, row.type
-        self.in_flight[row.id] = flight
+        flight.deadline, flight.job_type, flight.job_id = now + deadline_s, row.type, row.id
         return spec, deadline_s, cut
 
-    def _give_back(self, lane: _Lane, rows: list, *, write_self: bool, counted: bool) -> None:
-        """Jobs of a run that were marked started but will not run now: pending again, as they were, with their
-        attempt given back. Written by this thread itself when the coordinator may have written its last batch
-        (the call stops, or abandoned this thread); `counted`: the thread is still one of the lane's busy ones."""
-        outcomes = [Outcome(row.id, "pending", delay_s=None, give_back_attempt=True) for row in rows]
-        for row in rows:
-            observe_released(row.type)
-        if write_self and outcomes:
-            self._write_late(outcomes)
+    def _end_run(self, flight: _InFlight, rest: list) -> bool:
+        """A run's thread, its last job recorded in the run: hand the run over to the call, and give back the jobs
+        of it that will not run now. False: the coordinator had taken the run over meanwhile (the call ended): the
+        thread writes the give-backs itself, and stops."""
+        outcomes = self._give_backs(rest)
         with self.lock:
-            if not write_self:
+            taken = flight.closed
+            if not taken:  # the coordinator takes the run's lock only under this one: the run is the thread's
+                flight.hand_over(self)
+                flight.closed = True
+                self.in_flight.discard(flight)
                 for outcome in outcomes:
                     self._record(outcome, "released")
-            if counted:
-                lane.busy -= 1
+                flight.lane.busy -= 1
+        if taken and outcomes:
+            self._write_late(outcomes)
+        return not taken
+
+    @staticmethod
+    def _give_backs(rows: list) -> list[Outcome]:
+        """The outcomes of jobs of a run that were marked started but will not run now: pending again, as they were,
+        with their attempt given back."""
+        for row in rows:
+            observe_released(row.type)
+        return [Outcome(row.id, "pending", delay_s=None, give_back_attempt=True) for row in rows]
+
+    def _give_back(self, rows: list) -> None:
+        """Give back jobs of a run, written by this thread itself: the coordinator may have written its last batch
+        (the call stops, or it abandoned this thread)."""
+        outcomes = self._give_backs(rows)
+        if outcomes:
+            self._write_late(outcomes)
 
     def _perform(self, row, spec, deadline_s: float, cut: bool,
                  counted: "_RunMetrics") -> tuple[Outcome, str, float, float]:

@@ -205,6 +205,104 @@ def test_hung_handler_is_abandoned_then_recorded_late(app, engine, settings):
     HANG_FOREVER.clear()
 
 
+def _quick_run_then_a_hang(app, engine, settings) -> tuple[list[int], int]:
+    """Five test.echo jobs and then a test.hang (timeout 1 s), both types measured quick, after a call that leaves
+    the process a quick pace: the next call claims all six in its first round and its one thread takes them as one
+    run, so the echoes' outcomes are kept by the run while the hang's handler blocks."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_type_runtimes (type, recent_s, runs) VALUES "
+                          "('test.echo', ARRAY[0.002, 0.002, 0.002]::real[], 3), "
+                          "('test.hang', ARRAY[0.002, 0.002, 0.002]::real[], 3)"))
+    insert_jobs(engine, 1, "test.echo")
+    assert run(app, engine, settings, JOBS_CONCURRENCY=1).succeeded == 1
+    echoes = insert_jobs(engine, 5, "test.echo", run_at="now() - interval '1 minute'")
+    (hung,) = insert_jobs(engine, 1, "test.hang")
+    return echoes, hung
+
+
+def _wait_for_the_hung_job(engine, hung) -> None:
+    HANG_FOREVER.set()  # the handler returns; its own thread records the outcome
+    for _ in range(50):
+        if one(engine, hung)["status"] == "completed":
+            break
+        time.sleep(0.1)
+    HANG_FOREVER.clear()
+
+
+def test_outcomes_a_run_keeps_are_written_within_the_flush_interval_while_its_next_handler_hangs(app, engine,
+                                                                                                 settings):
+    # A handler that hangs in a run of quick jobs must not hold back the outcomes of the run's jobs before it until
+    # it is abandoned (deadline + GRACE_S, 3 s here): they are written within FLUSH_EVERY_S (a killed call loses no
+    # more than that), whoever keeps them meanwhile (the run itself, until its coordinator takes them for a flush).
+    echoes, hung = _quick_run_then_a_hang(app, engine, settings)
+    HANG_FOREVER.clear()
+    result = {}
+    started = time.monotonic()
+    caller = threading.Thread(target=lambda: result.update(summary=run(app, engine, settings, limit=6, budget_s=20,
+                                                                       JOBS_CONCURRENCY=1)))
+    caller.start()
+    try:
+        written_after = None
+        while time.monotonic() - started < 1 + GRACE_S + 2:
+            if all(one(engine, i)["status"] == "completed" for i in echoes):
+                written_after = time.monotonic() - started
+                break
+            time.sleep(0.02)
+        assert written_after is not None and written_after < 1 + GRACE_S / 2, written_after
+        assert one(engine, hung)["status"] == "running"  # still in its handler, in the same run
+        caller.join(10)
+        summary = result["summary"]
+        assert (summary.rounds, summary.succeeded, summary.abandoned) == (1, 5, 1)
+    finally:
+        _wait_for_the_hung_job(engine, hung)
+        caller.join(10)
+
+
+def test_a_run_whose_handler_is_abandoned_leaves_its_earlier_outcomes_to_the_call(app, engine, settings,
+                                                                                   monkeypatch):
+    # No flush falls due before the hung handler is abandoned (FLUSH_EVERY_S longer than the call): the outcomes of
+    # the run's earlier jobs are written by the call (its coordinator takes what the run kept when it abandons the
+    # run's job), not lost with a thread that may never return.
+    from jobprocessor import processor
+
+    monkeypatch.setattr(processor, "FLUSH_EVERY_S", 60.0)
+    echoes, hung = _quick_run_then_a_hang(app, engine, settings)
+    HANG_FOREVER.clear()
+    try:
+        summary = run(app, engine, settings, limit=6, budget_s=20, JOBS_CONCURRENCY=1)
+        assert (summary.rounds, summary.succeeded, summary.abandoned) == (1, 5, 1)
+        assert [one(engine, i)["status"] for i in echoes] == ["completed"] * 5
+        assert one(engine, hung)["status"] == "running"
+    finally:
+        _wait_for_the_hung_job(engine, hung)
+    assert one(engine, hung)["status"] == "completed"
+
+
+def test_a_runs_successes_move_the_lane_mean_as_they_would_one_by_one(app, engine, settings):
+    # A run hands its jobs' figures to the call once, at its end: the lane's mean run time (an EWMA per success,
+    # what rounds are sized by) comes out as if each success had been applied as it happened, failures left out.
+    from jobprocessor.processor import CPU_LANE, _InFlight, _Tick
+    from jobprocessor.queries import Outcome
+
+    tick = _Tick(engine, settings, "test-token", limit=10, budget_s=10, job_type=None, app=app)
+    lane = tick.lanes[CPU_LANE]
+    runs = [("succeeded", 0.004), ("failed", 0.5), ("succeeded", 0.001), ("succeeded", 0.010), ("retried", 0.3)]
+    at = time.monotonic() + 100  # when the run's jobs ended (later than the call's start)
+    for start_mean in (None, 0.02):
+        lane.mean_run_s, expected = start_mean, start_mean
+        flight = _InFlight(lane, None)
+        for job_id, (kind, seconds) in enumerate(runs):
+            flight.keep(Outcome(job_id, "completed"), kind, seconds, ended=at + job_id)
+            if kind == "succeeded":
+                expected = seconds if expected is None else 0.8 * expected + 0.2 * seconds
+        with tick.cond:
+            flight.hand_over(tick)
+        assert lane.mean_run_s == pytest.approx(expected, rel=1e-12)
+    assert tick.counts == {"succeeded": 6, "failed": 2, "retried": 2}
+    assert tick.busy_s == pytest.approx(2 * sum(seconds for _, seconds in runs))
+    assert len(tick.unflushed) == 10 and tick.oldest_unflushed == at and tick.last_activity == at + 4
+
+
 def test_expired_leases_are_rescued(app, engine, settings):
     started = dict(status="'running'", locked_by="'dead-worker'", locked_until="now() - interval '1 second'",
                    started_at="now() - interval '2 minutes'")
