@@ -64,6 +64,12 @@ class LeaseKeeper:
             for job_id in job_ids:
                 self._holds.pop(job_id, None)
 
+    def held_until(self, job_id: int) -> Optional[float]:
+        """Until when (monotonic) this job's lease is renewed; None: it is not held."""
+        with self._lock:
+            hold = self._holds.get(job_id)
+        return None if hold is None else hold.until
+
     def held(self) -> int:
         with self._lock:
             return len(self._holds)

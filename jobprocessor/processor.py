@@ -410,7 +410,7 @@ class _Tick:
                     with flight.lock:
                         flight.closed = True
                         if flight.job_id is not None:
-                            self.abandoned.add(flight.job_id)
+                            self._abandon_job(flight)
                         flight.hand_over(self)
                 self.in_flight.clear()
                 # what this call can no longer write is let go: its leases run out and the jobs come back
@@ -701,10 +701,18 @@ class _Tick:
                 return False
             flight.closed = True
             if flight.job_id is not None:
-                self.abandoned.add(flight.job_id)
+                self._abandon_job(flight)
                 observe_abandoned(flight.job_type)
             flight.hand_over(self)
         return True
+
+    def _abandon_job(self, flight: _InFlight) -> None:
+        """Under self.cond and the run's lock: the call stops waiting for the job whose handler runs; its thread
+        writes the outcome late. Its lease is held from now on while that thread lives, up to JOBS_STUCK_HANDLER_S
+        past its deadline, not only as long as the call's hold (set here, not as each job starts: a job whose handler
+        returns in time never needs it, and quick jobs paid a lock per job for it)."""
+        self.abandoned.add(flight.job_id)
+        self.keeper.hold_until(flight.job_id, flight.deadline + self.settings.JOBS_STUCK_HANDLER_S)
 
     def _take_flush(self, now: float) -> list:
         """Under self.cond: the outcomes to write now, if it is time (with those the runs under way still keep)."""
@@ -951,7 +959,6 @@ class _Tick:
         """Run one job: its outcome, the outcome's kind, the handler's seconds and when it ended (monotonic)."""
         job = job_from_row(row, deadline_s=deadline_s,
                            steps=StepStore(self.engine, row.id, self.settings.JOBS_MAX_STEP_BYTES))
-        self.keeper.hold_until(row.id, time.monotonic() + deadline_s + self.settings.JOBS_STUCK_HANDLER_S)
         handler_started = time.monotonic()
         outcome = execute(job, spec, self._run_facts(cut, row.deferred_since))
         ended = time.monotonic()

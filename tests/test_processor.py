@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from jobprocessor import queries
+from jobprocessor.leases import keeper_for
 from jobprocessor.processor import GRACE_S, process_pending
 from tests.support.calls import one, run
 from tests.support.db import drain_until_idle, fetch_jobs, insert_jobs
@@ -195,6 +196,10 @@ def test_hung_handler_is_abandoned_then_recorded_late(app, engine, settings):
         assert all(one(engine, i)["status"] == "completed" for i in others)
         job = one(engine, hung)
         assert job["status"] == "running" and job["locked_until"] is not None  # held by its lease, not lost
+        # ... renewed while its thread lives, up to JOBS_STUCK_HANDLER_S past its deadline, not only until the
+        # call's own hold of its jobs ends (the call's budget + grace)
+        held_until = keeper_for(engine, settings.JOBS_LEASE_S).held_until(hung)
+        assert held_until is not None and held_until > started + 1 + settings.JOBS_STUCK_HANDLER_S - 5
     finally:
         HANG_FOREVER.set()  # the handler returns; its own thread records the outcome
     for _ in range(50):
