@@ -65,6 +65,12 @@ START_AHEAD_S = 0.02  # a thread marks as started at once the quick jobs it will
 MAX_RUN = 64  # ... at most this many
 GATE_READ_EVERY_S = 0.2  # a lane reads its limit's state at most this often
 CPU_LANE = "handlers"
+MEAN_DECAY = 0.8  # a lane's mean run time, an EWMA over its successes: m <- MEAN_DECAY * m + (1 - MEAN_DECAY) * x
+
+
+def _next_mean(mean: Optional[float], seconds: float) -> float:
+    """A lane's mean run time after one more success that took `seconds` (the first one sets it)."""
+    return seconds if mean is None else MEAN_DECAY * mean + (1 - MEAN_DECAY) * seconds
 
 
 @dataclass
@@ -261,8 +267,8 @@ class _InFlight:
         self.since = 0.0  # monotonic: when the oldest of `outcomes` was kept
         self.busy_s = 0.0
         self.ended = 0.0
-        # the run's successes, to be applied to the lane's mean (an EWMA: m <- 0.8 m + 0.2 x per success) as they
-        # would have been one by one: m_k = decay * m_0 + sum, or mean_first when the lane had no mean yet
+        # the run's successes, to be applied to the lane's mean (_next_mean() per success) as they would have been
+        # one by one: m_k = decay * m_0 + sum, or mean_first when the lane had no mean yet
         self.mean_first: Optional[float] = None
         self.mean_decay, self.mean_sum = 1.0, 0.0
 
@@ -275,9 +281,9 @@ class _InFlight:
         self.busy_s += elapsed
         self.ended = ended
         if kind == "succeeded":  # deferrals and failures are often quick: not what a round needs
-            self.mean_first = elapsed if self.mean_first is None else 0.8 * self.mean_first + 0.2 * elapsed
-            self.mean_decay *= 0.8
-            self.mean_sum = 0.8 * self.mean_sum + 0.2 * elapsed
+            self.mean_first = _next_mean(self.mean_first, elapsed)
+            self.mean_decay *= MEAN_DECAY
+            self.mean_sum = _next_mean(self.mean_sum, elapsed)
 
     def hand_over(self, tick: "_Tick") -> None:
         """Under tick.cond and self.lock (or by the run's thread under tick.cond alone, its run over): what the run's
@@ -881,7 +887,7 @@ class _Tick:
                 plan = self._begin(flight, rows[0])
         if stop:  # the call stopped while the run's start was written: back, attempt given back
             counted.observe_pending()
-            self._give_back(rows)
+            self._write_give_backs(rows)
             return True
         i = 0
         while True:
@@ -904,9 +910,9 @@ class _Tick:
                     self.busy_s += elapsed
                     self.last_activity = max(self.last_activity, ended)
                     if kind == "succeeded":
-                        lane.mean_run_s = elapsed if lane.mean_run_s is None else 0.8 * lane.mean_run_s + 0.2 * elapsed
+                        lane.mean_run_s = _next_mean(lane.mean_run_s, elapsed)
                 self._write_late([outcome])
-                self._give_back(rows[i:])
+                self._write_give_backs(rows[i:])
                 return False
             if plan is None:  # the run is over; or the call stops, or the rest no longer fits: back, attempt given back
                 counted.observe_pending()  # before the run's last outcome is the call's: the call may end then
@@ -925,7 +931,7 @@ class _Tick:
         """A run's thread, its last job recorded in the run: hand the run over to the call, and give back the jobs
         of it that will not run now. False: the coordinator had taken the run over meanwhile (the call ended): the
         thread writes the give-backs itself, and stops."""
-        outcomes = self._give_backs(rest)
+        outcomes = self._give_back_outcomes(rest)
         with self.lock:
             taken = flight.closed
             if not taken:  # the coordinator takes the run's lock only under this one: the run is the thread's
@@ -940,17 +946,17 @@ class _Tick:
         return not taken
 
     @staticmethod
-    def _give_backs(rows: list) -> list[Outcome]:
+    def _give_back_outcomes(rows: list) -> list[Outcome]:
         """The outcomes of jobs of a run that were marked started but will not run now: pending again, as they were,
         with their attempt given back."""
         for row in rows:
             observe_released(row.type)
         return [Outcome(row.id, "pending", delay_s=None, give_back_attempt=True) for row in rows]
 
-    def _give_back(self, rows: list) -> None:
+    def _write_give_backs(self, rows: list) -> None:
         """Give back jobs of a run, written by this thread itself: the coordinator may have written its last batch
         (the call stops, or it abandoned this thread)."""
-        outcomes = self._give_backs(rows)
+        outcomes = self._give_back_outcomes(rows)
         if outcomes:
             self._write_late(outcomes)
 
