@@ -623,6 +623,12 @@ BEGIN
         END IF;
     END IF;
 
+    -- 0'. ONE STORE: the rule's answer in one read when nothing but one store's jobs could matter
+    RETURN QUERY SELECT * FROM jobs_fair_claim_one_store(p_limit, wanted, p_max_per_store, skip_ids);
+    IF FOUND THEN
+        RETURN;
+    END IF;
+
     ---------------------------------------------------------------------------------------------------------------
     -- 0. FLOW CONTROL: what is configured (the tables are small: index probes)
     ---------------------------------------------------------------------------------------------------------------
@@ -1403,6 +1409,44 @@ CREATE FUNCTION public.jobs_fair_claim(p_limit integer, p_type text, p_max_per_s
         FROM jobs_fair_claim(p_limit, CASE WHEN p_type IS NOT NULL THEN ARRAY[p_type] END, p_max_per_store,
                              p_skip) AS f
     $$;
+
+--
+-- Name: jobs_fair_claim_one_store(integer, text[], integer, bigint[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_fair_claim_one_store(p_limit integer, p_wanted text[], p_max_per_store integer, p_skip bigint[]) RETURNS TABLE(job_id bigint, claim_order integer)
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    store  text;     -- the one store the directory knows (NULL: none, or more than one)
+    ids    bigint[]; -- the jobs taken, in the claim order
+BEGIN
+    -- (min and max of the primary key's first column: two index probes, however many stores there are)
+    SELECT min(q.store_key) INTO store FROM job_store_queues q HAVING min(q.store_key) = max(q.store_key);
+    IF store IS NULL
+       OR EXISTS (SELECT 1 FROM job_store_arrivals)
+       OR EXISTS (SELECT 1 FROM job_pauses)
+       OR EXISTS (SELECT 1 FROM job_store_limits)
+       OR EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now())
+       OR p_wanted IS NOT NULL AND EXISTS (SELECT 1 FROM job_store_queues q
+                                           WHERE q.store_key = store
+                                             AND (q.types IS NULL OR NOT q.types <@ p_wanted)) THEN
+        RETURN;
+    END IF;
+    ids := ARRAY(SELECT j.id FROM jobs j
+                 WHERE j.status = 'pending' AND coalesce(j.store_id, '') = store AND j.run_at <= now()
+                   AND (p_wanted IS NULL OR j.type = ANY (p_wanted)) AND j.id <> ALL (p_skip)
+                 ORDER BY j.priority, j.run_at, j.id
+                 LIMIT least(p_limit, coalesce(p_max_per_store, p_limit))
+                 FOR UPDATE OF j SKIP LOCKED);
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+    PERFORM job_store_queues_serve(ARRAY[store], ARRAY[cardinality(ids)]);
+    RETURN QUERY SELECT u.id, u.pos::integer FROM unnest(ids) WITH ORDINALITY AS u(id, pos);
+END
+$$;
 
 --
 -- Name: jobs_fair_flow_plan(public.jobs_fair_queue_v4[], text[]); Type: FUNCTION; Schema: public; Owner: -

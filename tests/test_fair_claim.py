@@ -316,6 +316,85 @@ def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
 
 
 @st.composite
+def one_store_queues(draw):
+    """The queue of one store (jobprocessor's own single tenant: no store), the claim's shortcut
+    (jobs_fair_claim_one_store(), sql/034): several levels and types, ties in run_at, jobs not due yet, a cap."""
+    store = draw(st.sampled_from(["a", None]))
+    specs = draw(st.lists(st.tuples(st.sampled_from([1, 2, 5, 10]), st.sampled_from([0, 1, 2, 3, 7200]),
+                                    st.sampled_from(QUEUED_TYPES)), min_size=1, max_size=40))
+    limit = draw(st.integers(1, 45))
+    cap = draw(st.none() | st.integers(1, 6))
+    type_sets = draw(st.lists(TYPE_SETS, min_size=1, max_size=3))
+    return store, specs, limit, cap, type_sets
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=one_store_queues())
+def test_sql_matches_the_rule_on_random_queues_of_one_store(raw_engine, case):
+    """Successive claims from one store's queue, each for a random set of types: job for job, and turn for turn,
+    as the rule says; the second claim of each set meets jobs the first left (the cap, the limit)."""
+    store, specs, limit, cap, type_sets = case
+    with raw_engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, job_store_queues, job_store_arrivals RESTART IDENTITY"))
+        base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
+        for priority, t, job_type in specs:
+            conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES (:type, :s, :p, :r)"),
+                         {"type": job_type, "s": store, "p": priority, "r": base + timedelta(seconds=t)})
+    for job_types in type_sets:
+        for _ in range(2):
+            rows = claim_and_check(raw_engine, limit, max_per_store=cap, job_types=job_types)
+            assert job_types is None or {row["type"] for row in rows} <= set(job_types)
+
+
+def test_the_one_store_shortcut_applies_only_when_nothing_else_could_change_the_claim(clean_db):
+    """jobs_fair_claim_one_store() answers (FIFO, the cap, the rescued jobs left out) only when the directory knows
+    one store, no arrival waits, nothing of flow control is set and every type of the store is wanted; otherwise
+    it answers nothing and the whole claim runs."""
+    engine = clean_db
+    ids = insert_jobs(engine, 4, job_type="test.a", store_id="'s1'", run_at="now() - g * interval '1 second'")
+    fifo = sorted(ids, reverse=True)  # the oldest first
+
+    def shortcut(types=None, cap=None, skip=()):
+        with engine.connect() as conn:
+            found = [r[0] for r in conn.execute(text(
+                "SELECT job_id FROM jobs_fair_claim_one_store(10, CAST(:types AS text[]), :cap, CAST(:skip AS bigint[]))"
+                " ORDER BY claim_order"), {"types": types, "cap": cap, "skip": list(skip)})]
+            conn.rollback()
+        return found
+
+    def sql(statement):
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+
+    assert shortcut() == fifo
+    assert shortcut(cap=2) == fifo[:2]
+    assert shortcut(skip=[fifo[0]]) == fifo[1:]
+    assert shortcut(types=["test.a", "test.z"]) == fifo
+    assert shortcut(types=["test.z"]) == []  # the store has jobs of a type not wanted
+    held = "INSERT INTO job_store_quota_holds (store_key, type, until) VALUES ('s1', 'test.a', now() {} interval '1 minute')"
+    for setup, undo in [
+        ("INSERT INTO job_pauses (type) VALUES ('test.z')", "DELETE FROM job_pauses"),
+        ("INSERT INTO job_pauses (store_id) VALUES ('s9')", "DELETE FROM job_pauses"),
+        ("INSERT INTO job_store_limits (store_id, weight) VALUES ('s9', 2)", "DELETE FROM job_store_limits"),
+        ("INSERT INTO job_store_limits (max_running) VALUES (5)", "DELETE FROM job_store_limits"),
+        (held.format("+"), "DELETE FROM job_store_quota_holds"),
+        ("INSERT INTO job_store_arrivals (store_key, priority, run_at, type) VALUES ('s9', 5, now(), 'test.a')",
+         "DELETE FROM job_store_arrivals"),
+    ]:
+        sql(setup)
+        assert shortcut() == [], setup
+        sql(undo)
+        assert shortcut() == fifo, undo
+    sql(held.format("-"))  # a hold that has ended
+    assert shortcut() == fifo
+    insert_jobs(engine, 1, job_type="test.a", store_id="'s2'")  # a second store
+    assert shortcut() == []
+    with engine.begin() as conn:  # and the claim, the whole way, still the rule's
+        conn.execute(text("DELETE FROM job_store_quota_holds"))
+    claim_and_check(engine, 3)
+
+
+@st.composite
 def wide_queues(draw):
     """More stores than slots (so the directory is read in several chunks, and a claim of one type may read it in
     that type's order instead of wait order), each store with jobs of a few types spread in time."""

@@ -1,6 +1,6 @@
 """Which due jobs one claim takes: fair across stores, priority first.
 
-This is the executable specification of the claim's `due` step: jobs_fair_claim() (sql/032_fair_claim_v7.sql)
+This is the executable specification of the claim's `due` step: jobs_fair_claim() (sql/034_fair_claim_v9.sql)
 takes the same jobs in the same order, from the directory of store queues (sql/025_job_store_queues_v2.sql) with a
 few index probes per store served, and row locks. tests/test_fair_claim.py and tests/flow/test_claim.py give both
 the same random queues and compare them job for job (and turn for turn).
