@@ -1419,8 +1419,10 @@ CREATE FUNCTION public.jobs_fair_claim_one_store(p_limit integer, p_wanted text[
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
-    store  text;     -- the one store the directory knows (NULL: none, or more than one)
-    ids    bigint[]; -- the jobs taken, in the claim order
+    store        text;     -- the one store the directory knows (NULL: none, or more than one)
+    store_types  text[];   -- its types, every row's (NULL: a row does not know them)
+    one_type     text;     -- the one wanted type of the store, when it has others (read by type)
+    ids          bigint[]; -- the jobs taken, in the claim order
 BEGIN
     -- (min and max of the primary key's first column: two index probes, however many stores there are)
     SELECT min(q.store_key) INTO store FROM job_store_queues q HAVING min(q.store_key) = max(q.store_key);
@@ -1428,18 +1430,41 @@ BEGIN
        OR EXISTS (SELECT 1 FROM job_store_arrivals)
        OR EXISTS (SELECT 1 FROM job_pauses)
        OR EXISTS (SELECT 1 FROM job_store_limits)
-       OR EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now())
-       OR p_wanted IS NOT NULL AND EXISTS (SELECT 1 FROM job_store_queues q
-                                           WHERE q.store_key = store
-                                             AND (q.types IS NULL OR NOT q.types <@ p_wanted)) THEN
+       OR EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now()) THEN
         RETURN;
     END IF;
-    ids := ARRAY(SELECT j.id FROM jobs j
-                 WHERE j.status = 'pending' AND coalesce(j.store_id, '') = store AND j.run_at <= now()
-                   AND (p_wanted IS NULL OR j.type = ANY (p_wanted)) AND j.id <> ALL (p_skip)
-                 ORDER BY j.priority, j.run_at, j.id
-                 LIMIT least(p_limit, coalesce(p_max_per_store, p_limit))
-                 FOR UPDATE OF j SKIP LOCKED);
+    IF p_wanted IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM job_store_queues q WHERE q.store_key = store AND q.types IS NULL) THEN
+            RETURN;
+        END IF;
+        store_types := ARRAY(SELECT DISTINCT t.type
+                             FROM job_store_queues q CROSS JOIN LATERAL unnest(q.types) AS t(type)
+                             WHERE q.store_key = store);
+        IF NOT store_types <@ p_wanted THEN
+            -- the store has types not wanted: read by type if one of its types only is wanted, else the whole way
+            store_types := ARRAY(SELECT t.type FROM unnest(store_types) AS t(type) WHERE t.type = ANY (p_wanted));
+            IF cardinality(store_types) <> 1 THEN
+                RETURN;
+            END IF;
+            one_type := store_types[1];
+        END IF;
+    END IF;
+    IF one_type IS NULL THEN
+        -- (the type test still holds back a job of another type enqueued since the directory was read)
+        ids := ARRAY(SELECT j.id FROM jobs j
+                     WHERE j.status = 'pending' AND coalesce(j.store_id, '') = store AND j.run_at <= now()
+                       AND (p_wanted IS NULL OR j.type = ANY (p_wanted)) AND j.id <> ALL (p_skip)
+                     ORDER BY j.priority, j.run_at, j.id
+                     LIMIT least(p_limit, coalesce(p_max_per_store, p_limit))
+                     FOR UPDATE OF j SKIP LOCKED);
+    ELSE  -- (jobs_fair_type_idx, the type and the store fixed)
+        ids := ARRAY(SELECT j.id FROM jobs j
+                     WHERE j.status = 'pending' AND j.type = one_type AND coalesce(j.store_id, '') = store
+                       AND j.run_at <= now() AND j.id <> ALL (p_skip)
+                     ORDER BY j.priority, j.run_at, j.id
+                     LIMIT least(p_limit, coalesce(p_max_per_store, p_limit))
+                     FOR UPDATE OF j SKIP LOCKED);
+    END IF;
     IF cardinality(ids) = 0 THEN
         RETURN;
     END IF;

@@ -370,7 +370,15 @@ def test_the_one_store_shortcut_applies_only_when_nothing_else_could_change_the_
     assert shortcut(cap=2) == fifo[:2]
     assert shortcut(skip=[fifo[0]]) == fifo[1:]
     assert shortcut(types=["test.a", "test.z"]) == fifo
-    assert shortcut(types=["test.z"]) == []  # the store has jobs of a type not wanted
+    assert shortcut(types=["test.z"]) == []  # none of the store's types wanted
+    b_ids = insert_jobs(engine, 2, job_type="test.b", store_id="'s1'", priority="2")
+    c_ids = insert_jobs(engine, 1, job_type="test.c", store_id="'s1'")
+    assert shortcut(types=["test.a", "test.z"]) == fifo  # one of its types wanted: read by type
+    assert shortcut(types=["test.b"]) == b_ids
+    assert shortcut(types=["test.a", "test.b"]) == []  # two of its three: the whole way
+    assert shortcut() == b_ids + fifo + c_ids  # every type: priority first
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM jobs WHERE id = ANY(:ids)"), {"ids": b_ids + c_ids})
     held = "INSERT INTO job_store_quota_holds (store_key, type, until) VALUES ('s1', 'test.a', now() {} interval '1 minute')"
     for setup, undo in [
         ("INSERT INTO job_pauses (type) VALUES ('test.z')", "DELETE FROM job_pauses"),
