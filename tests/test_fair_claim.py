@@ -288,10 +288,26 @@ def db_queues(draw):
                                     st.integers(0, 8), st.sampled_from(QUEUED_TYPES)), min_size=0, max_size=40))
     turns = draw(st.dictionaries(st.sampled_from(["a", "b", "c", "d", ""]),
                                  st.tuples(st.integers(0, 12), st.integers(1, 40)), max_size=3))
-    limit = draw(st.integers(1, 45))
-    cap = draw(st.none() | st.integers(1, 6))
-    type_sets = draw(st.lists(TYPE_SETS, min_size=1, max_size=3))
-    return specs, turns, limit, cap, type_sets
+    return (specs, turns, *draw(claims()))
+
+
+@st.composite
+def claims(draw):
+    """Successive claims: their size, the per-store cap and the set of types of each."""
+    limit, cap = draw(st.integers(1, 45)), draw(st.none() | st.integers(1, 6))
+    return limit, cap, draw(st.lists(TYPE_SETS, min_size=1, max_size=3))
+
+
+def load_queue(engine, specs) -> object:
+    """An empty queue, then a job per (store, priority, seconds after the base time, type); returns the base time
+    (an hour ago)."""
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, job_store_queues, job_store_arrivals RESTART IDENTITY"))
+        base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
+        for store, priority, t, job_type in specs:
+            conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES (:type, :s, :p, :r)"),
+                         {"type": job_type, "s": store, "p": priority, "r": base + timedelta(seconds=t)})
+    return base
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -301,12 +317,8 @@ def test_sql_matches_the_rule_on_random_queues(raw_engine, case):
     successive claims each for a random set of types (every type, some, none of the queued ones, a superset):
     each call claims the jobs the rule allocates, in its order, and never a job of a type it did not ask for."""
     specs, turns, limit, cap, type_sets = case
+    base = load_queue(raw_engine, specs)
     with raw_engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_queues, job_store_arrivals RESTART IDENTITY"))
-        base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
-        for store, priority, t, job_type in specs:
-            conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES (:type, :s, :p, :r)"),
-                         {"type": job_type, "s": store, "p": priority, "r": base + timedelta(seconds=t)})
         for store, (t, pos) in turns.items():  # earlier turns (a store without a pending job has no row: moot)
             conn.execute(text("UPDATE job_store_queues SET served_at = :at, served_pos = :pos WHERE store_key = :s"),
                          {"s": store, "at": base + timedelta(seconds=t), "pos": pos})
@@ -320,12 +332,10 @@ def one_store_queues(draw):
     """The queue of one store (jobprocessor's own single tenant: no store), the claim's shortcut
     (jobs_fair_claim_one_store(), sql/034): several levels and types, ties in run_at, jobs not due yet, a cap."""
     store = draw(st.sampled_from(["a", None]))
-    specs = draw(st.lists(st.tuples(st.sampled_from([1, 2, 5, 10]), st.sampled_from([0, 1, 2, 3, 7200]),
-                                    st.sampled_from(QUEUED_TYPES)), min_size=1, max_size=40))
-    limit = draw(st.integers(1, 45))
-    cap = draw(st.none() | st.integers(1, 6))
-    type_sets = draw(st.lists(TYPE_SETS, min_size=1, max_size=3))
-    return store, specs, limit, cap, type_sets
+    specs = draw(st.lists(st.tuples(st.just(store), st.sampled_from([1, 2, 5, 10]),
+                                    st.sampled_from([0, 1, 2, 3, 7200]), st.sampled_from(QUEUED_TYPES)),
+                          min_size=1, max_size=40))
+    return (specs, *draw(claims()))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -333,13 +343,8 @@ def one_store_queues(draw):
 def test_sql_matches_the_rule_on_random_queues_of_one_store(raw_engine, case):
     """Successive claims from one store's queue, each for a random set of types: job for job, and turn for turn,
     as the rule says; the second claim of each set meets jobs the first left (the cap, the limit)."""
-    store, specs, limit, cap, type_sets = case
-    with raw_engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, job_store_queues, job_store_arrivals RESTART IDENTITY"))
-        base = conn.execute(text("SELECT now() - interval '1 hour'")).scalar()
-        for priority, t, job_type in specs:
-            conn.execute(text("INSERT INTO jobs (type, store_id, priority, run_at) VALUES (:type, :s, :p, :r)"),
-                         {"type": job_type, "s": store, "p": priority, "r": base + timedelta(seconds=t)})
+    specs, limit, cap, type_sets = case
+    load_queue(raw_engine, specs)
     for job_types in type_sets:
         for _ in range(2):
             rows = claim_and_check(raw_engine, limit, max_per_store=cap, job_types=job_types)
@@ -348,8 +353,8 @@ def test_sql_matches_the_rule_on_random_queues_of_one_store(raw_engine, case):
 
 def test_the_one_store_shortcut_applies_only_when_nothing_else_could_change_the_claim(clean_db):
     """jobs_fair_claim_one_store() answers (FIFO, the cap, the rescued jobs left out) only when the directory knows
-    one store, no arrival waits, nothing of flow control is set and every type of the store is wanted; otherwise
-    it answers nothing and the whole claim runs."""
+    one store, no arrival waits, nothing of flow control is set and every type of the store is wanted, or one of
+    them only (read by type); otherwise it answers nothing and the whole claim runs."""
     engine = clean_db
     ids = insert_jobs(engine, 4, job_type="test.a", store_id="'s1'", run_at="now() - g * interval '1 second'")
     fifo = sorted(ids, reverse=True)  # the oldest first
@@ -357,8 +362,8 @@ def test_the_one_store_shortcut_applies_only_when_nothing_else_could_change_the_
     def shortcut(types=None, cap=None, skip=()):
         with engine.connect() as conn:
             found = [r[0] for r in conn.execute(text(
-                "SELECT job_id FROM jobs_fair_claim_one_store(10, CAST(:types AS text[]), :cap, CAST(:skip AS bigint[]))"
-                " ORDER BY claim_order"), {"types": types, "cap": cap, "skip": list(skip)})]
+                "SELECT job_id FROM jobs_fair_claim_one_store(10, CAST(:types AS text[]), :cap, "
+                "CAST(:skip AS bigint[])) ORDER BY claim_order"), {"types": types, "cap": cap, "skip": list(skip)})]
             conn.rollback()
         return found
 
@@ -379,7 +384,8 @@ def test_the_one_store_shortcut_applies_only_when_nothing_else_could_change_the_
     assert shortcut() == b_ids + fifo + c_ids  # every type: priority first
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM jobs WHERE id = ANY(:ids)"), {"ids": b_ids + c_ids})
-    held = "INSERT INTO job_store_quota_holds (store_key, type, until) VALUES ('s1', 'test.a', now() {} interval '1 minute')"
+    held = ("INSERT INTO job_store_quota_holds (store_key, type, until) "
+            "VALUES ('s1', 'test.a', now() {} interval '1 minute')")
     for setup, undo in [
         ("INSERT INTO job_pauses (type) VALUES ('test.z')", "DELETE FROM job_pauses"),
         ("INSERT INTO job_pauses (store_id) VALUES ('s9')", "DELETE FROM job_pauses"),
