@@ -217,10 +217,14 @@ BEGIN
         END IF;
     END IF;
 
-    -- 0'. ONE STORE: the rule's answer in one read when nothing but one store's jobs could matter
-    RETURN QUERY SELECT * FROM jobs_fair_claim_one_store(p_limit, wanted, p_max_per_store, skip_ids);
-    IF FOUND THEN
-        RETURN;
+    -- 0'. ONE STORE: the rule's answer in one read when nothing but one store's jobs could matter (asked only when
+    -- the directory's first and last stores are the same -- two index probes -- which it checks again, with the rest:
+    -- the call itself cost a claim from many stores 0.05 ms)
+    IF (SELECT min(q.store_key) = max(q.store_key) FROM job_store_queues q) THEN
+        RETURN QUERY SELECT * FROM jobs_fair_claim_one_store(p_limit, wanted, p_max_per_store, skip_ids);
+        IF FOUND THEN
+            RETURN;
+        END IF;
     END IF;
 
     ---------------------------------------------------------------------------------------------------------------
