@@ -42,10 +42,11 @@ first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; 
            the call in which each store's first job starts, counted by claiming only.
 
 flow:      what tenant flow control (sql/027; the claims v4 of sql/028, v5 and v6 of sql/029, v7 of sql/032, v8 of
-           sql/033) costs the claim, on `latency`'s queue at the largest store count: first with nothing configured --
-           the FIFO claim, v2 (sql/024, untyped and `?type=`: the issue's yardstick, blind to flow control), v3
-           (sql/026's function), v4 (sql/028's), v5 and v6 (sql/029's), v7 (sql/032's), each installed beside v8 under
-           another name, and v8 (queries.claim), untyped, typed and with a process's handler types -- then with
+           sql/033, v9 of sql/034) costs the claim, on `latency`'s queue at the largest store count: first with nothing
+           configured -- the FIFO claim, v2 (sql/024, untyped and `?type=`: the issue's yardstick, blind to flow
+           control), v3 (sql/026's function), v4 (sql/028's), v5 and v6 (sql/029's), v7 (sql/032's), v8 (sql/033's),
+           each installed beside v9 under another name, and v9 (queries.claim), untyped, typed and with a process's
+           handler types -- then with
            controls configured (configure_controls(): 10 pauses, limits on 100 stores, per-type limits on 20, weights
            on 101, 600 live leases and 400 recent claims of the limited stores) for the same variants: right after
            they are set (the stores at their limits wait longest, in front: every claim of v4 meets them, the first
@@ -244,7 +245,7 @@ VARIANTS.update(_variants_of("v3 (026)", CLAIM_V3))
 
 def install_older_claim(engine, sql_file: str, name: str) -> None:
     """An older jobs_fair_claim() (its sql/ file) beside the live one, as `name`(): the types, jobs_fair_flow_plan()
-    and the head probe it calls are live and shared (v5 to v8 replaced only the function)."""
+    and the head probe it calls are live and shared (v5 to v9 replaced only the function)."""
     text_ = (ROOT / "sql" / sql_file).read_text()
     fn_start = text_.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
     fn = text_[fn_start:text_.index("$fn$;", fn_start) + len("$fn$;")]
@@ -257,24 +258,29 @@ def install_v4(engine) -> None:
     install_older_claim(engine, "029_fair_claim_v5.sql", "bench_fair_claim_v5")
     install_older_claim(engine, "029_fair_claim_v6.sql", "bench_fair_claim_v6")
     install_older_claim(engine, "032_fair_claim_v7.sql", "bench_fair_claim_v7")
+    install_older_claim(engine, "033_fair_claim_v8.sql", "bench_fair_claim_v8")
 
 
 CLAIM_V4 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v4(", 1)
 CLAIM_V5 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v5(", 1)
 CLAIM_V6 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v6(", 1)
 CLAIM_V7 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v7(", 1)
+CLAIM_V8 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v8(", 1)
 VARIANTS.update(_variants_of("v4 (028)", CLAIM_V4))
 VARIANTS.update(_variants_of("v5 (029)", CLAIM_V5))
 VARIANTS.update(_variants_of("v6 (029)", CLAIM_V6))
 VARIANTS.update(_variants_of("v7 (032)", CLAIM_V7))
-FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v6 (029)", "v7 (032)", "v3", "v2 typed",
-                 "v3 (026) typed", "v4 (028) typed", "v5 (029) typed", "v6 (029) typed", "v7 (032) typed", "v3 typed",
+VARIANTS.update(_variants_of("v8 (033)", CLAIM_V8))
+FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v6 (029)", "v7 (032)", "v8 (033)", "v3",
+                 "v2 typed", "v3 (026) typed", "v4 (028) typed", "v5 (029) typed", "v6 (029) typed", "v7 (032) typed",
+                 "v8 (033) typed", "v3 typed",
                  "v3 (026) hand.", "v4 (028) hand.", "v5 (029) hand.", "v6 (029) hand.", "v7 (032) hand.",
-                 "v3 handlers"]
-# queries.claim runs v8 now (sql/033_fair_claim_v8.sql): the `flow` report names it so
-FLOW_NAMES = {"v3": "v8", "v3 typed": "v8 typed", "v3 handlers": "v8 handlers", "v3 (026) hand.": "v3 (026) handl.",
+                 "v8 (033) hand.", "v3 handlers"]
+# queries.claim runs v9 now (sql/034_fair_claim_v9.sql): the `flow` report names it so
+FLOW_NAMES = {"v3": "v9", "v3 typed": "v9 typed", "v3 handlers": "v9 handlers", "v3 (026) hand.": "v3 (026) handl.",
               "v4 (028) hand.": "v4 (028) handl.", "v5 (029) hand.": "v5 (029) handl.",
-              "v6 (029) hand.": "v6 (029) handl.", "v7 (032) hand.": "v7 (032) handl."}
+              "v6 (029) hand.": "v6 (029) handl.", "v7 (032) hand.": "v7 (032) handl.",
+              "v8 (033) hand.": "v8 (033) handl."}
 
 
 def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
@@ -412,7 +418,7 @@ def cmd_flow_explain(args) -> None:
         conn.rollback()
         cur.execute("SET auto_explain.log_min_duration = -1")
         conn.commit()
-        print(f"=== fair claim v8 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
+        print(f"=== fair claim v9 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
               f"limit {args.limit}, after {args.steady_claims} committed claims")
         print("\n".join(plan))
         for notice in notices:
