@@ -326,11 +326,11 @@ BEGIN
                                   ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
                                   LIMIT chunk_size) AS q
                         ), edge AS MATERIALIZED (  -- (computed once, not once per row below)
-                            SELECT (array_agg(c.wait_from ORDER BY c.nth DESC))[1] AS e_wait,
-                                   (array_agg(c.served_pos ORDER BY c.nth DESC))[1] AS e_pos,
-                                   (array_agg(c.head_lb ORDER BY c.nth DESC))[1] AS e_head,
-                                   (array_agg(c.store_key ORDER BY c.nth DESC))[1] AS e_store
+                            -- (v9: the last row read, found by its place, not by four sorts of the chunk)
+                            SELECT c.wait_from AS e_wait, c.served_pos AS e_pos, c.head_lb AS e_head,
+                                   c.store_key AS e_store
                             FROM chunk c
+                            WHERE c.nth = (SELECT max(l.nth) FROM chunk l)
                         )
                         SELECT count(*)::integer,
                                coalesce(array_agg(ROW(c.store_key, c.types,
@@ -488,10 +488,14 @@ BEGIN
                     plan := '{}';
                 END IF;
 
-                IF cardinality(plan) = 0 THEN
-                    -- 3b. the heads of the stores read (of the types each may give): a store with a due one is a
-                    -- candidate, with its exact rank; the others are tightened in 6. (not the arrivals' stores), as
-                    -- are rows whose types are not known
+                candidates := '{}';
+                chunk_empty := '{}';
+                IF cardinality(plan) < cardinality(chunk) AND wanted IS NULL THEN
+                    -- 3b. the heads of the stores read: a store with a due one is a candidate, with its exact rank;
+                    -- the others are tightened in 6. (not the arrivals' stores), as are rows whose types are not
+                    -- known. (v9: a claim of every type reads every store of these whole: one probe of jobs_fair_idx
+                    -- each, of the index alone, without the other two ways of the statement below to rule out per
+                    -- store; and only the stores flow control changes nothing for: the others are read further below)
                     SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
                                                   greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
                                                   '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
@@ -500,7 +504,32 @@ BEGIN
                            coalesce(array_agg(c.store_key) FILTER (WHERE h.head_run IS NULL OR h.head_run > now()),
                                     '{}')
                     INTO candidates, chunk_empty
-                    FROM unnest(chunk) AS c
+                    FROM (SELECT * FROM unnest(chunk) AS u
+                          WHERE u.store_key NOT IN (SELECT f.store_key FROM unnest(plan) AS f)) AS c
+                    LEFT JOIN LATERAL (
+                        SELECT j.run_at AS head_run, j.id AS head_id
+                        FROM jobs j
+                        WHERE j.status = 'pending' AND j.priority = cur_level AND coalesce(j.store_id, '') = c.store_key
+                          AND j.id <> ALL (skip_ids)
+                        ORDER BY j.run_at, j.id
+                        LIMIT 1
+                    ) AS h ON true;
+                ELSIF cardinality(plan) < cardinality(chunk) THEN
+                    -- 3b. the heads of the stores read (of the types each may give): a store with a due one is a
+                    -- candidate, with its exact rank; the others are tightened in 6. (not the arrivals' stores), as
+                    -- are rows whose types are not known
+                    -- (v9: of the stores flow control changes nothing for -- every store of the chunk, when nothing is
+                    -- set for any; the others are read below, with what flow control makes of them)
+                    SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
+                                                  greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
+                                                  '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
+                                                  c.cap_left)::jobs_fair_queue_v4)
+                                    FILTER (WHERE h.head_run <= now()), '{}'),
+                           coalesce(array_agg(c.store_key) FILTER (WHERE h.head_run IS NULL OR h.head_run > now()),
+                                    '{}')
+                    INTO candidates, chunk_empty
+                    FROM (SELECT * FROM unnest(chunk) AS u
+                          WHERE u.store_key NOT IN (SELECT f.store_key FROM unnest(plan) AS f)) AS c
                     LEFT JOIN LATERAL (
                         -- (v7: a store read whole when every type is wanted: one probe of jobs_fair_idx, of the index
                         -- alone -- jobs_fair_head()'s first branch, without the test of the type that reads the row)
@@ -531,7 +560,8 @@ BEGIN
                         WHERE NOT (wanted IS NULL AND c.via_types IS NULL AND c.store_wanted IS NULL)
                           AND NOT (c.via_types IS NOT NULL AND cardinality(coalesce(c.store_wanted, wanted)) = 1)
                     ) AS h ON true;
-                ELSE
+                END IF;
+                IF cardinality(plan) > 0 THEN
                     -------------------------------------------------------------------------------------------------
                     -- 3a+ (counts) and 3b with flow control, one statement (v9; v8 had three: the counts, the
                     -- chunk rewritten, the heads). After the locks, so its snapshot sees every claim committed
@@ -541,7 +571,7 @@ BEGIN
                     --            if a starts limit is (v8 counted both for every store: jobs_flow_usage());
                     --   counted  what each store counted now may take in this claim (0: another claim serves it),
                     --   capped   ... and each of its types with a limit of its own;
-                    --   stores   each store of the chunk as it is read: as it was (nothing set), left out (paused,
+                    --   stores   each store of the chunk in the plan, as flow control leaves it: left out (paused,
                     --            no allowance left, nothing it may give), held (its allowance is 0: read in the
                     --            types not paused for it, for its rank), or read by type when some of its wanted
                     --            types are left out or capped, with its allowance, weight and caps;
@@ -608,7 +638,7 @@ BEGIN
                                CASE WHEN NOT d.held THEN x.cap_left END AS cap_left,
                                d.held
                         FROM unnest(chunk) AS c
-                        LEFT JOIN unnest(plan) AS f ON f.store_key = c.store_key
+                        JOIN unnest(plan) AS f ON f.store_key = c.store_key
                         LEFT JOIN counted n ON n.store_key = c.store_key
                         CROSS JOIN LATERAL (
                             -- what it may still take: its allowance counted now or earlier in this claim, less what
@@ -628,7 +658,7 @@ BEGIN
                                         UNION ALL
                                         SELECT * FROM capped) AS l(store_key, type, left_then)
                                   -- (caps_now: a per-type limit counted in this claim; else nothing to read, per row)
-                                  WHERE caps_now AND f.nth IS NOT NULL AND l.store_key = c.store_key
+                                  WHERE caps_now AND l.store_key = c.store_key
                                     AND l.left_then IS NOT NULL) AS l
                         ) AS x
                         CROSS JOIN LATERAL (
@@ -652,8 +682,7 @@ BEGIN
                             OFFSET 0
                         ) AS k
                         CROSS JOIN LATERAL (
-                            SELECT CASE WHEN f.nth IS NULL
-                                             OR NOT f.paused AND coalesce(a.allowance, 1) > 0
+                            SELECT CASE WHEN NOT f.paused AND coalesce(a.allowance, 1) > 0
                                                 AND (NOT b.by_type OR cardinality(k.store_wanted) > 0) THEN false
                                         WHEN NOT f.paused AND a.allowance <= 0 AND c.store_key <> ALL (busy_stores)
                                              AND (k.may_types IS NULL OR cardinality(k.may_types) > 0) THEN true
@@ -661,13 +690,15 @@ BEGIN
                         ) AS d
                         WHERE d.held IS NOT NULL
                     )
-                    SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
-                                                  greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
-                                                  '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
-                                                  c.cap_left)::jobs_fair_queue_v4)
-                                    FILTER (WHERE NOT c.held AND h.head_run <= now()), '{}'),
-                           coalesce(array_agg(c.store_key)
-                                    FILTER (WHERE NOT c.held AND (h.head_run IS NULL OR h.head_run > now())), '{}'),
+                    SELECT candidates
+                           || coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
+                                                     greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run,
+                                                     h.head_id, '-infinity', 0, 0, 0, c.allowance, false, c.weight,
+                                                     c.cap_types, c.cap_left)::jobs_fair_queue_v4)
+                                       FILTER (WHERE NOT c.held AND h.head_run <= now()), '{}'),
+                           chunk_empty
+                           || coalesce(array_agg(c.store_key)
+                                       FILTER (WHERE NOT c.held AND (h.head_run IS NULL OR h.head_run > now())), '{}'),
                            held_stores || coalesce(array_agg(c.store_key) FILTER (WHERE c.held AND h.head_run <= now()),
                                                    '{}'),
                            held_waits || coalesce(array_agg(greatest(h.head_run, c.turn_at))
