@@ -12,6 +12,8 @@
                                                     [--steady-claims 12]
     .venv/bin/python bench/fair_claim.py flow-explain [--jobs 1000000] [--stores 1000] [--limit 100]
                                                     [--steady-claims 12]
+    .venv/bin/python bench/fair_claim.py flow-ab    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
+                                                    [--steady-claims 12]
 
 latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING), `--reps` times per variant,
            interleaved, each in a transaction that is rolled back so every rep sees the same queue: `--jobs`
@@ -61,6 +63,11 @@ flow-settle: what a deployment pays right after its controls are set, where `flo
 flow-explain: EXPLAIN (ANALYZE, BUFFERS) of v5's claim statement with those controls (untyped and one type), in
            the steady state (`--steady-claims`; 0: right after the controls are set), and through auto_explain the
            statements inside jobs_fair_claim() and jobs_fair_flow_plan().
+flow-ab:   v8 (sql/033, installed beside v9 under another name) against v9 (queries.claim), untyped and of one
+           type, with nothing configured, right after the controls are set and in their steady state (as `flow`):
+           the server CPU of each claim from /proc/<pid>/schedstat (ns: one claim can be timed, where /proc/stat counts
+           10 ms ticks), the variants interleaved claim by claim, `--reps` claims each; median, mean of the middle 80 %,
+           and the median less FIFO's. Finer than `flow` for a difference of a few tenths of a millisecond.
 
 Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
 """
@@ -426,6 +433,59 @@ def cmd_flow_explain(args) -> None:
                 continue
             print("--- inside:", notice.strip())
     conn.close()
+
+
+def schedstat_ms(pid: int) -> float:
+    """CPU time the process has run, from /proc/<pid>/schedstat (nanoseconds, not the 10 ms ticks of /proc/stat):
+    fine enough to time one claim."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
+
+
+def cmd_flow_ab(args) -> None:
+    """v8 (sql/033, installed beside v9) against v9 (queries.claim), untyped and of one type, in flow's states:
+    server CPU of each claim (schedstat), the variants interleaved claim by claim (ABBA), FIFO beside them."""
+    engine = fresh_schema(database_url())
+    install_v4(engine)
+    n_stores, limit = args.stores[-1], args.limit
+    variants = ["fifo", "v8 (033)", "v3", "v8 (033) typed", "v3 typed"]
+    print(f"{args.jobs:,} pending jobs over {n_stores} stores, claims of {limit}: server CPU per claim (ms, "
+          f"/proc/<pid>/schedstat), median and mean of the middle 80 % of {args.reps} claims per variant, "
+          "interleaved claim by claim; - fifo: the median less FIFO's")
+    print(f"{'controls':<22} {'variant':<15} {'median':>7} {'mean80':>7} {'- fifo':>7}")
+    fill(engine, args.jobs, n_stores)
+    refill = False
+    for label, setup, steady in (("none", None, False), ("configured", dict(type_pause=False), False),
+                                 ("configured, steady", dict(type_pause=False), True)):
+        if setup is not None:
+            if refill:
+                fill(engine, args.jobs, n_stores)
+            configure_controls(engine, n_stores, **setup)
+        refill = refill or steady
+        if steady:
+            reach_steady_state(engine, args.steady_claims, limit)
+        out: dict = {variant: [] for variant in variants}
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+            conn.rollback()
+            for _ in range(3):
+                for variant in variants:
+                    _timed_claim(conn, variant, limit)
+            for rep in range(args.reps):
+                if rep % TIDY_EVERY == 0:
+                    tidy(engine)
+                if setup is not None and rep % 40 == 0:
+                    conn.rollback()
+                    refresh_recent_starts(engine)
+                for variant in (variants if rep % 2 == 0 else variants[::-1]):
+                    before = schedstat_ms(pid)
+                    _timed_claim(conn, variant, limit)
+                    out[variant].append(schedstat_ms(pid) - before)
+        fifo_ms = statistics.median(out["fifo"])
+        for variant in variants:
+            t = sorted(out[variant])
+            mid = t[len(t) // 10:len(t) - len(t) // 10]
+            print(f"{label:<22} {FLOW_NAMES.get(variant, variant):<15} {statistics.median(t):>7.3f} "
+                  f"{statistics.mean(mid):>7.3f} {statistics.median(t) - fifo_ms:>+7.3f}", flush=True)
 
 
 def cmd_flow_settle(args) -> None:
@@ -808,7 +868,7 @@ def cmd_enqueue(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("latency", "explain", "first-job", "profile", "enqueue", "flow",
-                                            "flow-explain", "flow-settle"))
+                                            "flow-explain", "flow-settle", "flow-ab"))
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
     parser.add_argument("--limit", type=int, default=100)
@@ -822,7 +882,7 @@ def main() -> None:
     args = parser.parse_args()
     {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job,
      "profile": cmd_profile, "enqueue": cmd_enqueue, "flow": cmd_flow,
-     "flow-explain": cmd_flow_explain, "flow-settle": cmd_flow_settle}[args.command](args)
+     "flow-explain": cmd_flow_explain, "flow-settle": cmd_flow_settle, "flow-ab": cmd_flow_ab}[args.command](args)
 
 
 if __name__ == "__main__":
