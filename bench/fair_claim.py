@@ -12,6 +12,8 @@
                                                     [--steady-claims 12]
     .venv/bin/python bench/fair_claim.py flow-explain [--jobs 1000000] [--stores 1000] [--limit 100]
                                                     [--steady-claims 12]
+    .venv/bin/python bench/fair_claim.py flow-ab    [--jobs 1000000] [--stores 1000] [--limit 100] [--reps 40]
+                                                    [--steady-claims 12]
 
 latency:   the whole claim statement (rescue + selection + UPDATE ... RETURNING), `--reps` times per variant,
            interleaved, each in a transaction that is rolled back so every rep sees the same queue: `--jobs`
@@ -42,10 +44,11 @@ first-job: 1 store with 5,000 jobs enqueued first, then 99 stores with 50 each; 
            the call in which each store's first job starts, counted by claiming only.
 
 flow:      what tenant flow control (sql/027; the claims v4 of sql/028, v5 and v6 of sql/029, v7 of sql/032, v8 of
-           sql/033) costs the claim, on `latency`'s queue at the largest store count: first with nothing configured --
-           the FIFO claim, v2 (sql/024, untyped and `?type=`: the issue's yardstick, blind to flow control), v3
-           (sql/026's function), v4 (sql/028's), v5 and v6 (sql/029's), v7 (sql/032's), each installed beside v8 under
-           another name, and v8 (queries.claim), untyped, typed and with a process's handler types -- then with
+           sql/033, v9 of sql/034) costs the claim, on `latency`'s queue at the largest store count: first with nothing
+           configured -- the FIFO claim, v2 (sql/024, untyped and `?type=`: the issue's yardstick, blind to flow
+           control), v3 (sql/026's function), v4 (sql/028's), v5 and v6 (sql/029's), v7 (sql/032's), v8 (sql/033's),
+           each installed beside v9 under another name, and v9 (queries.claim), untyped, typed and with a process's
+           handler types -- then with
            controls configured (configure_controls(): 10 pauses, limits on 100 stores, per-type limits on 20, weights
            on 101, 600 live leases and 400 recent claims of the limited stores) for the same variants: right after
            they are set (the stores at their limits wait longest, in front: every claim of v4 meets them, the first
@@ -60,6 +63,11 @@ flow-settle: what a deployment pays right after its controls are set, where `flo
 flow-explain: EXPLAIN (ANALYZE, BUFFERS) of v5's claim statement with those controls (untyped and one type), in
            the steady state (`--steady-claims`; 0: right after the controls are set), and through auto_explain the
            statements inside jobs_fair_claim() and jobs_fair_flow_plan().
+flow-ab:   v8 (sql/033, installed beside v9 under another name) against v9 (queries.claim), untyped and of one
+           type, with nothing configured, right after the controls are set and in their steady state (as `flow`):
+           the server CPU of each claim from /proc/<pid>/schedstat (ns: one claim can be timed, where /proc/stat counts
+           10 ms ticks), the variants interleaved claim by claim, `--reps` claims each; median, mean of the middle 80 %,
+           and the median less FIFO's. Finer than `flow` for a difference of a few tenths of a millisecond.
 
 Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
 """
@@ -244,7 +252,7 @@ VARIANTS.update(_variants_of("v3 (026)", CLAIM_V3))
 
 def install_older_claim(engine, sql_file: str, name: str) -> None:
     """An older jobs_fair_claim() (its sql/ file) beside the live one, as `name`(): the types, jobs_fair_flow_plan()
-    and the head probe it calls are live and shared (v5 to v8 replaced only the function)."""
+    and the head probe it calls are live and shared (v5 to v9 replaced only the function)."""
     text_ = (ROOT / "sql" / sql_file).read_text()
     fn_start = text_.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
     fn = text_[fn_start:text_.index("$fn$;", fn_start) + len("$fn$;")]
@@ -257,24 +265,29 @@ def install_v4(engine) -> None:
     install_older_claim(engine, "029_fair_claim_v5.sql", "bench_fair_claim_v5")
     install_older_claim(engine, "029_fair_claim_v6.sql", "bench_fair_claim_v6")
     install_older_claim(engine, "032_fair_claim_v7.sql", "bench_fair_claim_v7")
+    install_older_claim(engine, "033_fair_claim_v8.sql", "bench_fair_claim_v8")
 
 
 CLAIM_V4 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v4(", 1)
 CLAIM_V5 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v5(", 1)
 CLAIM_V6 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v6(", 1)
 CLAIM_V7 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v7(", 1)
+CLAIM_V8 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v8(", 1)
 VARIANTS.update(_variants_of("v4 (028)", CLAIM_V4))
 VARIANTS.update(_variants_of("v5 (029)", CLAIM_V5))
 VARIANTS.update(_variants_of("v6 (029)", CLAIM_V6))
 VARIANTS.update(_variants_of("v7 (032)", CLAIM_V7))
-FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v6 (029)", "v7 (032)", "v3", "v2 typed",
-                 "v3 (026) typed", "v4 (028) typed", "v5 (029) typed", "v6 (029) typed", "v7 (032) typed", "v3 typed",
+VARIANTS.update(_variants_of("v8 (033)", CLAIM_V8))
+FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v6 (029)", "v7 (032)", "v8 (033)", "v3",
+                 "v2 typed", "v3 (026) typed", "v4 (028) typed", "v5 (029) typed", "v6 (029) typed", "v7 (032) typed",
+                 "v8 (033) typed", "v3 typed",
                  "v3 (026) hand.", "v4 (028) hand.", "v5 (029) hand.", "v6 (029) hand.", "v7 (032) hand.",
-                 "v3 handlers"]
-# queries.claim runs v8 now (sql/033_fair_claim_v8.sql): the `flow` report names it so
-FLOW_NAMES = {"v3": "v8", "v3 typed": "v8 typed", "v3 handlers": "v8 handlers", "v3 (026) hand.": "v3 (026) handl.",
+                 "v8 (033) hand.", "v3 handlers"]
+# queries.claim runs v9 now (sql/034_fair_claim_v9.sql): the `flow` report names it so
+FLOW_NAMES = {"v3": "v9", "v3 typed": "v9 typed", "v3 handlers": "v9 handlers", "v3 (026) hand.": "v3 (026) handl.",
               "v4 (028) hand.": "v4 (028) handl.", "v5 (029) hand.": "v5 (029) handl.",
-              "v6 (029) hand.": "v6 (029) handl.", "v7 (032) hand.": "v7 (032) handl."}
+              "v6 (029) hand.": "v6 (029) handl.", "v7 (032) hand.": "v7 (032) handl.",
+              "v8 (033) hand.": "v8 (033) handl."}
 
 
 def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
@@ -412,7 +425,7 @@ def cmd_flow_explain(args) -> None:
         conn.rollback()
         cur.execute("SET auto_explain.log_min_duration = -1")
         conn.commit()
-        print(f"=== fair claim v8 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
+        print(f"=== fair claim v9 with controls, {title}, {args.stores[-1]} stores, {args.jobs:,} pending, "
               f"limit {args.limit}, after {args.steady_claims} committed claims")
         print("\n".join(plan))
         for notice in notices:
@@ -420,6 +433,59 @@ def cmd_flow_explain(args) -> None:
                 continue
             print("--- inside:", notice.strip())
     conn.close()
+
+
+def schedstat_ms(pid: int) -> float:
+    """CPU time the process has run, from /proc/<pid>/schedstat (nanoseconds, not the 10 ms ticks of /proc/stat):
+    fine enough to time one claim."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
+
+
+def cmd_flow_ab(args) -> None:
+    """v8 (sql/033, installed beside v9) against v9 (queries.claim), untyped and of one type, in flow's states:
+    server CPU of each claim (schedstat), the variants interleaved claim by claim (ABBA), FIFO beside them."""
+    engine = fresh_schema(database_url())
+    install_v4(engine)
+    n_stores, limit = args.stores[-1], args.limit
+    variants = ["fifo", "v8 (033)", "v3", "v8 (033) typed", "v3 typed"]
+    print(f"{args.jobs:,} pending jobs over {n_stores} stores, claims of {limit}: server CPU per claim (ms, "
+          f"/proc/<pid>/schedstat), median and mean of the middle 80 % of {args.reps} claims per variant, "
+          "interleaved claim by claim; - fifo: the median less FIFO's")
+    print(f"{'controls':<22} {'variant':<15} {'median':>7} {'mean80':>7} {'- fifo':>7}")
+    fill(engine, args.jobs, n_stores)
+    refill = False
+    for label, setup, steady in (("none", None, False), ("configured", dict(type_pause=False), False),
+                                 ("configured, steady", dict(type_pause=False), True)):
+        if setup is not None:
+            if refill:
+                fill(engine, args.jobs, n_stores)
+            configure_controls(engine, n_stores, **setup)
+        refill = refill or steady
+        if steady:
+            reach_steady_state(engine, args.steady_claims, limit)
+        out: dict = {variant: [] for variant in variants}
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+            conn.rollback()
+            for _ in range(3):
+                for variant in variants:
+                    _timed_claim(conn, variant, limit)
+            for rep in range(args.reps):
+                if rep % TIDY_EVERY == 0:
+                    tidy(engine)
+                if setup is not None and rep % 40 == 0:
+                    conn.rollback()
+                    refresh_recent_starts(engine)
+                for variant in (variants if rep % 2 == 0 else variants[::-1]):
+                    before = schedstat_ms(pid)
+                    _timed_claim(conn, variant, limit)
+                    out[variant].append(schedstat_ms(pid) - before)
+        fifo_ms = statistics.median(out["fifo"])
+        for variant in variants:
+            t = sorted(out[variant])
+            mid = t[len(t) // 10:len(t) - len(t) // 10]
+            print(f"{label:<22} {FLOW_NAMES.get(variant, variant):<15} {statistics.median(t):>7.3f} "
+                  f"{statistics.mean(mid):>7.3f} {statistics.median(t) - fifo_ms:>+7.3f}", flush=True)
 
 
 def cmd_flow_settle(args) -> None:
@@ -802,7 +868,7 @@ def cmd_enqueue(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("latency", "explain", "first-job", "profile", "enqueue", "flow",
-                                            "flow-explain", "flow-settle"))
+                                            "flow-explain", "flow-settle", "flow-ab"))
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--stores", type=lambda s: [int(x) for x in s.split(",")], default=[10, 100, 1000])
     parser.add_argument("--limit", type=int, default=100)
@@ -816,7 +882,7 @@ def main() -> None:
     args = parser.parse_args()
     {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job,
      "profile": cmd_profile, "enqueue": cmd_enqueue, "flow": cmd_flow,
-     "flow-explain": cmd_flow_explain, "flow-settle": cmd_flow_settle}[args.command](args)
+     "flow-explain": cmd_flow_explain, "flow-settle": cmd_flow_settle, "flow-ab": cmd_flow_ab}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -520,7 +520,9 @@ DECLARE
     flow_stores       boolean;      -- something is set per store: the stores read are checked (3a+)
     flow_keys         text[];       -- the stores anything is set for (NULL: look every store up -- an every-store
                                     -- limit, or more than 1,000 of them)
-    flow_chunk        jobs_fair_queue_v4[];  -- the stores of the chunk anything is set for
+    flow_pauses       boolean;      -- (v9) a pause of a store, or of a type of one, is set: the plan looks them up
+    flow_holds        boolean;      -- (v9) a quota hold is in force: the plan looks them up
+    caps_now          boolean;      -- (v9) a per-type limit is counted in this claim: the stores' caps are read
     plan              jobs_fair_flow[];  -- what flow control says about the stores of the chunk being read
     locked_now        text[];       -- stores of the chunk to count that this claim now serves alone
     busy_now          text[];       -- ... and that another claim is serving: they take nothing in this one
@@ -531,7 +533,6 @@ DECLARE
     ledger_cap_left   integer[] := '{}';
     starts_stores     text[] := '{}';    -- the stores counted that have a starts limit: their claims are recorded
     busy_stores       text[] := '{}';    -- the stores counted as served by another claim (0 for this one)
-    held_chunk        jobs_fair_queue_v4[];  -- the stores of the chunk left out because their allowance is 0
     held_stores       text[];       -- of those, the ones with a due job at this level, and their rank
     held_waits        timestamptz[];
     held_poss         integer[];
@@ -636,9 +637,12 @@ BEGIN
     ---------------------------------------------------------------------------------------------------------------
     -- 0. FLOW CONTROL: what is configured (the tables are small: index probes)
     ---------------------------------------------------------------------------------------------------------------
-    -- (one statement: the keys are read only when something is set per store, and no every-store limit is)
-    SELECT ARRAY(SELECT p.type FROM job_pauses p WHERE coalesce(p.store_id, '') = ''), s.set_per_store,
-           CASE WHEN s.set_per_store AND NOT EXISTS (SELECT 1 FROM job_store_limits l WHERE l.store_id IS NULL) THEN
+    -- (one statement: the keys are read only when something is set per store, and no every-store limit is;
+    -- v9: and whether a store's pause or a quota hold is set, so the plan looks those up only then)
+    SELECT ARRAY(SELECT p.type FROM job_pauses p WHERE coalesce(p.store_id, '') = ''),
+           s.pauses OR s.limits OR s.holds, s.pauses, s.holds,
+           CASE WHEN (s.pauses OR s.limits OR s.holds)
+                     AND NOT EXISTS (SELECT 1 FROM job_store_limits l WHERE coalesce(l.store_id, '') = '') THEN
                ARRAY(SELECT k.store_key
                      FROM (SELECT p.store_id FROM job_pauses p WHERE p.store_id IS NOT NULL
                            UNION  -- (a store once, however many rows it has)
@@ -647,10 +651,11 @@ BEGIN
                            SELECT h.store_key FROM job_store_quota_holds h WHERE h.until > now()) AS k(store_key)
                      LIMIT 1001)
            END
-    INTO paused_types, flow_stores, flow_keys
-    FROM (SELECT EXISTS (SELECT 1 FROM job_pauses p WHERE coalesce(p.store_id, '') > '')
-                 OR EXISTS (SELECT 1 FROM job_store_limits)
-                 OR EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now()) AS set_per_store) AS s;
+    INTO paused_types, flow_stores, flow_pauses, flow_holds, flow_keys
+    FROM (SELECT EXISTS (SELECT 1 FROM job_pauses p WHERE coalesce(p.store_id, '') > '') AS pauses,
+                 EXISTS (SELECT 1 FROM job_store_limits) AS limits,
+                 EXISTS (SELECT 1 FROM job_store_quota_holds h WHERE h.until > now()) AS holds
+          OFFSET 0) AS s;
     IF cardinality(flow_keys) > 1000 THEN
         flow_keys := NULL;  -- (a long array would cost more to search per row than the look-ups it saves)
     END IF;
@@ -782,11 +787,11 @@ BEGIN
                                   ORDER BY q.wait_from, q.served_pos, q.head_lb, q.store_key
                                   LIMIT chunk_size) AS q
                         ), edge AS MATERIALIZED (  -- (computed once, not once per row below)
-                            SELECT (array_agg(c.wait_from ORDER BY c.nth DESC))[1] AS e_wait,
-                                   (array_agg(c.served_pos ORDER BY c.nth DESC))[1] AS e_pos,
-                                   (array_agg(c.head_lb ORDER BY c.nth DESC))[1] AS e_head,
-                                   (array_agg(c.store_key ORDER BY c.nth DESC))[1] AS e_store
+                            -- (v9: the last row read, found by its place, not by four sorts of the chunk)
+                            SELECT c.wait_from AS e_wait, c.served_pos AS e_pos, c.head_lb AS e_head,
+                                   c.store_key AS e_store
                             FROM chunk c
+                            WHERE c.nth = (SELECT max(l.nth) FROM chunk l)
                         )
                         SELECT count(*)::integer,
                                coalesce(array_agg(ROW(c.store_key, c.types,
@@ -860,105 +865,246 @@ BEGIN
                     read_stores := read_stores || chunk_stores;
                 END IF;
 
-                held_chunk := '{}';
                 IF flow_stores AND cardinality(chunk) > 0 THEN
                     -------------------------------------------------------------------------------------------------
-                    -- 3a+. FLOW CONTROL on the chunk: what is configured for its stores; the stores with a limit to
-                    -- count, counted once per claim -- each only if no other claim is serving it -- then each store
-                    -- left out, or given the types it may give, its allowance, weight and per-type caps
+                    -- 3a+. FLOW CONTROL on the chunk: what is configured for its stores, and the try-locks of the
+                    -- stores to count (each counted once per claim, only if no other claim is serving it); the counts
+                    -- and what they leave each store are in the statement of 3b, after the locks
                     -------------------------------------------------------------------------------------------------
-                    -- the plan, and in the same statement the try-locks of the stores to count (only the stores
-                    -- something is set for are looked up: the plan is joined by store key)
-                    -- (v7: `IN (SELECT unnest(..))` hashes the keys; v6's `= ANY (flow_keys)` compared every
-                    -- store of the chunk with every key, 0.5 ms for 109 stores and 231 keys; and the plan is left
-                    -- out when nothing is set for any store of the chunk)
-                    flow_chunk := CASE WHEN flow_keys IS NULL THEN chunk
-                                       ELSE ARRAY(SELECT c FROM unnest(chunk) AS c
-                                                  WHERE c.store_key IN (SELECT unnest(flow_keys)))
-                                  END;
-                    IF cardinality(flow_chunk) = 0 THEN
-                        plan := '{}';  -- nothing is set for any store of the chunk
-                    ELSE
+                    IF flow_keys IS NULL THEN
+                        -- an every-store row, or more than 1,000 stores set: every store of the chunk is looked up,
+                        -- each with the every-store row's values where its own are not set (v4's plan, as in v8)
                         SELECT coalesce(array_agg(x.f), '{}'),
                                coalesce(array_agg((x.f).store_key) FILTER (WHERE x.got), '{}'),
-                               coalesce(array_agg((x.f).store_key) FILTER (WHERE NOT x.got), '{}')
-                        INTO plan, locked_now, busy_now
+                               coalesce(array_agg((x.f).store_key) FILTER (WHERE NOT x.got), '{}'),
+                               coalesce(bool_or(x.got AND (x.f).cap_types IS NOT NULL), false)
+                        INTO plan, locked_now, busy_now, caps_now
                         FROM (SELECT f,
                                      CASE WHEN NOT f.paused AND f.store_key <> ALL (ledger_stores)
                                                AND (f.max_running IS NOT NULL OR f.max_starts IS NOT NULL
                                                     OR f.cap_types IS NOT NULL)
                                           THEN pg_try_advisory_xact_lock(20225, hashtext(f.store_key))
                                      END AS got
-                              FROM jobs_fair_flow_plan(flow_chunk, wanted) AS f) AS x;
+                              FROM jobs_fair_flow_plan(chunk, wanted) AS f) AS x;
+                    ELSE
+                        -- (v9: the plan inline, of the chunk's stores that are set (flow_keys, hashed), each looked
+                        -- up once per table: no every-store row exists, so a store's limits are its own rows (v4's
+                        -- jobs_flow_limits() probed the every-store row and each type's rows again, per store);
+                        -- the pauses and the quota holds only when some are set per store; and only the stores
+                        -- the plan changes anything for: a pause, a type left out, a weight other than 1, a limit)
+                        SELECT coalesce(array_agg(x.f), '{}'),
+                               coalesce(array_agg((x.f).store_key) FILTER (WHERE x.got), '{}'),
+                               coalesce(array_agg((x.f).store_key) FILTER (WHERE NOT x.got), '{}'),
+                               coalesce(bool_or(x.got AND (x.f).cap_types IS NOT NULL), false)
+                        INTO plan, locked_now, busy_now, caps_now
+                        FROM (SELECT ROW(f.*)::jobs_fair_flow AS f,
+                                     CASE WHEN NOT f.paused AND f.store_key <> ALL (ledger_stores)
+                                               AND (f.max_running IS NOT NULL OR f.max_starts IS NOT NULL
+                                                    OR f.cap_types IS NOT NULL)
+                                          THEN pg_try_advisory_xact_lock(20225, hashtext(f.store_key))
+                                     END AS got
+                              FROM (SELECT c.store_key, c.nth::integer AS nth, coalesce(p.paused, false) AS paused,
+                                           coalesce(p.types, '{}') || coalesce(h.types, '{}') AS excluded, l.weight,
+                                           l.max_running, l.max_starts, l.cap_types, l.cap_running, l.cap_starts
+                                    FROM unnest(chunk) WITH ORDINALITY AS c(store_key, types, via_types, store_wanted,
+                                                                            turn_at, rank_wait, rank_pos, head_run,
+                                                                            head_id, after_run, after_id, taken,
+                                                                            owed, allowance, live, weight, cap_types,
+                                                                            cap_left, nth)
+                                    CROSS JOIN LATERAL (SELECT bool_or(x.type IS NULL) AS paused,
+                                                               array_agg(x.type) FILTER (WHERE x.type IS NOT NULL)
+                                                                   AS types
+                                                        FROM job_pauses x
+                                                        WHERE flow_pauses AND coalesce(x.store_id, '') = c.store_key
+                                                        ) AS p
+                                    CROSS JOIN LATERAL (SELECT array_agg(x.type) AS types
+                                                        FROM job_store_quota_holds x
+                                                        WHERE flow_holds AND x.store_key = c.store_key
+                                                          AND x.until > now()) AS h
+                                    CROSS JOIN LATERAL (
+                                        -- (jobs_flow_limits() of sql/027 without an every-store row: the store's
+                                        -- row, and its types' rows with a limit, of the types the claim wants)
+                                        SELECT max(x.weight) FILTER (WHERE x.type IS NULL) AS weight,
+                                               max(x.max_running) FILTER (WHERE x.type IS NULL) AS max_running,
+                                               max(x.max_starts_per_minute) FILTER (WHERE x.type IS NULL)
+                                                   AS max_starts,
+                                               array_agg(x.type) FILTER (WHERE x.type IS NOT NULL) AS cap_types,
+                                               array_agg(x.max_running) FILTER (WHERE x.type IS NOT NULL)
+                                                   AS cap_running,
+                                               array_agg(x.max_starts_per_minute) FILTER (WHERE x.type IS NOT NULL)
+                                                   AS cap_starts
+                                        FROM job_store_limits x
+                                        WHERE coalesce(x.store_id, '') = c.store_key
+                                          AND (x.type IS NULL
+                                               OR num_nonnulls(x.max_running, x.max_starts_per_minute) > 0
+                                                  AND (wanted IS NULL OR x.type = ANY (wanted)))) AS l
+                                    WHERE c.store_key IN (SELECT unnest(flow_keys)) AND c.store_key <> ''
+                                      AND (p.paused OR p.types IS NOT NULL OR h.types IS NOT NULL OR l.weight <> 1
+                                           OR l.max_running IS NOT NULL OR l.max_starts IS NOT NULL
+                                           OR l.cap_types IS NOT NULL)) AS f) AS x;
                     END IF;
-                    IF cardinality(plan) > 0 THEN
-                        busy_stores := busy_stores || busy_now;
-                        IF cardinality(locked_now) + cardinality(busy_now) > 0 THEN
-                            -- a statement of its own, after the locks: its snapshot sees every claim committed
-                            -- before they were got, and none can commit a claim of these stores meanwhile
-                            WITH used AS MATERIALIZED (
-                                SELECT * FROM jobs_flow_usage(locked_now)
-                            ), counted AS (
-                                SELECT f.store_key,
-                                       CASE WHEN f.store_key = ANY (busy_now) THEN 0
-                                            ELSE least(f.max_running - (SELECT coalesce(sum(u.running), 0)::integer
-                                                                        FROM used u WHERE u.store_key = f.store_key),
-                                                       f.max_starts - (SELECT coalesce(sum(u.started), 0)::integer
-                                                                       FROM used u WHERE u.store_key = f.store_key))
-                                       END AS left_now,
-                                       f.max_starts IS NOT NULL
-                                       OR EXISTS (SELECT 1 FROM unnest(f.cap_starts) AS x(n) WHERE x.n IS NOT NULL)
-                                           AS counts_starts
-                                FROM unnest(plan) AS f
-                                WHERE f.store_key = ANY (locked_now) OR f.store_key = ANY (busy_now)
-                            ), capped AS (
-                                SELECT f.store_key, t.type,
-                                       least(t.max_running - coalesce(u.running, 0),
-                                             t.max_starts - coalesce(u.started, 0)) AS left_now
-                                FROM unnest(plan) AS f
-                                CROSS JOIN LATERAL unnest(f.cap_types, f.cap_running, f.cap_starts)
-                                    AS t(type, max_running, max_starts)
-                                LEFT JOIN used u ON u.store_key = f.store_key AND u.type = t.type
-                                WHERE f.store_key = ANY (locked_now)
-                            )
-                            SELECT ledger_stores || ARRAY(SELECT c.store_key FROM counted c),
-                                   ledger_left || ARRAY(SELECT c.left_now FROM counted c),
-                                   starts_stores || ARRAY(SELECT c.store_key FROM counted c
-                                                          WHERE c.counts_starts AND c.store_key = ANY (locked_now)),
-                                   ledger_cap_stores || ARRAY(SELECT c.store_key FROM capped c),
-                                   ledger_cap_types || ARRAY(SELECT c.type FROM capped c),
-                                   ledger_cap_left || ARRAY(SELECT c.left_now FROM capped c)
-                            INTO ledger_stores, ledger_left, starts_stores, ledger_cap_stores, ledger_cap_types,
-                                 ledger_cap_left;
-                        END IF;
-                        -- each store of the plan: left out (paused, no allowance left, nothing it may give), or
-                        -- read by type when some of its wanted types are left out or capped; and the stores left
-                        -- out because their allowance is 0 (counted by this claim), with how to read their head:
-                        -- held, in the wanted types not paused for them
-                        SELECT coalesce(array_agg(ROW(c.store_key, c.types,
-                                                      CASE WHEN k.by_type THEN k.store_wanted ELSE c.via_types END,
-                                                      k.store_wanted, c.turn_at, c.rank_wait, c.rank_pos, c.head_run,
-                                                      c.head_id, c.after_run, c.after_id, c.taken, c.owed,
-                                                      a.allowance, c.live, coalesce(f.weight, 1), x.cap_types,
-                                                      x.cap_left)::jobs_fair_queue_v4 ORDER BY c.ordinality)
-                                         FILTER (WHERE f.nth IS NULL
-                                                 OR NOT f.paused AND coalesce(a.allowance, 1) > 0
-                                                    AND (NOT k.by_type OR cardinality(k.store_wanted) > 0)), '{}'),
-                               coalesce(array_agg(ROW(c.store_key, c.types,
-                                                      CASE WHEN m.may_types IS NULL THEN c.via_types
-                                                           ELSE m.may_types END,
-                                                      m.may_types, c.turn_at, NULL, c.rank_pos, NULL, NULL,
-                                                      '-infinity', 0, 0, 0, 0, false, 1, NULL,
-                                                      NULL)::jobs_fair_queue_v4 ORDER BY c.ordinality)
-                                         FILTER (WHERE f.nth IS NOT NULL AND NOT f.paused AND a.allowance <= 0
-                                                   AND c.store_key <> ALL (busy_stores)
-                                                   AND (m.may_types IS NULL OR cardinality(m.may_types) > 0)), '{}')
-                        INTO chunk, held_chunk
-                        FROM unnest(chunk) WITH ORDINALITY AS c
-                        LEFT JOIN unnest(plan) AS f ON f.store_key = c.store_key
+                    busy_stores := busy_stores || busy_now;
+                    caps_now := caps_now OR cardinality(ledger_cap_stores) > 0;
+                ELSE
+                    plan := '{}';
+                END IF;
+
+                candidates := '{}';
+                chunk_empty := '{}';
+                IF cardinality(plan) < cardinality(chunk) AND wanted IS NULL THEN
+                    -- 3b. the heads of the stores read: a store with a due one is a candidate, with its exact rank;
+                    -- the others are tightened in 6. (not the arrivals' stores), as are rows whose types are not
+                    -- known. (v9: a claim of every type reads every store of these whole: one probe of jobs_fair_idx
+                    -- each, of the index alone, without the other two ways of the statement below to rule out per
+                    -- store; and only the stores flow control changes nothing for: the others are read further below)
+                    SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
+                                                  greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
+                                                  '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
+                                                  c.cap_left)::jobs_fair_queue_v4)
+                                    FILTER (WHERE h.head_run <= now()), '{}'),
+                           coalesce(array_agg(c.store_key) FILTER (WHERE h.head_run IS NULL OR h.head_run > now()),
+                                    '{}')
+                    INTO candidates, chunk_empty
+                    FROM (SELECT * FROM unnest(chunk) AS u
+                          WHERE u.store_key NOT IN (SELECT f.store_key FROM unnest(plan) AS f)) AS c
+                    LEFT JOIN LATERAL (
+                        SELECT j.run_at AS head_run, j.id AS head_id
+                        FROM jobs j
+                        WHERE j.status = 'pending' AND j.priority = cur_level AND coalesce(j.store_id, '') = c.store_key
+                          AND j.id <> ALL (skip_ids)
+                        ORDER BY j.run_at, j.id
+                        LIMIT 1
+                    ) AS h ON true;
+                ELSIF cardinality(plan) < cardinality(chunk) THEN
+                    -- 3b. the heads of the stores read (of the types each may give): a store with a due one is a
+                    -- candidate, with its exact rank; the others are tightened in 6. (not the arrivals' stores), as
+                    -- are rows whose types are not known
+                    -- (v9: of the stores flow control changes nothing for -- every store of the chunk, when nothing is
+                    -- set for any; the others are read below, with what flow control makes of them)
+                    SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
+                                                  greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
+                                                  '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
+                                                  c.cap_left)::jobs_fair_queue_v4)
+                                    FILTER (WHERE h.head_run <= now()), '{}'),
+                           coalesce(array_agg(c.store_key) FILTER (WHERE h.head_run IS NULL OR h.head_run > now()),
+                                    '{}')
+                    INTO candidates, chunk_empty
+                    FROM (SELECT * FROM unnest(chunk) AS u
+                          WHERE u.store_key NOT IN (SELECT f.store_key FROM unnest(plan) AS f)) AS c
+                    LEFT JOIN LATERAL (
+                        -- (v7: a store read whole when every type is wanted: one probe of jobs_fair_idx, of the index
+                        -- alone -- jobs_fair_head()'s first branch, without the test of the type that reads the row)
+                        (SELECT j.run_at AS head_run, j.id AS head_id
+                         FROM jobs j
+                         WHERE wanted IS NULL AND c.via_types IS NULL AND c.store_wanted IS NULL
+                           AND j.status = 'pending' AND j.priority = cur_level
+                               AND coalesce(j.store_id, '') = c.store_key
+                           AND j.id <> ALL (skip_ids)
+                         ORDER BY j.run_at, j.id
+                         LIMIT 1)
+                        UNION ALL
+                        -- (and a store read by type when one type is wanted of it: one probe of jobs_fair_type_idx, if
+                        -- the store may give that type -- jobs_fair_head()'s third branch, of one type)
+                        (SELECT j.run_at, j.id
+                         FROM jobs j
+                         WHERE c.via_types IS NOT NULL AND cardinality(coalesce(c.store_wanted, wanted)) = 1
+                           AND (coalesce(c.store_wanted, wanted))[1] = ANY (c.via_types)
+                           AND j.status = 'pending' AND j.type = (coalesce(c.store_wanted, wanted))[1]
+                           AND j.priority = cur_level AND coalesce(j.store_id, '') = c.store_key
+                           AND j.id <> ALL (skip_ids)
+                         ORDER BY j.run_at, j.id
+                         LIMIT 1)
+                        UNION ALL
+                        SELECT g.head_run, g.head_id
+                        FROM jobs_fair_head(cur_level, c.store_key, c.via_types, coalesce(c.store_wanted, wanted),
+                                            skip_ids) AS g
+                        WHERE NOT (wanted IS NULL AND c.via_types IS NULL AND c.store_wanted IS NULL)
+                          AND NOT (c.via_types IS NOT NULL AND cardinality(coalesce(c.store_wanted, wanted)) = 1)
+                    ) AS h ON true;
+                END IF;
+                IF cardinality(plan) > 0 THEN
+                    -------------------------------------------------------------------------------------------------
+                    -- 3a+ (counts) and 3b with flow control, one statement (v9; v8 had three: the counts, the
+                    -- chunk rewritten, the heads). After the locks, so its snapshot sees every claim committed
+                    -- before they were got, and none can commit a claim of these stores meanwhile:
+                    --   counts   the stores this claim now serves alone: their live leases, only if a running limit
+                    --            is set for them (as a whole or per type), and their claims of the last minute, only
+                    --            if a starts limit is (v8 counted both for every store: jobs_flow_usage());
+                    --   counted  what each store counted now may take in this claim (0: another claim serves it),
+                    --   capped   ... and each of its types with a limit of its own;
+                    --   stores   each store of the chunk in the plan, as flow control leaves it: left out (paused,
+                    --            no allowance left, nothing it may give), held (its allowance is 0: read in the
+                    --            types not paused for it, for its rank), or read by type when some of its wanted
+                    --            types are left out or capped, with its allowance, weight and caps;
+                    -- then the heads of those stores, as 3b above; a held store with a due one is kept with its rank.
+                    -------------------------------------------------------------------------------------------------
+                    WITH counts AS MATERIALIZED (
+                        -- (two reads, each of every store it counts at once: `= ANY` of the stores, one descent of
+                        -- the index per store, rather than a LATERAL per store; the lease test written so no index can
+                        -- serve it: see jobs_flow_usage(), sql/027)
+                        SELECT j.store_id AS store_key, j.type, count(*)::integer AS running, 0 AS started
+                        FROM jobs j
+                        WHERE j.store_id = ANY (ARRAY(SELECT f.store_key FROM unnest(plan) AS f
+                                                      WHERE f.store_key = ANY (locked_now)
+                                                        AND (f.max_running IS NOT NULL
+                                                             OR num_nonnulls(VARIADIC f.cap_running) > 0)))
+                          AND j.status = 'running' AND j.locked_until - now() > interval '0'
+                        GROUP BY j.store_id, j.type
+                        UNION ALL
+                        SELECT w.store_key, w.type, 0, sum(w.jobs)::integer
+                        FROM job_store_starts w
+                        WHERE w.store_key = ANY (ARRAY(SELECT f.store_key FROM unnest(plan) AS f
+                                                       WHERE f.store_key = ANY (locked_now)
+                                                         AND (f.max_starts IS NOT NULL
+                                                              OR num_nonnulls(VARIADIC f.cap_starts) > 0)))
+                          AND w.claimed_at > now() - interval '1 minute'
+                        GROUP BY w.store_key, w.type
+                    ), counted AS MATERIALIZED (
+                        SELECT f.store_key,
+                               CASE WHEN f.store_key = ANY (busy_now) THEN 0
+                                    ELSE least(f.max_running - coalesce(t.running, 0),
+                                               f.max_starts - coalesce(t.started, 0))
+                               END AS left_now,
+                               f.store_key = ANY (locked_now)
+                               AND (f.max_starts IS NOT NULL OR coalesce(num_nonnulls(VARIADIC f.cap_starts), 0) > 0)
+                                   AS records_starts
+                        FROM unnest(plan) AS f
+                        LEFT JOIN (SELECT u.store_key, sum(u.running)::integer AS running,
+                                          sum(u.started)::integer AS started
+                                   FROM counts u
+                                   GROUP BY u.store_key) AS t ON t.store_key = f.store_key
+                        WHERE f.store_key = ANY (locked_now) OR f.store_key = ANY (busy_now)
+                    ), capped AS MATERIALIZED (
+                        SELECT f.store_key, t.type,
+                               least(t.max_running - coalesce(u.running, 0),
+                                     t.max_starts - coalesce(u.started, 0)) AS left_now
+                        FROM unnest(plan) AS f
+                        CROSS JOIN LATERAL unnest(f.cap_types, f.cap_running, f.cap_starts)
+                            AS t(type, max_running, max_starts)
+                        LEFT JOIN (SELECT u.store_key, u.type, sum(u.running)::integer AS running,
+                                          sum(u.started)::integer AS started
+                                   FROM counts u
+                                   GROUP BY u.store_key, u.type) AS u ON u.store_key = f.store_key AND u.type = t.type
+                        WHERE f.store_key = ANY (locked_now)
+                    ), stores AS MATERIALIZED (  -- (materialized: its fields are computed once, not once per use below)
+                        SELECT c.store_key, c.types,
+                               CASE WHEN d.held THEN coalesce(k.may_types, c.via_types)
+                                    WHEN b.by_type THEN k.store_wanted
+                                    ELSE c.via_types END AS via_types,
+                               CASE WHEN d.held THEN k.may_types ELSE k.store_wanted END AS store_wanted,
+                               c.turn_at, c.rank_pos,
+                               CASE WHEN d.held THEN 0 ELSE a.allowance END AS allowance,
+                               CASE WHEN d.held THEN 1 ELSE coalesce(f.weight, 1) END AS weight,
+                               CASE WHEN NOT d.held THEN x.cap_types END AS cap_types,
+                               CASE WHEN NOT d.held THEN x.cap_left END AS cap_left,
+                               d.held
+                        FROM unnest(chunk) AS c
+                        JOIN unnest(plan) AS f ON f.store_key = c.store_key
+                        LEFT JOIN counted n ON n.store_key = c.store_key
                         CROSS JOIN LATERAL (
-                            -- what it may still take: its counted allowance less what this claim took from it
-                            SELECT ledger_left[array_position(ledger_stores, c.store_key)]
+                            -- what it may still take: its allowance counted now or earlier in this claim, less what
+                            -- this claim took from it
+                            SELECT coalesce(n.left_now, ledger_left[array_position(ledger_stores, c.store_key)])
                                    - cardinality(array_positions(claimed_stores, c.store_key)) AS allowance
                         ) AS a
                         CROSS JOIN LATERAL (
@@ -969,88 +1115,99 @@ BEGIN
                                          l.left_then - (SELECT count(*)::integer
                                                         FROM unnest(claimed_stores, claimed_types) AS t(store_key, type)
                                                         WHERE t.store_key = c.store_key AND t.type = l.type) AS left_now
-                                  FROM unnest(ledger_cap_stores, ledger_cap_types, ledger_cap_left)
-                                       AS l(store_key, type, left_then)
-                                  WHERE f.nth IS NOT NULL AND l.store_key = c.store_key AND l.left_then IS NOT NULL
-                                  ) AS l
+                                  FROM (SELECT * FROM unnest(ledger_cap_stores, ledger_cap_types, ledger_cap_left)
+                                        UNION ALL
+                                        SELECT * FROM capped) AS l(store_key, type, left_then)
+                                  -- (caps_now: a per-type limit counted in this claim; else nothing to read, per row)
+                                  WHERE caps_now AND l.store_key = c.store_key
+                                    AND l.left_then IS NOT NULL) AS l
                         ) AS x
                         CROSS JOIN LATERAL (
-                            SELECT cardinality(coalesce(f.excluded, '{}') || x.spent) > 0 OR x.cap_types IS NOT NULL
-                                       AS by_type,
-                                   coalesce(f.excluded, '{}') || x.spent AS excluded
-                        ) AS e
+                            SELECT coalesce(f.excluded, '{}') || x.spent AS excluded,
+                                   cardinality(coalesce(f.excluded, '{}') || x.spent) > 0 OR x.cap_types IS NOT NULL
+                                       AS by_type
+                        ) AS b
                         CROSS JOIN LATERAL (
-                            SELECT e.by_type,
-                                   CASE WHEN e.by_type THEN
+                            SELECT CASE WHEN b.by_type THEN
                                        ARRAY(SELECT t.type FROM unnest(coalesce(c.types, wanted)) AS t(type)
                                              WHERE (wanted IS NULL OR t.type = ANY (wanted))
-                                               AND t.type <> ALL (e.excluded)
+                                               AND t.type <> ALL (b.excluded)
                                              ORDER BY t.type)
-                                   END AS store_wanted
-                        ) AS k
-                        CROSS JOIN LATERAL (
-                            SELECT CASE WHEN cardinality(coalesce(f.excluded, '{}')) > 0 THEN
+                                   END AS store_wanted,
+                                   CASE WHEN cardinality(coalesce(f.excluded, '{}')) > 0 THEN
                                        ARRAY(SELECT t.type FROM unnest(coalesce(c.types, wanted)) AS t(type)
                                              WHERE (wanted IS NULL OR t.type = ANY (wanted))
                                                AND t.type <> ALL (f.excluded)
                                              ORDER BY t.type)
                                    END AS may_types
-                        ) AS m;
-                    END IF;
+                            OFFSET 0
+                        ) AS k
+                        CROSS JOIN LATERAL (
+                            SELECT CASE WHEN NOT f.paused AND coalesce(a.allowance, 1) > 0
+                                                AND (NOT b.by_type OR cardinality(k.store_wanted) > 0) THEN false
+                                        WHEN NOT f.paused AND a.allowance <= 0 AND c.store_key <> ALL (busy_stores)
+                                             AND (k.may_types IS NULL OR cardinality(k.may_types) > 0) THEN true
+                                   END AS held  -- (NULL: left out)
+                        ) AS d
+                        WHERE d.held IS NOT NULL
+                    )
+                    SELECT candidates
+                           || coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
+                                                     greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run,
+                                                     h.head_id, '-infinity', 0, 0, 0, c.allowance, false, c.weight,
+                                                     c.cap_types, c.cap_left)::jobs_fair_queue_v4)
+                                       FILTER (WHERE NOT c.held AND h.head_run <= now()), '{}'),
+                           chunk_empty
+                           || coalesce(array_agg(c.store_key)
+                                       FILTER (WHERE NOT c.held AND (h.head_run IS NULL OR h.head_run > now())), '{}'),
+                           held_stores || coalesce(array_agg(c.store_key) FILTER (WHERE c.held AND h.head_run <= now()),
+                                                   '{}'),
+                           held_waits || coalesce(array_agg(greatest(h.head_run, c.turn_at))
+                                                  FILTER (WHERE c.held AND h.head_run <= now()), '{}'),
+                           held_poss || coalesce(array_agg(c.rank_pos) FILTER (WHERE c.held AND h.head_run <= now()),
+                                                 '{}'),
+                           held_heads || coalesce(array_agg(h.head_run) FILTER (WHERE c.held AND h.head_run <= now()),
+                                                  '{}'),
+                           ledger_stores || ARRAY(SELECT n.store_key FROM counted n),
+                           ledger_left || ARRAY(SELECT n.left_now FROM counted n),
+                           starts_stores || ARRAY(SELECT n.store_key FROM counted n WHERE n.records_starts),
+                           ledger_cap_stores || ARRAY(SELECT p.store_key FROM capped p),
+                           ledger_cap_types || ARRAY(SELECT p.type FROM capped p),
+                           ledger_cap_left || ARRAY(SELECT p.left_now FROM capped p)
+                    INTO candidates, chunk_empty, held_stores, held_waits, held_poss, held_heads, ledger_stores,
+                         ledger_left, starts_stores, ledger_cap_stores, ledger_cap_types, ledger_cap_left
+                    FROM stores AS c
+                    LEFT JOIN LATERAL (
+                        -- (v7: a store read whole when every type is wanted: one probe of jobs_fair_idx, of the index
+                        -- alone -- jobs_fair_head()'s first branch, without the test of the type that reads the row)
+                        (SELECT j.run_at AS head_run, j.id AS head_id
+                         FROM jobs j
+                         WHERE wanted IS NULL AND c.via_types IS NULL AND c.store_wanted IS NULL
+                           AND j.status = 'pending' AND j.priority = cur_level
+                               AND coalesce(j.store_id, '') = c.store_key
+                           AND j.id <> ALL (skip_ids)
+                         ORDER BY j.run_at, j.id
+                         LIMIT 1)
+                        UNION ALL
+                        -- (and a store read by type when one type is wanted of it: one probe of jobs_fair_type_idx, if
+                        -- the store may give that type -- jobs_fair_head()'s third branch, of one type)
+                        (SELECT j.run_at, j.id
+                         FROM jobs j
+                         WHERE c.via_types IS NOT NULL AND cardinality(coalesce(c.store_wanted, wanted)) = 1
+                           AND (coalesce(c.store_wanted, wanted))[1] = ANY (c.via_types)
+                           AND j.status = 'pending' AND j.type = (coalesce(c.store_wanted, wanted))[1]
+                           AND j.priority = cur_level AND coalesce(j.store_id, '') = c.store_key
+                           AND j.id <> ALL (skip_ids)
+                         ORDER BY j.run_at, j.id
+                         LIMIT 1)
+                        UNION ALL
+                        SELECT g.head_run, g.head_id
+                        FROM jobs_fair_head(cur_level, c.store_key, c.via_types, coalesce(c.store_wanted, wanted),
+                                            skip_ids) AS g
+                        WHERE NOT (wanted IS NULL AND c.via_types IS NULL AND c.store_wanted IS NULL)
+                          AND NOT (c.via_types IS NOT NULL AND cardinality(coalesce(c.store_wanted, wanted)) = 1)
+                    ) AS h ON true;
                 END IF;
-
-                -- 3b. the heads of the stores read (of the types each may give): a store with a due one is a
-                -- candidate, with its exact rank; the others are tightened in 6. (not the arrivals' stores), as are
-                -- rows whose types are not known
-                -- (and of the held stores: those with a due one, with their rank)
-                SELECT coalesce(array_agg(ROW(c.store_key, c.types, c.via_types, c.store_wanted, c.turn_at,
-                                              greatest(h.head_run, c.turn_at), c.rank_pos, h.head_run, h.head_id,
-                                              '-infinity', 0, 0, 0, c.allowance, false, c.weight, c.cap_types,
-                                              c.cap_left)::jobs_fair_queue_v4)
-                                FILTER (WHERE NOT c.held AND h.head_run <= now()), '{}'),
-                       coalesce(array_agg(c.store_key)
-                                FILTER (WHERE NOT c.held AND (h.head_run IS NULL OR h.head_run > now())), '{}'),
-                       held_stores || coalesce(array_agg(c.store_key) FILTER (WHERE c.held AND h.head_run <= now()),
-                                               '{}'),
-                       held_waits || coalesce(array_agg(greatest(h.head_run, c.turn_at))
-                                              FILTER (WHERE c.held AND h.head_run <= now()), '{}'),
-                       held_poss || coalesce(array_agg(c.rank_pos) FILTER (WHERE c.held AND h.head_run <= now()),
-                                             '{}'),
-                       held_heads || coalesce(array_agg(h.head_run) FILTER (WHERE c.held AND h.head_run <= now()),
-                                              '{}')
-                INTO candidates, chunk_empty, held_stores, held_waits, held_poss, held_heads
-                FROM (SELECT u.*, false AS held FROM unnest(chunk) AS u
-                      UNION ALL
-                      SELECT u.*, true FROM unnest(held_chunk) AS u) AS c
-                LEFT JOIN LATERAL (
-                    -- (v7: a store read whole when every type is wanted: one probe of jobs_fair_idx, of the index
-                    -- alone -- jobs_fair_head()'s first branch, without the test of the type that reads the row)
-                    (SELECT j.run_at AS head_run, j.id AS head_id
-                     FROM jobs j
-                     WHERE wanted IS NULL AND c.via_types IS NULL AND c.store_wanted IS NULL
-                       AND j.status = 'pending' AND j.priority = cur_level AND coalesce(j.store_id, '') = c.store_key
-                       AND j.id <> ALL (skip_ids)
-                     ORDER BY j.run_at, j.id
-                     LIMIT 1)
-                    UNION ALL
-                    -- (and a store read by type when one type is wanted of it: one probe of jobs_fair_type_idx, if
-                    -- the store may give that type -- jobs_fair_head()'s third branch, of one type)
-                    (SELECT j.run_at, j.id
-                     FROM jobs j
-                     WHERE c.via_types IS NOT NULL AND cardinality(coalesce(c.store_wanted, wanted)) = 1
-                       AND (coalesce(c.store_wanted, wanted))[1] = ANY (c.via_types)
-                       AND j.status = 'pending' AND j.type = (coalesce(c.store_wanted, wanted))[1]
-                       AND j.priority = cur_level AND coalesce(j.store_id, '') = c.store_key
-                       AND j.id <> ALL (skip_ids)
-                     ORDER BY j.run_at, j.id
-                     LIMIT 1)
-                    UNION ALL
-                    SELECT g.head_run, g.head_id
-                    FROM jobs_fair_head(cur_level, c.store_key, c.via_types, coalesce(c.store_wanted, wanted),
-                                        skip_ids) AS g
-                    WHERE NOT (wanted IS NULL AND c.via_types IS NULL AND c.store_wanted IS NULL)
-                      AND NOT (c.via_types IS NOT NULL AND cardinality(coalesce(c.store_wanted, wanted)) = 1)
-                ) AS h ON true;
                 pool := pool || candidates;
                 IF NOT from_arrivals THEN
                     chunk_empty := chunk_empty || chunk_unknown;
@@ -1244,10 +1401,12 @@ BEGIN
                 END IF;
             END IF;
 
-            IF step = 'partial round' THEN
+            IF step = 'partial round' AND cardinality(asks) > 0 THEN
                 -- a queue whose first jobs here do not include its head: another caller holds the head, so it is
                 -- serving that store right now; its jobs are set aside until every store nobody is serving has
                 -- been asked (one statement splits what the step got, in the order got)
+                -- (v9: not when every job the step got is a head got by primary key above -- asks is empty then:
+                -- such a job is its queue's head, so none is set aside; v8 ran the statement for nothing)
                 WITH got AS (
                     SELECT u.k, u.rank, u.id, u.run_at, u.type,
                            (queues[u.rank]).taken = 0
@@ -1359,20 +1518,29 @@ BEGIN
         HAVING count(*) > 0;
     END IF;
 
-    IF cardinality(starts_stores) > 0 THEN
-        -- (one statement: the old rows' DELETE as a CTE; by primary key, not `id IN (...)`, which hashes the key)
-        WITH old AS (
-            DELETE FROM job_store_starts
-            WHERE id = ANY (ARRAY(SELECT s.id FROM job_store_starts s
-                                  WHERE s.store_key = ANY (starts_stores)
-                                    AND s.claimed_at <= now() - interval '1 minute'
-                                  FOR UPDATE SKIP LOCKED))
+    IF cardinality(starts_stores) > 0 AND claimed_stores && starts_stores THEN
+        -- (one statement: the old rows' DELETE as a CTE)
+        -- (v9: only the stores with a starts limit that this claim took jobs of: their records, and their rows past
+        -- the minute deleted -- a store counted that gave nothing keeps its old rows until a claim takes one of its
+        -- jobs; past the minute they count for nothing. v8 deleted the old rows of every store it counted.)
+        WITH took AS MATERIALIZED (
+            SELECT c.store_key, c.type, count(*)::integer AS jobs
+            FROM unnest(claimed_stores, claimed_types) AS c(store_key, type)
+            WHERE c.store_key = ANY (starts_stores)
+            GROUP BY c.store_key, c.type
+        ), old AS (
+            -- (v9: deleted in place, not locked first by a SELECT ... FOR UPDATE SKIP LOCKED and then deleted by
+            -- primary key, which wrote each row twice: this claim holds the stores' lock 20225, so no other claim
+            -- writes their rows; the API's prune of rows past the minute (jobprocessor/flow/limits.py, when a limit
+            -- is removed) skips the rows it finds locked, and this DELETE waits at most for its transaction, which
+            -- waits for nothing)
+            DELETE FROM job_store_starts s
+            WHERE s.store_key = ANY (ARRAY(SELECT DISTINCT t.store_key FROM took t))
+              AND s.claimed_at <= now() - interval '1 minute'
         )
         INSERT INTO job_store_starts (store_key, type, claimed_at, jobs)
-        SELECT c.store_key, c.type, now(), count(*)::integer
-        FROM unnest(claimed_stores, claimed_types) AS c(store_key, type)
-        WHERE c.store_key = ANY (starts_stores)
-        GROUP BY c.store_key, c.type;
+        SELECT t.store_key, t.type, now(), t.jobs
+        FROM took t;
     END IF;
 
     IF cardinality(claimed_ids) = 0 THEN

@@ -1,4 +1,4 @@
-"""fair claim v9: a queue of one store claimed in one read (sql/034_fair_claim_v9.sql)
+"""fair claim v9: flow control in fewer statements, and one store in one read (sql/034_fair_claim_v9.sql)
 
 Revision ID: 0021_fair_claim_v9
 Revises: 0020_fair_claim_v8

@@ -204,6 +204,42 @@ def test_starts_per_minute_count_the_last_minute_of_claims(clean_db):
         assert conn.execute(text("SELECT sum(jobs) FROM job_store_starts")).scalar() == 5
 
 
+def test_the_starts_record_is_kept_for_the_stores_a_claim_took_jobs_of(clean_db):
+    """A claim records its jobs of each store with a starts limit and deletes that store's records past the
+    minute; a store it counted but took nothing of (here: at its limit) gets no record and keeps its old rows --
+    they count for nothing -- until a claim takes one of its jobs (v9, sql/034; v8 deleted them too)."""
+    engine = clean_db
+    insert_jobs(engine, 10, store_id="'a'", run_at="now() - interval '2 hours'")
+    insert_jobs(engine, 10, store_id="'b'", run_at="now() - interval '1 hour'")
+    set_limit(engine, "a", max_starts_per_minute=3)
+    set_limit(engine, "b", max_starts_per_minute=4)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO job_store_starts (store_key, type, claimed_at, jobs) VALUES "
+                          "('a', 'test.echo', now() - interval '10 seconds', 3), "
+                          "('a', 'test.echo', now() - interval '2 minutes', 5), "
+                          "('b', 'test.echo', now() - interval '2 minutes', 5)"))
+    assert stores_of(claim_and_check(engine, 100)) == {"b": 4}
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT store_key, jobs, claimed_at > now() - interval '1 minute' AS recent "
+                                 "FROM job_store_starts ORDER BY store_key, claimed_at")).all()
+    assert [tuple(r) for r in rows] == [("a", 5, False), ("a", 3, True), ("b", 4, True)]
+    assert claim_and_check(engine, 100) == []  # a at 3 of 3, b at 4 of 4 in this minute
+
+
+def test_rows_that_set_nothing_the_claim_honours_leave_a_store_as_if_unset(clean_db):
+    """A store whose only row sets weight 1, or only a token quota, or a type's row with no limit, is claimed as a
+    store without rows (v9's plan leaves such stores out, sql/034), beside a store whose weight counts."""
+    engine = clean_db
+    for k, store in enumerate("abcde"):
+        insert_jobs(engine, 6, store_id=f"'{store}'", run_at=f"now() - interval '{60 - k} minutes'")
+    set_limit(engine, "a", weight=1)
+    set_limit(engine, "b", openai_tokens_per_minute=1000)
+    set_limit(engine, "c", "test.echo")
+    set_limit(engine, "d", weight=2)
+    assert stores_of(claim_and_check(engine, 6)) == {"a": 1, "b": 1, "c": 1, "d": 2, "e": 1}
+    assert len(claim_and_check(engine, 7, job_types=["test.echo"])) == 7
+
+
 def test_a_claim_for_the_types_of_a_process_under_pauses_and_caps(clean_db):
     """queries.claim with job_types (what every tick passes) under a type pause and a per-type cap of the
     every-store row, over 30 stores."""
