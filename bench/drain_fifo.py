@@ -16,18 +16,22 @@ store_id NULL, as bench/drain.py; or S stores, round-robin):
   stays JOBS_IDLE_GRACE_S after its queue ran dry, waiting for new work).
 
 Issue 11's target: the endpoint at least half the plain loop. Medians of the rounds. Beside each rate: the CPU
-per job of the database server's processes and of gunicorn's (bench/drain.py CPUMeter; the plain loop's client is
-not counted, the server's CPU includes the table's fill for neither side).
+per job of the database server's processes and of the client's -- gunicorn's (bench/drain.py CPUMeter), or the
+plain loop's processes (getrusage of the children) -- the server's CPU includes the table's fill for neither side.
+Both sides are CPU-bound on this machine's cores, so on a quiet machine the rates' ratio is about the ratio of the
+CPU per job in all (printed as "CPU ratio"); a busy machine moves the rates (the plain loop's more), not that.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing
 import os
+import resource
 import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import psycopg2
 
@@ -79,10 +83,16 @@ def _plain_worker(dsn: str, index: int, go, out, measured) -> None:
     conn.close()
 
 
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int, meter: CPUMeter,
-                cpu: list) -> float:
-    """Jobs per second; appends the server's CPU seconds per job to `cpu`."""
+                cpu: list, client_cpu: Optional[list] = None) -> float:
+    """Jobs per second; appends the server's CPU seconds per job to `cpu`, and its processes' to `client_cpu`."""
     fill(jobs, n, stores)
+    children_before = children_cpu_s()
     go, measured = multiprocessing.Event(), multiprocessing.Event()
     out = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_plain_worker, args=(dsn, i, go, out, measured))
@@ -99,6 +109,8 @@ def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int, 
     measured.set()
     for proc in procs:
         proc.join()
+    if client_cpu is not None:
+        client_cpu.append((children_cpu_s() - children_before) / n)
     problems = jobs.check_drained(n)
     if done != n or problems:
         raise RuntimeError(f"plain FIFO: {done} done; {problems}")
@@ -130,11 +142,12 @@ def main() -> int:
         for round_no in range(1, args.rounds + 1):
             for stores in store_counts:
                 rate = plain_drain(dsn, jobs, args.jobs, stores, args.processes, meter,
-                                   server_cpu[(stores, sides[0])])
+                                   server_cpu[(stores, sides[0])], app_cpu[(stores, sides[0])])
                 rates[(stores, sides[0])].append(rate)
                 done[(stores, sides[0])].append(rate)
                 print(f"  round {round_no}, {stores:>3} stores: {sides[0]:<24} {rate:>9,.0f} jobs/s  "
-                      f"(server {1e6 * server_cpu[(stores, sides[0])][-1]:.0f} us/job)  {load()}", flush=True)
+                      f"(server {1e6 * server_cpu[(stores, sides[0])][-1]:.0f}, "
+                      f"client {1e6 * app_cpu[(stores, sides[0])][-1]:.0f} us/job)  {load()}", flush=True)
                 for label, limit in ((sides[1], 1000), (sides[2], None)):
                     fill(jobs, args.jobs, stores)
                     server_before, app_before = meter.read(server.proc.pid)
@@ -152,11 +165,12 @@ def main() -> int:
     print("medians (to the last answer; to the last completion), ratio to the plain loop:")
     for stores in store_counts:
         base = statistics.median(rates[(stores, sides[0])])
+        base_cpu = statistics.median(server_cpu[(stores, sides[0])]) + statistics.median(app_cpu[(stores, sides[0])])
         for label in sides:
             median, median_done = statistics.median(rates[(stores, label)]), statistics.median(done[(stores, label)])
-            cpu = f"server {1e6 * statistics.median(server_cpu[(stores, label)]):.0f} us/job"
-            if app_cpu[(stores, label)]:
-                cpu += f", gunicorn {1e6 * statistics.median(app_cpu[(stores, label)]):.0f}"
+            server, client = statistics.median(server_cpu[(stores, label)]), statistics.median(app_cpu[(stores, label)])
+            cpu = (f"server {1e6 * server:.0f} us/job, {'client' if label == sides[0] else 'gunicorn'} "
+                   f"{1e6 * client:.0f}; CPU ratio {base_cpu / (server + client):.2f}")
             print(f"  {stores:>3} stores  {label:<24} {median:>9,.0f} jobs/s = {median / base:.2f}x;  "
                   f"{median_done:>9,.0f} jobs/s = {median_done / base:.2f}x  ({cpu})", flush=True)
     return 0
