@@ -355,6 +355,22 @@ def reach_steady_state(engine, claims: int, limit: int) -> int:
     return claimed
 
 
+def flow_states(engine, args, n_stores: int, steady_limit: int, states):
+    """Set up flow's states in turn -- `states`: (label, the controls to set or None, steady) -- yielding each once
+    it is set up. The queue is filled again before controls are set after a steady state: configure_controls()
+    resets the turns, and the lower bounds the steady state's claims left loose would then slow every fair variant."""
+    refill = False
+    for label, setup, steady in states:
+        if setup is not None:
+            if refill:
+                fill(engine, args.jobs, n_stores)
+            configure_controls(engine, n_stores, **setup)
+        refill = refill or steady
+        if steady:
+            reach_steady_state(engine, args.steady_claims, steady_limit)
+        yield label, setup, steady
+
+
 def cmd_flow(args) -> None:
     engine = fresh_schema(database_url())
     install_v2(engine)
@@ -367,20 +383,10 @@ def cmd_flow(args) -> None:
     print(f"{'controls':<22} {'limit':>5}  {'variant':<15} {'wall':>15} {'cpu':>7} {'- fifo':>7} {'pk':>5} "
           f"{'jobs':>5} {'stores':>6}")
     fill(engine, args.jobs, n_stores)
-    # (the queue is filled again before controls are set after a steady state: configure_controls() resets the
-    # turns, and the lower bounds the steady state's claims left loose would then slow every fair variant)
-    refill = False
-    for label, setup, steady in (("none", None, False), ("configured", dict(type_pause=False), False),
-                                 ("configured + type pause", dict(type_pause=True), False),
-                                 ("conf. + type pause, st.", None, True),
-                                 ("configured, steady", dict(type_pause=False), True)):
-        if setup is not None:
-            if refill:
-                fill(engine, args.jobs, n_stores)
-            configure_controls(engine, n_stores, **setup)
-        refill = refill or steady
-        if steady:
-            reach_steady_state(engine, args.steady_claims, max(args.limits))
+    states = (("none", None, False), ("configured", dict(type_pause=False), False),
+              ("configured + type pause", dict(type_pause=True), False), ("conf. + type pause, st.", None, True),
+              ("configured, steady", dict(type_pause=False), True))
+    for label, setup, steady in flow_states(engine, args, n_stores, max(args.limits), states):
         for limit in args.limits:
             res = measure(engine, FLOW_VARIANTS, limit, args.reps,
                           before_round=None if setup is None and not steady else refresh_recent_starts)
@@ -453,16 +459,9 @@ def cmd_flow_ab(args) -> None:
           "interleaved claim by claim; - fifo: the median less FIFO's")
     print(f"{'controls':<22} {'variant':<15} {'median':>7} {'mean80':>7} {'- fifo':>7}")
     fill(engine, args.jobs, n_stores)
-    refill = False
-    for label, setup, steady in (("none", None, False), ("configured", dict(type_pause=False), False),
-                                 ("configured, steady", dict(type_pause=False), True)):
-        if setup is not None:
-            if refill:
-                fill(engine, args.jobs, n_stores)
-            configure_controls(engine, n_stores, **setup)
-        refill = refill or steady
-        if steady:
-            reach_steady_state(engine, args.steady_claims, limit)
+    states = (("none", None, False), ("configured", dict(type_pause=False), False),
+              ("configured, steady", dict(type_pause=False), True))
+    for label, setup, steady in flow_states(engine, args, n_stores, limit, states):
         out: dict = {variant: [] for variant in variants}
         with engine.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
