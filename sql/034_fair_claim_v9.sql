@@ -99,8 +99,10 @@ SET statement_timeout = '60s';
 -- (a superset of its pending jobs' types) are all wanted, or one of them only is, so the read passes over no job
 -- of another type; the type test in the read still holds back a job of another type enqueued since. Locks: the jobs it takes, FOR UPDATE SKIP LOCKED
 -- in the claim order, and the store's rows, by job_store_queues_serve() -- a subset of what the whole claim
--- locks, in the same order. Measured (bench/drain_versions.py, 1 store, 20,000 no-op jobs, limit=1000): the
--- server's CPU per job 42.5 -> 31.5 us; a claim of 1,000 alone 14.3 -> 10.9 ms, the FIFO claim's 10.9.
+-- locks, in the same order. Measured (docs/BENCHMARKS.md "One store, one read"): a claim of 1,000 from 20,000
+-- jobs of one store, alone, 14.7 -> 11.3 ms (bench/claim_alone.py; the FIFO claim's 11.3); the drain of those jobs
+-- through gunicorn (bench/drain_versions.py, v8 beside v9) 1.10x and 1.02x in two runs, the server's CPU per job
+-- 4 and 1.5 us less.
 CREATE OR REPLACE FUNCTION jobs_fair_claim_one_store(p_limit integer, p_wanted text[], p_max_per_store integer,
                                                      p_skip bigint[])
 RETURNS TABLE (job_id bigint, claim_order integer)
