@@ -587,8 +587,9 @@ class _Tick:
                     self.dry_since = now
         if not rows and not first:
             self._look_ahead()
-            if not self.claiming:
-                self._wake_all()
+            with self.cond:  # (claiming may have stopped meanwhile: a thread could not record a start)
+                if not self.claiming:
+                    self._wake_all()
         return len(rows)
 
     def _look_ahead(self) -> None:

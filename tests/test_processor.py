@@ -308,6 +308,17 @@ def test_a_runs_successes_move_the_lane_mean_as_they_would_one_by_one(app, engin
     assert len(tick.unflushed) == 10 and tick.oldest_unflushed == at and tick.last_activity == at + 4
 
 
+def test_an_empty_round_after_the_call_stopped_claiming_wakes_the_threads_under_the_lock(app, engine, settings):
+    # A lane thread that cannot record a start (the database went away) stops the call's claiming while the
+    # coordinator's next round claims nothing: that round wakes every thread, which must be done holding the call's
+    # lock (it raised "cannot notify on un-acquired lock": a 500 in tests/e2e/test_faults.py's kill storm).
+    from jobprocessor.processor import _Tick
+
+    tick = _Tick(engine, settings, "test-token", limit=10, budget_s=10, job_type=None, app=app)
+    tick.claiming = False  # as _run_started() sets it on StartFailed, between the round's start and its end
+    assert tick._claim_round(size=5) == 0  # the queue is empty
+
+
 def test_expired_leases_are_rescued(app, engine, settings):
     started = dict(status="'running'", locked_by="'dead-worker'", locked_until="now() - interval '1 second'",
                    started_at="now() - interval '2 minutes'")
