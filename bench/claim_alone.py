@@ -26,21 +26,13 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.drain import JobsTable, libpq_url  # noqa: E402
 from bench.drain_fifo import PLAIN_CLAIM, fill  # noqa: E402
+from bench.fair_claim import install_older_claim  # noqa: E402
 from bench.fifo_claim import FIFO_CLAIM  # noqa: E402
 from jobprocessor import queries  # noqa: E402
 from jobprocessor.config import normalise_database_url  # noqa: E402
 
 CLAIM_PARAMS = dict(limit=1000, worker="bench-claim-alone", lease_s=300.0, job_types=None, rescue_limit=1000,
                     max_per_store=None, start_types="{demo.noop}")
-
-
-def install_older(engine, sql_file: str, name: str) -> None:
-    """The jobs_fair_claim() of an older sql/ file, as `name`() (what it calls is live and shared)."""
-    source = (ROOT / sql_file).read_text()
-    start = source.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
-    function = source[start:source.index("$fn$;", start) + len("$fn$;")]
-    with engine.begin() as conn:
-        conn.exec_driver_sql(function.replace("FUNCTION jobs_fair_claim(", f"FUNCTION {name}(", 1).replace("%", "%%"))
 
 
 def execution_ms(engine, statement: str, params: dict) -> float:
@@ -62,7 +54,7 @@ def main() -> int:
     jobs = JobsTable(libpq_url(url))
     variants = {"claim (live)": (queries.CLAIM, CLAIM_PARAMS)}
     if args.older:
-        install_older(engine, args.older, "bench_claim_alone_older")
+        install_older_claim(engine, Path(args.older).name, "bench_claim_alone_older")  # a file of sql/
         older = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_claim_alone_older(", 1)
         variants[f"claim ({Path(args.older).stem})"] = (older, CLAIM_PARAMS)
     variants["claim, FIFO due step"] = (FIFO_CLAIM, CLAIM_PARAMS)

@@ -31,7 +31,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import psycopg2
 
@@ -89,7 +88,7 @@ def children_cpu_s() -> float:
 
 
 def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int, meter: CPUMeter,
-                cpu: list, client_cpu: Optional[list] = None) -> float:
+                cpu: list, client_cpu: list) -> float:
     """Jobs per second; appends the server's CPU seconds per job to `cpu`, and its processes' to `client_cpu`."""
     fill(jobs, n, stores)
     children_before = children_cpu_s()
@@ -109,8 +108,7 @@ def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int, 
     measured.set()
     for proc in procs:
         proc.join()
-    if client_cpu is not None:
-        client_cpu.append((children_cpu_s() - children_before) / n)
+    client_cpu.append((children_cpu_s() - children_before) / n)
     problems = jobs.check_drained(n)
     if done != n or problems:
         raise RuntimeError(f"plain FIFO: {done} done; {problems}")
