@@ -8,8 +8,8 @@ Contenders, all on the same PostgreSQL (DATABASE_URL) in the same run:
 - endpoint: a real gunicorn (wsgi:app, gunicorn.conf.py) with JOBPROCESSOR_HANDLERS=jobprocessor.handlers.demo;
   `callers` threads here each POST /process-pending?limit=1000 (the documented Bearer secret) until a call claims
   nothing. Jobs are `demo.noop`.
-- reference: one process, no HTTP, no handlers: jobprocessor.queries.CLAIM (batch 1000) then one FINISH statement
-  for the batch, each in its own transaction, exactly as the endpoint does; the SQL text is imported, not copied.
+- reference: one process, no HTTP, no handlers: jobprocessor.queries.claim() (batch 1000) then one finish() of the
+  batch, each in its own transaction, as the endpoint does (sql_loop(): the endpoint's own functions, not copies).
 - pgqueuer: bench/pgqueuer_drain.py in bench/.venv-pgqueuer (its own tables, from `pgq install`).
 
 Each run starts from an empty table, inserts N jobs in one generate_series INSERT (pgqueuer: its own bulk enqueue),
@@ -41,13 +41,12 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import psycopg2
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from jobprocessor.pgarray import array_literal  # noqa: E402
-from jobprocessor.queries import CLAIM, FINISH  # noqa: E402  (the statements the endpoint runs)
+from jobprocessor import queries  # noqa: E402  (imported here, so the processes of a drain fork with it loaded)
 
 JOB_TYPE = "demo.noop"
 OUT_DIR = ROOT / "bench" / ".out"  # gunicorn logs (git-ignored)
@@ -61,11 +60,6 @@ def libpq_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql://" + url[len(prefix):]
     return url
-
-
-def psycopg2_sql(sql: str) -> str:
-    """A queries.py statement (SQLAlchemy :name binds) as psycopg2 text (%(name)s), via SQLAlchemy's compiler."""
-    return str(text(sql).compile(dialect=PGDialect_psycopg2()))
 
 
 # --- the jobs table ------------------------------------------------------------------------------------------------
@@ -136,40 +130,48 @@ class Result:
 
 # --- (a) the plain psycopg2 reference loop -------------------------------------------------------------------------
 
-def reference_drain(dsn: str, jobs: JobsTable, n: int, batch: int = 1000, lease_s: float = 300.0) -> Result:
-    claim_sql, finish_sql = psycopg2_sql(CLAIM), psycopg2_sql(FINISH)
-    worker = f"bench-reference:{os.getpid()}:{secrets.token_hex(6)}"
-    jobs.fill(n)
-    conn = psycopg2.connect(dsn)
-    calls = 0
+def sql_loop(dsn: str, worker: str, batch: int = 1000, lease_s: float = 300.0, ready=None,
+             finished=None) -> tuple[int, int]:
+    """The endpoint's statements in a plain loop on one connection, without the processor: queries.claim() -- which
+    starts the no-op jobs itself, as the endpoint's rounds do for a type measured quick -- then queries.finish() of
+    the batch, every job completed with a JSON null result (a no-op's outcome), each in its own transaction, until a
+    claim is empty. The functions are the endpoint's own, so their binding cannot drift from it (a copy of FINISH's
+    binding here once fell behind its columns). `ready`: an Event waited for once connected; `finished`: called
+    with the jobs done before the connection closes (a server's CPU meter counts only live backends). Returns
+    (jobs, claims)."""
+    engine = create_engine("postgresql+psycopg2://", creator=lambda: psycopg2.connect(dsn), poolclass=NullPool)
+    done = calls = 0
     try:
-        with conn.cursor() as cur:
-            started = time.perf_counter()
+        with engine.connect() as conn:
+            if ready is not None:
+                ready.wait()
             while True:
-                cur.execute(claim_sql, {"limit": batch, "worker": worker, "lease_s": lease_s, "job_types": None,
-                                        "rescue_limit": 1000, "max_per_store": None, "start_types": "{}"})
-                ids = [row[0] for row in cur.fetchall() if row[0] is not None]
-                conn.commit()
+                with conn.begin():
+                    claimed = queries.claim(conn, limit=batch, worker=worker, lease_s=lease_s,
+                                            start_types=[JOB_TYPE]).jobs
                 calls += 1
-                if not ids:
-                    break
-                k = len(ids)
-                # what the endpoint writes for a no-op: completed, result JSON null, no error, attempt kept
-                # the arrays bound as queries.finish() binds them: one array literal each
-                cur.execute(finish_sql, {"worker": worker, "ids": array_literal(ids),
-                                         "statuses": array_literal(["completed"] * k),
-                                         "results": array_literal(["null"] * k), "errors": array_literal([None] * k),
-                                         "delays": array_literal([0.0] * k), "give_backs": array_literal([0] * k)})
-                written = len(cur.fetchall())
-                conn.commit()
-                if written != k:
-                    raise RuntimeError(f"reference: FINISH wrote {written} of {k} outcomes")
-            seconds = time.perf_counter() - started
+                if not claimed:
+                    if finished is not None:
+                        finished(done)
+                    return done, calls
+                with conn.begin():
+                    written = queries.finish(conn, worker, [queries.Outcome(row.id, "completed", "null")
+                                                            for row in claimed])
+                if len(written) != len(claimed):
+                    raise RuntimeError(f"{worker}: FINISH wrote {len(written)} of {len(claimed)} outcomes")
+                done += len(claimed)
     finally:
-        conn.close()
+        engine.dispose()
+
+
+def reference_drain(dsn: str, jobs: JobsTable, n: int, batch: int = 1000, lease_s: float = 300.0) -> Result:
+    jobs.fill(n)
+    started = time.perf_counter()
+    done, calls = sql_loop(dsn, f"bench-reference:{os.getpid()}:{secrets.token_hex(6)}", batch, lease_s)
+    seconds = time.perf_counter() - started
     problems = jobs.check_drained(n)
-    if problems:
-        raise RuntimeError("reference: " + "; ".join(problems))
+    if done != n or problems:
+        raise RuntimeError(f"reference: {done} done; " + "; ".join(problems))
     return Result("reference", f"psycopg2 loop, 1 process, batch {batch}", seconds, n, calls)
 
 

@@ -1,7 +1,7 @@
 """Issue 11's end-to-end figure: N no-op jobs drained through gunicorn beside a plain FIFO loop on the same server.
 
     make bench  # once, for the database (or set DATABASE_URL), then:
-    .venv/bin/python bench/drain_fifo.py --rounds 3
+    .venv/bin/python bench/drain_fifo.py --rounds 3 [--sql-loop]
 
 Contenders, in interleaved rounds on the same PostgreSQL (DATABASE_URL), each from a freshly filled table (1 store:
 store_id NULL, as bench/drain.py; or S stores, round-robin):
@@ -10,6 +10,9 @@ store_id NULL, as bench/drain.py; or S stores, round-robin):
   WHERE status = 'pending' AND run_at <= now() ORDER BY priority, run_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED)
   RETURNING id`, commit, then one batched completion (UPDATE ... WHERE id = ANY(...)), commit; until a claim is
   empty. No fairness, no leases kept, no handlers: the floor of what PostgreSQL does for a queue.
+- with --sql-loop, the endpoint's SQL in that loop: the same processes running the endpoint's own claim and finish
+  (bench.drain.sql_loop: queries.claim() and queries.finish(), every job completed) instead -- what the fair claim
+  and the endpoint's statements cost the server, without the processor.
 - endpoint: this checkout under gunicorn (2 workers x 4 threads, JOBS_CONCURRENCY=8, bench/drain.py's Server), 4
   callers POSTing /process-pending?limit=1000, and with no parameters (what a cron sends), until a call claims
   nothing. Both times are shown: to the last answer, and to the last job's completion (a call with no parameters
@@ -36,7 +39,8 @@ import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.drain import JOB_TYPE, CPUMeter, JobsTable, Server, endpoint_drain, libpq_url, load, warm_up  # noqa: E402
+from bench.drain import (JOB_TYPE, CPUMeter, JobsTable, Server, endpoint_drain, libpq_url, load, sql_loop,  # noqa: E402
+                         warm_up)
 
 PLAIN_CLAIM = """
 UPDATE jobs SET status = 'running', locked_by = %(worker)s, locked_until = now() + interval '300 seconds',
@@ -82,19 +86,28 @@ def _plain_worker(dsn: str, index: int, go, out, measured) -> None:
     conn.close()
 
 
+def _sql_worker(dsn: str, index: int, go, out, measured) -> None:
+    """The endpoint's claim and finish in the plain loop's place (bench.drain.sql_loop)."""
+    def finished(done: int) -> None:
+        out.put(done)
+        measured.wait(60)  # the backend's CPU is read while it lives
+
+    sql_loop(dsn, f"sql-loop:{os.getpid()}:{index}", ready=go, finished=finished)
+
+
 def children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
 def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int, meter: CPUMeter,
-                cpu: list, client_cpu: list) -> float:
+                cpu: list, client_cpu: list, worker=_plain_worker) -> float:
     """Jobs per second; appends the server's CPU seconds per job to `cpu`, and its processes' to `client_cpu`."""
     fill(jobs, n, stores)
     children_before = children_cpu_s()
     go, measured = multiprocessing.Event(), multiprocessing.Event()
     out = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_plain_worker, args=(dsn, i, go, out, measured))
+    procs = [multiprocessing.Process(target=worker, args=(dsn, i, go, out, measured))
              for i in range(processes)]
     for proc in procs:
         proc.start()
@@ -111,7 +124,7 @@ def plain_drain(dsn: str, jobs: JobsTable, n: int, stores: int, processes: int, 
     client_cpu.append((children_cpu_s() - children_before) / n)
     problems = jobs.check_drained(n)
     if done != n or problems:
-        raise RuntimeError(f"plain FIFO: {done} done; {problems}")
+        raise RuntimeError(f"{worker.__name__}: {done} done; {problems}")
     return n / seconds
 
 
@@ -122,12 +135,18 @@ def main() -> int:
     parser.add_argument("--stores", default="1,100", help="store counts, comma-separated")
     parser.add_argument("--processes", type=int, default=2, help="processes of the plain loop")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--sql-loop", action="store_true",
+                        help="also the endpoint's claim and finish in the plain loop's place (no processor): how "
+                             "much of the gap is the SQL")
     args = parser.parse_args()
     url = os.environ["DATABASE_URL"]
     dsn = libpq_url(url)
     jobs = JobsTable(dsn)
     store_counts = [int(x) for x in args.stores.split(",")]
-    sides = ["plain FIFO loop", "endpoint, limit=1000", "endpoint, no parameters"]
+    loops = {"plain FIFO loop": _plain_worker}
+    if args.sql_loop:
+        loops["endpoint's SQL, plain loop"] = _sql_worker
+    sides = [*loops, "endpoint, limit=1000", "endpoint, no parameters"]
     rates = {(s, k): [] for s in store_counts for k in sides}
     done = {(s, k): [] for s in store_counts for k in sides}
     server_cpu = {(s, k): [] for s in store_counts for k in sides}  # per job, seconds
@@ -139,14 +158,15 @@ def main() -> int:
         warm_up(server, jobs, 4)
         for round_no in range(1, args.rounds + 1):
             for stores in store_counts:
-                rate = plain_drain(dsn, jobs, args.jobs, stores, args.processes, meter,
-                                   server_cpu[(stores, sides[0])], app_cpu[(stores, sides[0])])
-                rates[(stores, sides[0])].append(rate)
-                done[(stores, sides[0])].append(rate)
-                print(f"  round {round_no}, {stores:>3} stores: {sides[0]:<24} {rate:>9,.0f} jobs/s  "
-                      f"(server {1e6 * server_cpu[(stores, sides[0])][-1]:.0f}, "
-                      f"client {1e6 * app_cpu[(stores, sides[0])][-1]:.0f} us/job)  {load()}", flush=True)
-                for label, limit in ((sides[1], 1000), (sides[2], None)):
+                for label, worker in loops.items():
+                    rate = plain_drain(dsn, jobs, args.jobs, stores, args.processes, meter,
+                                       server_cpu[(stores, label)], app_cpu[(stores, label)], worker)
+                    rates[(stores, label)].append(rate)
+                    done[(stores, label)].append(rate)
+                    print(f"  round {round_no}, {stores:>3} stores: {label:<27} {rate:>9,.0f} jobs/s  "
+                          f"(server {1e6 * server_cpu[(stores, label)][-1]:.0f}, "
+                          f"client {1e6 * app_cpu[(stores, label)][-1]:.0f} us/job)  {load()}", flush=True)
+                for label, limit in ((sides[-2], 1000), (sides[-1], None)):
                     fill(jobs, args.jobs, stores)
                     server_before, app_before = meter.read(server.proc.pid)
                     result = endpoint_drain(server, jobs, args.jobs, 4, limit, fill=False)
@@ -155,7 +175,7 @@ def main() -> int:
                     app_cpu[(stores, label)].append((app_after - app_before) / args.jobs)
                     rates[(stores, label)].append(result.jobs_per_s)
                     done[(stores, label)].append(result.done_per_s)
-                    print(f"  round {round_no}, {stores:>3} stores: {label:<24} {result.jobs_per_s:>9,.0f} jobs/s "
+                    print(f"  round {round_no}, {stores:>3} stores: {label:<27} {result.jobs_per_s:>9,.0f} jobs/s "
                           f"({result.calls} calls; {result.done_per_s:,.0f} jobs/s to the last completion; server "
                           f"{1e6 * server_cpu[(stores, label)][-1]:.0f}, "
                           f"gunicorn {1e6 * app_cpu[(stores, label)][-1]:.0f} us/job)  {load()}", flush=True)
@@ -167,9 +187,9 @@ def main() -> int:
         for label in sides:
             median, median_done = statistics.median(rates[(stores, label)]), statistics.median(done[(stores, label)])
             server, client = statistics.median(server_cpu[(stores, label)]), statistics.median(app_cpu[(stores, label)])
-            cpu = (f"server {1e6 * server:.0f} us/job, {'client' if label == sides[0] else 'gunicorn'} "
+            cpu = (f"server {1e6 * server:.0f} us/job, {'client' if label in loops else 'gunicorn'} "
                    f"{1e6 * client:.0f}; CPU ratio {base_cpu / (server + client):.2f}")
-            print(f"  {stores:>3} stores  {label:<24} {median:>9,.0f} jobs/s = {median / base:.2f}x;  "
+            print(f"  {stores:>3} stores  {label:<27} {median:>9,.0f} jobs/s = {median / base:.2f}x;  "
                   f"{median_done:>9,.0f} jobs/s = {median_done / base:.2f}x  ({cpu})", flush=True)
     return 0
 
