@@ -63,11 +63,12 @@ flow-settle: what a deployment pays right after its controls are set, where `flo
 flow-explain: EXPLAIN (ANALYZE, BUFFERS) of v5's claim statement with those controls (untyped and one type), in
            the steady state (`--steady-claims`; 0: right after the controls are set), and through auto_explain the
            statements inside jobs_fair_claim() and jobs_fair_flow_plan().
-flow-ab:   v8 (sql/033, installed beside v9 under another name) against v9 (queries.claim), untyped and of one
-           type, with nothing configured, right after the controls are set and in their steady state (as `flow`):
-           the server CPU of each claim from /proc/<pid>/schedstat (ns: one claim can be timed, where /proc/stat counts
-           10 ms ticks), the variants interleaved claim by claim, `--reps` claims each; median, mean of the middle 80 %,
-           and the median less FIFO's. Finer than `flow` for a difference of a few tenths of a millisecond.
+flow-ab:   v8 (sql/033, installed beside v9 under another name) against v9 (queries.claim), and v2 (sql/024, the
+           issue's reference) beside them, untyped and of one type, with nothing configured, right after the
+           controls are set and in their steady state (as `flow`): the server CPU of each claim from
+           /proc/<pid>/schedstat (ns: one claim can be timed, where /proc/stat counts 10 ms ticks), the variants
+           interleaved claim by claim, `--reps` claims each; median, mean of the middle 80 %, and the median less
+           FIFO's. Finer than `flow` for a difference of a few tenths of a millisecond.
 
 Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
 """
@@ -451,9 +452,13 @@ def cmd_flow_ab(args) -> None:
     """v8 (sql/033, installed beside v9) against v9 (queries.claim), untyped and of one type, in flow's states:
     server CPU of each claim (schedstat), the variants interleaved claim by claim (ABBA), FIFO beside them."""
     engine = fresh_schema(database_url())
+    install_v2(engine)
     install_v4(engine)
     n_stores, limit = args.stores[-1], args.limit
-    variants = ["fifo", "v8 (033)", "v3", "v8 (033) typed", "v3 typed"]
+    # v2 (sql/024, no flow control: it claims paused and limited stores alike) is issue 11's reference: "within
+    # +6 ms of FIFO, as v2 does now" -- beside it in the same run, the target can be read on a machine faster or
+    # slower than the one it was set on
+    variants = ["fifo", "v2", "v8 (033)", "v3", "v2 typed", "v8 (033) typed", "v3 typed"]
     print(f"{args.jobs:,} pending jobs over {n_stores} stores, claims of {limit}: server CPU per claim (ms, "
           f"/proc/<pid>/schedstat), median and mean of the middle 80 % of {args.reps} claims per variant, "
           "interleaved claim by claim; - fifo: the median less FIFO's")
