@@ -68,7 +68,9 @@ flow-ab:   v8 (sql/033, installed beside v9 under another name) against v9 (quer
            controls are set and in their steady state (as `flow`): the server CPU of each claim from
            /proc/<pid>/schedstat (ns: one claim can be timed, where /proc/stat counts 10 ms ticks), the variants
            interleaved claim by claim, `--reps` claims each; median, mean of the middle 80 %, and the median less
-           FIFO's. Finer than `flow` for a difference of a few tenths of a millisecond.
+           FIFO's. Finer than `flow` for a difference of a few tenths of a millisecond. Beside them "v9 no flow":
+           v9 with flow control cut out (section 0 answers "nothing is configured"), so v9 less it is what the
+           controls cost v9, configured or not. `--variants a,b,..` runs only those (FIFO always).
 
 Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
 """
@@ -261,6 +263,28 @@ def install_older_claim(engine, sql_file: str, name: str) -> None:
         conn.exec_driver_sql(fn.replace("FUNCTION jobs_fair_claim(", f"FUNCTION {name}(", 1).replace("%", "%%"))
 
 
+# v9 with tenant flow control cut out: section 0's statement (what is configured) replaced by "nothing is", so the
+# claim never looks at a pause, a limit or a quota. On a queue with nothing configured, v9 less this is what the
+# controls cost when none are set (issue 11: "nothing measurable"); on a configured queue, what they cost in all
+# (this variant claims paused and limited stores as if nothing were set).
+FLOW_CONFIG_START = "    SELECT ARRAY(SELECT p.type FROM job_pauses p WHERE coalesce(p.store_id, '') = ''),"
+FLOW_CONFIG_END = "          OFFSET 0) AS s;\n"
+NO_FLOW = ("    paused_types := '{}'; flow_stores := false; flow_pauses := false; flow_holds := false;"
+           " flow_keys := NULL;\n")
+
+
+def install_v9_without_flow(engine) -> None:
+    text_ = (ROOT / "sql" / "034_fair_claim_v9.sql").read_text()
+    fn_start = text_.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
+    fn = text_[fn_start:text_.index("$fn$;", fn_start) + len("$fn$;")]
+    start = fn.index(FLOW_CONFIG_START)
+    end = fn.index(FLOW_CONFIG_END, start) + len(FLOW_CONFIG_END)
+    fn = fn[:start] + NO_FLOW + fn[end:]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(fn.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v9_no_flow(", 1)
+                             .replace("%", "%%"))
+
+
 def install_v4(engine) -> None:
     install_older_claim(engine, "028_fair_claim_v4.sql", "bench_fair_claim_v4")
     install_older_claim(engine, "029_fair_claim_v5.sql", "bench_fair_claim_v5")
@@ -279,6 +303,8 @@ VARIANTS.update(_variants_of("v5 (029)", CLAIM_V5))
 VARIANTS.update(_variants_of("v6 (029)", CLAIM_V6))
 VARIANTS.update(_variants_of("v7 (032)", CLAIM_V7))
 VARIANTS.update(_variants_of("v8 (033)", CLAIM_V8))
+CLAIM_V9_NO_FLOW = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v9_no_flow(", 1)
+VARIANTS.update(_variants_of("v9 no flow", CLAIM_V9_NO_FLOW))
 FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v6 (029)", "v7 (032)", "v8 (033)", "v3",
                  "v2 typed", "v3 (026) typed", "v4 (028) typed", "v5 (029) typed", "v6 (029) typed", "v7 (032) typed",
                  "v8 (033) typed", "v3 typed",
@@ -448,17 +474,23 @@ def schedstat_ms(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
 
 
+FLOW_AB_VARIANTS = ["fifo", "v2", "v8 (033)", "v9 no flow", "v3", "v2 typed", "v8 (033) typed", "v9 no flow typed",
+                    "v3 typed"]
+
+
 def cmd_flow_ab(args) -> None:
     """v8 (sql/033, installed beside v9) against v9 (queries.claim), untyped and of one type, in flow's states:
     server CPU of each claim (schedstat), the variants interleaved claim by claim (ABBA), FIFO beside them."""
     engine = fresh_schema(database_url())
     install_v2(engine)
     install_v4(engine)
+    install_v9_without_flow(engine)
     n_stores, limit = args.stores[-1], args.limit
     # v2 (sql/024, no flow control: it claims paused and limited stores alike) is issue 11's reference: "within
     # +6 ms of FIFO, as v2 does now" -- beside it in the same run, the target can be read on a machine faster or
     # slower than the one it was set on
-    variants = ["fifo", "v2", "v8 (033)", "v3", "v2 typed", "v8 (033) typed", "v3 typed"]
+    # and v9 with flow control cut out (install_v9_without_flow): what the controls cost v9, set or not
+    variants = ["fifo"] + [v for v in (args.variants or FLOW_AB_VARIANTS) if v != "fifo"]
     print(f"{args.jobs:,} pending jobs over {n_stores} stores, claims of {limit}: server CPU per claim (ms, "
           f"/proc/<pid>/schedstat), median and mean of the middle 80 % of {args.reps} claims per variant, "
           "interleaved claim by claim; - fifo: the median less FIFO's")
@@ -883,6 +915,8 @@ def main() -> None:
                              "measured")
     parser.add_argument("--job-ms", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--variants", type=lambda s: s.split(","), default=None,
+                        help=f"flow-ab: the variants to interleave (default: {','.join(FLOW_AB_VARIANTS)})")
     args = parser.parse_args()
     {"latency": cmd_latency, "explain": cmd_explain, "first-job": cmd_first_job,
      "profile": cmd_profile, "enqueue": cmd_enqueue, "flow": cmd_flow,
