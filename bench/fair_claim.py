@@ -253,12 +253,15 @@ def _variants_of(name: str, statement: str) -> dict:
 VARIANTS.update(_variants_of("v3 (026)", CLAIM_V3))
 
 
-def install_older_claim(engine, sql_file: str, name: str) -> None:
+def install_older_claim(engine, sql_file: str, name: str, edit=None) -> None:
     """An older jobs_fair_claim() (its sql/ file) beside the live one, as `name`(): the types, jobs_fair_flow_plan()
-    and the head probe it calls are live and shared (v5 to v9 replaced only the function)."""
+    and the head probe it calls are live and shared (v5 to v9 replaced only the function). `edit`: a change to
+    the function's text first."""
     text_ = (ROOT / "sql" / sql_file).read_text()
     fn_start = text_.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
     fn = text_[fn_start:text_.index("$fn$;", fn_start) + len("$fn$;")]
+    if edit is not None:
+        fn = edit(fn)
     with engine.begin() as conn:
         conn.exec_driver_sql(fn.replace("FUNCTION jobs_fair_claim(", f"FUNCTION {name}(", 1).replace("%", "%%"))
 
@@ -273,16 +276,14 @@ NO_FLOW = ("    paused_types := '{}'; flow_stores := false; flow_pauses := false
            " flow_keys := NULL;\n")
 
 
-def install_v9_without_flow(engine) -> None:
-    text_ = (ROOT / "sql" / "034_fair_claim_v9.sql").read_text()
-    fn_start = text_.index("CREATE OR REPLACE FUNCTION jobs_fair_claim(")
-    fn = text_[fn_start:text_.index("$fn$;", fn_start) + len("$fn$;")]
+def _without_flow(fn: str) -> str:
     start = fn.index(FLOW_CONFIG_START)
     end = fn.index(FLOW_CONFIG_END, start) + len(FLOW_CONFIG_END)
-    fn = fn[:start] + NO_FLOW + fn[end:]
-    with engine.begin() as conn:
-        conn.exec_driver_sql(fn.replace("FUNCTION jobs_fair_claim(", "FUNCTION bench_fair_claim_v9_no_flow(", 1)
-                             .replace("%", "%%"))
+    return fn[:start] + NO_FLOW + fn[end:]
+
+
+def install_v9_without_flow(engine) -> None:
+    install_older_claim(engine, "034_fair_claim_v9.sql", "bench_fair_claim_v9_no_flow", edit=_without_flow)
 
 
 def install_v4(engine) -> None:
