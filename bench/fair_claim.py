@@ -475,13 +475,17 @@ def schedstat_ms(pid: int) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
 
 
-FLOW_AB_VARIANTS = ["fifo", "v2", "v8 (033)", "v9 no flow", "v3", "v2 typed", "v8 (033) typed", "v9 no flow typed",
-                    "v3 typed"]
+# (FIFO runs too, always: every figure is read against it)
+FLOW_AB_VARIANTS = ["v2", "v8 (033)", "v9 no flow", "v3", "v2 typed", "v8 (033) typed", "v9 no flow typed", "v3 typed"]
 
 
 def cmd_flow_ab(args) -> None:
-    """v8 (sql/033, installed beside v9) against v9 (queries.claim), untyped and of one type, in flow's states:
-    server CPU of each claim (schedstat), the variants interleaved claim by claim (ABBA), FIFO beside them."""
+    """v9 (queries.claim) beside v2 (sql/024), v8 (sql/033) and v9 without flow control, untyped and of one type,
+    in flow's states: server CPU of each claim (schedstat), the variants interleaved claim by claim (ABBA), FIFO
+    beside them."""
+    unknown = [v for v in args.variants or () if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: no variant {', '.join(map(repr, unknown))}; known: {', '.join(VARIANTS)}")
     engine = fresh_schema(database_url())
     install_v2(engine)
     install_v4(engine)
@@ -491,7 +495,7 @@ def cmd_flow_ab(args) -> None:
     # +6 ms of FIFO, as v2 does now" -- beside it in the same run, the target can be read on a machine faster or
     # slower than the one it was set on
     # and v9 with flow control cut out (install_v9_without_flow): what the controls cost v9, set or not
-    variants = ["fifo"] + [v for v in (args.variants or FLOW_AB_VARIANTS) if v != "fifo"]
+    variants = ["fifo"] + [v for v in args.variants or FLOW_AB_VARIANTS if v != "fifo"]
     print(f"{args.jobs:,} pending jobs over {n_stores} stores, claims of {limit}: server CPU per claim (ms, "
           f"/proc/<pid>/schedstat), median and mean of the middle 80 % of {args.reps} claims per variant, "
           "interleaved claim by claim; - fifo: the median less FIFO's")
