@@ -39,7 +39,8 @@ SERVER_SETTINGS = {
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("JOBPROCESSOR_PGDATA", Path.cwd() / ".pgdata")).resolve()
+    # (an empty value is unset: Path("") is the working directory, which _initdb() would hand to the server user)
+    return Path(os.environ.get("JOBPROCESSOR_PGDATA") or Path.cwd() / ".pgdata").resolve()
 
 
 def _bin(name: str) -> str:
@@ -91,6 +92,10 @@ def url(dbname: str = "jobprocessor", pgdata: Path | None = None) -> str:
 
 
 def _initdb(pgdata: Path) -> None:
+    # a folder that holds something else (a checkout, a home) is never chowned to the server user nor initialised
+    if pgdata.is_dir() and any(pgdata.iterdir()):
+        raise SystemExit(f"{pgdata} is not empty and holds no PostgreSQL data directory (no PG_VERSION): "
+                         "set JOBPROCESSOR_PGDATA to an empty or new folder")
     pgdata.mkdir(parents=True, exist_ok=True)
     _prepare_root_permissions(pgdata)
     subprocess.run(
