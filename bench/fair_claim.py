@@ -70,8 +70,9 @@ flow-ab:   v8 (sql/033, installed beside v9 under another name) against v9 (quer
            interleaved claim by claim, `--reps` claims each; median, mean of the middle 80 %, and the median less
            FIFO's. Finer than `flow` for a difference of a few tenths of a millisecond. Beside them "v9 no flow":
            v9 with flow control cut out (section 0 answers "nothing is configured"), so v9 less it is what the
-           controls cost v9, configured or not. `--variants a,b,..` runs only those (FIFO always); the live
-           claim answers to its printed name too ("v9", "v9 typed"), as well as to its old key "v3".
+           controls cost v9, configured or not; "v9 no turns" and "v9 no turns no flow" (not run unless named):
+           v9 without its turns, what they cost inside a claim. `--variants a,b,..` runs only those (FIFO
+           always); the live claim answers to its printed name too ("v9", "v9 typed") and to its old key "v3".
 
 Uses the database jobprocessor_bench on the embedded server (or BENCH_DATABASE_URL), rebuilt by the migrations.
 """
@@ -287,6 +288,23 @@ def install_v9_without_flow(engine) -> None:
     install_older_claim(engine, "034_fair_claim_v9.sql", "bench_fair_claim_v9_no_flow", edit=_without_flow)
 
 
+# v9 without its turns (job_store_queues_serve() not called): what the turns cost inside a claim, with the controls
+# and without them. A measure for a design of the directory whose turns are not an indexed update per store served;
+# a claim through it never moves a turn, so only rolled-back claims (flow-ab's) measure anything with it.
+SERVE_TURNS = "    PERFORM job_store_queues_serve(turn_stores, turn_poss);\n    RETURN QUERY"
+
+
+def _without_turns(fn: str) -> str:
+    assert fn.count(SERVE_TURNS) == 1, "v9's turns are no longer where this edit expects them"
+    return fn.replace(SERVE_TURNS, "    RETURN QUERY")
+
+
+def install_v9_without_turns(engine) -> None:
+    install_older_claim(engine, "034_fair_claim_v9.sql", "bench_fair_claim_v9_no_turns", edit=_without_turns)
+    install_older_claim(engine, "034_fair_claim_v9.sql", "bench_fair_claim_v9_no_turns_no_flow",
+                        edit=lambda fn: _without_turns(_without_flow(fn)))
+
+
 def install_v4(engine) -> None:
     install_older_claim(engine, "028_fair_claim_v4.sql", "bench_fair_claim_v4")
     install_older_claim(engine, "029_fair_claim_v5.sql", "bench_fair_claim_v5")
@@ -307,6 +325,9 @@ VARIANTS.update(_variants_of("v7 (032)", CLAIM_V7))
 VARIANTS.update(_variants_of("v8 (033)", CLAIM_V8))
 CLAIM_V9_NO_FLOW = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v9_no_flow(", 1)
 VARIANTS.update(_variants_of("v9 no flow", CLAIM_V9_NO_FLOW))
+for _name in ("no turns", "no turns no flow"):
+    VARIANTS.update(_variants_of(f"v9 {_name}", queries.CLAIM.replace(
+        "FROM jobs_fair_claim(", f"FROM bench_fair_claim_v9_{_name.replace(' ', '_')}(", 1)))
 FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v6 (029)", "v7 (032)", "v8 (033)", "v3",
                  "v2 typed", "v3 (026) typed", "v4 (028) typed", "v5 (029) typed", "v6 (029) typed", "v7 (032) typed",
                  "v8 (033) typed", "v3 typed",
@@ -482,9 +503,9 @@ FLOW_AB_VARIANTS = ["v2", "v8 (033)", "v9 no flow", "v3", "v2 typed", "v8 (033) 
 
 
 def cmd_flow_ab(args) -> None:
-    """v9 (queries.claim) beside v2 (sql/024), v8 (sql/033) and v9 without flow control, untyped and of one type,
-    in flow's states: server CPU of each claim (schedstat), the variants interleaved claim by claim (ABBA), FIFO
-    beside them."""
+    """v9 (queries.claim) beside v2 (sql/024), v8 (sql/033) and v9 without flow control (or its turns, when named),
+    untyped and of one type, in flow's states: server CPU of each claim (schedstat), the variants interleaved claim
+    by claim (ABBA), FIFO beside them."""
     # (the live claim's key is still "v3", from when v3 was live; the name it is printed under, "v9", is taken too)
     args.variants = args.variants and [FLOW_KEYS.get(v, v) for v in args.variants]
     unknown = [v for v in args.variants or () if v not in VARIANTS]
@@ -494,6 +515,7 @@ def cmd_flow_ab(args) -> None:
     install_v2(engine)
     install_v4(engine)
     install_v9_without_flow(engine)
+    install_v9_without_turns(engine)
     n_stores, limit = args.stores[-1], args.limit
     # v2 (sql/024, no flow control: it claims paused and limited stores alike) is issue 11's reference: "within
     # +6 ms of FIFO, as v2 does now" -- beside it in the same run, the target can be read on a machine faster or
