@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench.drain import JobsTable, libpq_url  # noqa: E402
 from bench.drain_fifo import PLAIN_CLAIM, fill  # noqa: E402
-from bench.fair_claim import install_older_claim  # noqa: E402
+from bench.fair_claim import claim_through, install_older_claim  # noqa: E402
 from bench.fifo_claim import FIFO_CLAIM  # noqa: E402
 from jobprocessor import queries  # noqa: E402
 from jobprocessor.config import normalise_database_url  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> int:
     variants = {"claim (live)": (queries.CLAIM, CLAIM_PARAMS)}
     if args.older:
         install_older_claim(engine, Path(args.older).name, "bench_claim_alone_older")  # a file of sql/
-        older = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_claim_alone_older(", 1)
+        older = claim_through("bench_claim_alone_older")
         variants[f"claim ({Path(args.older).stem})"] = (older, CLAIM_PARAMS)
     variants["claim, FIFO due step"] = (FIFO_CLAIM, CLAIM_PARAMS)
     variants["plain loop's claim"] = (PLAIN_CLAIM.replace("%(worker)s", "'bench-plain'"), {})

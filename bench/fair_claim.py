@@ -234,7 +234,12 @@ def install_v3(engine) -> None:
 
 
 # v3's claim statement: queries.CLAIM with v3's function in its `due` step
-CLAIM_V3 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v3(", 1)
+def claim_through(function: str) -> str:
+    """queries.CLAIM with `function`() (an older or edited claim installed beside the live one) in its `due` step."""
+    return queries.CLAIM.replace("FROM jobs_fair_claim(", f"FROM {function}(", 1)
+
+
+CLAIM_V3 = claim_through("bench_fair_claim_v3")
 assert CLAIM_V3 != queries.CLAIM
 
 
@@ -295,7 +300,8 @@ SERVE_TURNS = "    PERFORM job_store_queues_serve(turn_stores, turn_poss);\n    
 
 
 def _without_turns(fn: str) -> str:
-    assert fn.count(SERVE_TURNS) == 1, "v9's turns are no longer where this edit expects them"
+    if fn.count(SERVE_TURNS) != 1:
+        raise ValueError("v9's turns are no longer where this edit expects them")
     return fn.replace(SERVE_TURNS, "    RETURN QUERY")
 
 
@@ -313,21 +319,19 @@ def install_v4(engine) -> None:
     install_older_claim(engine, "033_fair_claim_v8.sql", "bench_fair_claim_v8")
 
 
-CLAIM_V4 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v4(", 1)
-CLAIM_V5 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v5(", 1)
-CLAIM_V6 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v6(", 1)
-CLAIM_V7 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v7(", 1)
-CLAIM_V8 = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v8(", 1)
+CLAIM_V4 = claim_through("bench_fair_claim_v4")
+CLAIM_V5 = claim_through("bench_fair_claim_v5")
+CLAIM_V6 = claim_through("bench_fair_claim_v6")
+CLAIM_V7 = claim_through("bench_fair_claim_v7")
+CLAIM_V8 = claim_through("bench_fair_claim_v8")
 VARIANTS.update(_variants_of("v4 (028)", CLAIM_V4))
 VARIANTS.update(_variants_of("v5 (029)", CLAIM_V5))
 VARIANTS.update(_variants_of("v6 (029)", CLAIM_V6))
 VARIANTS.update(_variants_of("v7 (032)", CLAIM_V7))
 VARIANTS.update(_variants_of("v8 (033)", CLAIM_V8))
-CLAIM_V9_NO_FLOW = queries.CLAIM.replace("FROM jobs_fair_claim(", "FROM bench_fair_claim_v9_no_flow(", 1)
-VARIANTS.update(_variants_of("v9 no flow", CLAIM_V9_NO_FLOW))
-for _name in ("no turns", "no turns no flow"):
-    VARIANTS.update(_variants_of(f"v9 {_name}", queries.CLAIM.replace(
-        "FROM jobs_fair_claim(", f"FROM bench_fair_claim_v9_{_name.replace(' ', '_')}(", 1)))
+VARIANTS.update(_variants_of("v9 no flow", claim_through("bench_fair_claim_v9_no_flow")))
+VARIANTS.update(_variants_of("v9 no turns", claim_through("bench_fair_claim_v9_no_turns")))
+VARIANTS.update(_variants_of("v9 no turns no flow", claim_through("bench_fair_claim_v9_no_turns_no_flow")))
 FLOW_VARIANTS = ["fifo", "v2", "v3 (026)", "v4 (028)", "v5 (029)", "v6 (029)", "v7 (032)", "v8 (033)", "v3",
                  "v2 typed", "v3 (026) typed", "v4 (028) typed", "v5 (029) typed", "v6 (029) typed", "v7 (032) typed",
                  "v8 (033) typed", "v3 typed",
@@ -338,7 +342,7 @@ FLOW_NAMES = {"v3": "v9", "v3 typed": "v9 typed", "v3 handlers": "v9 handlers", 
               "v4 (028) hand.": "v4 (028) handl.", "v5 (029) hand.": "v5 (029) handl.",
               "v6 (029) hand.": "v6 (029) handl.", "v7 (032) hand.": "v7 (032) handl.",
               "v8 (033) hand.": "v8 (033) handl."}
-FLOW_KEYS = {name: key for key, name in FLOW_NAMES.items() if key.startswith("v3") and "(" not in key}
+FLOW_KEYS = {FLOW_NAMES[key]: key for key in ("v3", "v3 typed", "v3 handlers")}  # the live claim by its printed name
 
 
 def configure_controls(engine, n_stores: int, type_pause: bool = False) -> None:
